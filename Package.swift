@@ -1,0 +1,42 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "kdtool",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kdtool", targets: ["kdtool"]),
+        .library(name: "KDBundle", targets: ["KDBundle"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    ],
+    targets: [
+        // System libraries, each through a small module map resolved with pkg-config.
+        .systemLibrary(
+            name: "CBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CArchive", pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(
+            name: "CImage", pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev", "libjpeg62-turbo-dev"])]),
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
+
+        .target(name: "KDBundle", dependencies: ["CZlib"]),
+        .executableTarget(
+            name: "kdtool",
+            dependencies: [
+                "KDBundle",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),
+        .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
+        // Runs the built binary as a user would; depending on it makes `swift test` build it first.
+        .testTarget(name: "KDToolTests", dependencies: ["kdtool"]),
+    ]
+)

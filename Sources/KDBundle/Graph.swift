@@ -1,0 +1,286 @@
+/// `GRPH`: the model as a DAG of nodes from a closed op set (Spec §7.2).
+///
+///     let g = Graph(inputs: [.init(name: "x", shape: [-1, 784])], outputs: ["logits"], outputKind: .softmax,
+///                   nodes: [Graph.Node(name: "fc", op: .linear, inputs: ["x", "fc.weight", "fc.bias"], outputs: ["logits"])])
+public struct Graph: BundleSection {
+    public static let fourcc = "GRPH"
+    public static let opset = 1
+
+    public enum OutputKind: String, Sendable, CaseIterable { case softmax, sigmoid, none }
+
+    public enum Op: String, Sendable, CaseIterable {
+        case conv2d, linear, batchnorm, relu, maxpool, avgpool, globalavgpool, add, concat, flatten, reshape
+        case dropout, softmax, sigmoid
+        case splitLinear = "split_linear"
+        case l2normScale = "l2norm_scale"
+    }
+
+    public struct Input: Equatable, Sendable {
+        public var name: String
+        /// `-1` in position 0 means any batch size.
+        public var shape: [Int]
+        public init(name: String, shape: [Int]) {
+            self.name = name
+            self.shape = shape
+        }
+    }
+
+    public struct Node: Equatable, Sendable {
+        public var name: String
+        public var op: Op
+        public var inputs: [String]
+        public var outputs: [String]
+        public var attrs: [String: Value]
+        public init(name: String, op: Op, inputs: [String], outputs: [String], attrs: [String: Value] = [:]) {
+            self.name = name
+            self.op = op
+            self.inputs = inputs
+            self.outputs = outputs
+            self.attrs = attrs
+        }
+
+        public func ints(_ key: String) -> [Int] {
+            if case .ints(let v) = attrs[key] { return v.map { Int(clamping: $0) } }
+            return []
+        }
+        public func int(_ key: String) -> Int {
+            switch attrs[key] {
+            case .int(let v): Int(clamping: v)
+            case .uint(let v): Int(clamping: v)
+            default: 0
+            }
+        }
+        public func float(_ key: String) -> Double {
+            if case .float(let v) = attrs[key] { return v }
+            return 0
+        }
+        public func bool(_ key: String) -> Bool {
+            if case .bool(let v) = attrs[key] { return v }
+            return false
+        }
+    }
+
+    public var inputs: [Input]
+    public var outputs: [String]
+    public var outputKind: OutputKind
+    public var nodes: [Node]
+
+    public init(inputs: [Input], outputs: [String], outputKind: OutputKind, nodes: [Node]) {
+        self.inputs = inputs
+        self.outputs = outputs
+        self.outputKind = outputKind
+        self.nodes = nodes
+    }
+
+    public init(decoding entries: [String: Value], offset: Int?) throws {
+        var f = Fields(entries, context: Self.fourcc, offset: offset)
+        inputs = try f.records("inputs") { r in
+            let name = try r.string("name")
+            let shape = try r.ints("shape")
+            guard shape.count <= Format.maxRank else {
+                throw BundleError(.rankTooLarge, offset: offset, "GRPH input '\(name)' has rank \(shape.count) > 8")
+            }
+            for (i, d) in shape.enumerated() where d < 0 && !(i == 0 && d == -1) {
+                throw r.invalid("shape", "dimension \(i) of input '\(name)' is \(d)")
+            }
+            return Input(name: name, shape: shape.map { Int(clamping: $0) })
+        }
+        nodes = try f.records("nodes") { r in
+            let attrs = try r.map("attrs")
+            let ins = try r.strings("inputs")
+            let name = try r.string("name")
+            let opName = try r.string("op")
+            guard let op = Op(rawValue: opName) else {
+                throw BundleError(.unknownOp, offset: offset, "GRPH node '\(name)' has op '\(opName)', not in op set 1")
+            }
+            return Node(name: name, op: op, inputs: ins, outputs: try r.strings("outputs"), attrs: attrs)
+        }
+        let opset = try f.uint("opset")
+        guard opset == Graph.opset else { throw f.invalid("opset", "op set \(opset) is not supported (1)") }
+        let kind = try f.string("output_kind")
+        guard let k = OutputKind(rawValue: kind) else {
+            throw f.invalid("output_kind", "'\(kind)' is not softmax|sigmoid|none")
+        }
+        outputKind = k
+        outputs = try f.strings("outputs")
+        try f.finish()
+    }
+
+    public var value: Value {
+        .map([
+            "inputs": .array(inputs.map { .map(["name": .string($0.name), "shape": .ints($0.shape.map(Int64.init))]) }),
+            "nodes": .array(
+                nodes.map {
+                    .map([
+                        "attrs": .map($0.attrs), "inputs": .array($0.inputs.map { .string($0) }),
+                        "name": .string($0.name), "op": .string($0.op.rawValue),
+                        "outputs": .array($0.outputs.map { .string($0) }),
+                    ])
+                }),
+            "opset": .uint(UInt64(Graph.opset)),
+            "output_kind": .string(outputKind.rawValue),
+            "outputs": .array(outputs.map { .string($0) }),
+        ])
+    }
+
+    public func node(named name: String) -> Node? { nodes.first { $0.name == name } }
+}
+
+// MARK: - Op schema and validation
+
+extension Graph.Op {
+    enum AttrKind {
+        case ints(count: Int?, min: Int64)
+        case uint(min: UInt64)
+        case int
+        case float(ClosedRange<Double>, openUpper: Bool)
+        case bool
+    }
+
+    /// Allowed input counts and the exact attribute set (Spec §7.2 table).
+    var schema: (inputs: ClosedRange<Int>, attrs: [String: AttrKind]) {
+        let window: [String: AttrKind] = [
+            "kernel": .ints(count: 2, min: 1), "stride": .ints(count: 2, min: 1), "pads": .ints(count: 4, min: 0),
+        ]
+        switch self {
+        case .conv2d:
+            return (
+                2...3,
+                [
+                    "stride": .ints(count: 2, min: 1), "pads": .ints(count: 4, min: 0),
+                    "dilation": .ints(count: 2, min: 1), "groups": .uint(min: 1),
+                ]
+            )
+        case .linear: return (2...3, [:])
+        case .batchnorm:
+            return (
+                5...5,
+                [
+                    "epsilon": .float(Double.leastNonzeroMagnitude...Double.greatestFiniteMagnitude, openUpper: false),
+                    "momentum": .float(0...1, openUpper: false),
+                ]
+            )
+        case .relu, .sigmoid, .globalavgpool: return (1...1, [:])
+        case .maxpool:
+            return (1...1, window.merging(["dilation": .ints(count: 2, min: 1), "ceil_mode": .bool]) { a, _ in a })
+        case .avgpool:
+            return (1...1, window.merging(["ceil_mode": .bool, "count_include_pad": .bool]) { a, _ in a })
+        case .add: return (2...2, [:])
+        case .concat: return (1...Int.max, ["axis": .int])
+        case .flatten: return (1...1, ["axis": .int])
+        case .reshape: return (1...1, ["shape": .ints(count: nil, min: -1)])
+        case .dropout: return (1...1, ["ratio": .float(0...1, openUpper: true)])
+        case .softmax: return (1...1, ["axis": .int])
+        case .splitLinear: return (3...Int.max, ["in_splits": .ints(count: nil, min: 0), "shared": .uint(min: 0)])
+        case .l2normScale:
+            return (
+                2...2,
+                [
+                    "groups": .ints(count: nil, min: 1),
+                    "epsilon": .float(Double.leastNonzeroMagnitude...Double.greatestFiniteMagnitude, openUpper: false),
+                ]
+            )
+        }
+    }
+}
+
+extension Graph {
+    /// Structural checks against the tensor table (Spec §7.2): arity, attributes, names, missing
+    /// tensors, unproduced outputs and cycles. Returns the nodes in a topological order.
+    @discardableResult
+    public func validate(tensorNames: Set<String>, offset: Int? = nil) throws -> [Node] {
+        func fail(_ code: BundleErrorCode, _ m: String) -> BundleError { BundleError(code, offset: offset, "GRPH: \(m)") }
+
+        var nodeNames = Set<String>()
+        var producer: [String: Int] = [:]
+        var available = tensorNames
+        for input in inputs {
+            guard available.insert(input.name).inserted else {
+                throw fail(.duplicateName, "graph input '\(input.name)' is also a tensor or another input")
+            }
+        }
+        for (i, node) in nodes.enumerated() {
+            guard nodeNames.insert(node.name).inserted else { throw fail(.duplicateName, "node name '\(node.name)' repeats") }
+            try checkNode(node, fail: fail)
+            for out in node.outputs {
+                guard !available.contains(out), producer[out] == nil else {
+                    throw fail(.duplicateName, "node '\(node.name)' output '\(out)' is already defined")
+                }
+                producer[out] = i
+            }
+        }
+        for node in nodes {
+            for input in node.inputs where !available.contains(input) && producer[input] == nil {
+                throw fail(.missingTensor, "node '\(node.name)' reads '\(input)', which no input, tensor or node provides")
+            }
+        }
+        for out in outputs where producer[out] == nil && !available.contains(out) {
+            throw fail(.invalidGraph, "graph output '\(out)' is not produced by any node")
+        }
+        // Kahn's algorithm: whatever is left unordered sits on a cycle.
+        var indegree = [Int](repeating: 0, count: nodes.count)
+        var consumers = [[Int]](repeating: [], count: nodes.count)
+        for (i, node) in nodes.enumerated() {
+            for input in node.inputs {
+                if let p = producer[input] {
+                    indegree[i] += 1
+                    consumers[p].append(i)
+                }
+            }
+        }
+        var ready = (0..<nodes.count).filter { indegree[$0] == 0 }
+        var order: [Node] = []
+        var head = 0
+        while head < ready.count {
+            let i = ready[head]
+            head += 1
+            order.append(nodes[i])
+            for c in consumers[i] {
+                indegree[c] -= 1
+                if indegree[c] == 0 { ready.append(c) }
+            }
+        }
+        if order.count != nodes.count {
+            let stuck = nodes.indices.filter { indegree[$0] > 0 }.map { nodes[$0].name }
+            throw fail(.graphCycle, "nodes \(stuck.prefix(5).joined(separator: ", ")) form a cycle")
+        }
+        return order
+    }
+
+    private func checkNode(_ node: Node, fail: (BundleErrorCode, String) -> BundleError) throws {
+        let schema = node.op.schema
+        guard schema.inputs.contains(node.inputs.count) else {
+            throw fail(.invalidGraph, "node '\(node.name)' (\(node.op.rawValue)) has \(node.inputs.count) inputs")
+        }
+        guard node.outputs.count == 1 else {
+            throw fail(.invalidGraph, "node '\(node.name)' must have exactly one output, has \(node.outputs.count)")
+        }
+        for key in Value.canonicalOrder(node.attrs.keys) where schema.attrs[key] == nil {
+            throw fail(.invalidGraph, "node '\(node.name)' (\(node.op.rawValue)) has unknown attribute '\(key)'")
+        }
+        for (key, kind) in schema.attrs {
+            guard let v = node.attrs[key] else {
+                throw fail(.invalidGraph, "node '\(node.name)' (\(node.op.rawValue)) lacks attribute '\(key)'")
+            }
+            let ok: Bool
+            switch (kind, v) {
+            case (.ints(let count, let min), .ints(let xs)):
+                ok = (count == nil || xs.count == count!) && xs.allSatisfy { $0 >= min }
+            case (.uint(let min), .uint(let x)): ok = x >= min
+            case (.int, .int): ok = true
+            case (.float(let range, let openUpper), .float(let x)):
+                ok = range.contains(x) && !(openUpper && x == range.upperBound)
+            case (.bool, .bool): ok = true
+            default: ok = false
+            }
+            guard ok else { throw fail(.invalidGraph, "node '\(node.name)' attribute '\(key)' is invalid: \(v)") }
+        }
+        if node.op == .splitLinear {
+            let k = node.ints("in_splits").count
+            guard k >= 1, node.inputs.count == 1 + 2 * k else {
+                throw fail(
+                    .invalidGraph, "split_linear '\(node.name)' needs 1 + 2×\(k) inputs, has \(node.inputs.count)")
+            }
+        }
+    }
+}
