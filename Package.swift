@@ -27,14 +27,20 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]),
 
         .target(name: "KDBundle", dependencies: ["CZlib"]),
+        .target(name: "KDTensor", dependencies: ["CBLAS"]),
+        .target(name: "KDNN", dependencies: ["KDTensor", "KDBundle"]),
+        .target(name: "KDData", dependencies: ["KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
+        // libjpeg reports errors by longjmp, which Swift cannot catch: a few lines of C do.
+        .target(name: "CImageSupport", dependencies: ["CImage"]),
         .executableTarget(
             name: "kdtool",
             dependencies: [
-                "KDBundle",
+                "KDBundle", "KDTensor", "KDNN", "KDData",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),
+        .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], resources: [.copy("Golden")]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.
         .testTarget(name: "KDToolTests", dependencies: ["kdtool"]),

@@ -179,7 +179,7 @@ public enum BundleWriter {
         for s in sections { try out(s.stored) }
         try out(directory.bytes)
         let digest = sha.finalize()
-        try emit(UnsafeRawBufferPointer(start: digest, count: digest.count))
+        try digest.withUnsafeBytes { try emit($0) }
 
         var content = ContentDigest()
         let payloads = Dictionary(uniqueKeysWithValues: c.encodedSections().map { ($0.fourcc, $0.payload) })

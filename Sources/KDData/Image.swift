@@ -1,0 +1,178 @@
+import CImage
+import CImageSupport
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A decoded image: 8-bit interleaved pixels with 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels.
+public struct Image: Sendable, Equatable {
+    public var width: Int
+    public var height: Int
+    public var channels: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.pixels = pixels
+    }
+}
+
+/// Image formats recognised by their first bytes, never by extension.
+public enum ImageFormat: String, Sendable {
+    case png, jpeg, gif, tiff, bmp, webp, unknown
+
+    public init(sniffing b: [UInt8]) {
+        func starts(_ p: [UInt8]) -> Bool { b.count >= p.count && Array(b[0..<p.count]) == p }
+        if starts([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            self = .png
+        } else if starts([0xFF, 0xD8, 0xFF]) {
+            self = .jpeg
+        } else if starts(Array("GIF8".utf8)) {
+            self = .gif
+        } else if starts([0x49, 0x49, 0x2A, 0x00]) || starts([0x4D, 0x4D, 0x00, 0x2A]) {
+            self = .tiff
+        } else if starts(Array("BM".utf8)) {
+            self = .bmp
+        } else if starts(Array("RIFF".utf8)) && b.count >= 12 && Array(b[8..<12]) == Array("WEBP".utf8) {
+            self = .webp
+        } else {
+            self = .unknown
+        }
+    }
+}
+
+/// Why an image could not be used; `kind` is stable for scripts (`unsupported`, `corrupt`, `too-large`, `unreadable`).
+public struct ImageError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var kind: String
+    public var message: String
+    public var description: String { "\(path): \(message)" }
+}
+
+/// PNG through libpng's simplified API, JPEG through libjpeg-turbo (with EXIF orientation applied).
+public enum ImageDecoder {
+    public static let defaultMaxPixels = 100_000_000
+
+    public static func decode(file path: String, maxPixels: Int = defaultMaxPixels) throws -> Image {
+        let bytes: [UInt8]
+        do {
+            bytes = try readFile(path)
+        } catch let e as DataError {
+            throw ImageError(path: path, kind: "unreadable", message: e.description.replacingFirst("\(path): ", with: ""))
+        }
+        return try decode(bytes, path: path, maxPixels: maxPixels)
+    }
+
+    public static func decode(_ bytes: [UInt8], path: String = "<memory>", maxPixels: Int = defaultMaxPixels) throws -> Image {
+        if bytes.isEmpty { throw ImageError(path: path, kind: "corrupt", message: "empty file") }
+        switch ImageFormat(sniffing: bytes) {
+        case .png: return try png(bytes, path: path, maxPixels: maxPixels)
+        case .jpeg: return try jpeg(bytes, path: path, maxPixels: maxPixels)
+        case .unknown:
+            throw ImageError(path: path, kind: "unsupported", message: "not an image format kdtool reads (PNG or JPEG)")
+        case let other:
+            throw ImageError(path: path, kind: "unsupported", message: "\(other.rawValue.uppercased()) images are not supported (PNG or JPEG)")
+        }
+    }
+
+    static func png(_ bytes: [UInt8], path: String, maxPixels: Int) throws -> Image {
+        var image = png_image()
+        image.version = UInt32(PNG_IMAGE_VERSION)
+        let began = bytes.withUnsafeBytes { png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count) }
+        func message() -> String {
+            withUnsafeBytes(of: image.message) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        }
+        guard began != 0 else { throw ImageError(path: path, kind: "corrupt", message: "invalid PNG: \(message())") }
+        defer { png_image_free(&image) }
+        let (w, h) = (Int(image.width), Int(image.height))
+        guard w > 0, h > 0, w * h <= maxPixels else {
+            throw ImageError(path: path, kind: "too-large", message: "PNG of \(w)×\(h) pixels exceeds the limit of \(maxPixels)")
+        }
+        // Keep colour and alpha as the file has them; 16-bit, palette and interlacing are resolved by libpng.
+        let hasColor = image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0 || image.format & UInt32(PNG_FORMAT_FLAG_COLORMAP) != 0
+        let hasAlpha = image.format & UInt32(PNG_FORMAT_FLAG_ALPHA) != 0
+        let channels = (hasColor ? 3 : 1) + (hasAlpha ? 1 : 0)
+        image.format = (hasColor ? UInt32(PNG_FORMAT_FLAG_COLOR) : 0) | (hasAlpha ? UInt32(PNG_FORMAT_FLAG_ALPHA) : 0)
+        var pixels = [UInt8](repeating: 0, count: w * h * channels)
+        let ok = pixels.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+        guard ok != 0 else { throw ImageError(path: path, kind: "corrupt", message: "corrupt PNG: \(message())") }
+        return Image(width: w, height: h, channels: channels, pixels: pixels)
+    }
+
+    static func jpeg(_ bytes: [UInt8], path: String, maxPixels: Int) throws -> Image {
+        var out: UnsafeMutablePointer<UInt8>?
+        var (w, h, c, orientation): (Int32, Int32, Int32, Int32) = (0, 0, 0, 1)
+        var err = [CChar](repeating: 0, count: 256)
+        let rc = bytes.withUnsafeBufferPointer { b in
+            kd_jpeg_decode(b.baseAddress, b.count, maxPixels, &out, &w, &h, &c, &orientation, &err, err.count)
+        }
+        let msg = err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        if rc == 2 { throw ImageError(path: path, kind: "too-large", message: "JPEG: \(msg)") }
+        guard rc == 0, let out else { throw ImageError(path: path, kind: "corrupt", message: "corrupt JPEG: \(msg)") }
+        defer { free(out) }
+        let img = Image(
+            width: Int(w), height: Int(h), channels: Int(c), pixels: Array(UnsafeBufferPointer(start: out, count: Int(w * h * c))))
+        return img.oriented(Int(orientation))
+    }
+
+    static func readFile(_ path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw DataError("\(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw DataError("\(path): \(String(cString: strerror(errno)))") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw DataError("\(path): not a regular file") }
+        var out = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < out.count {
+            let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw DataError("\(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(out[0..<done])
+    }
+
+    /// Encodes a JPEG (for tests and for writing sample folders).
+    public static func encodeJPEG(_ img: Image, quality: Int = 90, progressive: Bool = false) throws -> [UInt8] {
+        var out: UnsafeMutablePointer<UInt8>?
+        var size: UInt = 0
+        var err = [CChar](repeating: 0, count: 256)
+        let rc = img.pixels.withUnsafeBufferPointer {
+            kd_jpeg_encode(
+                $0.baseAddress, Int32(img.width), Int32(img.height), Int32(img.channels), Int32(quality), progressive ? 1 : 0, &out, &size,
+                &err, err.count)
+        }
+        guard rc == 0, let out else { throw DataError("JPEG encoding failed: \(err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })") }
+        defer { free(out) }
+        return Array(UnsafeBufferPointer(start: out, count: Int(size)))
+    }
+
+    /// Encodes an 8-bit PNG (gray, gray+alpha, RGB or RGBA).
+    public static func encodePNG(_ img: Image) throws -> [UInt8] {
+        var image = png_image()
+        image.version = UInt32(PNG_IMAGE_VERSION)
+        image.width = UInt32(img.width)
+        image.height = UInt32(img.height)
+        image.format = UInt32([0, 0, 1, 2, 3][img.channels])
+        var size: Int = 0
+        let stride = Int32(img.width * img.channels)
+        _ = img.pixels.withUnsafeBytes { png_image_write_to_memory(&image, nil, &size, 0, $0.baseAddress, stride, nil) }
+        var out = [UInt8](repeating: 0, count: size)
+        let ok = out.withUnsafeMutableBytes { o in
+            img.pixels.withUnsafeBytes { png_image_write_to_memory(&image, o.baseAddress, &size, 0, $0.baseAddress, stride, nil) }
+        }
+        guard ok != 0 else { throw DataError("PNG encoding failed") }
+        return Array(out[0..<size])
+    }
+}
+
+extension String {
+    func replacingFirst(_ prefix: String, with replacement: String) -> String {
+        hasPrefix(prefix) ? replacement + dropFirst(prefix.count) : self
+    }
+}

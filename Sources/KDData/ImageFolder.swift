@@ -1,0 +1,106 @@
+import KDTensor
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A folder with one subfolder per class; class names are the subfolder names, in sorted order.
+public enum ImageFolder {
+    /// Regular files below `dir`, sorted, recursing into subfolders; symlinks are followed once
+    /// (a link back to an ancestor is skipped, so loops end).
+    public static func files(in dir: String, recursive: Bool = true) throws -> [String] {
+        var out: [String] = []
+        var visited = Set<String>()
+        func walk(_ d: String) throws {
+            guard let real = realpath(d, nil) else { throw DataError("\(d): \(String(cString: strerror(errno)))") }
+            let key = String(cString: real)
+            free(real)
+            guard visited.insert(key).inserted else { return }
+            for name in try entries(d) {
+                let path = d.hasSuffix("/") ? d + name : d + "/" + name
+                var st = stat()
+                guard stat(path, &st) == 0 else {
+                    out.append(path)  // dangling link or vanished: reported by whoever opens it
+                    continue
+                }
+                if (st.st_mode & S_IFMT) == S_IFDIR {
+                    if recursive { try walk(path) }
+                } else {
+                    out.append(path)
+                }
+            }
+        }
+        try walk(dir)
+        return out
+    }
+
+    static func entries(_ dir: String) throws -> [String] {
+        guard let d = opendir(dir) else { throw DataError("\(dir): \(String(cString: strerror(errno)))") }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if name != "." && name != ".." && !name.hasPrefix(".") { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Decodes, converts and resizes every image to `shape` = [C, H, W]; any bad image is an
+    /// error naming the file. Decoding runs on `Parallel.threads` workers.
+    public static func load(
+        _ dir: String, shape: [Int], alpha: Image.AlphaPolicy = .white, resize: ResizePolicy = .stretch, classes fixed: [String]? = nil
+    ) throws -> Dataset {
+        let classes = try fixed ?? entries(dir).filter { isDirectory(dir + "/" + $0) }
+        guard !classes.isEmpty else { throw DataError("\(dir): no class subfolders (expected one folder per class)") }
+        var items: [(String, Int)] = []
+        for (k, c) in classes.enumerated() where isDirectory(dir + "/" + c) {
+            for f in try files(in: dir + "/" + c) { items.append((f, k)) }
+        }
+        guard !items.isEmpty else { throw DataError("\(dir): no images in the class folders") }
+        let size = shape.reduce(1, *)
+        var pixels = [UInt8](repeating: 0, count: items.count * size)
+        var failures = [String?](repeating: nil, count: items.count)
+        pixels.withUnsafeMutableBufferPointer { px in
+            let out = UncheckedBuffer(px.baseAddress!)
+            failures.withUnsafeMutableBufferPointer { fail in
+                let errs = UncheckedBuffer(fail.baseAddress!)
+                Parallel.chunks(items.count) { _, range in
+                    for i in range {
+                        do {
+                            let planar = try prepare(ImageDecoder.decode(file: items[i].0), shape: shape, alpha: alpha, resize: resize)
+                            for j in 0..<size { out.pointer[i * size + j] = planar[j] }
+                        } catch {
+                            errs.pointer[i] = "\(error)"
+                        }
+                    }
+                }
+            }
+        }
+        if let i = failures.firstIndex(where: { $0 != nil }) { throw DataError(failures[i]!) }
+        return Dataset(
+            pixels: pixels, count: items.count, channels: shape[0], height: shape[1], width: shape[2], labels: items.map(\.1),
+            classes: classes, source: dir)
+    }
+
+    public enum ResizePolicy: Sendable { case stretch, shorterSideCrop }
+
+    /// Channel conversion and resizing to the model's input, as planar CHW bytes.
+    public static func prepare(_ img: Image, shape: [Int], alpha: Image.AlphaPolicy, resize: ResizePolicy) -> [UInt8] {
+        let converted = img.converted(toChannels: shape[0], alpha: alpha)
+        let sized =
+            resize == .stretch
+            ? converted.resized(width: shape[2], height: shape[1]) : converted.resizedShorterSideCrop(width: shape[2], height: shape[1])
+        return sized.planar
+    }
+}
+
+/// A raw pointer handed to worker threads that write disjoint elements.
+struct UncheckedBuffer<T>: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<T>
+    init(_ p: UnsafeMutablePointer<T>) { pointer = p }
+}

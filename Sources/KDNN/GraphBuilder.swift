@@ -1,0 +1,109 @@
+import KDBundle
+import KDTensor
+
+/// Builds graphs node by node, creating each layer's parameters with stable dotted names and
+/// tracking shapes, so architectures read like a layer list.
+public struct GraphBuilder {
+    public enum InitKind { case weight(fanIn: Int, fanOut: Int), bias(fanIn: Int), ones, zeros }
+
+    public private(set) var nodes: [Graph.Node] = []
+    public private(set) var tensors: [(name: String, shape: [Int], kind: InitKind, buffer: Bool)] = []
+    public private(set) var shapes: [String: [Int]] = [:]
+    public let inputName = "input"
+
+    public init(input: [Int]) { shapes[inputName] = [1] + input }
+
+    public func shape(_ t: String) -> [Int] { shapes[t]! }
+    public func channels(_ t: String) -> Int { shapes[t]![1] }
+
+    mutating func add(_ name: String, _ op: Graph.Op, _ inputs: [String], _ attrs: [String: Value] = [:], shape: [Int]) -> String {
+        nodes.append(Graph.Node(name: name, op: op, inputs: inputs, outputs: [name], attrs: attrs))
+        shapes[name] = shape
+        return name
+    }
+
+    mutating func param(_ name: String, _ shape: [Int], _ kind: InitKind, buffer: Bool = false) -> String {
+        tensors.append((name, shape, kind, buffer))
+        return name
+    }
+
+    static func ints(_ xs: [Int]) -> Value { .ints(xs.map(Int64.init)) }
+
+    public mutating func conv(
+        _ name: String, _ x: String, out: Int, kernel: Int, stride: Int = 1, pad: Int = 0, bias: Bool = true
+    ) -> String {
+        let s = shape(x)
+        let fanIn = s[1] * kernel * kernel
+        var inputs = [x, param("\(name).weight", [out, s[1], kernel, kernel], .weight(fanIn: fanIn, fanOut: out * kernel * kernel))]
+        if bias { inputs.append(param("\(name).bias", [out], .bias(fanIn: fanIn))) }
+        let size = { (n: Int) in (n + 2 * pad - kernel) / stride + 1 }
+        return add(
+            name, .conv2d, inputs,
+            ["stride": Self.ints([stride, stride]), "pads": Self.ints([pad, pad, pad, pad]), "dilation": Self.ints([1, 1]), "groups": .uint(1)],
+            shape: [s[0], out, size(s[2]), size(s[3])])
+    }
+
+    public mutating func batchnorm(_ name: String, _ x: String, epsilon: Double = 1e-5, momentum: Double = 0.1) -> String {
+        let c = channels(x)
+        let inputs = [
+            x, param("\(name).weight", [c], .ones), param("\(name).bias", [c], .zeros),
+            param("\(name).running_mean", [c], .zeros, buffer: true), param("\(name).running_var", [c], .ones, buffer: true),
+        ]
+        return add(name, .batchnorm, inputs, ["epsilon": .float(epsilon), "momentum": .float(momentum)], shape: shape(x))
+    }
+
+    public mutating func relu(_ name: String, _ x: String) -> String { add(name, .relu, [x], shape: shape(x)) }
+
+    public mutating func maxpool(_ name: String, _ x: String, kernel: Int, stride: Int) -> String {
+        let s = shape(x)
+        return add(
+            name, .maxpool, [x],
+            ["kernel": Self.ints([kernel, kernel]), "stride": Self.ints([stride, stride]), "pads": Self.ints([0, 0, 0, 0]),
+             "dilation": Self.ints([1, 1]), "ceil_mode": .bool(false)],
+            shape: [s[0], s[1], (s[2] - kernel) / stride + 1, (s[3] - kernel) / stride + 1])
+    }
+
+    public mutating func globalAvgPool(_ name: String, _ x: String) -> String {
+        let s = shape(x)
+        return add(name, .globalavgpool, [x], shape: [s[0], s[1], 1, 1])
+    }
+
+    public mutating func flatten(_ name: String, _ x: String) -> String {
+        let s = shape(x)
+        return add(name, .flatten, [x], ["axis": .int(1)], shape: [s[0], s.dropFirst().reduce(1, *)])
+    }
+
+    public mutating func linear(_ name: String, _ x: String, out: Int, bias: Bool = true) -> String {
+        let fanIn = shape(x)[1]
+        var inputs = [x, param("\(name).weight", [out, fanIn], .weight(fanIn: fanIn, fanOut: out))]
+        if bias { inputs.append(param("\(name).bias", [out], .bias(fanIn: fanIn))) }
+        return add(name, .linear, inputs, shape: [shape(x)[0], out])
+    }
+
+    public mutating func addNode(_ name: String, _ a: String, _ b: String) -> String { add(name, .add, [a, b], shape: shape(a)) }
+
+    public mutating func concat(_ name: String, _ xs: [String], axis: Int = 1) -> String {
+        var s = shape(xs[0])
+        s[axis] = xs.reduce(0) { $0 + shape($1)[axis] }
+        return add(name, .concat, xs, ["axis": .int(Int64(axis))], shape: s)
+    }
+
+    public mutating func dropout(_ name: String, _ x: String, ratio: Double) -> String {
+        add(name, .dropout, [x], ["ratio": .float(ratio)], shape: shape(x))
+    }
+
+    /// A fixed 1×1 stride-2 convolution that keeps the first channels and zero-pads the rest:
+    /// He et al.'s option-A shortcut expressed in the closed op set. Its weight is frozen.
+    public mutating func zeroPadShortcut(_ name: String, _ x: String, out: Int, stride: Int) -> String {
+        let s = shape(x)
+        let w = param("\(name).weight", [out, s[1], 1, 1], .zeros)
+        identityWeights.insert(w)
+        return add(
+            name, .conv2d, [x, w],
+            ["stride": Self.ints([stride, stride]), "pads": Self.ints([0, 0, 0, 0]), "dilation": Self.ints([1, 1]), "groups": .uint(1)],
+            shape: [s[0], out, (s[2] - 1) / stride + 1, (s[3] - 1) / stride + 1])
+    }
+
+    /// Weights of option-A shortcuts: identity on the leading channels, frozen.
+    public private(set) var identityWeights: Set<String> = []
+}

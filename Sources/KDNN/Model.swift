@@ -1,0 +1,133 @@
+import KDBundle
+import KDTensor
+
+/// A model is the bundle's graph plus named tensors: trainable parameters and buffers (batch-norm
+/// running statistics). Loading and saving go through `BundleContents`, losslessly.
+///
+///     let model = try Model(bundle: ModelBundle(path: "teacher.kdb"))
+///     let logits = try model.predict(images)
+public final class Model: @unchecked Sendable {
+    public var graph: Graph
+    /// Trainable tensors by dotted name (`stage2.block1.conv1.weight`).
+    public var parameters: [String: Tensor]
+    /// Running statistics and other state that is saved but not trained.
+    public var buffers: [String: Tensor]
+    /// Parameters excluded from training (`META kdtool.frozen`).
+    public var frozen: Set<String>
+    public var labels: Labels?
+    public var preprocessing: Preprocessing?
+    public var fspPairs: FSPPairs?
+    public var hints: Hints?
+    public var verticals: VerticalMap?
+    public var provenance: Provenance?
+    public var metadata: [String: Value]
+    /// Nodes in execution order.
+    public private(set) var order: [Graph.Node]
+
+    public init(
+        graph: Graph, parameters: [String: Tensor], buffers: [String: Tensor], frozen: Set<String> = [], labels: Labels? = nil,
+        preprocessing: Preprocessing? = nil, fspPairs: FSPPairs? = nil, hints: Hints? = nil, verticals: VerticalMap? = nil,
+        provenance: Provenance? = nil, metadata: [String: Value] = [:]
+    ) throws {
+        self.graph = graph
+        self.parameters = parameters
+        self.buffers = buffers
+        self.frozen = frozen
+        self.labels = labels
+        self.preprocessing = preprocessing
+        self.fspPairs = fspPairs
+        self.hints = hints
+        self.verticals = verticals
+        self.provenance = provenance
+        self.metadata = metadata
+        self.order = try graph.validate(tensorNames: Set(parameters.keys).union(buffers.keys))
+    }
+
+    /// Loads a bundle: float tensors are widened and quantized ones dequantized to f32.
+    public convenience init(bundle: ModelBundle) throws {
+        guard let graph = try bundle.graph() else {
+            throw NNError("\(bundle.path) has no model graph (GRPH section); it holds tensors only")
+        }
+        let bufferNames = Model.bufferNames(graph)
+        var params: [String: Tensor] = [:]
+        var buffers: [String: Tensor] = [:]
+        for t in bundle.tensors {
+            let tensor = Tensor(shape: t.shape, values: try bundle.floats(named: t.name))
+            if bufferNames.contains(t.name) { buffers[t.name] = tensor } else { params[t.name] = tensor }
+        }
+        var meta = try bundle.metadata()?.entries ?? [:]
+        var frozen = Set<String>()
+        if case .array(let names)? = meta.removeValue(forKey: Model.frozenKey) {
+            for case .string(let n) in names { frozen.insert(n) }
+        }
+        try self.init(
+            graph: graph, parameters: params, buffers: buffers, frozen: frozen, labels: try bundle.labels(),
+            preprocessing: try bundle.preprocessing(), fspPairs: try bundle.fspPairs(), hints: try bundle.hints(),
+            verticals: try bundle.verticalMap(), provenance: try bundle.provenance(), metadata: meta)
+    }
+
+    static let frozenKey = "kdtool.frozen"
+
+    /// Batch-norm running statistics are the 4th and 5th inputs of batchnorm nodes.
+    static func bufferNames(_ graph: Graph) -> Set<String> {
+        Set(graph.nodes.filter { $0.op == .batchnorm }.flatMap { $0.inputs.dropFirst(3) })
+    }
+
+    /// Tensors in the order the graph first uses them (stable names and order for bundles and optimizers).
+    public var tensorNames: [String] {
+        var seen = Set<String>()
+        var out: [String] = []
+        for node in order {
+            for i in node.inputs where (parameters[i] != nil || buffers[i] != nil) && seen.insert(i).inserted { out.append(i) }
+        }
+        for name in (parameters.keys.sorted() + buffers.keys.sorted()) where seen.insert(name).inserted { out.append(name) }
+        return out
+    }
+
+    /// Trainable parameter names in graph order.
+    public var trainableNames: [String] { tensorNames.filter { parameters[$0] != nil && !frozen.contains($0) } }
+
+    public var parameterCount: Int { parameters.values.reduce(0) { $0 + $1.count } }
+
+    public var inputShape: [Int] { graph.inputs[0].shape }
+
+    public var classCount: Int {
+        let shapes = Dictionary(uniqueKeysWithValues: tensorNames.map { ($0, (parameters[$0] ?? buffers[$0])!.shape) })
+        return (try? graph.stats(tensorShapes: shapes, batch: 1).last?.outputShape.last) ?? labels?.classes.count ?? 0
+    }
+
+    /// The bundle contents for this model (weights, graph, labels, preprocessing, …).
+    public func contents(extraTensors: [BundleContents.Tensor] = []) -> BundleContents {
+        var c = BundleContents()
+        c.tensors = tensorNames.map { name in
+            let t = (parameters[name] ?? buffers[name])!
+            return BundleContents.Tensor(name: name, dtype: .f32, shape: t.shape, bytes: t.bytes)
+        } + extraTensors
+        c.graph = graph
+        c.labels = labels
+        c.preprocessing = preprocessing
+        c.fspPairs = fspPairs
+        c.hints = hints
+        c.verticals = verticals
+        c.provenance = provenance
+        var meta = metadata
+        if !frozen.isEmpty { meta[Model.frozenKey] = .array(frozen.sorted().map { .string($0) }) }
+        c.metadata = meta.isEmpty ? nil : Metadata(meta)
+        c.deflate = ["GRPH", "TDIR"]
+        return c
+    }
+
+    /// A deep copy (independent tensors).
+    public func copy() throws -> Model {
+        try Model(
+            graph: graph, parameters: parameters.mapValues { $0.copy() }, buffers: buffers.mapValues { $0.copy() }, frozen: frozen,
+            labels: labels, preprocessing: preprocessing, fspPairs: fspPairs, hints: hints, verticals: verticals,
+            provenance: provenance, metadata: metadata)
+    }
+}
+
+/// A model-level problem (missing graph, wrong input shape, unsupported option).
+public struct NNError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

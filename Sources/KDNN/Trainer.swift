@@ -1,0 +1,293 @@
+import KDBundle
+import KDTensor
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Everything that determines a training run.
+public struct TrainConfig: Sendable {
+    public var epochs = 10
+    public var batchSize = 128
+    public var lr: Float = 0.05
+    public var optimizer = Optimizer.Kind.sgd
+    public var momentum: Float = 0.9
+    public var nesterov = false
+    public var weightDecay: Float = 5e-4
+    public var schedule = Schedule.Kind.cosine
+    public var warmupSteps = 0
+    public var stepEvery = 0
+    public var seed: UInt64 = 0
+    public var threads = 2
+    /// Write a checkpoint every this many steps (0: only at the end of each epoch).
+    public var checkpointEvery = 0
+
+    public init() {}
+
+    public var hyperparameters: [String: Value] {
+        [
+            "epochs": .uint(UInt64(epochs)), "batch": .uint(UInt64(batchSize)), "lr": .float(Double(lr)),
+            "optimizer": .string(optimizer.rawValue), "momentum": .float(Double(momentum)), "nesterov": .bool(nesterov),
+            "weight_decay": .float(Double(weightDecay)), "schedule": .string(schedule.rawValue),
+            "warmup_steps": .uint(UInt64(warmupSteps)), "step_every": .uint(UInt64(stepEvery)), "threads": .uint(UInt64(threads)),
+        ]
+    }
+
+    /// Identifies the run for resuming: a checkpoint from other settings is refused.
+    public var fingerprint: String {
+        Value.map(hyperparameters.merging(["seed": .uint(seed)]) { a, _ in a }).encoded().withUnsafeBytes { SHA256.hex($0) }
+    }
+}
+
+/// Progress of a run, reported after every step.
+public struct TrainProgress: Sendable {
+    public var epoch: Int
+    public var epochs: Int
+    public var batch: Int
+    public var batches: Int
+    public var step: Int
+    public var loss: Double
+    public var accuracy: Double
+    public var imagesPerSecond: Double
+    public var lr: Float
+}
+
+/// One line of the metrics log (JSON lines next to the output).
+public struct EpochMetrics: Sendable {
+    public var epoch: Int
+    public var step: Int
+    public var stage: String
+    public var trainLoss: Double
+    public var trainAccuracy: Double
+    public var evalLoss: Double?
+    public var evalAccuracy: Double?
+    public var seconds: Double
+    public var imagesPerSecond: Double
+    public var extra: [String: Double] = [:]
+
+    public var json: String {
+        var parts = [
+            "\"epoch\":\(epoch)", "\"step\":\(step)", "\"stage\":\"\(stage)\"", "\"train_loss\":\(trainLoss)",
+            "\"train_accuracy\":\(trainAccuracy)", "\"seconds\":\(seconds)", "\"images_per_second\":\(imagesPerSecond)",
+        ]
+        if let evalLoss { parts.append("\"eval_loss\":\(evalLoss)") }
+        if let evalAccuracy { parts.append("\"eval_accuracy\":\(evalAccuracy)") }
+        for (k, v) in extra.sorted(by: { $0.key < $1.key }) { parts.append("\"\(k)\":\(v)") }
+        return "{" + parts.joined(separator: ",") + "}"
+    }
+}
+
+/// The loss of one batch: its value and the gradient seeds (dL/dv) to back-propagate.
+public typealias Objective = (_ batch: Batch, _ forward: Model.Forward) throws -> (loss: Float, seeds: [(Var, Tensor)])
+
+/// Mean softmax cross-entropy against the batch labels.
+public func crossEntropyObjective(_ batch: Batch, _ f: Model.Forward) throws -> (loss: Float, seeds: [(Var, Tensor)]) {
+    let (loss, grad) = Softmax.crossEntropy(logits: f.tape.value(f.output), labels: batch.labels)
+    return (loss, [(f.output, grad)])
+}
+
+/// Mini-batch training with checkpoints. A run killed at any point and restarted with `resume`
+/// continues from its last checkpoint and ends with the same weights as an uninterrupted run.
+public final class Trainer {
+    public let model: Model
+    public let config: TrainConfig
+    public let train: BatchSource
+    public let eval: BatchSource?
+    /// Where checkpoints go (nil: none).
+    public let checkpointPath: String?
+    public let metricsPath: String?
+    public var stage = "train"
+    public var objective: Objective = crossEntropyObjective
+    public var onProgress: ((TrainProgress) -> Void)?
+    public var onEpoch: ((EpochMetrics) -> Void)?
+    /// Checked between steps; when it returns true a checkpoint is written and `run` throws `Interrupted`.
+    public var shouldStop: () -> Bool = { false }
+    public private(set) var optimizer: Optimizer
+    public private(set) var history: [EpochMetrics] = []
+
+    public struct Interrupted: Error, CustomStringConvertible {
+        public let checkpoint: String?
+        public var description: String { "interrupted; checkpoint written to \(checkpoint ?? "nowhere")" }
+    }
+
+    public init(model: Model, config: TrainConfig, train: BatchSource, eval: BatchSource?, checkpointPath: String?, metricsPath: String?) {
+        self.model = model
+        self.config = config
+        self.train = train
+        self.eval = eval
+        self.checkpointPath = checkpointPath
+        self.metricsPath = metricsPath
+        var opt = Optimizer(config.optimizer)
+        opt.momentum = config.momentum
+        opt.nesterov = config.nesterov
+        opt.weightDecay = config.weightDecay
+        self.optimizer = opt
+    }
+
+    /// Trains from scratch, or from the checkpoint when `resume` is set and one exists.
+    /// Returns the step at which training (re)started.
+    @discardableResult
+    public func run(resume: Bool = false) throws -> Int {
+        Parallel.configure(threads: config.threads)
+        let perEpoch = train.batchesPerEpoch
+        let total = perEpoch * config.epochs
+        var schedule = Schedule(kind: config.schedule, baseLR: config.lr, totalSteps: total, warmupSteps: config.warmupSteps)
+        schedule.stepEvery = config.stepEvery
+        var step = 0
+        if resume, let path = checkpointPath, access(path, F_OK) == 0 {
+            step = try restore(path)
+        }
+        let startStep = step
+        if let metricsPath { try MetricsLog.truncate(metricsPath, afterStep: step, stage: stage) }
+        var epoch = step / perEpoch
+        while epoch < config.epochs {
+            let firstBatch = step - epoch * perEpoch
+            let started = now()
+            var seen = 0
+            var lossSum = 0.0
+            var correct = 0
+            for batch in train.prefetching(epoch: epoch, from: firstBatch) {
+                let index = step - epoch * perEpoch
+                let lr = schedule.lr(at: step)
+                var rng = RandomSource(seed: config.seed, stream: 0xd409, UInt64(epoch), UInt64(index))
+                let tape = Tape()
+                let f = try model.forward(batch.inputs, training: true, tape: tape, rng: &rng)
+                let (loss, seeds) = try objective(batch, f)
+                guard loss.isFinite else {
+                    throw NNError("loss became \(loss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))")
+                }
+                try tape.backward(seeds)
+                var grads: [String: Tensor] = [:]
+                for name in model.trainableNames { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
+                optimizer.step(parameters: model.parameters, gradients: grads, lr: lr)
+                let n = batch.labels.count
+                seen += n
+                lossSum += Double(loss) * Double(n)
+                correct += Self.correct(tape.value(f.output), batch.labels)
+                step += 1
+                let elapsed = max(now() - started, 1e-9)
+                onProgress?(
+                    TrainProgress(
+                        epoch: epoch + 1, epochs: config.epochs, batch: index + 1, batches: perEpoch, step: step, loss: lossSum / Double(seen),
+                        accuracy: Double(correct) / Double(seen), imagesPerSecond: Double(seen) / elapsed, lr: lr))
+                let atEpochEnd = index + 1 == perEpoch
+                if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && !atEpochEnd { try checkpoint(step: step) }
+                if shouldStop() {
+                    try checkpoint(step: step)
+                    throw Interrupted(checkpoint: checkpointPath)
+                }
+            }
+            let seconds = now() - started
+            var m = EpochMetrics(
+                epoch: epoch + 1, step: step, stage: stage, trainLoss: lossSum / Double(max(seen, 1)),
+                trainAccuracy: Double(correct) / Double(max(seen, 1)), seconds: seconds, imagesPerSecond: Double(seen) / max(seconds, 1e-9))
+            if let eval {
+                let e = try model.evaluate(eval)
+                m.evalLoss = e.loss
+                m.evalAccuracy = e.accuracy
+            }
+            history.append(m)
+            if let metricsPath { try MetricsLog.append(metricsPath, m.json) }
+            onEpoch?(m)
+            epoch += 1
+            if epoch < config.epochs { try checkpoint(step: step) }
+        }
+        if let path = checkpointPath { unlink(path) }
+        return startStep
+    }
+
+    static func correct(_ logits: Tensor, _ labels: [Int]) -> Int {
+        let k = logits.count / max(1, labels.count)
+        var c = 0
+        for (i, y) in labels.enumerated() {
+            var best = 0
+            for j in 1..<k where logits[i * k + j] > logits[i * k + best] { best = j }
+            if best == y { c += 1 }
+        }
+        return c
+    }
+
+    // MARK: Checkpoints
+
+    static let checkpointKey = "kdtool.checkpoint"
+
+    /// Weights, buffers, optimizer state and the position in the data stream, written atomically.
+    /// The random state is the (seed, epoch, batch) position: every random draw derives from it.
+    func checkpoint(step: Int) throws {
+        guard let path = checkpointPath else { return }
+        var c = model.contents(extraTensors: optimizer.checkpointTensors)
+        var meta = c.metadata?.entries ?? [:]
+        meta[Self.checkpointKey] = .map([
+            "step": .uint(UInt64(step)), "optimizer_steps": .uint(UInt64(optimizer.steps)), "fingerprint": .string(config.fingerprint),
+            "stage": .string(stage), "seed": .uint(config.seed),
+            "rng": .ints(RandomSource(seed: config.seed, stream: 0xd409, UInt64(step)).stateArray.map { Int64(bitPattern: $0) }),
+        ])
+        c.metadata = Metadata(meta)
+        c.deflate = []
+        try BundleWriter.write(c, to: path)
+    }
+
+    func restore(_ path: String) throws -> Int {
+        let b = try ModelBundle(path: path)
+        guard case .map(let info)? = try b.metadata()?.entries[Self.checkpointKey],
+            case .uint(let step)? = info["step"], case .uint(let optSteps)? = info["optimizer_steps"],
+            case .string(let fingerprint)? = info["fingerprint"]
+        else { throw NNError("\(path) is not a kdtool checkpoint") }
+        guard fingerprint == config.fingerprint else {
+            throw NNError("\(path) was written by a run with other settings (seed, epochs, batch, lr, …); rerun with the same flags or delete it")
+        }
+        if case .string(let s)? = info["stage"], s != stage { throw NNError("\(path) belongs to stage \(s), not \(stage)") }
+        for name in model.parameters.keys { model.parameters[name] = Tensor(shape: model.parameters[name]!.shape, values: try b.floats(named: name)) }
+        for name in model.buffers.keys { model.buffers[name] = Tensor(shape: model.buffers[name]!.shape, values: try b.floats(named: name)) }
+        try optimizer.restore(from: b, steps: Int(optSteps))
+        return Int(step)
+    }
+}
+
+/// The metrics JSON-lines file.
+public enum MetricsLog {
+    public static func append(_ path: String, _ line: String) throws {
+        guard let f = fopen(path, "a") else { throw NNError("\(path): cannot open for appending") }
+        defer { fclose(f) }
+        fputs(line + "\n", f)
+    }
+
+    /// Drops lines of `stage` beyond `step` (left by a run that was killed after its last checkpoint).
+    static func truncate(_ path: String, afterStep step: Int, stage: String) throws {
+        guard let f = fopen(path, "r") else { return }
+        var kept: [String] = []
+        var buf = [CChar](repeating: 0, count: 1 << 16)
+        while fgets(&buf, Int32(buf.count), f) != nil {
+            let line = String(cString: buf).trimmingSuffix("\n")
+            if step == 0 && line.contains("\"stage\":\"\(stage)\"") { continue }
+            if let r = line.range(of: "\"step\":"), line.contains("\"stage\":\"\(stage)\"") {
+                let digits = line[r.upperBound...].prefix(while: { $0.isNumber })
+                if let s = Int(digits), s > step { continue }
+            }
+            kept.append(line)
+        }
+        fclose(f)
+        guard let w = fopen(path, "w") else { throw NNError("\(path): cannot rewrite") }
+        for l in kept { fputs(l + "\n", w) }
+        fclose(w)
+    }
+}
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+extension String {
+    func trimmingSuffix(_ s: String) -> String { hasSuffix(s) ? String(dropLast(s.count)) : self }
+    func range(of needle: String) -> Range<String.Index>? {
+        guard !needle.isEmpty else { return nil }
+        var i = startIndex
+        while i < endIndex {
+            if self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
+            i = index(after: i)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,176 @@
+/// A handle to a value on a `Tape`.
+public struct Var: Hashable, Sendable {
+    public let id: Int
+}
+
+/// Reverse-mode autograd over a closed set of ops. Each op computes its forward value here and
+/// records what its backward rule (in `Tape+Backward.swift`, one case per op) needs.
+///
+///     let tape = Tape()
+///     let x = tape.leaf(input)
+///     let w = tape.leaf(weight, requiresGrad: true)
+///     let y = try tape.linear(x, w, nil)
+///     tape.backward([(y, dLdy)])
+///     let dw = tape.grad(w)
+public final class Tape {
+    public enum Op {
+        case linear(hasBias: Bool)
+        case conv2d(Window, groups: Int, hasBias: Bool)
+        case batchnorm(BatchNorm.Saved)
+        case relu
+        case sigmoid
+        case maxpool(argmax: [Int32])
+        case avgpool(Window, countIncludePad: Bool)
+        case globalAvgPool
+        case add
+        case concat(axis: Int, sizes: [Int])
+        case reshape
+        case dropout(mask: Tensor)
+        case softmax
+        case splitLinear(inSplits: [Int], shared: Int)
+        case l2normScale(groups: [Int], epsilon: Float, norms: [Float])
+    }
+
+    struct Record {
+        let op: Op
+        let inputs: [Int]
+        let output: Int
+    }
+
+    public private(set) var values: [Tensor] = []
+    var needsGrad: [Bool] = []
+    var grads: [Tensor?] = []
+    var records: [Record] = []
+    /// False: ops compute values only (inference, or teachers during distillation).
+    public let recording: Bool
+
+    public init(recording: Bool = true) { self.recording = recording }
+
+    public func leaf(_ t: Tensor, requiresGrad: Bool = false) -> Var {
+        values.append(t)
+        needsGrad.append(requiresGrad && recording)
+        grads.append(nil)
+        return Var(id: values.count - 1)
+    }
+
+    public func value(_ v: Var) -> Tensor { values[v.id] }
+    public func grad(_ v: Var) -> Tensor? { grads[v.id] }
+    public func requiresGrad(_ v: Var) -> Bool { needsGrad[v.id] }
+
+    func push(_ t: Tensor, _ op: @autoclosure () -> Op, _ inputs: [Var]) -> Var {
+        let track = recording && inputs.contains { needsGrad[$0.id] }
+        values.append(t)
+        needsGrad.append(track)
+        grads.append(nil)
+        let out = values.count - 1
+        if track { records.append(Record(op: op(), inputs: inputs.map(\.id), output: out)) }
+        return Var(id: out)
+    }
+
+    // MARK: Forward of each op
+
+    public func linear(_ x: Var, _ w: Var, _ b: Var?) throws -> Var {
+        let y = try Linear.forward(x: value(x), weight: value(w), bias: b.map(value))
+        return push(y, .linear(hasBias: b != nil), [x, w] + (b.map { [$0] } ?? []))
+    }
+
+    public func conv2d(_ x: Var, _ w: Var, _ b: Var?, _ g: Window, groups: Int) throws -> Var {
+        let y = try Conv2d.forward(x: value(x), weight: value(w), bias: b.map(value), g, groups: groups)
+        return push(y, .conv2d(g, groups: groups, hasBias: b != nil), [x, w] + (b.map { [$0] } ?? []))
+    }
+
+    /// Batch norm; in training mode the running statistics (plain tensors) are updated in place.
+    public func batchnorm(
+        _ x: Var, scale: Var, bias: Var, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
+        training: Bool
+    ) throws -> Var {
+        if training {
+            let (y, saved) = try BatchNorm.forwardTraining(
+                value(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
+                epsilon: epsilon, momentum: momentum)
+            return push(y, .batchnorm(saved), [x, scale, bias])
+        }
+        let y = try BatchNorm.forwardInference(
+            value(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
+            epsilon: epsilon)
+        // Frozen statistics: backward is a per-channel affine map, expressed as a saved batchnorm
+        // whose x̂ is the normalised input and whose inverse std is the running one.
+        let xv = value(x)
+        let c = xv.shape[1]
+        let hw = xv.shape.dropFirst(2).reduce(1, *)
+        let inv = (0..<c).map { 1 / (runningVar.pointer[$0] + epsilon).squareRoot() }
+        let xhat = Tensor(uninitialized: xv.shape)
+        for i in 0..<xv.count {
+            let ch = (i / hw) % c
+            xhat.pointer[i] = (xv.pointer[i] - runningMean.pointer[ch]) * inv[ch]
+        }
+        return push(y, .batchnorm(BatchNorm.Saved(xhat: xhat, invStd: inv, frozen: true)), [x, scale, bias])
+    }
+
+    public func relu(_ x: Var) -> Var { push(Elementwise.relu(value(x)), .relu, [x]) }
+    public func sigmoid(_ x: Var) -> Var { push(Elementwise.sigmoid(value(x)), .sigmoid, [x]) }
+
+    public func maxpool(_ x: Var, _ g: Window) throws -> Var {
+        let (y, argmax) = try Pooling.maxForward(value(x), g)
+        return push(y, .maxpool(argmax: argmax), [x])
+    }
+
+    public func avgpool(_ x: Var, _ g: Window, countIncludePad: Bool) throws -> Var {
+        let y = try Pooling.avgForward(value(x), g, countIncludePad: countIncludePad)
+        return push(y, .avgpool(g, countIncludePad: countIncludePad), [x])
+    }
+
+    public func globalAvgPool(_ x: Var) throws -> Var { push(try Pooling.globalAvgForward(value(x)), .globalAvgPool, [x]) }
+
+    public func add(_ a: Var, _ b: Var) throws -> Var { push(try Elementwise.add(value(a), value(b)), .add, [a, b]) }
+
+    public func concat(_ xs: [Var], axis: Int) throws -> Var {
+        let ts = xs.map(value)
+        let ax = axis < 0 ? axis + ts[0].rank : axis
+        return push(try Elementwise.concat(ts, axis: axis), .concat(axis: ax, sizes: ts.map { $0.shape[ax] }), xs)
+    }
+
+    public func reshape(_ x: Var, _ shape: [Int]) throws -> Var { push(try value(x).reshaped(shape), .reshape, [x]) }
+
+    public func dropout(_ x: Var, ratio: Float, training: Bool, rng: inout RandomSource) -> Var {
+        guard training, ratio > 0 else { return push(value(x), .reshape, [x]) }
+        let (y, mask) = Elementwise.dropout(value(x), ratio: ratio, rng: &rng)
+        return push(y, .dropout(mask: mask), [x])
+    }
+
+    /// Softmax over the last axis.
+    public func softmax(_ x: Var) -> Var { push(Softmax.forward(value(x)), .softmax, [x]) }
+
+    /// The Structurally Connected layer: block k maps its slice of x (plus the shared tail) through
+    /// its own weights; outputs are concatenated.
+    public func splitLinear(_ x: Var, blocks: [(w: Var, b: Var)], inSplits: [Int], shared: Int) throws -> Var {
+        let xv = value(x)
+        guard xv.rank == 2, xv.shape[1] == inSplits.reduce(0, +) + shared, blocks.count == inSplits.count else {
+            throw TensorError("split_linear input \(xv.shape) does not match in_splits \(inSplits) + shared \(shared)")
+        }
+        var outs: [Tensor] = []
+        for (k, block) in blocks.enumerated() {
+            let xk = SplitLinear.gather(xv, block: k, inSplits: inSplits, shared: shared)
+            outs.append(try Linear.forward(x: xk, weight: value(block.w), bias: value(block.b)))
+        }
+        let y = try Elementwise.concat(outs, axis: 1)
+        return push(y, .splitLinear(inSplits: inSplits, shared: shared), [x] + blocks.flatMap { [$0.w, $0.b] })
+    }
+
+    /// y_g = γ_g · x_g / max(‖x_g‖, ε) over consecutive feature groups; groups of one pass through.
+    public func l2normScale(_ x: Var, gamma: Var, groups: [Int], epsilon: Float) throws -> Var {
+        let xv = value(x)
+        guard xv.rank == 2, groups.reduce(0, +) == xv.shape[1], value(gamma).count == groups.count else {
+            throw TensorError("l2norm_scale groups \(groups) do not match input \(xv.shape)")
+        }
+        let (y, norms) = SplitLinear.l2normScale(xv, gamma: value(gamma), groups: groups, epsilon: epsilon)
+        return push(y, .l2normScale(groups: groups, epsilon: epsilon, norms: norms), [x, gamma])
+    }
+}
+
+extension BatchNorm.Saved {
+    init(xhat: Tensor, invStd: [Float], frozen: Bool) {
+        self.init(xhat: xhat, invStd: invStd)
+        self.frozen = frozen
+    }
+}

@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A shape problem at an op boundary; the message names both shapes.
+public struct TensorError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Float32 storage from a size-keyed pool: buffers released by one training step are reused by
+/// the next, so steady-state training allocates nothing.
+public final class Storage: @unchecked Sendable {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        self.pointer = BufferPool.shared.take(capacity)
+    }
+
+    deinit { BufferPool.shared.give(pointer, capacity) }
+}
+
+/// Free lists of 64-byte-aligned buffers by exact size, bounded in total bytes.
+final class BufferPool: @unchecked Sendable {
+    static let shared = BufferPool()
+    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    private var pooledFloats = 0
+    private let limitFloats = 512 << 20 / 4
+    private var lock = pthread_mutex_t()
+
+    init() { pthread_mutex_init(&lock, nil) }
+
+    func take(_ n: Int) -> UnsafeMutablePointer<Float> {
+        pthread_mutex_lock(&lock)
+        if var list = free[n], let p = list.popLast() {
+            free[n] = list
+            pooledFloats -= n
+            pthread_mutex_unlock(&lock)
+            return p
+        }
+        pthread_mutex_unlock(&lock)
+        var raw: UnsafeMutableRawPointer?
+        guard posix_memalign(&raw, 64, max(n, 1) * 4) == 0, let raw else { fatalError("out of memory allocating \(n) floats") }
+        return raw.bindMemory(to: Float.self, capacity: max(n, 1))
+    }
+
+    func give(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
+        pthread_mutex_lock(&lock)
+        if pooledFloats + n <= limitFloats {
+            free[n, default: []].append(p)
+            pooledFloats += n
+            pthread_mutex_unlock(&lock)
+            return
+        }
+        pthread_mutex_unlock(&lock)
+        Glibc.free(p)
+    }
+
+    /// Returns pooled memory to the system (between unrelated phases, e.g. after training).
+    func drain() {
+        pthread_mutex_lock(&lock)
+        for (_, list) in free { for p in list { Glibc.free(p) } }
+        free = [:]
+        pooledFloats = 0
+        pthread_mutex_unlock(&lock)
+    }
+}
+
+/// A contiguous row-major (NCHW) Float32 tensor. Copies share storage; reshapes are free.
+///
+///     var t = Tensor(zeros: [2, 3])
+///     t[0] = 1
+public struct Tensor: @unchecked Sendable {
+    public private(set) var shape: [Int]
+    public let storage: Storage
+    public let count: Int
+
+    public init(uninitialized shape: [Int]) {
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.storage = Storage(capacity: count)
+    }
+
+    public init(zeros shape: [Int]) {
+        self.init(uninitialized: shape)
+        pointer.initialize(repeating: 0, count: count)
+    }
+
+    public init(shape: [Int], repeating value: Float) {
+        self.init(uninitialized: shape)
+        pointer.initialize(repeating: value, count: count)
+    }
+
+    public init(shape: [Int], values: [Float]) {
+        precondition(values.count == shape.reduce(1, *), "\(values.count) values for shape \(shape)")
+        self.init(uninitialized: shape)
+        values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: count) }
+    }
+
+    public init(shape: [Int], bytes: UnsafeRawBufferPointer) {
+        self.init(uninitialized: shape)
+        precondition(bytes.count == count * 4)
+        UnsafeMutableRawPointer(pointer).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+    }
+
+    private init(shape: [Int], storage: Storage) {
+        self.shape = shape
+        self.storage = storage
+        self.count = shape.reduce(1, *)
+    }
+
+    @inlinable public var pointer: UnsafeMutablePointer<Float> { storage.pointer }
+    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
+    public var array: [Float] { Array(buffer) }
+    public var rank: Int { shape.count }
+
+    /// The same storage seen with another shape of the same element count.
+    public func reshaped(_ newShape: [Int]) throws -> Tensor {
+        guard newShape.reduce(1, *) == count else {
+            throw TensorError("cannot reshape \(shape) (\(count) elements) to \(newShape)")
+        }
+        return Tensor(shape: newShape, storage: storage)
+    }
+
+    public func copy() -> Tensor {
+        let t = Tensor(uninitialized: shape)
+        t.pointer.update(from: pointer, count: count)
+        return t
+    }
+
+    public subscript(i: Int) -> Float {
+        get { pointer[i] }
+        nonmutating set { pointer[i] = newValue }
+    }
+
+    public func fill(_ v: Float) { pointer.update(repeating: v, count: count) }
+
+    /// Little-endian bytes, for bundles.
+    public var bytes: [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count * 4) { buf, n in
+            UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: pointer, byteCount: count * 4)
+            n = count * 4
+        }
+    }
+}
+
+/// Releases pooled buffers back to the system.
+public func releasePooledMemory() { BufferPool.shared.drain() }

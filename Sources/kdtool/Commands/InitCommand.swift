@@ -1,0 +1,122 @@
+import ArgumentParser
+import KDBundle
+import KDNN
+
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create an initialised, untrained model bundle from the architecture zoo.",
+        discussion: """
+            Architectures: mlp (--hidden), lenet5 (--width multiplier), resnet8|14|20|26|32|56 (CIFAR-style,
+            --width base channels/16, --shortcut a|b), fitnet-thin (deep and thin, --width multiplier).
+            Each records its FSP layer pairs and hint/guided candidates in the bundle.
+
+            Examples:
+              kdtool init --arch lenet5 --classes 10 --input 1x28x28 -o lenet5.kdb
+              kdtool init --arch resnet20 --classes 10 --input 3x32x32 --seed 1 -o r20.kdb
+              kdtool init --arch mlp --hidden 64,64 --classes 10 --input 1x28x28 -o small.kdb
+            """)
+
+    @Option(help: "Architecture: \(Architecture.Kind.allCases.map(\.rawValue).joined(separator: "|")).")
+    var arch: String
+
+    @Option(help: "Number of output classes.")
+    var classes: Int
+
+    @Option(help: "Input shape C×H×W, e.g. 1x28x28.")
+    var input: String
+
+    @Option(help: "Seed for the initial weights.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Width multiplier (lenet5, fitnet-thin) or base width ÷ 16 (ResNets).")
+    var width: Double = 1
+
+    @Option(help: "Hidden layer sizes for mlp, comma-separated.")
+    var hidden: String = "800,800"
+
+    @Option(help: "ResNet shortcut when the shape changes: a (zero-padded identity) or b (1×1 conv + BN).")
+    var shortcut: Architecture.Shortcut = .b
+
+    @Option(help: "Dropout ratio after hidden layers (mlp).")
+    var dropout: Double = 0
+
+    @Option(help: "Initialisation: torch (PyTorch defaults) or he (MSRA normal).")
+    var initScheme: InitScheme = .torch
+
+    @Option(help: "Class names, comma-separated (default 0…N−1).")
+    var labels: String?
+
+    @Option(help: "Per-channel mean for input normalisation (after scaling to [0, 1]), comma-separated.")
+    var mean: String?
+
+    @Option(help: "Per-channel std for input normalisation, comma-separated.")
+    var std: String?
+
+    @Flag(help: "Image files are inverted before use (models trained on white-on-black digits such as MNIST).")
+    var invert = false
+
+    @Option(name: .shortAndLong, help: "Output bundle.")
+    var output: String
+
+    func validate() throws {
+        guard (try? parseShape(input)) != nil else { throw ValidationError("--input must look like 1x28x28") }
+        guard classes > 0 else { throw ValidationError("--classes must be positive") }
+        guard width > 0 else { throw ValidationError("--width must be positive") }
+    }
+
+    func run() throws {
+        let shape = try parseShape(input)
+        var a = try reportingErrors { try Architecture(name: arch) }
+        a.width = width
+        a.shortcut = shortcut
+        a.dropout = dropout
+        a.hidden = try hidden.split(separator: ",").map {
+            guard let v = Int($0.trimmingCharacters(in: " ")), v > 0 else { throw ValidationError("--hidden takes positive integers") }
+            return v
+        }
+        let model = try reportingErrors { try a.build(input: shape, classes: classes, seed: seed, initScheme: initScheme) }
+        let names = labels.map { $0.split(separator: ",").map { String($0) } } ?? (0..<classes).map(String.init)
+        guard names.count == classes else { throw ValidationError("--labels lists \(names.count) names for \(classes) classes") }
+        model.labels = Labels(names)
+        func floats(_ s: String?, _ fallback: Float) throws -> [Float] {
+            guard let s else { return Array(repeating: fallback, count: shape[0]) }
+            let v = s.split(separator: ",").compactMap { Float($0) }
+            guard v.count == shape[0] else { throw ValidationError("--mean/--std need \(shape[0]) values") }
+            return v
+        }
+        model.preprocessing = Preprocessing(
+            channels: shape[0], height: shape[1], width: shape[2], scale: 1.0 / 255, mean: try floats(mean, 0), std: try floats(std, 1),
+            invert: invert)
+        model.provenance = Provenance(
+            method: "init",
+            hyperparameters: [
+                "arch": .string(a.kind.rawValue), "summary": .string(a.summary), "width": .float(width), "init": .string(initScheme.rawValue),
+                "classes": .uint(UInt64(classes)), "input": .string(input),
+            ], seed: Int64(bitPattern: seed))
+        model.metadata["kdtool.arch"] = .string(a.kind.rawValue)
+        let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
+        print("\(output): \(a.summary), \(Text.grouped(model.parameterCount)) parameters, input \(shape), \(classes) classes")
+        print("content digest \(result.contentDigest)")
+    }
+}
+
+func parseShape(_ s: String) throws -> [Int] {
+    let parts = s.lowercased().split(separator: "x").map { Int($0) }
+    guard parts.count == 3, parts.allSatisfy({ ($0 ?? 0) > 0 }) else { throw ValidationError("shape '\(s)' is not C×H×W") }
+    return parts.map { $0! }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        let drop = Set(set)
+        var s = Substring(self)
+        while let f = s.first, drop.contains(f) { s = s.dropFirst() }
+        while let l = s.last, drop.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> String { String(self).trimmingCharacters(in: set) }
+}

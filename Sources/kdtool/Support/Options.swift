@@ -1,0 +1,174 @@
+import ArgumentParser
+import KDBundle
+import KDData
+import KDNN
+import KDTensor
+
+/// Where the data comes from (shared by train, eval and the methods).
+struct DataOptions: ParsableArguments {
+    @Option(help: "Data: an MNIST IDX folder, a .csv[.gz] (8×8 digits), a CIFAR .tar.gz, or a folder of class folders.")
+    var data: String
+
+    @Option(help: "Fraction held out for eval from sources without their own split.")
+    var holdout: Double = 0.2
+
+    @Option(help: "Seed of the held-out split (keep it fixed across train and eval).")
+    var holdoutSeed: UInt64 = 0
+
+    func validate() throws {
+        guard holdout > 0, holdout < 1 else { throw ValidationError("--holdout must be in (0, 1)") }
+    }
+
+    func load(_ split: Split, shape: [Int]?, prep: Preprocessing? = nil) throws -> Dataset {
+        var o = DataSource.Options(split: split, holdout: holdout, seed: holdoutSeed, imageShape: shape)
+        if let prep {
+            o.alpha = prep.alpha == .black ? .black : prep.alpha == .drop ? .drop : .white
+            o.resize = prep.resize == .shorterSideCrop ? .shorterSideCrop : .stretch
+        }
+        return try DataSource.load(data, o)
+    }
+}
+
+/// Everything `train` accepts (also accepted by `distill`).
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "Passes over the training data.")
+    var epochs: Int = 10
+
+    @Option(help: "Mini-batch size.")
+    var batch: Int = 128
+
+    @Option(help: "Peak learning rate.")
+    var lr: Float = 0.05
+
+    @Option(help: "sgd | adam | adamw")
+    var optimizer: Optimizer.Kind = .sgd
+
+    @Option(help: "SGD momentum.")
+    var momentum: Float = 0.9
+
+    @Flag(help: "Nesterov momentum.")
+    var nesterov = false
+
+    @Option(help: "Weight decay (L2 for sgd/adam, decoupled for adamw), on every parameter.")
+    var weightDecay: Float = 5e-4
+
+    @Option(help: "Learning-rate schedule per step: cosine (to 0) | step | constant.")
+    var schedule: Schedule.Kind = .cosine
+
+    @Option(help: "Linear warm-up steps.")
+    var warmup: Int = 0
+
+    @Option(help: "For --schedule step: decay ×0.1 every this many steps.")
+    var stepEvery: Int = 0
+
+    @Option(help: "Augmentation: auto (pad-crop; plus flips for colour images) | none | crop | crop-flip.")
+    var augment: AugmentChoice = .auto
+
+    @Option(help: "Padding for random crops (auto: 2 for gray images ≥ 16 px, 1 below, 4 for colour).")
+    var pad: Int?
+
+    @Option(help: "Seed for initial order, augmentation and dropout.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Worker threads for the kernels.")
+    var threads: Int = 2
+
+    @Option(help: "Checkpoint every this many steps (0: at the end of every epoch only).")
+    var checkpointEvery: Int = 0
+
+    @Flag(help: "Continue from the checkpoint next to the output, if one exists.")
+    var resume = false
+
+    func validate() throws {
+        guard epochs > 0, batch > 0, lr > 0, threads > 0 else { throw ValidationError("--epochs, --batch, --lr and --threads must be positive") }
+    }
+
+    var config: TrainConfig {
+        var c = TrainConfig()
+        c.epochs = epochs
+        c.batchSize = batch
+        c.lr = lr
+        c.optimizer = optimizer
+        c.momentum = momentum
+        c.nesterov = nesterov
+        c.weightDecay = weightDecay
+        c.schedule = schedule
+        c.warmupSteps = warmup
+        c.stepEvery = stepEvery
+        c.seed = seed
+        c.threads = threads
+        c.checkpointEvery = checkpointEvery
+        return c
+    }
+
+    func augmentation(for d: Dataset) -> Augmentation {
+        let colour = d.channels == 3
+        let autoPad = colour ? 4 : (d.height >= 16 ? 2 : 1)
+        switch augment {
+        case .none: return .none
+        case .crop: return Augmentation(padCrop: pad ?? autoPad)
+        case .cropFlip: return Augmentation(padCrop: pad ?? autoPad, horizontalFlip: true)
+        case .auto: return Augmentation(padCrop: pad ?? autoPad, horizontalFlip: colour)
+        }
+    }
+}
+
+enum AugmentChoice: String, ExpressibleByArgument, CaseIterable {
+    case auto, none, crop
+    case cropFlip = "crop-flip"
+}
+
+extension Optimizer.Kind: ExpressibleByArgument {}
+extension Schedule.Kind: ExpressibleByArgument {}
+extension Split: ExpressibleByArgument {}
+extension InitScheme: ExpressibleByArgument {}
+extension Architecture.Shortcut: ExpressibleByArgument {}
+
+/// Normalisation from a bundle's preprocessing.
+extension Preprocessing {
+    var normalization: Normalization { Normalization(scale: Float(scale), mean: mean, std: std) }
+    var shape: [Int] { [channels, height, width] }
+}
+
+/// Paths that travel with an output bundle.
+enum Companion {
+    static func stem(_ output: String) -> String { output.hasSuffix(".kdb") ? String(output.dropLast(4)) : output }
+    static func checkpoint(_ output: String) -> String { stem(output) + ".ckpt.kdb" }
+    static func metrics(_ output: String) -> String { stem(output) + ".metrics.jsonl" }
+}
+
+/// Loads a model bundle, turning any failure into exit 2 with one line.
+func loadModel(_ path: String) throws -> (Model, ModelBundle) {
+    let bundle = try withBundleErrors { try ModelBundle(path: path) }
+    do {
+        bundle.prefault()
+        return (try Model(bundle: bundle), bundle)
+    } catch let e as BundleError {
+        warn("kdtool: error: \(e)")
+        throw Exit.invalidInput
+    } catch {
+        warn("kdtool: error: \(path): \(error)")
+        throw Exit.invalidInput
+    }
+}
+
+/// Runs `body`, reporting data and model errors as one line with exit 1 (2 for bundle errors).
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as BundleError {
+        warn("kdtool: error: \(e)")
+        throw Exit.invalidInput
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as DataError {
+        warn("kdtool: error: \(e)")
+        throw ExitCode.failure
+    } catch let e as NNError {
+        warn("kdtool: error: \(e)")
+        throw ExitCode.failure
+    } catch let e as TensorError {
+        warn("kdtool: error: \(e)")
+        throw ExitCode.failure
+    }
+}

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Golden values for every op of the engine, from an independent numpy implementation.
+
+Forward passes are written directly from the op definitions (Spec/bundle-format.md §7.2,
+METHODS.md for the losses) in float64; gradients come from central finite differences of
+L = sum(y * dy) in float64, so they do not share a derivation with the Swift backward rules.
+Written once and committed:
+
+    tools/gen_golden.py            # -> Tests/KDTensorTests/Golden/ops.json
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+R = np.random.default_rng(2024)
+
+
+def rnd(*shape):
+    return R.standard_normal(shape)
+
+
+# --- forward definitions (float64) ------------------------------------------------------
+
+def out_size(n, k, s, p0, p1, d, ceil):
+    span = n + p0 + p1 - d * (k - 1) - 1
+    o = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (o - 1) * s >= n + p0:
+        o -= 1
+    return o
+
+
+def conv2d(x, w, b, stride, pads, dilation, groups):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    ho = out_size(h, kh, stride[0], pads[0], pads[2], dilation[0], False)
+    wo = out_size(wd, kw, stride[1], pads[1], pads[3], dilation[1], False)
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2] + kh * dilation[0]), (pads[1], pads[3] + kw * dilation[1])))
+    y = np.zeros((n, o, ho, wo))
+    og = o // groups
+    for g in range(groups):
+        for ki in range(kh):
+            for kj in range(kw):
+                i0, j0 = ki * dilation[0], kj * dilation[1]
+                patch = xp[:, g * cg:(g + 1) * cg, i0:i0 + stride[0] * ho:stride[0], j0:j0 + stride[1] * wo:stride[1]]
+                y[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, w[g * og:(g + 1) * og, :, ki, kj])
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def pool(x, kernel, stride, pads, ceil, mode, dilation=(1, 1), count_include_pad=False):
+    n, c, h, w = x.shape
+    ho = out_size(h, kernel[0], stride[0], pads[0], pads[2], dilation[0], ceil)
+    wo = out_size(w, kernel[1], stride[1], pads[1], pads[3], dilation[1], ceil)
+    y = np.zeros((n, c, ho, wo))
+    for oi in range(ho):
+        for oj in range(wo):
+            hs, ws = oi * stride[0] - pads[0], oj * stride[1] - pads[1]
+            if mode == "max":
+                vals = [x[:, :, hs + a * dilation[0], ws + b * dilation[1]] for a in range(kernel[0]) for b in range(kernel[1])
+                        if 0 <= hs + a * dilation[0] < h and 0 <= ws + b * dilation[1] < w]
+                y[:, :, oi, oj] = np.max(np.stack(vals), axis=0)
+            else:
+                he, we = min(hs + kernel[0], h + pads[2]), min(ws + kernel[1], w + pads[3])
+                area = (he - hs) * (we - ws)
+                hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+                div = area if count_include_pad else (he - hs) * (we - ws)
+                y[:, :, oi, oj] = x[:, :, hs:he, ws:we].sum(axis=(2, 3)) / div
+    return y
+
+
+def batchnorm_train(x, gamma, beta, eps):
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+    mean = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    return gamma.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) + beta.reshape(shape)
+
+
+def softmax(z, t=1.0):
+    e = np.exp((z - z.max(axis=-1, keepdims=True)) / t)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(z, t=1.0):
+    s = (z - z.max(axis=-1, keepdims=True)) / t
+    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+
+
+def split_linear(x, ws, bs, in_splits, shared):
+    outs, off = [], 0
+    f = x.shape[1]
+    for w, b, s in zip(ws, bs, in_splits):
+        xk = np.concatenate([x[:, off:off + s], x[:, f - shared:]], axis=1)
+        outs.append(xk @ w.T + b)
+        off += s
+    return np.concatenate(outs, axis=1)
+
+
+def l2norm_scale(x, gamma, groups, eps):
+    outs, off = [], 0
+    for g, size in enumerate(groups):
+        xg = x[:, off:off + size]
+        if size == 1:
+            outs.append(xg)
+        else:
+            outs.append(gamma[g] * xg / np.maximum(np.linalg.norm(xg, axis=1, keepdims=True), eps))
+        off += size
+    return np.concatenate(outs, axis=1)
+
+
+# --- finite differences -------------------------------------------------------------------
+
+def numeric_grads(f, inputs, dy, wrt):
+    grads = {}
+    for name in wrt:
+        x = inputs[name]
+        g = np.zeros_like(x)
+        it = np.nditer(x, flags=["multi_index"])
+        for _ in it:
+            i = it.multi_index
+            old = x[i]
+            x[i] = old + 1e-6
+            fp = np.sum(f(**inputs) * dy)
+            x[i] = old - 1e-6
+            fm = np.sum(f(**inputs) * dy)
+            x[i] = old
+            g[i] = (fp - fm) / 2e-6
+        grads[name] = g
+    return grads
+
+
+def case(name, op, f, inputs, attrs, wrt, dy_shape=None):
+    y = f(**inputs)
+    dy = rnd(*y.shape) if dy_shape is None else rnd(*dy_shape)
+    grads = numeric_grads(f, inputs, dy, wrt)
+    enc = lambda a: {"shape": list(a.shape), "values": [float(v) for v in np.asarray(a, dtype=np.float32).ravel()]}
+    return {"name": name, "op": op, "attrs": attrs, "inputs": {k: enc(v) for k, v in inputs.items()},
+            "output": enc(y), "dy": enc(dy), "grads": {k: enc(v) for k, v in grads.items()}}
+
+
+def main():
+    cases = []
+    for (name, stride, pads, dil, groups, bias) in [
+            ("conv2d-basic", (1, 1), (0, 0, 0, 0), (1, 1), 1, True),
+            ("conv2d-stride2-pad", (2, 2), (1, 1, 1, 1), (1, 1), 1, True),
+            ("conv2d-asym-pad-dilation-groups", (1, 2), (2, 0, 1, 1), (2, 1), 2, False),
+            ("conv2d-pointwise", (1, 1), (0, 0, 0, 0), (1, 1), 1, False)]:
+        k = 1 if name.endswith("pointwise") else 3
+        x, w = rnd(2, 4, 7, 6), rnd(6, 4 // groups, k, k)
+        inputs = {"x": x, "w": w}
+        if bias:
+            inputs["b"] = rnd(6)
+        f = (lambda x, w, b=None, s=stride, p=pads, d=dil, g=groups: conv2d(x, w, b, s, p, d, g))
+        cases.append(case(name, "conv2d", f, inputs, {"stride": list(stride), "pads": list(pads), "dilation": list(dil),
+                                                       "groups": groups}, list(inputs)))
+    cases.append(case("linear", "linear", lambda x, w, b: x @ w.T + b, {"x": rnd(5, 7), "w": rnd(3, 7), "b": rnd(3)}, {},
+                      ["x", "w", "b"]))
+    for name, k, s, p, ceil, dil in [("maxpool-2x2", (2, 2), (2, 2), (0, 0, 0, 0), False, (1, 1)),
+                                     ("maxpool-3x3-pad-ceil", (3, 3), (2, 2), (1, 1, 1, 1), True, (1, 1)),
+                                     ("maxpool-dilated", (2, 2), (1, 1), (0, 0, 0, 0), False, (2, 2))]:
+        cases.append(case(name, "maxpool", lambda x, k=k, s=s, p=p, c=ceil, d=dil: pool(x, k, s, p, c, "max", d),
+                          {"x": rnd(2, 3, 7, 7)}, {"kernel": list(k), "stride": list(s), "pads": list(p),
+                                                   "ceil_mode": ceil, "dilation": list(dil)}, ["x"]))
+    for name, cip, ceil in [("avgpool-excl-pad", False, False), ("avgpool-incl-pad-ceil", True, True)]:
+        cases.append(case(name, "avgpool", lambda x, c=cip, ce=ceil: pool(x, (3, 3), (2, 2), (1, 1, 1, 1), ce, "avg",
+                                                                               count_include_pad=c),
+                          {"x": rnd(2, 3, 6, 6)}, {"kernel": [3, 3], "stride": [2, 2], "pads": [1, 1, 1, 1],
+                                                   "ceil_mode": ceil, "count_include_pad": cip}, ["x"]))
+    cases.append(case("globalavgpool", "globalavgpool", lambda x: x.mean(axis=(2, 3), keepdims=True),
+                      {"x": rnd(2, 3, 4, 5)}, {}, ["x"]))
+    cases.append(case("batchnorm-train-nchw", "batchnorm", lambda x, g, b: batchnorm_train(x, g, b, 1e-5),
+                      {"x": rnd(4, 3, 3, 3), "g": rnd(3), "b": rnd(3)}, {"epsilon": 1e-5}, ["x", "g", "b"]))
+    cases.append(case("batchnorm-train-nc", "batchnorm", lambda x, g, b: batchnorm_train(x, g, b, 1e-5),
+                      {"x": rnd(6, 4), "g": rnd(4), "b": rnd(4)}, {"epsilon": 1e-5}, ["x", "g", "b"]))
+    x = rnd(3, 8)
+    x[np.abs(x) < 0.05] = 0.3  # keep inputs away from the kink at 0
+    cases.append(case("relu", "relu", lambda x: np.maximum(x, 0), {"x": x}, {}, ["x"]))
+    cases.append(case("sigmoid", "sigmoid", lambda x: 1 / (1 + np.exp(-x)), {"x": rnd(3, 8) * 3}, {}, ["x"]))
+    cases.append(case("softmax", "softmax", lambda x: softmax(x), {"x": rnd(4, 6) * 2}, {}, ["x"]))
+    cases.append(case("add", "add", lambda a, b: a + b, {"a": rnd(2, 3, 4), "b": rnd(2, 3, 4)}, {}, ["a", "b"]))
+    cases.append(case("concat-axis1", "concat", lambda a, b: np.concatenate([a, b], axis=1),
+                      {"a": rnd(2, 3, 2, 2), "b": rnd(2, 5, 2, 2)}, {"axis": 1}, ["a", "b"]))
+    ws, bs = [rnd(2, 3 + 2), rnd(4, 4 + 2)], [rnd(2), rnd(4)]
+    cases.append(case("split_linear-shared", "split_linear",
+                      lambda x, w0, b0, w1, b1: split_linear(x, [w0, w1], [b0, b1], [3, 4], 2),
+                      {"x": rnd(3, 9), "w0": ws[0], "b0": bs[0], "w1": ws[1], "b1": bs[1]},
+                      {"in_splits": [3, 4], "shared": 2}, ["x", "w0", "b0", "w1", "b1"]))
+    cases.append(case("l2norm_scale", "l2norm_scale", lambda x, gamma: l2norm_scale(x, gamma, [3, 1, 4], 1e-6),
+                      {"x": rnd(4, 8), "gamma": np.abs(rnd(3)) + 0.5}, {"groups": [3, 1, 4], "epsilon": 1e-6},
+                      ["x", "gamma"]))
+    labels = np.array([1, 0, 4, 2])
+
+    def ce(z):
+        return np.array(-log_softmax(z)[np.arange(4), labels].mean())
+
+    c = case("cross_entropy", "cross_entropy", lambda z: ce(z), {"z": rnd(4, 5) * 2}, {"labels": labels.tolist()}, ["z"],
+             dy_shape=())
+    cases.append(c)
+    q = softmax(rnd(4, 5), 1.0)
+    for t in (1.0, 4.0):
+        cases.append(case("soft_cross_entropy-T%g" % t, "soft_cross_entropy",
+                          lambda z, t=t: np.array(-(q * log_softmax(z, t)).sum(axis=1).mean()),
+                          {"z": rnd(4, 5) * 2}, {"temperature": t, "targets": [float(v) for v in q.ravel()]}, ["z"],
+                          dy_shape=()))
+    out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDTensorTests", "Golden", "ops.json")
+    if len(sys.argv) > 1:
+        out = sys.argv[1]
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump({"generator": "tools/gen_golden.py", "cases": cases}, fh, separators=(",", ":"))
+    print("wrote %d cases to %s (%d bytes)" % (len(cases), out, os.path.getsize(out)))
+
+
+if __name__ == "__main__":
+    main()
