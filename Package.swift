@@ -41,6 +41,8 @@ let package = Package(
 
         .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], resources: [.copy("Golden")]),
+        .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData"]),
+        .testTarget(name: "KDDataTests", dependencies: ["KDData"]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.
         .testTarget(name: "KDToolTests", dependencies: ["kdtool"]),

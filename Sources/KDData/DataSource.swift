@@ -65,7 +65,8 @@ public enum DataSource {
             let dir = path.split(separator: "/").dropLast().joined(separator: "/")
             return try mnist(path.hasPrefix("/") ? "/" + dir : (dir.isEmpty ? "." : dir), [String(path.split(separator: "/").last!)], o)
         }
-        throw DataError("\(path): not a data source kdtool knows (MNIST IDX folder, .csv[.gz], CIFAR .tar.gz, or a folder of class folders)")
+        throw DataError(
+            "\(path): not a data source kdtool knows (MNIST IDX folder, .csv[.gz], CIFAR .tar.gz, or a folder of class folders)")
     }
 
     static func mnist(_ dir: String, _ names: [String], _ o: Options) throws -> Dataset {
@@ -80,7 +81,9 @@ public enum DataSource {
             guard labels.count == img.count else {
                 throw DataError("\(lblPath): \(labels.count) labels for \(img.count) images in \(imgPath)")
             }
-            if let bad = labels.firstIndex(where: { $0 > 9 }) { throw DataError("\(lblPath): label \(labels[bad]) at index \(bad) is not a digit") }
+            if let bad = labels.firstIndex(where: { $0 > 9 }) {
+                throw DataError("\(lblPath): label \(labels[bad]) at index \(bad) is not a digit")
+            }
             return Dataset(
                 pixels: img.pixels, count: img.count, channels: 1, height: img.height, width: img.width, labels: labels,
                 classes: (0..<10).map(String.init), source: dir)

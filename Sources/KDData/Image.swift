@@ -74,7 +74,8 @@ public enum ImageDecoder {
         case .unknown:
             throw ImageError(path: path, kind: "unsupported", message: "not an image format kdtool reads (PNG or JPEG)")
         case let other:
-            throw ImageError(path: path, kind: "unsupported", message: "\(other.rawValue.uppercased()) images are not supported (PNG or JPEG)")
+            throw ImageError(
+                path: path, kind: "unsupported", message: "\(other.rawValue.uppercased()) images are not supported (PNG or JPEG)")
         }
     }
 
@@ -147,7 +148,9 @@ public enum ImageDecoder {
                 $0.baseAddress, Int32(img.width), Int32(img.height), Int32(img.channels), Int32(quality), progressive ? 1 : 0, &out, &size,
                 &err, err.count)
         }
-        guard rc == 0, let out else { throw DataError("JPEG encoding failed: \(err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })") }
+        guard rc == 0, let out else {
+            throw DataError("JPEG encoding failed: \(err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })")
+        }
         defer { free(out) }
         return Array(UnsafeBufferPointer(start: out, count: Int(size)))
     }

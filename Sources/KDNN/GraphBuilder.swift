@@ -39,7 +39,10 @@ public struct GraphBuilder {
         let size = { (n: Int) in (n + 2 * pad - kernel) / stride + 1 }
         return add(
             name, .conv2d, inputs,
-            ["stride": Self.ints([stride, stride]), "pads": Self.ints([pad, pad, pad, pad]), "dilation": Self.ints([1, 1]), "groups": .uint(1)],
+            [
+                "stride": Self.ints([stride, stride]), "pads": Self.ints([pad, pad, pad, pad]), "dilation": Self.ints([1, 1]),
+                "groups": .uint(1),
+            ],
             shape: [s[0], out, size(s[2]), size(s[3])])
     }
 
@@ -58,8 +61,10 @@ public struct GraphBuilder {
         let s = shape(x)
         return add(
             name, .maxpool, [x],
-            ["kernel": Self.ints([kernel, kernel]), "stride": Self.ints([stride, stride]), "pads": Self.ints([0, 0, 0, 0]),
-             "dilation": Self.ints([1, 1]), "ceil_mode": .bool(false)],
+            [
+                "kernel": Self.ints([kernel, kernel]), "stride": Self.ints([stride, stride]), "pads": Self.ints([0, 0, 0, 0]),
+                "dilation": Self.ints([1, 1]), "ceil_mode": .bool(false),
+            ],
             shape: [s[0], s[1], (s[2] - kernel) / stride + 1, (s[3] - kernel) / stride + 1])
     }
 

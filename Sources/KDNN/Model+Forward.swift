@@ -54,7 +54,8 @@ extension Model {
             case .avgpool:
                 out = try tape.avgpool(
                     try input(0),
-                    Window(kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"), ceilMode: node.bool("ceil_mode")),
+                    Window(
+                        kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"), ceilMode: node.bool("ceil_mode")),
                     countIncludePad: node.bool("count_include_pad"))
             case .globalavgpool: out = try tape.globalAvgPool(try input(0))
             case .add: out = try tape.add(try input(0), try input(1))
@@ -78,7 +79,8 @@ extension Model {
                 let blocks = try (0..<k).map { (w: try input(1 + 2 * $0), b: try input(2 + 2 * $0)) }
                 out = try tape.splitLinear(try input(0), blocks: blocks, inSplits: node.ints("in_splits"), shared: node.int("shared"))
             case .l2normScale:
-                out = try tape.l2normScale(try input(0), gamma: try input(1), groups: node.ints("groups"), epsilon: Float(node.float("epsilon")))
+                out = try tape.l2normScale(
+                    try input(0), gamma: try input(1), groups: node.ints("groups"), epsilon: Float(node.float("epsilon")))
             }
             values[node.outputs[0]] = out
         }

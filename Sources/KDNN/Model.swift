@@ -99,10 +99,11 @@ public final class Model: @unchecked Sendable {
     /// The bundle contents for this model (weights, graph, labels, preprocessing, …).
     public func contents(extraTensors: [BundleContents.Tensor] = []) -> BundleContents {
         var c = BundleContents()
-        c.tensors = tensorNames.map { name in
-            let t = (parameters[name] ?? buffers[name])!
-            return BundleContents.Tensor(name: name, dtype: .f32, shape: t.shape, bytes: t.bytes)
-        } + extraTensors
+        c.tensors =
+            tensorNames.map { name in
+                let t = (parameters[name] ?? buffers[name])!
+                return BundleContents.Tensor(name: name, dtype: .f32, shape: t.shape, bytes: t.bytes)
+            } + extraTensors
         c.graph = graph
         c.labels = labels
         c.preprocessing = preprocessing

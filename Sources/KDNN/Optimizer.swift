@@ -70,7 +70,9 @@ public struct Optimizer: Sendable {
 
     /// Checkpoint form: tensors named `optim.<slot>` plus the step count.
     public var checkpointTensors: [BundleContents.Tensor] {
-        state.keys.sorted().map { BundleContents.Tensor(name: "optim.\($0)", dtype: .f32, shape: state[$0]!.shape, bytes: state[$0]!.bytes) }
+        state.keys.sorted().map {
+            BundleContents.Tensor(name: "optim.\($0)", dtype: .f32, shape: state[$0]!.shape, bytes: state[$0]!.bytes)
+        }
     }
 
     public mutating func restore(from bundle: ModelBundle, steps: Int) throws {

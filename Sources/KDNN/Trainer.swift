@@ -168,7 +168,8 @@ public final class Trainer {
                 let elapsed = max(now() - started, 1e-9)
                 onProgress?(
                     TrainProgress(
-                        epoch: epoch + 1, epochs: config.epochs, batch: index + 1, batches: perEpoch, step: step, loss: lossSum / Double(seen),
+                        epoch: epoch + 1, epochs: config.epochs, batch: index + 1, batches: perEpoch, step: step,
+                        loss: lossSum / Double(seen),
                         accuracy: Double(correct) / Double(seen), imagesPerSecond: Double(seen) / elapsed, lr: lr))
                 let atEpochEnd = index + 1 == perEpoch
                 if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && !atEpochEnd { try checkpoint(step: step) }
@@ -234,11 +235,16 @@ public final class Trainer {
             case .string(let fingerprint)? = info["fingerprint"]
         else { throw NNError("\(path) is not a kdtool checkpoint") }
         guard fingerprint == config.fingerprint else {
-            throw NNError("\(path) was written by a run with other settings (seed, epochs, batch, lr, …); rerun with the same flags or delete it")
+            throw NNError(
+                "\(path) was written by a run with other settings (seed, epochs, batch, lr, …); rerun with the same flags or delete it")
         }
         if case .string(let s)? = info["stage"], s != stage { throw NNError("\(path) belongs to stage \(s), not \(stage)") }
-        for name in model.parameters.keys { model.parameters[name] = Tensor(shape: model.parameters[name]!.shape, values: try b.floats(named: name)) }
-        for name in model.buffers.keys { model.buffers[name] = Tensor(shape: model.buffers[name]!.shape, values: try b.floats(named: name)) }
+        for name in model.parameters.keys {
+            model.parameters[name] = Tensor(shape: model.parameters[name]!.shape, values: try b.floats(named: name))
+        }
+        for name in model.buffers.keys {
+            model.buffers[name] = Tensor(shape: model.buffers[name]!.shape, values: try b.floats(named: name))
+        }
         try optimizer.restore(from: b, steps: Int(optSteps))
         return Int(step)
     }

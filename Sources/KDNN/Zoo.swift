@@ -96,7 +96,9 @@ public struct Architecture: Sendable {
                 for block in 1...n {
                     let p = "stage\(stage).block\(block)"
                     let stride = stage > 1 && block == 1 ? 2 : 1
-                    var y = b.relu("\(p).relu1", b.batchnorm("\(p).bn1", b.conv("\(p).conv1", x, out: out, kernel: 3, stride: stride, pad: 1, bias: false)))
+                    var y = b.relu(
+                        "\(p).relu1",
+                        b.batchnorm("\(p).bn1", b.conv("\(p).conv1", x, out: out, kernel: 3, stride: stride, pad: 1, bias: false)))
                     y = b.batchnorm("\(p).bn2", b.conv("\(p).conv2", y, out: out, kernel: 3, pad: 1, bias: false))
                     var shortcut = x
                     if stride != 1 || b.channels(x) != out {

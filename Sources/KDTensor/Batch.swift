@@ -1,3 +1,5 @@
+import Dispatch
+
 /// One mini-batch: network inputs [N, C, H, W], integer labels and the dataset indices they came from.
 public struct Batch: Sendable {
     public var inputs: Tensor
@@ -49,5 +51,3 @@ final class PrefetchBox: @unchecked Sendable {
     let group = DispatchGroup()
     var value: Batch?
 }
-
-import Dispatch

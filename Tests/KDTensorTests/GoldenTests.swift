@@ -53,7 +53,10 @@ struct GoldenCase: CustomStringConvertible, Sendable {
         case "linear": return try tape.linear(v[0], v[1], v[2])
         case "maxpool":
             return try tape.maxpool(
-                v[0], Window(kernel: ints("kernel"), stride: ints("stride"), pads: ints("pads"), dilation: ints("dilation"), ceilMode: bool("ceil_mode")))
+                v[0],
+                Window(
+                    kernel: ints("kernel"), stride: ints("stride"), pads: ints("pads"), dilation: ints("dilation"),
+                    ceilMode: bool("ceil_mode")))
         case "avgpool":
             return try tape.avgpool(
                 v[0], Window(kernel: ints("kernel"), stride: ints("stride"), pads: ints("pads"), ceilMode: bool("ceil_mode")),

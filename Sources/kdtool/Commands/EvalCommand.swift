@@ -36,7 +36,8 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         Parallel.configure(threads: threads)
         let (model, _) = try loadModel(self.model)
-        let prep = model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
+        let prep =
+            model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
         let set = try reportingErrors { try data.load(split, shape: prep.shape, prep: prep) }
         try reportingErrors { try checkCompatible(model, set) }
         let started = monotonic()
@@ -66,12 +67,18 @@ struct EvalCommand: ParsableCommand {
             Text.table(
                 ["class", "count", "accuracy"],
                 e.perClassAccuracy.enumerated().map { k, a in
-                    [k < names.count ? names[k] : String(k), String(e.confusion[k].reduce(0, +)), a.map { Text.fixed(100 * $0, 2) + "%" } ?? "—"]
+                    [
+                        k < names.count ? names[k] : String(k), String(e.confusion[k].reduce(0, +)),
+                        a.map { Text.fixed(100 * $0, 2) + "%" } ?? "—",
+                    ]
                 }, right: [1, 2]))
         print("\nConfusion matrix (rows: true class, columns: predicted)")
         let k = e.confusion.count
-        print(Text.table([""] + (0..<k).map { $0 < names.count ? String(names[$0].prefix(6)) : String($0) },
-            e.confusion.enumerated().map { i, row in [i < names.count ? String(names[i].prefix(10)) : String(i)] + row.map(String.init) },
-            right: Set(1...k)))
+        print(
+            Text.table(
+                [""] + (0..<k).map { $0 < names.count ? String(names[$0].prefix(6)) : String($0) },
+                e.confusion.enumerated().map { i, row in [i < names.count ? String(names[i].prefix(10)) : String(i)] + row.map(String.init)
+                },
+                right: Set(1...k)))
     }
 }

@@ -91,7 +91,8 @@ struct InitCommand: ParsableCommand {
         model.provenance = Provenance(
             method: "init",
             hyperparameters: [
-                "arch": .string(a.kind.rawValue), "summary": .string(a.summary), "width": .float(width), "init": .string(initScheme.rawValue),
+                "arch": .string(a.kind.rawValue), "summary": .string(a.summary), "width": .float(width),
+                "init": .string(initScheme.rawValue),
                 "classes": .uint(UInt64(classes)), "input": .string(input),
             ], seed: Int64(bitPattern: seed))
         model.metadata["kdtool.arch"] = .string(a.kind.rawValue)

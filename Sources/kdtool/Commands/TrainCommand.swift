@@ -46,7 +46,8 @@ struct TrainCommand: ParsableCommand {
         let parentDigest = try withBundleErrors { try bundle.contentDigest() }
         let progress = ProgressLine()
         progress.quiet = quiet
-        let prep = model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
+        let prep =
+            model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
         let (trainSet, evalSet) = try reportingErrors { () throws -> (Dataset, Dataset?) in
             let t = try data.load(split, shape: prep.shape, prep: prep)
             return (t, try evalSplit.map { try data.load($0, shape: prep.shape, prep: prep) })
@@ -74,7 +75,8 @@ struct TrainCommand: ParsableCommand {
                 fraction: fraction)
         }
         trainer.onEpoch = { m in
-            var line = "epoch \(m.epoch)/\(config.epochs): loss \(Text.fixed(m.trainLoss, 4)), train acc \(Text.fixed(100 * m.trainAccuracy, 2))%"
+            var line =
+                "epoch \(m.epoch)/\(config.epochs): loss \(Text.fixed(m.trainLoss, 4)), train acc \(Text.fixed(100 * m.trainAccuracy, 2))%"
             if let a = m.evalAccuracy { line += ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * a, 2))%" }
             line += ", \(Text.fixed(m.seconds, 1)) s, \(Text.grouped(Int(m.imagesPerSecond))) img/s"
             progress.finish(line)
@@ -113,9 +115,11 @@ struct TrainCommand: ParsableCommand {
             ], seed: Int64(bitPattern: config.seed), metrics: metrics)
         model.preprocessing = prep
         let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
-        let summary = trainer.history.last.map { m in
-            "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" + (m.evalAccuracy.map { ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * $0, 2))%" } ?? "")
-        } ?? ""
+        let summary =
+            trainer.history.last.map { m in
+                "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%"
+                    + (m.evalAccuracy.map { ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * $0, 2))%" } ?? "")
+            } ?? ""
         print("\(output): \(summary), \(Text.fixed(seconds, 1)) s")
         print("content digest \(result.contentDigest)")
     }

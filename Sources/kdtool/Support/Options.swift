@@ -80,7 +80,9 @@ struct TrainingOptions: ParsableArguments {
     var resume = false
 
     func validate() throws {
-        guard epochs > 0, batch > 0, lr > 0, threads > 0 else { throw ValidationError("--epochs, --batch, --lr and --threads must be positive") }
+        guard epochs > 0, batch > 0, lr > 0, threads > 0 else {
+            throw ValidationError("--epochs, --batch, --lr and --threads must be positive")
+        }
     }
 
     var config: TrainConfig {

@@ -1,0 +1,87 @@
+import KDBundle
+import KDTensor
+import Testing
+
+@testable import KDNN
+
+@Suite("Architecture zoo")
+struct ZooTests {
+    func model(_ name: String, _ input: [Int], classes: Int = 10, configure: (inout Architecture) -> Void = { _ in }) throws -> Model {
+        var a = try Architecture(name: name)
+        configure(&a)
+        return try a.build(input: input, classes: classes, seed: 1)
+    }
+
+    @Test("parameter counts match the reference architectures (ANCHORS.md)")
+    func counts() throws {
+        #expect(try model("lenet5", [1, 28, 28]).parameterCount == 61_706)
+        #expect(try model("mlp", [1, 28, 28]).parameterCount == 1_276_810)
+        #expect(try model("resnet8", [1, 28, 28]).parameterCount == 77_754)
+        #expect(try model("resnet20", [3, 32, 32]).parameterCount == 272_474)
+    }
+
+    @Test("every architecture runs forward to [N, classes]", arguments: Architecture.Kind.allCases)
+    func forward(kind: Architecture.Kind) throws {
+        let m = try model(kind.rawValue, [1, 16, 16], classes: 7) {
+            $0.width = kind == .mlp ? 1 : 0.5
+            $0.hidden = [12]
+        }
+        let x = Tensor(shape: [3, 1, 16, 16], repeating: 0.5)
+        #expect(try m.predict(x).shape == [3, 7])
+    }
+
+    @Test("option-A shortcuts are frozen identity projections and keep the output shape")
+    func shortcutA() throws {
+        let m = try model("resnet14", [3, 16, 16]) {
+            $0.shortcut = .a
+            $0.width = 0.5
+        }
+        #expect(!m.frozen.isEmpty)
+        #expect(m.frozen.allSatisfy { !m.trainableNames.contains($0) })
+        #expect(try m.predict(Tensor(shape: [2, 3, 16, 16], repeating: 1)).shape == [2, 10])
+        let b = try model("resnet14", [3, 16, 16]) { $0.width = 0.5 }
+        #expect(m.parameterCount < b.parameterCount, "option A adds no trainable projection")
+    }
+
+    @Test("FSP pairs and hints name real nodes, and the bundle accepts them")
+    func fspAndHints() throws {
+        let m = try model("resnet20", [3, 32, 32])
+        #expect(m.fspPairs?.pairs.count == 3)
+        #expect(m.hints?.hints.first == "stage2.block3.relu2")
+        let bundle = try ModelBundle(bytes: BundleWriter.encode(m.contents()))
+        #expect(try bundle.fspPairs() == m.fspPairs)
+        #expect(try bundle.hints() == m.hints)
+    }
+
+    @Test("the same seed gives the same weights; another seed does not")
+    func seeds() throws {
+        let a = try model("lenet5", [1, 28, 28]).contents()
+        let b = try model("lenet5", [1, 28, 28]).contents()
+        let c = try Architecture(.lenet5).build(input: [1, 28, 28], classes: 10, seed: 2).contents()
+        #expect(a == b)
+        #expect(a.tensors != c.tensors)
+    }
+
+    @Test("a model survives the bundle round trip exactly, outputs included")
+    func roundTrip() throws {
+        let m = try model("resnet8", [1, 12, 12]) { $0.width = 0.5 }
+        m.labels = Labels((0..<10).map { "c\($0)" })
+        let b = try ModelBundle(bytes: BundleWriter.encode(m.contents()))
+        let back = try Model(bundle: b)
+        #expect(back.graph == m.graph)
+        #expect(back.parameters.keys.sorted() == m.parameters.keys.sorted())
+        #expect(back.buffers.keys.sorted() == m.buffers.keys.sorted())
+        let x = Tensor(shape: [2, 1, 12, 12], values: (0..<288).map { Float($0 % 17) / 17 })
+        #expect(try back.predict(x).array == m.predict(x).array)
+        #expect(try BundleWriter.encode(back.contents()) == BundleWriter.encode(m.contents()))
+    }
+
+    @Test("unknown architectures and bad shapes are errors that say what is allowed")
+    func errors() throws {
+        #expect(throws: NNError.self) { try Architecture(name: "vgg") }
+        #expect(throws: NNError.self) { try Architecture(.lenet5).build(input: [1, 8, 8], classes: 10, seed: 0) }
+        let m = try model("mlp", [1, 8, 8]) { $0.hidden = [4] }
+        let e = #expect(throws: NNError.self) { try m.predict(Tensor(zeros: [2, 1, 9, 9])) }
+        #expect(e?.description.contains("[2, 1, 9, 9]") == true)
+    }
+}
