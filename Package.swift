@@ -7,6 +7,9 @@ let package = Package(
     products: [
         .executable(name: "kdtool", targets: ["kdtool"]),
         .library(name: "KDBundle", targets: ["KDBundle"]),
+        .library(name: "KDTensor", targets: ["KDTensor"]),
+        .library(name: "KDNN", targets: ["KDNN"]),
+        .library(name: "KDData", targets: ["KDData"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")

@@ -1,6 +1,7 @@
 // swift-tools-version: 6.1
 // Benchmarks live in their own package so the main build stays fast.
 //   cd Benchmarks && swift package -c release benchmark --target BundleIO
+//   cd Benchmarks && swift package -c release benchmark --target TrainStep   (PyTorch peer: tools/setup-peers)
 import Foundation
 import PackageDescription
 
@@ -23,6 +24,16 @@ let package = Package(
             ],
             path: "Benchmarks/BundleIO",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        .executableTarget(
+            name: "TrainStep",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "KDNN", package: mainPackage),
+                .product(name: "KDTensor", package: mainPackage),
+            ],
+            path: "Benchmarks/TrainStep",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )
