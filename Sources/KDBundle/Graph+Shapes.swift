@@ -3,7 +3,7 @@ extension Graph {
     public struct NodeStats: Equatable, Sendable {
         public var node: Node
         public var outputShape: [Int]
-        /// Elements of the bundle tensors this node reads as parameters.
+        /// Elements of the bundle tensors this node reads as trainable parameters.
         public var parameters: Int
         /// Floating-point operations for one forward pass at the given batch size (a multiply-add is 2).
         public var flops: Int
@@ -32,8 +32,9 @@ extension Graph {
             let ins = node.inputs.map { shapes[$0] ?? [] }
             let (shape, flops) = try infer(node, ins)
             shapes[node.outputs[0]] = shape
-            let params = node.inputs.dropFirst().filter { tensorShapes[$0] != nil }.map { tensorShapes[$0]!.reduce(1, *) }
-                .reduce(0, +)
+            // Batch-norm running statistics (inputs 4 and 5) are state, not parameters.
+            let weights = node.op == .batchnorm ? Array(node.inputs[1..<3]) : Array(node.inputs.dropFirst())
+            let params = weights.filter { tensorShapes[$0] != nil }.map { tensorShapes[$0]!.reduce(1, *) }.reduce(0, +)
             out.append(NodeStats(node: node, outputShape: shape, parameters: params, flops: flops))
         }
         return out

@@ -159,7 +159,7 @@ public final class Trainer {
                 try tape.backward(seeds)
                 var grads: [String: Tensor] = [:]
                 for name in model.trainableNames { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
-                optimizer.step(parameters: model.parameters, gradients: grads, lr: lr)
+                Profiler.measure("optimizer step") { optimizer.step(parameters: model.parameters, gradients: grads, lr: lr) }
                 let n = batch.labels.count
                 seen += n
                 lossSum += Double(loss) * Double(n)

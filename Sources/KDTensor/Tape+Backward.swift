@@ -9,11 +9,12 @@ extension Tape {
         }
         for record in records.reversed() {
             guard let dy = grads[record.output] else { continue }
-            try backward(record, dy)
+            try Profiler.measure("backward \(record.op.name)") { try backward(record, dy) }
         }
     }
 
     private func accumulate(_ id: Int, _ g: Tensor) {
+        // Only the first gradient can be taken as is; later ones add into it.
         guard needsGrad[id] else { return }
         if let existing = grads[id] {
             Elementwise.accumulate(existing, g)

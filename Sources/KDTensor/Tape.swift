@@ -32,12 +32,14 @@ public final class Tape {
     }
 
     struct Record {
+        // op, the tape ids it read, and the id it wrote
         let op: Op
         let inputs: [Int]
         let output: Int
     }
 
     public private(set) var values: [Tensor] = []
+
     var needsGrad: [Bool] = []
     var grads: [Tensor?] = []
     var records: [Record] = []
@@ -172,5 +174,28 @@ extension BatchNorm.Saved {
     init(xhat: Tensor, invStd: [Float], frozen: Bool) {
         self.init(xhat: xhat, invStd: invStd)
         self.frozen = frozen
+    }
+}
+
+extension Tape.Op {
+    /// The op's name for profiles.
+    var name: String {
+        switch self {
+        case .linear: "linear"
+        case .conv2d: "conv2d"
+        case .batchnorm: "batchnorm"
+        case .relu: "relu"
+        case .sigmoid: "sigmoid"
+        case .maxpool: "maxpool"
+        case .avgpool: "avgpool"
+        case .globalAvgPool: "globalavgpool"
+        case .add: "add"
+        case .concat: "concat"
+        case .reshape: "reshape"
+        case .dropout: "dropout"
+        case .softmax: "softmax"
+        case .splitLinear: "split_linear"
+        case .l2normScale: "l2norm_scale"
+        }
     }
 }

@@ -40,7 +40,7 @@ struct InspectCommandTests {
         let r = try CLI.run(["inspect", allSections, "--verify"])
         #expect(r.status == 0, "\(r.err)")
         for part in [
-            "content digest", "verify          ok", "TDIR", "conv1.weight", "output shape", "total: 290 parameters",
+            "content digest", "verify          ok", "TDIR", "conv1.weight", "output shape", "total: 282 parameters",
             "Labels (10)", "Preprocessing: 1×8×8", "Verticals (3)", "FSP pairs (1): pool1 → relu2", "Hint layers: relu2",
             "method          train", "Metadata",
         ] {
@@ -61,7 +61,7 @@ struct InspectCommandTests {
         }
         let graph = try #require(doc["graph"] as? [String: Any])
         let totals = try #require(graph["totals"] as? [String: Any])
-        #expect(totals["params"] as? Int == 290)
+        #expect(totals["params"] as? Int == 282)
         let stats = try #require((doc["tensor"] as? [String: Any])?["stats"] as? [String: Any])
         #expect(stats["count"] as? Int == 80)
         #expect(stats["nan"] as? Int == 0)

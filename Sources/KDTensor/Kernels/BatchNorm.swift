@@ -31,20 +31,12 @@ public enum BatchNorm {
             let invp = inv.baseAddress!
             Parallel.chunks(c) { _, channels in
                 for ch in channels {
+                    // Per-plane float partial sums (vectorised), combined in double.
                     var sum: Double = 0
-                    for i in 0..<n {
-                        let p = x.pointer + (i * c + ch) * hw
-                        for j in 0..<hw { sum += Double(p[j]) }
-                    }
+                    for i in 0..<n { sum += Double(Reduce.sum(x.pointer + (i * c + ch) * hw, hw)) }
                     let mean = Float(sum / Double(m))
                     var sq: Double = 0
-                    for i in 0..<n {
-                        let p = x.pointer + (i * c + ch) * hw
-                        for j in 0..<hw {
-                            let d = p[j] - mean
-                            sq += Double(d * d)
-                        }
-                    }
+                    for i in 0..<n { sq += Double(Reduce.squaredDeviation(x.pointer + (i * c + ch) * hw, hw, mean: mean)) }
                     let variance = Float(sq / Double(m))
                     let istd = 1 / (variance + epsilon).squareRoot()
                     invp[ch] = istd
@@ -99,10 +91,8 @@ public enum BatchNorm {
                 var sdyx: Float = 0
                 for i in 0..<n {
                     let off = (i * c + ch) * hw
-                    for j in 0..<hw {
-                        sdy += dy.pointer[off + j]
-                        sdyx += dy.pointer[off + j] * saved.xhat.pointer[off + j]
-                    }
+                    sdy += Reduce.sum(dy.pointer + off, hw)
+                    sdyx += Reduce.dot(dy.pointer + off, saved.xhat.pointer + off, hw)
                 }
                 dscale.pointer[ch] = sdyx
                 dbias.pointer[ch] = sdy

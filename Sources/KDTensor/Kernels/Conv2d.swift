@@ -40,15 +40,17 @@ public enum Conv2d {
     /// Unfolds image `x` [C, H, W] into columns [C·kh·kw, Ho·Wo].
     @usableFromInline
     static func im2col(
-        _ x: UnsafePointer<Float>, c: Int, h: Int, w: Int, _ g: Window, ho: Int, wo: Int, _ col: UnsafeMutablePointer<Float>
+        _ x: UnsafePointer<Float>, c: Int, h: Int, w: Int, _ g: Window, ho: Int, wo: Int, _ col: UnsafeMutablePointer<Float>,
+        rowStride: Int? = nil
     ) {
+        let ld = rowStride ?? ho * wo
         let (kh, kw) = g.kernel
         var row = 0
         for ch in 0..<c {
             let plane = x + ch * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
-                    let dst = col + row * ho * wo
+                    let dst = col + row * ld
                     let offH = ki * g.dilation.h - g.pads[0]
                     let offW = kj * g.dilation.w - g.pads[1]
                     for oi in 0..<ho {
@@ -60,12 +62,14 @@ public enum Conv2d {
                         }
                         let src = plane + ii * w
                         if g.stride.w == 1 {
-                            // Contiguous run: zero the padded edges, copy the middle.
-                            let lo = max(0, -offW)
-                            let hi = min(wo, w - offW)
-                            if lo > 0 { line.update(repeating: 0, count: min(lo, wo)) }
-                            if hi > lo { (line + lo).update(from: src + lo + offW, count: hi - lo) }
-                            if hi < wo { (line + max(hi, 0)).update(repeating: 0, count: wo - max(hi, 0)) }
+                            // Contiguous run: zero the padded edges, copy the middle (plain loops
+                            // vectorise; a memmove call per 28-float row costs more than the copy).
+                            let lo = min(wo, max(0, -offW))
+                            let hi = max(lo, min(wo, w - offW))
+                            for oj in 0..<lo { line[oj] = 0 }
+                            let s0 = src + offW
+                            for oj in lo..<hi { line[oj] = s0[oj] }
+                            for oj in hi..<wo { line[oj] = 0 }
                         } else {
                             for oj in 0..<wo {
                                 let jj = oj * g.stride.w + offW
@@ -82,15 +86,17 @@ public enum Conv2d {
     /// Folds columns back, accumulating into image `dx` [C, H, W] (which the caller zeroes).
     @usableFromInline
     static func col2im(
-        _ col: UnsafePointer<Float>, c: Int, h: Int, w: Int, _ g: Window, ho: Int, wo: Int, _ dx: UnsafeMutablePointer<Float>
+        _ col: UnsafePointer<Float>, c: Int, h: Int, w: Int, _ g: Window, ho: Int, wo: Int, _ dx: UnsafeMutablePointer<Float>,
+        rowStride: Int? = nil
     ) {
+        let ld = rowStride ?? ho * wo
         let (kh, kw) = g.kernel
         var row = 0
         for ch in 0..<c {
             let plane = dx + ch * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
-                    let src = col + row * ho * wo
+                    let src = col + row * ld
                     let offH = ki * g.dilation.h - g.pads[0]
                     let offW = kj * g.dilation.w - g.pads[1]
                     for oi in 0..<ho {
@@ -98,9 +104,16 @@ public enum Conv2d {
                         if ii < 0 || ii >= h { continue }
                         let line = plane + ii * w
                         let s = src + oi * wo
-                        for oj in 0..<wo {
-                            let jj = oj * g.stride.w + offW
-                            if jj >= 0 && jj < w { line[jj] += s[oj] }
+                        if g.stride.w == 1 {
+                            let lo = min(wo, max(0, -offW))
+                            let hi = max(lo, min(wo, w - offW))
+                            let l0 = line + offW
+                            for oj in lo..<hi { l0[oj] += s[oj] }
+                        } else {
+                            for oj in 0..<wo {
+                                let jj = oj * g.stride.w + offW
+                                if jj >= 0 && jj < w { line[jj] += s[oj] }
+                            }
                         }
                     }
                     row += 1
@@ -121,41 +134,64 @@ public enum Conv2d {
         return [x[0], weight[0], try g.outputSize(x[2], axis: 0), try g.outputSize(x[3], axis: 1)]
     }
 
+    /// Images per GEMM: enough columns to keep the small-channel GEMMs efficient, while the
+    /// column buffer (kk × images × Ho·Wo floats) stays around 1 MiB.
+    static func imagesPerChunk(kk: Int, hw: Int) -> Int { max(1, min(16, (1 << 18) / max(1, kk * hw))) }
+
     public static func forward(x: Tensor, weight: Tensor, bias: Tensor?, _ g: Window, groups: Int) throws -> Tensor {
         let os = try outputShape(x: x.shape, weight: weight.shape, g, groups: groups)
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, ho, wo) = (os[1], os[2], os[3])
+        let hw = ho * wo
         let cg = c / groups
         let og = o / groups
         let kk = cg * g.kernel.h * g.kernel.w
         let y = Tensor(uninitialized: os)
         let pointwise = isPointwise(g)
+        let chunk = pointwise ? 1 : imagesPerChunk(kk: kk, hw: hw)
         let xp = x.pointer
         let wp = weight.pointer
         let yp = y.pointer
         Parallel.chunks(n) { _, images in
-            let col = pointwise ? nil : Tensor(uninitialized: [kk * ho * wo])
-            for i in images {
+            let col = pointwise ? nil : Tensor(uninitialized: [kk * chunk * hw])
+            let out = chunk > 1 ? Tensor(uninitialized: [og * chunk * hw]) : nil
+            var first = images.lowerBound
+            while first < images.upperBound {
+                let count = min(chunk, images.upperBound - first)
+                let cols = count * hw
                 for gi in 0..<groups {
-                    let xi = xp + (i * c + gi * cg) * h * w
                     let src: UnsafePointer<Float>
                     if let col {
-                        im2col(xi, c: cg, h: h, w: w, g, ho: ho, wo: wo, col.pointer)
+                        for b in 0..<count {
+                            im2col(
+                                xp + ((first + b) * c + gi * cg) * h * w, c: cg, h: h, w: w, g, ho: ho, wo: wo, col.pointer + b * hw,
+                                rowStride: cols)
+                        }
                         src = UnsafePointer(col.pointer)
                     } else {
-                        src = UnsafePointer(xi)
+                        src = UnsafePointer(xp + (first * c + gi * cg) * h * w)
                     }
-                    BLAS.gemm(
-                        m: og, n: ho * wo, k: kk, a: wp + gi * og * kk, lda: kk, b: src, ldb: ho * wo,
-                        c: yp + (i * o + gi * og) * ho * wo, ldc: ho * wo, threads: 1)
+                    let dst = out?.pointer ?? yp + (first * o + gi * og) * hw
+                    BLAS.gemm(m: og, n: cols, k: kk, a: wp + gi * og * kk, lda: kk, b: src, ldb: cols, c: dst, ldc: cols, threads: 1)
+                    if let out {
+                        // [og, count·hw] → NCHW
+                        for b in 0..<count {
+                            for oc in 0..<og {
+                                (yp + ((first + b) * o + gi * og + oc) * hw).update(from: out.pointer + oc * cols + b * hw, count: hw)
+                            }
+                        }
+                    }
                 }
                 if let bias {
-                    for oc in 0..<o {
-                        let plane = yp + (i * o + oc) * ho * wo
-                        let b = bias.pointer[oc]
-                        for j in 0..<(ho * wo) { plane[j] += b }
+                    for i in first..<(first + count) {
+                        for oc in 0..<o {
+                            let plane = yp + (i * o + oc) * hw
+                            let bv = bias.pointer[oc]
+                            for j in 0..<hw { plane[j] += bv }
+                        }
                     }
                 }
+                first += count
             }
         }
         return y
@@ -168,64 +204,114 @@ public enum Conv2d {
     ) -> (dx: Tensor?, dw: Tensor, db: Tensor?) {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, ho, wo) = (dy.shape[1], dy.shape[2], dy.shape[3])
+        let hw = ho * wo
         let cg = c / groups
         let og = o / groups
         let kk = cg * g.kernel.h * g.kernel.w
         let pointwise = isPointwise(g)
-        let dx = needInput ? Tensor(zeros: x.shape) : nil
+        let chunk = pointwise ? 1 : imagesPerChunk(kk: kk, hw: hw)
+        // Stride-1 convolutions get dX as a convolution of dY with the flipped, transposed weights:
+        // im2col + a wide GEMM instead of a tall GEMM + col2im's scattered adds (less memory traffic).
+        let transposed = needInput && !pointwise && transposedGradientApplies(g)
+        let dx = needInput && !transposed ? Tensor(zeros: x.shape) : nil
         let parts = max(1, min(Parallel.threads, n))
         let partial = (0..<parts).map { _ in Tensor(zeros: weight.shape) }
         let xp = x.pointer
         let wp = weight.pointer
         let dyp = dy.pointer
         Parallel.chunks(n, parts: parts) { part, images in
-            let col = Tensor(uninitialized: [kk * ho * wo])
+            let col = Tensor(uninitialized: [kk * chunk * hw])
+            let dyc = chunk > 1 ? Tensor(uninitialized: [og * chunk * hw]) : nil
             let dw = partial[part].pointer
-            for i in images {
+            var first = images.lowerBound
+            while first < images.upperBound {
+                let count = min(chunk, images.upperBound - first)
+                let cols = count * hw
                 for gi in 0..<groups {
-                    let xi = xp + (i * c + gi * cg) * h * w
-                    let dyi = dyp + (i * o + gi * og) * ho * wo
+                    // dY of the chunk as [og, count·hw]
+                    let dys: UnsafePointer<Float>
+                    if let dyc {
+                        for b in 0..<count {
+                            for oc in 0..<og {
+                                (dyc.pointer + oc * cols + b * hw).update(from: dyp + ((first + b) * o + gi * og + oc) * hw, count: hw)
+                            }
+                        }
+                        dys = UnsafePointer(dyc.pointer)
+                    } else {
+                        dys = UnsafePointer(dyp + (first * o + gi * og) * hw)
+                    }
                     let src: UnsafePointer<Float>
                     if pointwise {
-                        src = UnsafePointer(xi)
+                        src = UnsafePointer(xp + (first * c + gi * cg) * h * w)
                     } else {
-                        im2col(xi, c: cg, h: h, w: w, g, ho: ho, wo: wo, col.pointer)
+                        for b in 0..<count {
+                            im2col(
+                                xp + ((first + b) * c + gi * cg) * h * w, c: cg, h: h, w: w, g, ho: ho, wo: wo, col.pointer + b * hw,
+                                rowStride: cols)
+                        }
                         src = UnsafePointer(col.pointer)
                     }
                     // dW_g += dY_g · colᵀ
                     BLAS.gemm(
-                        transB: true, m: og, n: kk, k: ho * wo, a: dyi, lda: ho * wo, b: src, ldb: ho * wo, beta: 1,
-                        c: dw + gi * og * kk, ldc: kk, threads: 1)
+                        transB: true, m: og, n: kk, k: cols, a: dys, lda: cols, b: src, ldb: cols, beta: 1, c: dw + gi * og * kk, ldc: kk,
+                        threads: 1)
                     guard let dx else { continue }
-                    let dxi = dx.pointer + (i * c + gi * cg) * h * w
                     if pointwise {
                         BLAS.gemm(
-                            transA: true, m: kk, n: ho * wo, k: og, a: wp + gi * og * kk, lda: kk, b: dyi, ldb: ho * wo,
-                            c: dxi, ldc: ho * wo, threads: 1)
+                            transA: true, m: kk, n: cols, k: og, a: wp + gi * og * kk, lda: kk, b: dys, ldb: cols,
+                            c: dx.pointer + (first * c + gi * cg) * h * w, ldc: cols, threads: 1)
                     } else {
                         BLAS.gemm(
-                            transA: true, m: kk, n: ho * wo, k: og, a: wp + gi * og * kk, lda: kk, b: dyi, ldb: ho * wo,
-                            c: col.pointer, ldc: ho * wo, threads: 1)
-                        col2im(col.pointer, c: cg, h: h, w: w, g, ho: ho, wo: wo, dxi)
+                            transA: true, m: kk, n: cols, k: og, a: wp + gi * og * kk, lda: kk, b: dys, ldb: cols, c: col.pointer,
+                            ldc: cols,
+                            threads: 1)
+                        for b in 0..<count {
+                            col2im(
+                                col.pointer + b * hw, c: cg, h: h, w: w, g, ho: ho, wo: wo,
+                                dx.pointer + ((first + b) * c + gi * cg) * h * w,
+                                rowStride: cols)
+                        }
                     }
                 }
+                first += count
             }
         }
         let dw = partial[0]
         for p in partial.dropFirst() { for j in 0..<dw.count { dw.pointer[j] += p.pointer[j] } }
+        var dxOut = dx
+        if transposed {
+            let (kh, kw) = g.kernel
+            let flipped = Tensor(uninitialized: [c, og, kh, kw])
+            for gi in 0..<groups {
+                for oc in 0..<og {
+                    for ic in 0..<cg {
+                        for ki in 0..<kh {
+                            for kj in 0..<kw {
+                                flipped.pointer[(((gi * cg + ic) * og + oc) * kh + kh - 1 - ki) * kw + kw - 1 - kj] =
+                                    wp[(((gi * og + oc) * cg + ic) * kh + ki) * kw + kj]
+                            }
+                        }
+                    }
+                }
+            }
+            let p = g.pads
+            let back = Window(kernel: [kh, kw], stride: [1, 1], pads: [kh - 1 - p[0], kw - 1 - p[1], kh - 1 - p[2], kw - 1 - p[3]])
+            dxOut = try? forward(x: dy, weight: flipped, bias: nil, back, groups: groups)
+        }
         var db: Tensor?
         if hasBias {
             let b = Tensor(zeros: [o])
             for i in 0..<n {
-                for oc in 0..<o {
-                    let plane = dyp + (i * o + oc) * ho * wo
-                    var s: Float = 0
-                    for j in 0..<(ho * wo) { s += plane[j] }
-                    b.pointer[oc] += s
-                }
+                for oc in 0..<o { b.pointer[oc] += Reduce.sum(dyp + (i * o + oc) * hw, hw) }
             }
             db = b
         }
-        return (dx, dw, db)
+        return (dxOut, dw, db)
+    }
+
+    /// dX by convolution needs stride 1, no dilation and padding below the kernel size.
+    static func transposedGradientApplies(_ g: Window) -> Bool {
+        g.stride == (1, 1) && g.dilation == (1, 1) && g.pads[0] < g.kernel.h && g.pads[2] < g.kernel.h && g.pads[1] < g.kernel.w
+            && g.pads[3] < g.kernel.w
     }
 }

@@ -42,16 +42,23 @@ struct DemoCommand: ParsableCommand {
         let started = monotonic()
         func step(_ title: String) { print("\n== \(title)") }
         func path(_ name: String) -> String { "\(dir)/\(name).kdb" }
-        let common = ["--data", data, "--epochs", String(epochs), "--seed", String(seed), "--threads", String(threads), "--eval-split", "eval"]
+        let common = [
+            "--data", data, "--epochs", String(epochs), "--seed", String(seed), "--threads", String(threads), "--eval-split", "eval",
+        ]
 
         step("1. teacher: lenet5 (kdtool init + kdtool train)")
-        try InitCommand.parse(["--arch", "lenet5", "--classes", "10", "--input", "1x28x28", "--seed", String(seed), "--invert", "-o", path("teacher-init")]).run()
+        try InitCommand.parse([
+            "--arch", "lenet5", "--classes", "10", "--input", "1x28x28", "--seed", String(seed), "--invert", "-o", path("teacher-init"),
+        ]).run()
         let t0 = monotonic()
         try TrainCommand.parse([path("teacher-init")] + common + ["-o", path("teacher")]).run()
         let teacherSeconds = monotonic() - t0
 
         step("2. student: mlp 784-64-64-10 trained alone (kdtool init + kdtool train)")
-        try InitCommand.parse(["--arch", "mlp", "--hidden", "64,64", "--classes", "10", "--input", "1x28x28", "--seed", String(seed), "--invert", "-o", path("student-init")]).run()
+        try InitCommand.parse([
+            "--arch", "mlp", "--hidden", "64,64", "--classes", "10", "--input", "1x28x28", "--seed", String(seed), "--invert", "-o",
+            path("student-init"),
+        ]).run()
         let s0 = monotonic()
         try TrainCommand.parse([path("student-init")] + common + ["-o", path("student")]).run()
         let studentSeconds = monotonic() - s0
@@ -83,7 +90,8 @@ struct DemoCommand: ParsableCommand {
         step("Summary")
         print(
             Text.table(
-                ["model", "bundle", "params", "FLOPs/image", "size", "eval acc", "train time", "content digest"], rows, right: [2, 3, 4, 5, 6]))
+                ["model", "bundle", "params", "FLOPs/image", "size", "eval acc", "train time", "content digest"], rows,
+                right: [2, 3, 4, 5, 6]))
         print("\nAll bundles are in \(dir)/ (metrics in *.metrics.jsonl); demo took \(Text.fixed(monotonic() - started, 1)) s.")
         print("Next in the pipeline: kdtool distill (knowledge distillation), kdtool infer (image folders).")
     }

@@ -95,6 +95,7 @@ struct TrainCommand: ParsableCommand {
             throw ExitCode(130)
         }
         if resumedAt > 0 && !quiet { warn("resumed from step \(resumedAt)") }
+        if Profiler.enabled { warn("time per op (KDTOOL_PROFILE):\n" + Profiler.report()) }
         let seconds = monotonic() - started
         var metrics: [String: Value] = ["seconds": .float(seconds)]
         if let last = trainer.history.last {
