@@ -40,7 +40,8 @@ public enum CSVData {
 }
 
 extension String {
-    func trimmingCharacters(in set: String) -> String {
+    /// The string without leading and trailing characters from `set` (Foundation-free).
+    public func trimmingCharacters(in set: String) -> String {
         let drop = Set(set)
         var s = Substring(self)
         while let f = s.first, drop.contains(f) { s = s.dropFirst() }

@@ -9,25 +9,12 @@ public enum Softmax {
 
     /// softmax(x / temperature) per row.
     public static func forward(_ x: Tensor, temperature: Float = 1) -> Tensor {
-        let (n, k) = rows(x)
-        let y = Tensor(uninitialized: x.shape)
-        for i in 0..<n {
-            let src = x.pointer + i * k
-            let dst = y.pointer + i * k
-            var m = -Float.infinity
-            for j in 0..<k { m = max(m, src[j]) }
-            var s: Float = 0
-            for j in 0..<k {
-                let e = expf((src[j] - m) / temperature)
-                dst[j] = e
-                s += e
-            }
-            let inv = 1 / s
-            for j in 0..<k { dst[j] *= inv }
-        }
+        let y = logSoftmax(x, temperature: temperature)
+        for i in 0..<y.count { y.pointer[i] = expf(y.pointer[i]) }
         return y
     }
 
+    /// log softmax(x / temperature) per row: (x − max)/T − log Σ exp((x − max)/T).
     public static func logSoftmax(_ x: Tensor, temperature: Float = 1) -> Tensor {
         let (n, k) = rows(x)
         let y = Tensor(uninitialized: x.shape)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KDBundle
+import KDData
 import KDNN
 
 struct InitCommand: ParsableCommand {
@@ -106,16 +107,6 @@ func parseShape(_ s: String) throws -> [Int] {
     let parts = s.lowercased().split(separator: "x").map { Int($0) }
     guard parts.count == 3, parts.allSatisfy({ ($0 ?? 0) > 0 }) else { throw ValidationError("shape '\(s)' is not C×H×W") }
     return parts.map { $0! }
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        let drop = Set(set)
-        var s = Substring(self)
-        while let f = s.first, drop.contains(f) { s = s.dropFirst() }
-        while let l = s.last, drop.contains(l) { s = s.dropLast() }
-        return String(s)
-    }
 }
 
 extension Substring {
