@@ -264,7 +264,7 @@ public enum MetricsLog {
         var kept: [String] = []
         var buf = [CChar](repeating: 0, count: 1 << 16)
         while fgets(&buf, Int32(buf.count), f) != nil {
-            let line = String(cString: buf).trimmingSuffix("\n")
+            let line = String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self).trimmingSuffix("\n")
             if step == 0 && line.contains("\"stage\":\"\(stage)\"") { continue }
             if let r = line.range(of: "\"step\":"), line.contains("\"stage\":\"\(stage)\"") {
                 let digits = line[r.upperBound...].prefix(while: { $0.isNumber })

@@ -33,12 +33,13 @@ final class StepRunner {
     let forwardFlops: Int
 
     init(_ c: Case) throws {
-        model = try Architecture(c.arch).build(input: c.input, classes: 10, seed: 0)
+        let m = try Architecture(c.arch).build(input: c.input, classes: 10, seed: 0)
         var rng = RandomSource(seed: 1)
         x = Tensor(shape: [batch] + c.input, values: (0..<(batch * c.input.reduce(1, *))).map { _ in rng.nextFloat() })
         labels = (0..<batch).map { _ in rng.nextInt(below: 10) }
-        let shapes = Dictionary(uniqueKeysWithValues: model.tensorNames.map { ($0, (model.parameters[$0] ?? model.buffers[$0])!.shape) })
-        forwardFlops = try model.graph.stats(tensorShapes: shapes, batch: 1).reduce(0) { $0 + $1.flops }
+        let shapes = Dictionary(uniqueKeysWithValues: m.tensorNames.map { ($0, (m.parameters[$0] ?? m.buffers[$0])!.shape) })
+        forwardFlops = try m.graph.stats(tensorShapes: shapes, batch: 1).reduce(0) { $0 + $1.flops }
+        model = m
     }
 
     func step() throws {
