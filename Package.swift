@@ -33,12 +33,13 @@ let package = Package(
         .target(name: "KDTensor", dependencies: ["CBLAS"]),
         .target(name: "KDNN", dependencies: ["KDTensor", "KDBundle"]),
         .target(name: "KDData", dependencies: ["KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
+        .target(name: "KDInference", dependencies: ["KDNN", "KDData"]),
         // libjpeg reports errors by longjmp, which Swift cannot catch: a few lines of C do.
         .target(name: "CImageSupport", dependencies: ["CImage"]),
         .executableTarget(
             name: "kdtool",
             dependencies: [
-                "KDBundle", "KDTensor", "KDNN", "KDData",
+                "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -46,6 +47,7 @@ let package = Package(
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], resources: [.copy("Golden")]),
         .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData"]),
         .testTarget(name: "KDDataTests", dependencies: ["KDData"]),
+        .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib"]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.
         .testTarget(name: "KDToolTests", dependencies: ["kdtool"]),

@@ -48,6 +48,9 @@ public struct Preprocessing: BundleSection {
     public var alpha: Alpha
     public var invert: Bool
 
+    /// [C, H, W] of the network input.
+    public var shape: [Int] { [channels, height, width] }
+
     public init(
         channels: Int, height: Int, width: Int, scale: Double = 1.0 / 255, mean: [Float]? = nil, std: [Float]? = nil,
         resize: Resize = .stretch, alpha: Alpha = .white, invert: Bool = false

@@ -24,6 +24,8 @@ public enum DataSource {
         public var imageShape: [Int]?
         public var alpha: Image.AlphaPolicy = .white
         public var resize: ImageFolder.ResizePolicy = .stretch
+        /// Invert image files (PREP.invert): for models trained on white-on-black digits.
+        public var invert = false
 
         public init(split: Split = .train, holdout: Double = 0.2, seed: UInt64 = 0, imageShape: [Int]? = nil) {
             self.split = split
@@ -44,7 +46,7 @@ public enum DataSource {
             guard let shape = o.imageShape else {
                 throw DataError("\(path): an image folder needs the model's input shape (C×H×W) to load")
             }
-            return try holdout(ImageFolder.load(path, shape: shape, alpha: o.alpha, resize: o.resize), o)
+            return try holdout(ImageFolder.load(path, shape: shape, alpha: o.alpha, resize: o.resize, invert: o.invert), o)
         }
         if lower.hasSuffix(".csv") || lower.hasSuffix(".csv.gz") { return try holdout(CSVData.load(path), o) }
         if lower.hasSuffix(".tar.gz") || lower.hasSuffix(".tgz") || lower.hasSuffix(".tar") {

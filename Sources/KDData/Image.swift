@@ -49,6 +49,13 @@ public struct ImageError: Error, CustomStringConvertible, Sendable {
     public var path: String
     public var kind: String
     public var message: String
+
+    public init(path: String, kind: String, message: String) {
+        self.path = path
+        self.kind = kind
+        self.message = message
+    }
+
     public var description: String { "\(path): \(message)" }
 }
 
@@ -80,6 +87,14 @@ public enum ImageDecoder {
     }
 
     static func png(_ bytes: [UInt8], path: String, maxPixels: Int) throws -> Image {
+        // The IHDR chunk always comes first: refuse bomb dimensions before libpng sees the file.
+        if bytes.count >= 24 && Array(bytes[12..<16]) == Array("IHDR".utf8) {
+            let be = { (i: Int) in Int(bytes[i]) << 24 | Int(bytes[i + 1]) << 16 | Int(bytes[i + 2]) << 8 | Int(bytes[i + 3]) }
+            let (w, h) = (be(16), be(20))
+            if w * h > maxPixels {
+                throw ImageError(path: path, kind: "too-large", message: "PNG of \(w)×\(h) pixels exceeds the limit of \(maxPixels)")
+            }
+        }
         var image = png_image()
         image.version = UInt32(PNG_IMAGE_VERSION)
         let began = bytes.withUnsafeBytes { png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count) }

@@ -53,7 +53,8 @@ public enum ImageFolder {
     /// Decodes, converts and resizes every image to `shape` = [C, H, W]; any bad image is an
     /// error naming the file. Decoding runs on `Parallel.threads` workers.
     public static func load(
-        _ dir: String, shape: [Int], alpha: Image.AlphaPolicy = .white, resize: ResizePolicy = .stretch, classes fixed: [String]? = nil
+        _ dir: String, shape: [Int], alpha: Image.AlphaPolicy = .white, resize: ResizePolicy = .stretch, invert: Bool = false,
+        classes fixed: [String]? = nil
     ) throws -> Dataset {
         let classes = try fixed ?? entries(dir).filter { isDirectory(dir + "/" + $0) }
         guard !classes.isEmpty else { throw DataError("\(dir): no class subfolders (expected one folder per class)") }
@@ -72,7 +73,8 @@ public enum ImageFolder {
                 Parallel.chunks(items.count) { _, range in
                     for i in range {
                         do {
-                            let planar = try prepare(ImageDecoder.decode(file: items[i].0), shape: shape, alpha: alpha, resize: resize)
+                            let planar = try prepare(
+                                ImageDecoder.decode(file: items[i].0), shape: shape, alpha: alpha, resize: resize, invert: invert)
                             for j in 0..<size { out.pointer[i * size + j] = planar[j] }
                         } catch {
                             errs.pointer[i] = "\(error)"
@@ -89,13 +91,15 @@ public enum ImageFolder {
 
     public enum ResizePolicy: Sendable { case stretch, shorterSideCrop }
 
-    /// Channel conversion and resizing to the model's input, as planar CHW bytes.
-    public static func prepare(_ img: Image, shape: [Int], alpha: Image.AlphaPolicy, resize: ResizePolicy) -> [UInt8] {
+    /// Channel conversion, resizing and (for models trained on white-on-black data) inversion to
+    /// the model's input, as planar CHW bytes. `infer`, `eval` and `train` on image files all use it.
+    public static func prepare(_ img: Image, shape: [Int], alpha: Image.AlphaPolicy, resize: ResizePolicy, invert: Bool = false) -> [UInt8]
+    {
         let converted = img.converted(toChannels: shape[0], alpha: alpha)
         let sized =
             resize == .stretch
             ? converted.resized(width: shape[2], height: shape[1]) : converted.resizedShorterSideCrop(width: shape[2], height: shape[1])
-        return sized.planar
+        return invert ? sized.planar.map { 255 - $0 } : sized.planar
     }
 }
 

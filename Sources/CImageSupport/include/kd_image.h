@@ -11,7 +11,8 @@
 int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, unsigned char **out, int *width,
                    int *height, int *channels, int *orientation, char *error, size_t error_size);
 
-/// Encodes 8-bit gray or RGB pixels as a baseline (or progressive) JPEG in memory, for tests.
+/// Encodes 8-bit gray, RGB or (4 channels) CMYK pixels as a baseline (or progressive) JPEG in
+/// memory, for tests and sample folders.
 int kd_jpeg_encode(const unsigned char *pixels, int width, int height, int channels, int quality, int progressive,
                    unsigned char **out, unsigned long *out_size, char *error, size_t error_size);
 #endif

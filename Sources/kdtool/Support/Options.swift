@@ -24,6 +24,7 @@ struct DataOptions: ParsableArguments {
         if let prep {
             o.alpha = prep.alpha == .black ? .black : prep.alpha == .drop ? .drop : .white
             o.resize = prep.resize == .shorterSideCrop ? .shorterSideCrop : .stretch
+            o.invert = prep.invert
         }
         return try DataSource.load(data, o)
     }
@@ -129,7 +130,6 @@ extension Architecture.Shortcut: ExpressibleByArgument {}
 /// Normalisation from a bundle's preprocessing.
 extension Preprocessing {
     var normalization: Normalization { Normalization(scale: Float(scale), mean: mean, std: std) }
-    var shape: [Int] { [channels, height, width] }
 }
 
 /// Paths that travel with an output bundle.

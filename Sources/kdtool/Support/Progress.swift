@@ -6,7 +6,7 @@
 final class ProgressLine {
     let interactive = isatty(2) != 0
     private var lastDraw = 0.0
-    private var lastPlain = 0.0
+    private var lastPlain = monotonic()
     var quiet = false
 
     func update(_ text: String, fraction: Double) {

@@ -1,0 +1,139 @@
+import KDBundle
+import KDData
+import KDNN
+import KDTensor
+
+/// One input's result: its top-k classes with probabilities, or why it could not be used.
+public struct Prediction: Sendable {
+    public var path: String
+    public var top: [(index: Int, probability: Float)]
+    public var error: ImageError?
+}
+
+/// Batched inference over image files: decoding and preprocessing run on `threads` workers into
+/// fixed-size batches, each batch goes through the forward pass without autograd (its buffers come
+/// back from the pool every batch), and results are delivered in input order.
+public final class Predictor {
+    public struct Options: Sendable {
+        public var batchSize = 64
+        public var threads = 2
+        public var topK = 5
+        public var maxPixels = ImageDecoder.defaultMaxPixels
+        /// nil: as the bundle's PREP says.
+        public var invert: Bool?
+        public init() {}
+    }
+
+    public let model: Model
+    public let prep: Preprocessing
+    public let options: Options
+
+    public init(model: Model, options: Options) {
+        self.model = model
+        self.options = options
+        let s = model.inputShape
+        self.prep = model.preprocessing ?? Preprocessing(channels: s[1], height: s[2], width: s[3])
+    }
+
+    /// Runs every path; `deliver` is called once per input, in order. Returning false from it stops
+    /// the run (for `--strict`). `progress` gets the count done after every batch.
+    public func run(_ paths: [String], deliver: (Prediction) -> Bool, progress: ((Int) -> Void)? = nil) throws {
+        Parallel.configure(threads: options.threads)
+        let shape = prep.shape
+        let size = shape.reduce(1, *)
+        let norm = Normalization(scale: Float(prep.scale), mean: prep.mean, std: prep.std)
+        let alpha: Image.AlphaPolicy = prep.alpha == .black ? .black : prep.alpha == .drop ? .drop : .white
+        let resize: ImageFolder.ResizePolicy = prep.resize == .shorterSideCrop ? .shorterSideCrop : .stretch
+        let invert = options.invert ?? prep.invert
+        let k = min(options.topK, model.classCount)
+        var start = 0
+        while start < paths.count {
+            let batch = Array(paths[start..<min(paths.count, start + options.batchSize)])
+            var pixels = [UInt8](repeating: 0, count: batch.count * size)
+            var errors = [ImageError?](repeating: nil, count: batch.count)
+            pixels.withUnsafeMutableBufferPointer { px in
+                let out = UncheckedPointer<UInt8>(px.baseAddress!)
+                errors.withUnsafeMutableBufferPointer { errs in
+                    let e = UncheckedPointer<ImageError?>(errs.baseAddress!)
+                    Parallel.chunks(batch.count) { _, range in
+                        for i in range {
+                            do {
+                                let img = try ImageDecoder.decode(file: batch[i], maxPixels: options.maxPixels)
+                                let planar = ImageFolder.prepare(img, shape: shape, alpha: alpha, resize: resize, invert: invert)
+                                for j in 0..<size { out.pointer[i * size + j] = planar[j] }
+                            } catch let err as ImageError {
+                                e.pointer[i] = err
+                            } catch {
+                                e.pointer[i] = ImageError(path: batch[i], kind: "corrupt", message: "\(error)")
+                            }
+                        }
+                    }
+                }
+            }
+            let ok = (0..<batch.count).filter { errors[$0] == nil }
+            var results: [[(Int, Float)]] = Array(repeating: [], count: batch.count)
+            if !ok.isEmpty {
+                let x = Tensor(uninitialized: [ok.count] + shape)
+                let plane = shape[1] * shape[2]
+                for (row, i) in ok.enumerated() {
+                    for j in 0..<size {
+                        let c = j / plane
+                        let v = Float(pixels[i * size + j]) * norm.scale - norm.mean[c]
+                        x[row * size + j] = v / norm.std[c]
+                    }
+                }
+                let p = try model.probabilities(x)
+                let classes = p.count / ok.count
+                for (row, i) in ok.enumerated() {
+                    let probs = UnsafeBufferPointer(start: p.pointer + row * classes, count: classes)
+                    results[i] = Self.topK(probs, k)
+                }
+            }
+            for i in 0..<batch.count {
+                let pred = Prediction(path: batch[i], top: results[i].map { (index: $0.0, probability: $0.1) }, error: errors[i])
+                if !deliver(pred) { return }
+            }
+            start += batch.count
+            progress?(start)
+        }
+    }
+
+    /// Indices of the k largest values, largest first; ties keep the lower index first.
+    static func topK(_ p: UnsafeBufferPointer<Float>, _ k: Int) -> [(Int, Float)] {
+        var best: [(Int, Float)] = []
+        for (i, v) in p.enumerated() {
+            if best.count < k || v > best[best.count - 1].1 {
+                var at = best.count
+                while at > 0 && v > best[at - 1].1 { at -= 1 }
+                best.insert((i, v), at: at)
+                if best.count > k { best.removeLast() }
+            }
+        }
+        return best
+    }
+}
+
+struct UncheckedPointer<T>: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<T>
+    init(_ p: UnsafeMutablePointer<T>) { pointer = p }
+}
+
+/// Input lists for `infer`: folders (sorted, recursive by default), single files, or `-` for paths on stdin.
+public enum InputList {
+    public static func expand(_ args: [String], recursive: Bool, stdin: () -> String?) throws -> [String] {
+        var out: [String] = []
+        for a in args {
+            if a == "-" {
+                while let line = stdin() {
+                    let p = line.trimmingCharacters(in: " \t\r\n")
+                    if !p.isEmpty { out.append(p) }
+                }
+            } else if ImageFolder.isDirectory(a) {
+                out += try ImageFolder.files(in: a, recursive: recursive)
+            } else {
+                out.append(a)  // a missing file is reported in its own row
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,230 @@
+import ArgumentParser
+import KDBundle
+import KDData
+import KDInference
+import KDNN
+import KDTensor
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct InferCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "infer",
+        abstract: "Classify image files (PNG, JPEG) with a model bundle, in batches, and print one row per image.",
+        discussion: """
+            PATH is a folder (searched recursively, in sorted order), a file, or - to read paths from stdin.
+            Formats are recognised by content, not extension. Preprocessing (channels, alpha, resize,
+            inversion, normalisation) comes from the bundle's PREP section. A file that cannot be used
+            (unsupported format such as GIF or TIFF, truncated, corrupt, too many pixels, unreadable)
+            gets a row with an error and a warning on stderr; the run goes on.
+
+            Exit codes: 0 all images classified; 3 some failed (listed); 1 with --strict at the first
+            failure; 2 the model bundle is invalid.
+
+            Output columns: CSV `path,label1,prob1,…,labelK,probK,error`; JSON lines
+            {"path","top":[{"label","index","probability"}],"error"}; table for a terminal.
+
+            Examples:
+              kdtool infer student.kdb photos/ --top-k 3
+              find scans -name '*.jpg' | kdtool infer student.kdb - --format jsonl -o predictions.jsonl
+              kdtool infer student.kdb a.png b.jpg --format table
+            """)
+
+    @Argument(help: "The model bundle.")
+    var model: String
+
+    @Argument(help: "Image files, folders, or - for paths on stdin.")
+    var paths: [String]
+
+    @Option(help: "Classes per image, most probable first.")
+    var topK: Int = 1
+
+    @Option(help: "Images per forward pass.")
+    var batch: Int = 64
+
+    @Option(help: "Threads for decoding and for the forward pass.")
+    var threads: Int = 2
+
+    @Option(help: "csv | jsonl | table")
+    var format: OutputFormat = .csv
+
+    @Option(name: .shortAndLong, help: "Write rows to this file instead of stdout.")
+    var output: String?
+
+    @Flag(help: "Stop at the first image that fails (exit 1).")
+    var strict = false
+
+    @Flag(inversion: .prefixedNo, help: "Search folders recursively.")
+    var recursive = true
+
+    @Flag(help: "Require a quantized bundle (int8 weights with QNTP parameters, dequantized per layer).")
+    var quantized = false
+
+    @Flag(inversion: .prefixedNo, help: "Override PREP: invert images (for models trained on white-on-black digits).")
+    var invert: Bool?
+
+    @Option(help: "Refuse images with more pixels than this, before decoding them.")
+    var maxPixels: Int = ImageDecoder.defaultMaxPixels
+
+    @Flag(help: "No progress or summary on stderr.")
+    var quiet = false
+
+    enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case csv, jsonl, table }
+
+    func validate() throws {
+        guard topK > 0, batch > 0, threads > 0, maxPixels > 0 else {
+            throw ValidationError("--top-k, --batch, --threads and --max-pixels must be positive")
+        }
+    }
+
+    func run() throws {
+        let (model, bundle) = try loadModel(self.model)
+        if quantized && !bundle.tensors.contains(where: { $0.quant != nil }) {
+            warn("kdtool: error: \(self.model) holds no quantized tensors (--quantized needs a bundle from quantize-check -o)")
+            throw ExitCode.failure
+        }
+        let files = try reportingErrors {
+            try InputList.expand(paths, recursive: recursive) { readLine(strippingNewline: true) }
+        }
+        var options = Predictor.Options()
+        options.batchSize = batch
+        options.threads = threads
+        options.topK = topK
+        options.maxPixels = maxPixels
+        options.invert = invert
+        let predictor = Predictor(model: model, options: options)
+        let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)
+        let k = min(topK, model.classCount)
+        let sink = try OutputSink(path: output)
+        let progress = ProgressLine()
+        progress.quiet = quiet
+        let started = monotonic()
+        var ok = 0
+        var failed = 0
+        var tableRows: [[String]] = []
+        var stoppedEarly = false
+
+        switch format {
+        case .csv:
+            sink.write(
+                (["path"] + (1...k).flatMap { ["label\($0)", "prob\($0)"] } + ["error"]).map(csvField).joined(separator: ",") + "\n")
+        case .jsonl, .table: break
+        }
+        try reportingErrors {
+            try predictor.run(
+                files,
+                deliver: { p in
+                    if let e = p.error {
+                        failed += 1
+                        warn("kdtool: warning: \(e.description)")
+                    } else {
+                        ok += 1
+                    }
+                    switch format {
+                    case .csv:
+                        var fields = [p.path]
+                        for i in 0..<k {
+                            fields += i < p.top.count ? [names[p.top[i].index], Text.fixed(Double(p.top[i].probability), 6)] : ["", ""]
+                        }
+                        fields.append(p.error.map { "\($0.kind): \($0.message)" } ?? "")
+                        sink.write(fields.map(csvField).joined(separator: ",") + "\n")
+                    case .jsonl:
+                        let doc = JSON.object([
+                            ("path", .string(p.path)),
+                            (
+                                "top",
+                                .array(
+                                    p.top.map {
+                                        .object([
+                                            ("label", .string(names[$0.index])), ("index", .int($0.index)),
+                                            ("probability", .number(Double($0.probability))),
+                                        ])
+                                    })
+                            ),
+                            ("error", p.error.map { .object([("kind", .string($0.kind)), ("message", .string($0.message))]) } ?? .null),
+                        ])
+                        sink.write(doc.render(pretty: false) + "\n")
+                    case .table:
+                        tableRows.append(
+                            [p.path]
+                                + (p.error == nil
+                                    ? [
+                                        p.top.map { "\(names[$0.index]) \(Text.fixed(100 * Double($0.probability), 1))%" }.joined(
+                                            separator: "  "), "",
+                                    ]
+                                    : ["", "\(p.error!.kind): \(p.error!.message)"]))
+                    }
+                    if strict && p.error != nil {
+                        stoppedEarly = true
+                        return false
+                    }
+                    return true
+                },
+                progress: { done in
+                    let rate = Double(done) / max(monotonic() - started, 1e-9)
+                    progress.update(
+                        "\(done)/\(files.count) images, \(Text.grouped(Int(rate))) img/s",
+                        fraction: Double(done) / Double(max(files.count, 1)))
+                })
+        }
+        if format == .table { sink.write(Text.table(["path", "prediction", "error"], tableRows, indent: "") + "\n") }
+        sink.close()
+        let seconds = monotonic() - started
+        if !quiet {
+            progress.finish(
+                "\(ok + failed) images: \(ok) ok, \(failed) failed, \(Text.fixed(seconds, 2)) s, \(Text.grouped(Int(Double(ok + failed) / max(seconds, 1e-9)))) img/s"
+            )
+        }
+        if stoppedEarly { throw ExitCode.failure }
+        if failed > 0 { throw Exit.partial }
+    }
+}
+
+/// RFC 4180 quoting when needed.
+func csvField(_ s: String) -> String {
+    guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+    return "\"" + s.replacingAll("\"", with: "\"\"") + "\""
+}
+
+extension String {
+    func replacingAll(_ a: Character, with b: String) -> String {
+        var out = ""
+        for c in self { if c == a { out += b } else { out.append(c) } }
+        return out
+    }
+}
+
+/// stdout or a file (written atomically on close, so a failed run leaves no half file).
+final class OutputSink {
+    private let file: UnsafeMutablePointer<FILE>
+    private let path: String?
+    private let temp: String?
+
+    init(path: String?) throws {
+        self.path = path
+        if let path {
+            let t = path + ".tmp-\(getpid())"
+            guard let f = fopen(t, "w") else {
+                warn("kdtool: error: cannot write \(path): \(String(cString: strerror(errno)))")
+                throw ExitCode.failure
+            }
+            file = f
+            temp = t
+        } else {
+            file = fdopen(dup(1), "w")!
+            temp = nil
+        }
+    }
+
+    func write(_ s: String) { fputs(s, file) }
+
+    func close() {
+        fflush(file)
+        if let temp, let path {
+            fclose(file)
+            rename(temp, path)
+        }
+    }
+}
