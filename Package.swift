@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "KDTensor", targets: ["KDTensor"]),
         .library(name: "KDNN", targets: ["KDNN"]),
         .library(name: "KDData", targets: ["KDData"]),
+        .library(name: "KDInference", targets: ["KDInference"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")

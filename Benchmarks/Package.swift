@@ -2,6 +2,7 @@
 // Benchmarks live in their own package so the main build stays fast.
 //   cd Benchmarks && swift package -c release benchmark --target BundleIO
 //   cd Benchmarks && swift package -c release benchmark --target TrainStep   (PyTorch peer: tools/setup-peers)
+//   cd Benchmarks && swift package -c release benchmark --target Inference   (ONNX Runtime peer: tools/setup-peers)
 import Foundation
 import PackageDescription
 
@@ -33,6 +34,18 @@ let package = Package(
                 .product(name: "KDTensor", package: mainPackage),
             ],
             path: "Benchmarks/TrainStep",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "Inference",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "KDNN", package: mainPackage),
+                .product(name: "KDData", package: mainPackage),
+                .product(name: "KDInference", package: mainPackage),
+                .product(name: "KDBundle", package: mainPackage),
+            ],
+            path: "Benchmarks/Inference",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

@@ -27,10 +27,12 @@ public final class Predictor {
     public let model: Model
     public let prep: Preprocessing
     public let options: Options
+    let plan: InferencePlan
 
-    public init(model: Model, options: Options) {
+    public init(model: Model, options: Options) throws {
         self.model = model
         self.options = options
+        self.plan = try InferencePlan(model)
         let s = model.inputShape
         self.prep = model.preprocessing ?? Preprocessing(channels: s[1], height: s[2], width: s[3])
     }
@@ -82,7 +84,7 @@ public final class Predictor {
                         x[row * size + j] = v / norm.std[c]
                     }
                 }
-                let p = try model.probabilities(x)
+                let p = try plan.probabilities(x)
                 let classes = p.count / ok.count
                 for (row, i) in ok.enumerated() {
                     let probs = UnsafeBufferPointer(start: p.pointer + row * classes, count: classes)

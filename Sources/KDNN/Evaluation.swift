@@ -36,10 +36,12 @@ public struct Evaluation: Sendable {
 }
 
 extension Model {
-    /// Evaluates on every batch of `source` (epoch 0, in order) without autograd.
-    public func evaluate(_ source: BatchSource, classes: Int? = nil) throws -> Evaluation {
+    /// Evaluates on every batch of `source` (epoch 0, in order) without autograd. With `fused`,
+    /// the weights are folded once into an `InferencePlan` (they must not change meanwhile).
+    public func evaluate(_ source: BatchSource, classes: Int? = nil, fused: Bool = false) throws -> Evaluation {
         var e = Evaluation(classes: classes ?? classCount)
-        for b in source.prefetching(epoch: 0) { e.add(logits: try predict(b.inputs), labels: b.labels) }
+        let plan = fused ? try InferencePlan(self) : nil
+        for b in source.prefetching(epoch: 0) { e.add(logits: try plan?.run(b.inputs) ?? predict(b.inputs), labels: b.labels) }
         return e
     }
 }

@@ -23,76 +23,81 @@ extension Model {
         values[graph.inputs[0].name] = tape.leaf(x)
         for (name, t) in parameters { values[name] = tape.leaf(t, requiresGrad: tape.recording && !frozen.contains(name)) }
         for node in order {
-            func input(_ i: Int) throws -> Var {
-                let name = node.inputs[i]
-                if let v = values[name] { return v }
-                throw NNError("node '\(node.name)' reads '\(name)', which has no value")
-            }
-            let out: Var = try Profiler.measure("forward \(node.op.rawValue)") { () throws -> Var in
-                let out: Var
-                switch node.op {
-                case .conv2d:
-                    let w = tape.value(try input(1)).shape
-                    let g = Window(
-                        kernel: [w[2], w[3]], stride: node.ints("stride"), pads: node.ints("pads"), dilation: node.ints("dilation"))
-                    out = try tape.conv2d(
-                        try input(0), try input(1), node.inputs.count > 2 ? try input(2) : nil, g, groups: node.int("groups"))
-                case .linear:
-                    out = try tape.linear(try input(0), try input(1), node.inputs.count > 2 ? try input(2) : nil)
-                case .batchnorm:
-                    guard let mean = buffers[node.inputs[3]], let variance = buffers[node.inputs[4]] else {
-                        throw NNError("batchnorm '\(node.name)' has no running statistics")
-                    }
-                    out = try tape.batchnorm(
-                        try input(0), scale: try input(1), bias: try input(2), runningMean: mean, runningVar: variance,
-                        epsilon: Float(node.float("epsilon")), momentum: Float(node.float("momentum")), training: training)
-                case .relu: out = tape.relu(try input(0))
-                case .sigmoid: out = tape.sigmoid(try input(0))
-                case .maxpool:
-                    out = try tape.maxpool(
-                        try input(0),
-                        Window(
-                            kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"),
-                            dilation: node.ints("dilation"),
-                            ceilMode: node.bool("ceil_mode")))
-                case .avgpool:
-                    out = try tape.avgpool(
-                        try input(0),
-                        Window(
-                            kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"),
-                            ceilMode: node.bool("ceil_mode")),
-                        countIncludePad: node.bool("count_include_pad"))
-                case .globalavgpool: out = try tape.globalAvgPool(try input(0))
-                case .add: out = try tape.add(try input(0), try input(1))
-                case .concat: out = try tape.concat(try node.inputs.indices.map(input), axis: node.int("axis"))
-                case .flatten:
-                    let s = tape.value(try input(0)).shape
-                    let axis = node.int("axis") < 0 ? node.int("axis") + s.count : node.int("axis")
-                    out = try tape.reshape(try input(0), [s[..<axis].reduce(1, *), s[axis...].reduce(1, *)])
-                case .reshape:
-                    out = try tape.reshape(try input(0), try Model.resolveReshape(tape.value(try input(0)).shape, node.ints("shape")))
-                case .dropout:
-                    out = tape.dropout(try input(0), ratio: Float(node.float("ratio")), training: training, rng: &rng)
-                case .softmax:
-                    let r = tape.value(try input(0)).rank
-                    guard node.int("axis") == -1 || node.int("axis") == r - 1 else {
-                        throw NNError("softmax '\(node.name)' over axis \(node.int("axis")) is not supported (last axis only)")
-                    }
-                    out = tape.softmax(try input(0))
-                case .splitLinear:
-                    let k = node.ints("in_splits").count
-                    let blocks = try (0..<k).map { (w: try input(1 + 2 * $0), b: try input(2 + 2 * $0)) }
-                    out = try tape.splitLinear(try input(0), blocks: blocks, inSplits: node.ints("in_splits"), shared: node.int("shared"))
-                case .l2normScale:
-                    out = try tape.l2normScale(
-                        try input(0), gamma: try input(1), groups: node.ints("groups"), epsilon: Float(node.float("epsilon")))
-                }
-                return out
+            let out = try Profiler.measure("forward \(node.op.rawValue)") {
+                try apply(node, tape: tape, values: values, training: training, rng: &rng)
             }
             values[node.outputs[0]] = out
         }
         guard let output = values[graph.outputs[0]] else { throw NNError("graph output '\(graph.outputs[0])' was not computed") }
         return Forward(tape: tape, values: values, output: output)
+    }
+
+    /// One node's forward on the tape (shared by training, evaluation and the inference plan).
+    func apply(_ node: Graph.Node, tape: Tape, values: [String: Var], training: Bool, rng: inout RandomSource) throws -> Var {
+        func input(_ i: Int) throws -> Var {
+            let name = node.inputs[i]
+            if let v = values[name] { return v }
+            throw NNError("node '\(node.name)' reads '\(name)', which has no value")
+        }
+        let out: Var
+        switch node.op {
+        case .conv2d:
+            let w = tape.value(try input(1)).shape
+            let g = Window(
+                kernel: [w[2], w[3]], stride: node.ints("stride"), pads: node.ints("pads"), dilation: node.ints("dilation"))
+            out = try tape.conv2d(
+                try input(0), try input(1), node.inputs.count > 2 ? try input(2) : nil, g, groups: node.int("groups"))
+        case .linear:
+            out = try tape.linear(try input(0), try input(1), node.inputs.count > 2 ? try input(2) : nil)
+        case .batchnorm:
+            guard let mean = buffers[node.inputs[3]], let variance = buffers[node.inputs[4]] else {
+                throw NNError("batchnorm '\(node.name)' has no running statistics")
+            }
+            out = try tape.batchnorm(
+                try input(0), scale: try input(1), bias: try input(2), runningMean: mean, runningVar: variance,
+                epsilon: Float(node.float("epsilon")), momentum: Float(node.float("momentum")), training: training)
+        case .relu: out = tape.relu(try input(0))
+        case .sigmoid: out = tape.sigmoid(try input(0))
+        case .maxpool:
+            out = try tape.maxpool(
+                try input(0),
+                Window(
+                    kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"),
+                    dilation: node.ints("dilation"),
+                    ceilMode: node.bool("ceil_mode")))
+        case .avgpool:
+            out = try tape.avgpool(
+                try input(0),
+                Window(
+                    kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"),
+                    ceilMode: node.bool("ceil_mode")),
+                countIncludePad: node.bool("count_include_pad"))
+        case .globalavgpool: out = try tape.globalAvgPool(try input(0))
+        case .add: out = try tape.add(try input(0), try input(1))
+        case .concat: out = try tape.concat(try node.inputs.indices.map(input), axis: node.int("axis"))
+        case .flatten:
+            let s = tape.value(try input(0)).shape
+            let axis = node.int("axis") < 0 ? node.int("axis") + s.count : node.int("axis")
+            out = try tape.reshape(try input(0), [s[..<axis].reduce(1, *), s[axis...].reduce(1, *)])
+        case .reshape:
+            out = try tape.reshape(try input(0), try Model.resolveReshape(tape.value(try input(0)).shape, node.ints("shape")))
+        case .dropout:
+            out = tape.dropout(try input(0), ratio: Float(node.float("ratio")), training: training, rng: &rng)
+        case .softmax:
+            let r = tape.value(try input(0)).rank
+            guard node.int("axis") == -1 || node.int("axis") == r - 1 else {
+                throw NNError("softmax '\(node.name)' over axis \(node.int("axis")) is not supported (last axis only)")
+            }
+            out = tape.softmax(try input(0))
+        case .splitLinear:
+            let k = node.ints("in_splits").count
+            let blocks = try (0..<k).map { (w: try input(1 + 2 * $0), b: try input(2 + 2 * $0)) }
+            out = try tape.splitLinear(try input(0), blocks: blocks, inSplits: node.ints("in_splits"), shared: node.int("shared"))
+        case .l2normScale:
+            out = try tape.l2normScale(
+                try input(0), gamma: try input(1), groups: node.ints("groups"), epsilon: Float(node.float("epsilon")))
+        }
+        return out
     }
 
     /// ONNX Reshape semantics: 0 copies the input dimension, one −1 is inferred.

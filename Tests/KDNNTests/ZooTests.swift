@@ -85,3 +85,29 @@ struct ZooTests {
         #expect(e?.description.contains("[2, 1, 9, 9]") == true)
     }
 }
+
+@Suite("Inference plan")
+struct InferencePlanTests {
+    /// Folding batch norm into convolutions reorders float operations: agreement to 1e-4 of the
+    /// output scale is what float32 gives.
+    static let tolerance: Float = 1e-4
+
+    @Test("folded and fused inference matches the plain forward pass", arguments: ["resnet8", "lenet5", "mlp", "fitnet-thin", "resnet14"])
+    func matches(name: String) throws {
+        var a = try Architecture(name: name)
+        a.width = 0.5
+        a.hidden = [16]
+        if name == "resnet14" { a.shortcut = .a }
+        let m = try a.build(input: [1, 16, 16], classes: 10, seed: 2)
+        // Non-trivial running statistics, so folding has something to fold.
+        var rng = RandomSource(seed: 5)
+        for (_, t) in m.buffers {
+            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
+        }
+        let x = Tensor(shape: [3, 1, 16, 16], values: (0..<768).map { _ in rng.nextFloat() })
+        let plain = try m.predict(x)
+        let fused = try InferencePlan(m).run(x)
+        let scale = max(1, plain.array.map(abs).max()!)
+        for i in 0..<plain.count { #expect(abs(plain[i] - fused[i]) <= Self.tolerance * scale, "\(name) element \(i)") }
+    }
+}

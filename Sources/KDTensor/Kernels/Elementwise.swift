@@ -8,6 +8,13 @@ public enum Elementwise {
         return y
     }
 
+    /// max(x, 0) over the tensor's own storage (inference, where the input is not needed again).
+    public static func reluInPlace(_ x: Tensor) {
+        Parallel.chunks(x.count, parts: x.count > 1 << 16 ? Parallel.threads : 1) { _, r in
+            for i in r { x.pointer[i] = max(x.pointer[i], 0) }
+        }
+    }
+
     /// dx = dy where the output was positive.
     public static func reluBackward(dy: Tensor, y: Tensor) -> Tensor {
         let dx = Tensor(uninitialized: dy.shape)

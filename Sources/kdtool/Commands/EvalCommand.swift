@@ -42,7 +42,7 @@ struct EvalCommand: ParsableCommand {
         try reportingErrors { try checkCompatible(model, set) }
         let started = monotonic()
         let e = try reportingErrors {
-            try model.evaluate(Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0))
+            try model.evaluate(Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0), fused: true)
         }
         let seconds = monotonic() - started
         let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)

@@ -94,7 +94,7 @@ struct InferCommand: ParsableCommand {
         options.topK = topK
         options.maxPixels = maxPixels
         options.invert = invert
-        let predictor = Predictor(model: model, options: options)
+        let predictor = try reportingErrors { try Predictor(model: model, options: options) }
         let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)
         let k = min(topK, model.classCount)
         let sink = try OutputSink(path: output)
