@@ -26,9 +26,9 @@ public struct TrainConfig: Sendable {
 
     public var hyperparameters: [String: Value] {
         [
-            "epochs": .uint(UInt64(epochs)), "batch": .uint(UInt64(batchSize)), "lr": .float(Double(lr)),
-            "optimizer": .string(optimizer.rawValue), "momentum": .float(Double(momentum)), "nesterov": .bool(nesterov),
-            "weight_decay": .float(Double(weightDecay)), "schedule": .string(schedule.rawValue),
+            "epochs": .uint(UInt64(epochs)), "batch": .uint(UInt64(batchSize)), "lr": .float(decimal(lr)),
+            "optimizer": .string(optimizer.rawValue), "momentum": .float(decimal(momentum)), "nesterov": .bool(nesterov),
+            "weight_decay": .float(decimal(weightDecay)), "schedule": .string(schedule.rawValue),
             "warmup_steps": .uint(UInt64(warmupSteps)), "step_every": .uint(UInt64(stepEvery)), "threads": .uint(UInt64(threads)),
         ]
     }
@@ -38,6 +38,9 @@ public struct TrainConfig: Sendable {
         Value.map(hyperparameters.merging(["seed": .uint(seed)]) { a, _ in a }).encoded().withUnsafeBytes { SHA256.hex($0) }
     }
 }
+
+/// A Float as the Double of its shortest decimal form (0.05, not 0.05000000074505806), for provenance.
+public func decimal(_ x: Float) -> Double { Double("\(x)") ?? Double(x) }
 
 /// Progress of a run, reported after every step.
 public struct TrainProgress: Sendable {

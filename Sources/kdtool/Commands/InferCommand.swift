@@ -198,33 +198,34 @@ extension String {
 
 /// stdout or a file (written atomically on close, so a failed run leaves no half file).
 final class OutputSink {
-    private let file: UnsafeMutablePointer<FILE>
+    private let file: UnsafeMutablePointer<FILE>?
     private let path: String?
     private let temp: String?
 
     init(path: String?) throws {
         self.path = path
-        if let path {
-            let t = path + ".tmp-\(getpid())"
-            guard let f = fopen(t, "w") else {
-                warn("kdtool: error: cannot write \(path): \(String(cString: strerror(errno)))")
-                throw ExitCode.failure
-            }
-            file = f
-            temp = t
-        } else {
-            file = fdopen(dup(1), "w")!
+        guard let path else {
+            file = nil
             temp = nil
+            return
         }
+        let t = path + ".tmp-\(getpid())"
+        guard let f = fopen(t, "w") else {
+            warn("kdtool: error: cannot write \(path): \(String(cString: strerror(errno)))")
+            throw ExitCode.failure
+        }
+        file = f
+        temp = t
     }
 
-    func write(_ s: String) { fputs(s, file) }
+    /// Standard output goes through `print`, so rows stay in order with everything else printed.
+    func write(_ s: String) {
+        if let file { fputs(s, file) } else { print(s, terminator: "") }
+    }
 
     func close() {
-        fflush(file)
-        if let temp, let path {
-            fclose(file)
-            rename(temp, path)
-        }
+        guard let file, let temp, let path else { return }
+        fclose(file)
+        rename(temp, path)
     }
 }
