@@ -35,12 +35,13 @@ let package = Package(
         .target(name: "KDNN", dependencies: ["KDTensor", "KDBundle"]),
         .target(name: "KDData", dependencies: ["KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
         .target(name: "KDInference", dependencies: ["KDNN", "KDData"]),
+        .target(name: "KDDistill", dependencies: ["KDNN", "KDData"]),
         // libjpeg reports errors by longjmp, which Swift cannot catch: a few lines of C do.
         .target(name: "CImageSupport", dependencies: ["CImage"]),
         .executableTarget(
             name: "kdtool",
             dependencies: [
-                "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference",
+                "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -49,6 +50,7 @@ let package = Package(
         .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData"]),
         .testTarget(name: "KDDataTests", dependencies: ["KDData"]),
         .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib"]),
+        .testTarget(name: "KDDistillTests", dependencies: ["KDDistill"], resources: [.copy("Golden")]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.
         .testTarget(name: "KDToolTests", dependencies: ["kdtool"]),

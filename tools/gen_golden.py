@@ -205,6 +205,7 @@ def main():
                           lambda z, t=t: np.array(-(q * log_softmax(z, t)).sum(axis=1).mean()),
                           {"z": rnd(4, 5) * 2}, {"temperature": t, "targets": [float(v) for v in q.ravel()]}, ["z"],
                           dy_shape=()))
+    write_losses()
     out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDTensorTests", "Golden", "ops.json")
     if len(sys.argv) > 1:
         out = sys.argv[1]
@@ -212,6 +213,38 @@ def main():
     with open(out, "w") as fh:
         json.dump({"generator": "tools/gen_golden.py", "cases": cases}, fh, separators=(",", ":"))
     print("wrote %d cases to %s (%d bytes)" % (len(cases), out, os.path.getsize(out)))
+
+
+def hinton(z, teachers, labels, t, alpha):
+    """METHODS.md §1: (1 − α)·CE(y, softmax(z)) + α·T²·KL(p_T ‖ softmax(z/T)), p_T the mean of the
+    teachers' softmax at T; labels None means α = 1."""
+    p = np.mean([softmax(tz, t) for tz in teachers], axis=0)
+    kl = np.sum(p * (np.log(p) - log_softmax(z, t)), axis=1).mean()
+    a = 1.0 if labels is None else alpha
+    hard = 0.0 if labels is None else -log_softmax(z)[np.arange(len(labels)), labels].mean()
+    return np.array((1 - a) * hard + a * t * t * kl)
+
+
+def write_losses():
+    """Golden values for the distillation losses: Tests/KDDistillTests/Golden/losses.json."""
+    cases = []
+    labels = np.array([2, 0, 1, 4, 3, 2])
+    for name, t, alpha, k_teachers, use_labels in [("kd-T4-a0.9", 4.0, 0.9, 1, True), ("kd-T1-a0.5", 1.0, 0.5, 1, True),
+                                                  ("kd-T20-two-teachers", 20.0, 0.9, 2, True),
+                                                  ("kd-T4-no-labels", 4.0, 0.9, 1, False)]:
+        z = rnd(6, 5) * 2
+        teachers = [rnd(6, 5) * 3 for _ in range(k_teachers)]
+        lab = labels if use_labels else None
+        f = lambda z: hinton(z, teachers, lab, t, alpha)
+        g = numeric_grads(lambda z: f(z), {"z": z}, np.array(1.0), ["z"])["z"]
+        enc = lambda a: {"shape": list(np.shape(a)), "values": [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]}
+        cases.append({"name": name, "temperature": t, "alpha": alpha, "labels": labels.tolist() if use_labels else None,
+                      "student": enc(z), "teachers": [enc(x) for x in teachers], "loss": float(f(z)), "grad": enc(g)})
+    out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDDistillTests", "Golden", "losses.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump({"generator": "tools/gen_golden.py", "cases": cases}, fh, separators=(",", ":"))
+    print("wrote %d loss cases to %s" % (len(cases), out))
 
 
 if __name__ == "__main__":

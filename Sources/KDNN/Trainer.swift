@@ -21,6 +21,8 @@ public struct TrainConfig: Sendable {
     public var threads = 2
     /// Write a checkpoint every this many steps (0: only at the end of each epoch).
     public var checkpointEvery = 0
+    /// Method settings (temperature, teachers' digests, …) that a resumed run must share.
+    public var methodSettings: [String: Value] = [:]
 
     public init() {}
 
@@ -35,7 +37,8 @@ public struct TrainConfig: Sendable {
 
     /// Identifies the run for resuming: a checkpoint from other settings is refused.
     public var fingerprint: String {
-        Value.map(hyperparameters.merging(["seed": .uint(seed)]) { a, _ in a }).encoded().withUnsafeBytes { SHA256.hex($0) }
+        Value.map(hyperparameters.merging(["seed": .uint(seed), "method": .map(methodSettings)]) { a, _ in a }).encoded()
+            .withUnsafeBytes { SHA256.hex($0) }
     }
 }
 

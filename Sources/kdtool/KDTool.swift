@@ -13,6 +13,9 @@ struct KDTool: ParsableCommand {
             gate was exceeded; 64 usage error.
             """,
         version: "kdtool 0.1.0",
-        subcommands: [DemoCommand.self, InitCommand.self, TrainCommand.self, EvalCommand.self, InferCommand.self, InspectCommand.self]
+        subcommands: [
+            DemoCommand.self, InitCommand.self, TrainCommand.self, DistillCommand.self, EvalCommand.self, InferCommand.self,
+            InspectCommand.self,
+        ]
     )
 }

@@ -1,0 +1,89 @@
+import KDBundle
+import KDData
+import KDNN
+import KDTensor
+
+/// What makes a teacher/student pair compatible; checked before any work starts.
+public enum Compatibility {
+    public static func check(teachers: [(name: String, model: Model)], student: (name: String, model: Model)) throws {
+        let s = student.model
+        for (name, t) in teachers {
+            guard Array(t.inputShape.dropFirst()) == Array(s.inputShape.dropFirst()) else {
+                throw NNError(
+                    "teacher \(name) takes inputs of \(Array(t.inputShape.dropFirst())) but student \(student.name) takes \(Array(s.inputShape.dropFirst()))"
+                )
+            }
+            guard t.classCount == s.classCount else {
+                throw NNError("teacher \(name) has \(t.classCount) outputs but student \(student.name) has \(s.classCount)")
+            }
+            if let tl = t.labels?.classes, let sl = s.labels?.classes, tl != sl {
+                let diff = zip(tl, sl).enumerated().first { $0.element.0 != $0.element.1 }
+                throw NNError(
+                    "teacher \(name) and student \(student.name) label their classes differently"
+                        + (diff.map { " (class \($0.offset): '\($0.element.0)' vs '\($0.element.1)')" } ?? ""))
+            }
+        }
+    }
+}
+
+/// Teacher outputs for training batches, computed without autograd on the batch the student
+/// sees (augmented or not). Without augmentation a batch's inputs depend only on the example
+/// indices, so the logits are cached per example and reused every epoch.
+public final class TeacherOutputs {
+    let plans: [InferencePlan]
+    let cache: Bool
+    private var stored: [Int: [[Float]]] = [:]
+    public private(set) var computed = 0
+    public private(set) var reused = 0
+
+    public init(teachers: [Model], cacheAcrossEpochs: Bool) throws {
+        plans = try teachers.map { try InferencePlan($0) }
+        cache = cacheAcrossEpochs
+    }
+
+    /// Logits of every teacher for `batch`.
+    public func logits(_ batch: Batch) throws -> [Tensor] {
+        let k = plans[0].model.classCount
+        if cache, batch.indices.allSatisfy({ stored[$0] != nil }) {
+            reused += batch.indices.count
+            return (0..<plans.count).map { t in
+                Tensor(shape: [batch.indices.count, k], values: batch.indices.flatMap { stored[$0]![t] })
+            }
+        }
+        let out = try plans.map { try $0.run(batch.inputs) }
+        computed += batch.indices.count
+        if cache {
+            for (row, i) in batch.indices.enumerated() {
+                stored[i] = out.map { Array(UnsafeBufferPointer(start: $0.pointer + row * k, count: k)) }
+            }
+        }
+        return out
+    }
+}
+
+/// Hinton knowledge distillation of one student from one or more teachers.
+public struct KDConfig: Sendable {
+    public var temperature: Float = 4
+    public var alpha: Float = 0.9
+    public var useLabels = true
+    public init() {}
+
+    public var hyperparameters: [String: Value] {
+        ["temperature": .float(decimal(temperature)), "alpha": .float(decimal(useLabels ? alpha : 1)), "labels": .bool(useLabels)]
+    }
+}
+
+extension Trainer {
+    /// Makes this trainer minimise the KD loss against `teachers`.
+    public func distill(from teachers: TeacherOutputs, _ kd: KDConfig) {
+        stage = "kd"
+        objective = { batch, f in
+            let z = try teachers.logits(batch)
+            let targets = HintonLoss.softTargets(z, temperature: kd.temperature)
+            let parts = HintonLoss.evaluate(
+                student: f.tape.value(f.output), teacher: targets, labels: kd.useLabels ? batch.labels : nil, temperature: kd.temperature,
+                alpha: kd.alpha)
+            return (parts.total, [(f.output, parts.gradient)])
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import ArgumentParser
+import KDBundle
+import KDData
+import KDNN
+import KDTensor
+
+/// One training run as `train` and `distill` perform it: data, batches, progress, checkpoints,
+/// interruption, provenance and the output bundle. Methods plug in through `configure`.
+struct TrainingRun {
+    let modelPath: String
+    let model: Model
+    let data: DataOptions
+    let training: TrainingOptions
+    let split: Split
+    let evalSplit: Split?
+    let quiet: Bool
+    let output: String
+    /// PROV method name (train, kd, …).
+    let method: String
+    var parents: [Provenance.Parent] = []
+    var extraHyperparameters: [String: Value] = [:]
+    /// Settings a resumed run must share (part of the checkpoint fingerprint).
+    var methodSettings: [String: Value] = [:]
+
+    func execute(configure: (Trainer, Dataset, Augmentation) throws -> Void) throws {
+        Interruption.install()
+        let progress = ProgressLine()
+        progress.quiet = quiet
+        let prep =
+            model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
+        let (trainSet, evalSet) = try reportingErrors { () throws -> (Dataset, Dataset?) in
+            let t = try data.load(split, shape: prep.shape, prep: prep)
+            return (t, try evalSplit.map { try data.load($0, shape: prep.shape, prep: prep) })
+        }
+        try reportingErrors { try checkCompatible(model, trainSet) }
+        if model.labels == nil || model.labels!.classes == (0..<model.labels!.classes.count).map(String.init) {
+            if trainSet.classes.count == model.classCount { model.labels = Labels(trainSet.classes) }
+        }
+        var config = training.config
+        config.threads = training.threads
+        config.methodSettings = methodSettings
+        let aug = training.augmentation(for: trainSet)
+        let batches = Batcher(
+            trainSet, batchSize: config.batchSize, shuffle: true, augmentation: aug, normalization: prep.normalization, seed: config.seed)
+        let evalBatches = evalSet.map {
+            Batcher($0, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0)
+        }
+        let trainer = Trainer(
+            model: model, config: config, train: batches, eval: evalBatches, checkpointPath: Companion.checkpoint(output),
+            metricsPath: Companion.metrics(output))
+        trainer.shouldStop = { Interruption.isRequested }
+        try reportingErrors { try configure(trainer, trainSet, aug) }
+        trainer.onProgress = { p in
+            let fraction = (Double(p.epoch - 1) + Double(p.batch) / Double(p.batches)) / Double(p.epochs)
+            progress.update(
+                "epoch \(p.epoch)/\(p.epochs)  batch \(p.batch)/\(p.batches)  loss \(Text.fixed(p.loss, 4))  acc \(Text.fixed(100 * p.accuracy, 2))%  \(Text.grouped(Int(p.imagesPerSecond))) img/s",
+                fraction: fraction)
+        }
+        trainer.onEpoch = { m in
+            var line =
+                "epoch \(m.epoch)/\(config.epochs): loss \(Text.fixed(m.trainLoss, 4)), train acc \(Text.fixed(100 * m.trainAccuracy, 2))%"
+            if let a = m.evalAccuracy { line += ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * a, 2))%" }
+            line += ", \(Text.fixed(m.seconds, 1)) s, \(Text.grouped(Int(m.imagesPerSecond))) img/s"
+            progress.finish(line)
+        }
+        if !quiet {
+            warn(
+                "\(method == "train" ? "training" : "distilling (\(method)) into") \(modelPath) (\(Text.grouped(model.parameterCount)) parameters) on \(trainSet.count) images from \(data.data) [\(split.rawValue)], \(config.epochs) epochs, batch \(config.batchSize), \(config.threads) threads"
+            )
+        }
+        let started = monotonic()
+        let resumedAt: Int
+        do {
+            resumedAt = try reportingErrors { try trainer.run(resume: training.resume) }
+        } catch let e as Trainer.Interrupted {
+            progress.finish("kdtool: \(e); continue with the same command plus --resume")
+            throw ExitCode(130)
+        }
+        if resumedAt > 0 && !quiet { warn("resumed from step \(resumedAt)") }
+        if Profiler.enabled { warn("time per op (KDTOOL_PROFILE):\n" + Profiler.report()) }
+        let seconds = monotonic() - started
+        var metrics: [String: Value] = ["seconds": .float(seconds)]
+        if let last = trainer.history.last {
+            metrics["train_loss"] = .float(last.trainLoss)
+            metrics["train_accuracy"] = .float(last.trainAccuracy)
+            if let a = last.evalAccuracy { metrics["eval_accuracy"] = .float(a) }
+            if let l = last.evalLoss { metrics["eval_loss"] = .float(l) }
+            let images = trainer.history.reduce(0.0) { $0 + $1.imagesPerSecond * $1.seconds }
+            metrics["images_per_second"] = .float(images / max(trainer.history.reduce(0) { $0 + $1.seconds }, 1e-9))
+        }
+        var hp = config.hyperparameters.merging(extraHyperparameters) { _, b in b }
+        hp["augment"] = .string(aug.isNone ? "none" : "pad\(aug.padCrop)-crop\(aug.horizontalFlip ? "-flip" : "")")
+        model.provenance = Provenance(
+            method: method, parents: parents, hyperparameters: hp,
+            data: [
+                "source": .string(data.data), "split": .string(split.rawValue), "count": .uint(UInt64(trainSet.count)),
+                "digest": .string(trainSet.digest),
+            ], seed: Int64(bitPattern: config.seed), metrics: metrics)
+        model.preprocessing = prep
+        let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
+        let summary =
+            trainer.history.last.map { m in
+                "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%"
+                    + (m.evalAccuracy.map { ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * $0, 2))%" } ?? "")
+            } ?? ""
+        print("\(output): \(summary), \(Text.fixed(seconds, 1)) s")
+        print("content digest \(result.contentDigest)")
+    }
+}

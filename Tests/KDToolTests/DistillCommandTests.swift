@@ -1,0 +1,61 @@
+import Foundation
+import Testing
+
+@Suite("kdtool distill", .serialized)
+struct DistillCommandTests {
+    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+
+    func temp() throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-distill-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    @Test("KD end to end on the digits: provenance names teacher and student, teacher outputs are cached")
+    func kd() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "64", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
+        ])
+        let t = try CLI.run([
+            "train", p("t0.kdb"), "--data", Self.digits, "--epochs", "5", "--batch", "32", "--augment", "none", "--quiet", "-o", p("t.kdb"),
+        ])
+        #expect(t.status == 0, "\(t.err)")
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "12", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
+        let r = try CLI.run([
+            "distill", p("t.kdb"), p("s.kdb"), "--data", Self.digits, "--epochs", "3", "--batch", "32", "--augment", "none", "-T", "4",
+            "--eval-split", "eval", "-o", p("kd.kdb"),
+        ])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.err.contains("reused from the cache") && !r.err.contains(" 0 reused"), "epochs 2 and 3 reuse the teacher's outputs")
+        let inspect = try CLI.run(["inspect", p("kd.kdb"), "--json"])
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(inspect.out.utf8)) as? [String: Any])
+        let prov = try #require(doc["provenance"] as? [String: Any])
+        #expect(prov["method"] as? String == "kd")
+        let roles = (prov["parents"] as? [[String: Any]])?.compactMap { $0["role"] as? String }
+        #expect(roles == ["teacher", "student"])
+        let hp = try #require(prov["hyperparameters"] as? [String: Any])
+        #expect(hp["temperature"] as? Double == 4 && hp["alpha"] as? Double == 0.9)
+        let e = try CLI.run(["eval", p("kd.kdb"), "--data", Self.digits, "--json"])
+        let acc = try #require((try JSONSerialization.jsonObject(with: Data(e.out.utf8)) as? [String: Any])?["accuracy"] as? Double)
+        #expect(acc > 0.8, "distilled student accuracy \(acc)")
+    }
+
+    @Test("mismatched teacher and student are refused before any work, naming both")
+    func mismatches() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "8", "--classes", "10", "--input", "1x8x8", "-o", p("a.kdb")])
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "8", "--classes", "10", "--input", "1x9x9", "-o", p("b.kdb")])
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "8", "--classes", "10", "--input", "1x8x8", "--labels", "a,b,c,d,e,f,g,h,i,j", "-o",
+            p("c.kdb"),
+        ])
+        let shape = try CLI.run(["distill", p("a.kdb"), p("b.kdb"), "--data", Self.digits, "-o", p("o.kdb")])
+        #expect(shape.status == 1 && shape.err.contains("[1, 8, 8]") && shape.err.contains("[1, 9, 9]"))
+        let labels = try CLI.run(["distill", p("a.kdb"), p("c.kdb"), "--data", Self.digits, "-o", p("o.kdb")])
+        #expect(labels.status == 1 && labels.err.contains("label their classes differently"))
+        #expect(try CLI.run(["distill", p("a.kdb"), "--data", Self.digits, "-o", p("o.kdb")]).status == 64)
+    }
+}
