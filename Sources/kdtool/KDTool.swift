@@ -8,9 +8,7 @@ struct KDTool: ParsableCommand {
         discussion: """
             Every step reads and writes the same self-describing model bundle (.kdb, see Spec/bundle-format.md).
 
-            Exit codes: 0 success; 1 a check failed (--verify mismatch); 2 an input bundle is unreadable or
-            invalid (the message carries the format error code, e.g. KDB-E04); 3 partial success; 4 a quality
-            gate was exceeded; 64 usage error.
+            Exit codes: 0 success; 1 a check failed (--verify mismatch); 2 an input bundle is unreadable or invalid (the message carries the format error code, e.g. KDB-E04); 3 partial success; 4 a quality gate was exceeded; 64 usage error.
             """,
         version: "kdtool 0.1.0",
         subcommands: [

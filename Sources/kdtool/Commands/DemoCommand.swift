@@ -14,11 +14,7 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "Run the pipeline end to end on the shipped MNIST data and print what it did.",
         discussion: """
-            Steps: create a teacher (lenet5) and a small student (mlp 64-64), train both on MNIST images
-            0..7999, distil the teacher into a fresh copy of the student (Hinton KD), evaluate all three
-            on 8000..9999, inspect and verify the distilled bundle, classify a folder of eval images
-            written as PNG scans with `infer`, and print a summary table. Everything is written to
-            --dir. Takes about a minute with 2 threads in release mode.
+            Steps: create a teacher (lenet5) and a small student (mlp 64-64), train both on MNIST images 0..7999, distil the teacher into a fresh copy of the student (Hinton KD), evaluate all three on 8000..9999, inspect and verify the distilled bundle, classify a folder of eval images written as PNG scans with `infer`, and print a summary table. Everything is written to --dir. Takes about a minute with 2 threads in release mode.
 
             Example:
               swift run -c release kdtool demo --data ../shared/data/mnist --dir kdtool-demo

@@ -13,11 +13,7 @@ struct DistillCommand: ParsableCommand {
             The last bundle is the student (from `kdtool init`, or already trained); the ones before it are
             teachers. --method kd is Hinton et al.'s knowledge distillation:
               L = (1 − α)·CE(y, softmax(z_s)) + α·T²·KL(p_T ‖ softmax(z_s / T)),
-            p_T the teacher's softmax at temperature T (with several teachers, the mean of theirs). The
-            teachers run without autograd on the same (augmented) batch the student sees; without
-            augmentation their outputs are computed once and reused every epoch. Everything `train`
-            accepts applies (epochs, batch, lr, optimizer, seed, threads, checkpoints, --resume).
-            The output records the teachers and the student by content digest in its provenance.
+            p_T the teacher's softmax at temperature T (with several teachers, the mean of theirs). The teachers run without autograd on the same (augmented) batch the student sees; without augmentation their outputs are computed once and reused every epoch. Everything `train` accepts applies (epochs, batch, lr, optimizer, seed, threads, checkpoints, --resume). The output records the teachers and the student by content digest in its provenance.
 
             Examples:
               kdtool distill teacher.kdb student.kdb --data ../shared/data/mnist -o distilled.kdb
@@ -44,18 +40,7 @@ struct DistillCommand: ParsableCommand {
 
     @OptionGroup var data: DataOptions
     @OptionGroup var training: TrainingOptions
-
-    @Option(help: "Split to distil on.")
-    var split: Split = .train
-
-    @Option(help: "Also evaluate the student on this split after every epoch and at the end.")
-    var evalSplit: Split?
-
-    @Flag(help: "No progress output.")
-    var quiet = false
-
-    @Option(name: .shortAndLong, help: "Output bundle.")
-    var output: String
+    @OptionGroup var io: RunOptions
 
     func validate() throws {
         guard bundles.count >= 2 else { throw ValidationError("give at least one teacher and the student") }
@@ -78,8 +63,9 @@ struct DistillCommand: ParsableCommand {
         kd.alpha = alpha
         kd.useLabels = !noLabels
         var job = TrainingRun(
-            modelPath: studentPath, model: student, data: data, training: training, split: split, evalSplit: evalSplit, quiet: quiet,
-            output: output, method: method.rawValue)
+            modelPath: studentPath, model: student, data: data, training: training, split: io.split, evalSplit: io.evalSplit,
+            quiet: io.quiet,
+            output: io.output, method: method.rawValue)
         job.parents = teachers.map { .init(role: "teacher", digest: $0.2) } + [.init(role: "student", digest: studentDigest)]
         job.extraHyperparameters = kd.hyperparameters
         job.methodSettings = kd.hyperparameters.merging(["teachers": .array(teachers.map { .string($0.2) })]) { a, _ in a }
@@ -89,7 +75,7 @@ struct DistillCommand: ParsableCommand {
             outputs = t
             trainer.distill(from: t, kd)
         }
-        if let o = outputs, !quiet {
+        if let o = outputs, !io.quiet {
             warn("teacher outputs: \(o.computed) computed, \(o.reused) reused from the cache")
         }
     }

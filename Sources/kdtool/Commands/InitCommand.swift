@@ -8,9 +8,7 @@ struct InitCommand: ParsableCommand {
         commandName: "init",
         abstract: "Create an initialised, untrained model bundle from the architecture zoo.",
         discussion: """
-            Architectures: mlp (--hidden), lenet5 (--width multiplier), resnet8|14|20|26|32|56 (CIFAR-style,
-            --width base channels/16, --shortcut a|b), fitnet-thin (deep and thin, --width multiplier).
-            Each records its FSP layer pairs and hint/guided candidates in the bundle.
+            Architectures: mlp (--hidden), lenet5 (--width multiplier), resnet8|14|20|26|32|56 (CIFAR-style, --width base channels/16, --shortcut a|b), fitnet-thin (deep and thin, --width multiplier). Each records its FSP layer pairs and hint/guided candidates in the bundle.
 
             Examples:
               kdtool init --arch lenet5 --classes 10 --input 1x28x28 -o lenet5.kdb

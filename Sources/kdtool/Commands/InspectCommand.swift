@@ -6,13 +6,9 @@ struct InspectCommand: ParsableCommand {
         commandName: "inspect",
         abstract: "Show what a model bundle holds: sections, tensors, graph, labels, provenance.",
         discussion: """
-            Opening is O(1) in the file size: only the header, directory and tensor table are checked.
-            --verify also checks every CRC, padding byte, float value and the SHA-256 trailer.
+            Opening is O(1) in the file size: only the header, directory and tensor table are checked. --verify also checks every CRC, padding byte, float value and the SHA-256 trailer.
 
-            The --json document has the keys: file, format, size, file_digest, content_digest, features,
-            sections[], tensors[], graph{inputs, outputs, output_kind, nodes[], totals}, labels[],
-            preprocessing{}, verticals[], fsp_pairs[], hints{}, quantization[], provenance{}, metadata{},
-            and, when asked for, verify{ok, error} and tensor{name, stats}. Absent sections are null.
+            The --json document has the keys: file, format, size, file_digest, content_digest, features, sections[], tensors[], graph{inputs, outputs, output_kind, nodes[], totals}, labels[], preprocessing{}, verticals[], fsp_pairs[], hints{}, quantization[], provenance{}, metadata{}, and, when asked for, verify{ok, error} and tensor{name, stats}. Absent sections are null.
 
             Examples:
               kdtool inspect model.kdb

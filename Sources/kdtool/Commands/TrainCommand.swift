@@ -9,10 +9,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a model bundle on labelled data and write the trained bundle.",
         discussion: """
-            Defaults follow the reference recipe: SGD momentum 0.9, lr 0.05 with per-step cosine decay to 0,
-            weight decay 5e-4, batch 128, random crops from zero-padded images (plus flips for colour images),
-            10 epochs. Progress goes to stderr; per-epoch metrics are appended as JSON lines to
-            OUTPUT.metrics.jsonl; a checkpoint OUTPUT.ckpt.kdb is written every epoch (and every
+            Defaults follow the reference recipe: SGD momentum 0.9, lr 0.05 with per-step cosine decay to 0, weight decay 5e-4, batch 128, random crops from zero-padded images (plus flips for colour images), 10 epochs. Progress goes to stderr; per-epoch metrics are appended as JSON lines to OUTPUT.metrics.jsonl; a checkpoint OUTPUT.ckpt.kdb is written every epoch (and every
             --checkpoint-every steps). After a crash, kill or Ctrl-C, run the same command with --resume:
             the result is identical to an uninterrupted run with the same seed and thread count.
 
@@ -27,25 +24,14 @@ struct TrainCommand: ParsableCommand {
 
     @OptionGroup var data: DataOptions
     @OptionGroup var training: TrainingOptions
-
-    @Option(help: "Split to train on.")
-    var split: Split = .train
-
-    @Option(help: "Also evaluate on this split after every epoch and at the end (reporting only).")
-    var evalSplit: Split?
-
-    @Flag(help: "No progress output.")
-    var quiet = false
-
-    @Option(name: .shortAndLong, help: "Output bundle.")
-    var output: String
+    @OptionGroup var io: RunOptions
 
     func run() throws {
         let (model, bundle) = try loadModel(self.model)
         let parent = try withBundleErrors { try bundle.contentDigest() }
         var job = TrainingRun(
-            modelPath: self.model, model: model, data: data, training: training, split: split, evalSplit: evalSplit, quiet: quiet,
-            output: output, method: "train")
+            modelPath: self.model, model: model, data: data, training: training, split: io.split, evalSplit: io.evalSplit, quiet: io.quiet,
+            output: io.output, method: "train")
         job.parents = [.init(role: "init", digest: parent)]
         try job.execute { _, _, _ in }
     }

@@ -116,6 +116,21 @@ struct TrainingOptions: ParsableArguments {
     }
 }
 
+/// Where a training-like run reads and writes (shared by train and distill).
+struct RunOptions: ParsableArguments {
+    @Option(help: "Split to train on.")
+    var split: Split = .train
+
+    @Option(help: "Also evaluate on this split after every epoch and at the end (reporting only).")
+    var evalSplit: Split?
+
+    @Flag(help: "No progress output.")
+    var quiet = false
+
+    @Option(name: .shortAndLong, help: "Output bundle.")
+    var output: String
+}
+
 enum AugmentChoice: String, ExpressibleByArgument, CaseIterable {
     case auto, none, crop
     case cropFlip = "crop-flip"
