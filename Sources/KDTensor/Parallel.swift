@@ -1,14 +1,30 @@
 import CBLAS
 import Dispatch
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Work splitting with a fixed partition per thread count, so results are bit-identical for a
 /// given `threads` regardless of scheduling.
 public enum Parallel {
-    nonisolated(unsafe) public static var threads = 1
+    /// The worker count of the calling thread (set by `configure` on that thread; 1 by default).
+    /// Per thread, so two computations in one process (tests, a trainer evaluating while another
+    /// model infers) never change each other's partitions — which would change their results.
+    public static var threads: Int {
+        guard let p = pthread_getspecific(key) else { return 1 }
+        return Int(bitPattern: p)
+    }
 
-    /// Sets the worker count and keeps OpenBLAS single-threaded: kdtool splits work itself.
+    nonisolated(unsafe) private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k, nil)
+        return k
+    }()
+
+    /// Sets the calling thread's worker count and keeps OpenBLAS single-threaded: kdtool splits work itself.
     public static func configure(threads: Int) {
-        self.threads = max(1, threads)
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: max(1, threads)))
         openblas_set_num_threads(1)
     }
 

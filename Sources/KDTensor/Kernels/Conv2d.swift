@@ -37,6 +37,9 @@ public struct Window: Equatable, Sendable {
 
 /// conv2d via im2col + sgemm, images split across threads (each with its own column buffer).
 public enum Conv2d {
+    /// Stride-1 convolutions use the shifted-GEMM kernel (Conv2d+Shifted.swift); false forces im2col.
+    nonisolated(unsafe) public static var useShifted = true
+
     /// Unfolds image `x` [C, H, W] into columns [C·kh·kw, Ho·Wo].
     @usableFromInline
     static func im2col(
@@ -140,6 +143,7 @@ public enum Conv2d {
 
     public static func forward(x: Tensor, weight: Tensor, bias: Tensor?, _ g: Window, groups: Int) throws -> Tensor {
         let os = try outputShape(x: x.shape, weight: weight.shape, g, groups: groups)
+        if useShifted && shiftedApplies(g, groups: groups) { return forwardShifted(x: x, weight: weight, bias: bias, g, output: os) }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, ho, wo) = (os[1], os[2], os[3])
         let hw = ho * wo
