@@ -213,6 +213,12 @@ public enum Conv2d {
         let og = o / groups
         let kk = cg * g.kernel.h * g.kernel.w
         let pointwise = isPointwise(g)
+        if useShifted && shiftedApplies(g, groups: groups) && (!needInput || transposedGradientApplies(g)) {
+            // No column matrix at all: dW by shifted GEMMs, dX by the transposed convolution.
+            let dw = weightGradientShifted(dy: dy, x: x, g)
+            let dx = needInput ? inputGradientByConvolution(dy: dy, weight: weight, g, groups: groups, inputChannels: c) : nil
+            return (dx, dw, hasBias ? biasGradient(dy) : nil)
+        }
         let chunk = pointwise ? 1 : imagesPerChunk(kk: kk, hw: hw)
         // Stride-1 convolutions get dX as a convolution of dY with the flipped, transposed weights:
         // im2col + a wide GEMM instead of a tall GEMM + col2im's scattered adds (less memory traffic).
@@ -283,34 +289,42 @@ public enum Conv2d {
         let dw = partial[0]
         for p in partial.dropFirst() { for j in 0..<dw.count { dw.pointer[j] += p.pointer[j] } }
         var dxOut = dx
-        if transposed {
-            let (kh, kw) = g.kernel
-            let flipped = Tensor(uninitialized: [c, og, kh, kw])
-            for gi in 0..<groups {
-                for oc in 0..<og {
-                    for ic in 0..<cg {
-                        for ki in 0..<kh {
-                            for kj in 0..<kw {
-                                flipped.pointer[(((gi * cg + ic) * og + oc) * kh + kh - 1 - ki) * kw + kw - 1 - kj] =
-                                    wp[(((gi * og + oc) * cg + ic) * kh + ki) * kw + kj]
-                            }
+        if transposed { dxOut = inputGradientByConvolution(dy: dy, weight: weight, g, groups: groups, inputChannels: c) }
+        let db = hasBias ? biasGradient(dy) : nil
+        return (dxOut, dw, db)
+    }
+
+    static func biasGradient(_ dy: Tensor) -> Tensor {
+        let (n, o) = (dy.shape[0], dy.shape[1])
+        let hw = dy.count / max(1, n * o)
+        let b = Tensor(zeros: [o])
+        for i in 0..<n { for oc in 0..<o { b.pointer[oc] += Reduce.sum(dy.pointer + (i * o + oc) * hw, hw) } }
+        return b
+    }
+
+    /// dX as the convolution of dY with the flipped, transposed weights (stride 1 only).
+    static func inputGradientByConvolution(dy: Tensor, weight: Tensor, _ g: Window, groups: Int, inputChannels c: Int) -> Tensor? {
+        let (kh, kw) = g.kernel
+        let o = weight.shape[0]
+        let og = o / groups
+        let cg = c / groups
+        let wp = weight.pointer
+        let flipped = Tensor(uninitialized: [c, og, kh, kw])
+        for gi in 0..<groups {
+            for oc in 0..<og {
+                for ic in 0..<cg {
+                    for ki in 0..<kh {
+                        for kj in 0..<kw {
+                            flipped.pointer[(((gi * cg + ic) * og + oc) * kh + kh - 1 - ki) * kw + kw - 1 - kj] =
+                                wp[(((gi * og + oc) * cg + ic) * kh + ki) * kw + kj]
                         }
                     }
                 }
             }
-            let p = g.pads
-            let back = Window(kernel: [kh, kw], stride: [1, 1], pads: [kh - 1 - p[0], kw - 1 - p[1], kh - 1 - p[2], kw - 1 - p[3]])
-            dxOut = try? forward(x: dy, weight: flipped, bias: nil, back, groups: groups)
         }
-        var db: Tensor?
-        if hasBias {
-            let b = Tensor(zeros: [o])
-            for i in 0..<n {
-                for oc in 0..<o { b.pointer[oc] += Reduce.sum(dyp + (i * o + oc) * hw, hw) }
-            }
-            db = b
-        }
-        return (dxOut, dw, db)
+        let p = g.pads
+        let back = Window(kernel: [kh, kw], stride: [1, 1], pads: [kh - 1 - p[0], kw - 1 - p[1], kh - 1 - p[2], kw - 1 - p[3]])
+        return try? forward(x: dy, weight: flipped, bias: nil, back, groups: groups)
     }
 
     /// dX by convolution needs stride 1, no dilation and padding below the kernel size.
