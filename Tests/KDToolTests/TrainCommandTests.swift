@@ -79,6 +79,37 @@ struct TrainCommandTests {
         #expect(digest(resumed.out) != nil && digest(resumed.out) == digest(reference.out))
     }
 
+    @Test("SIGTERM writes a checkpoint and exits 130; --resume finishes with the uninterrupted model")
+    func terminateAndResume() throws {
+        let d = try temp()
+        let initial = d.appendingPathComponent("m.kdb").path
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "4", "-o", initial])
+        let args = ["--data", Self.digits, "--epochs", "12", "--batch", "16", "--seed", "6"]
+        let reference = try CLI.run(["train", initial] + args + ["--quiet", "-o", d.appendingPathComponent("ref.kdb").path])
+        let out = d.appendingPathComponent("out.kdb").path
+        let p = Process()
+        p.executableURL = CLI.binary
+        p.arguments = ["train", initial] + args + ["--checkpoint-every", "25", "-o", out]
+        p.standardOutput = FileHandle.nullDevice
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: d.appendingPathComponent("out.ckpt.kdb").path) && p.isRunning && Date() < deadline {
+            usleep(2000)
+        }
+        let running = p.isRunning
+        if running { kill(p.processIdentifier, SIGTERM) }
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(running, "training finished before the signal; make the run longer")
+        #expect(p.terminationStatus == 130, "\(message)")
+        #expect(message.contains("--resume"))
+        let resumed = try CLI.run(["train", initial] + args + ["--resume", "-o", out])
+        #expect(resumed.status == 0 && resumed.err.contains("resumed from step"))
+        #expect(digest(resumed.out) == digest(reference.out))
+    }
+
     @Test("errors: unknown architecture, mismatched data, missing data — one line, non-zero exit")
     func errors() throws {
         let d = try temp()

@@ -50,6 +50,13 @@ enum Interruption {
     static func install() {
         signal(SIGINT) { _ in Interruption.requested = 1 }
         signal(SIGTERM) { _ in Interruption.requested = 1 }
+        // A parent may have left these blocked (the mask survives exec); unblock them so the
+        // checkpoint-and-exit path is reachable however kdtool was started.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     static var isRequested: Bool { requested != 0 }
