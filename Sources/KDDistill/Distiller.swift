@@ -32,6 +32,7 @@ public enum Compatibility {
 public final class TeacherOutputs {
     let plans: [InferencePlan]
     let cache: Bool
+    let classes: Int
     private var stored: [Int: [[Float]]] = [:]
     public private(set) var computed = 0
     public private(set) var reused = 0
@@ -39,11 +40,12 @@ public final class TeacherOutputs {
     public init(teachers: [Model], cacheAcrossEpochs: Bool) throws {
         plans = try teachers.map { try InferencePlan($0) }
         cache = cacheAcrossEpochs
+        classes = teachers[0].classCount
     }
 
     /// Logits of every teacher for `batch`.
     public func logits(_ batch: Batch) throws -> [Tensor] {
-        let k = plans[0].model.classCount
+        let k = classes
         if cache, batch.indices.allSatisfy({ stored[$0] != nil }) {
             reused += batch.indices.count
             return (0..<plans.count).map { t in
