@@ -12,7 +12,8 @@ struct KDTool: ParsableCommand {
             """,
         version: "kdtool 0.1.0",
         subcommands: [
-            DemoCommand.self, InitCommand.self, TrainCommand.self, DistillCommand.self, EvalCommand.self, InferCommand.self,
+            DemoCommand.self, InitCommand.self, TrainCommand.self, DistillCommand.self, VerticalsCommand.self, EvalCommand.self,
+            InferCommand.self,
             InspectCommand.self,
         ]
     )

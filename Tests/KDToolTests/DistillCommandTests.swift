@@ -42,6 +42,24 @@ struct DistillCommandTests {
         #expect(acc > 0.8, "distilled student accuracy \(acc)")
     }
 
+    @Test("verticals: a JSON partition of the classes into --k groups")
+    func verticals() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "-o", p("g0.kdb")])
+        _ = try CLI.run(["train", p("g0.kdb"), "--data", Self.digits, "--epochs", "3", "--batch", "32", "--quiet", "-o", p("g.kdb")])
+        let r = try CLI.run(["verticals", p("g.kdb"), "--data", Self.digits, "--k", "3", "-o", p("v.json")])
+        #expect(r.status == 0, "\(r.err)")
+        let doc = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: p("v.json")))) as? [String: Any])
+        let groups = try #require(doc["verticals"] as? [[String: Any]])
+        #expect(groups.count == 3)
+        let classes = groups.flatMap { ($0["classes"] as? [Int]) ?? [] }
+        #expect(classes.sorted() == Array(0..<10))
+        #expect((doc["generalist"] as? String)?.count == 64)
+        #expect(try CLI.run(["verticals", p("g.kdb"), "--data", Self.digits, "--k", "11", "-o", p("x.json")]).status == 64)
+    }
+
     @Test("mismatched teacher and student are refused before any work, naming both")
     func mismatches() throws {
         let d = try temp()
