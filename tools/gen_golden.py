@@ -225,6 +225,14 @@ def hinton(z, teachers, labels, t, alpha):
     return np.array((1 - a) * hard + a * t * t * kl)
 
 
+def dml_loss(z, labels, others, ensemble):
+    """METHODS.md §4: CE(y, p_k) + 1/(K−1) Σ_{l≠k} KL(p_l ‖ p_k); DML_e: KL(mean_l p_l ‖ p_k)."""
+    targets = [np.mean(others, axis=0)] if ensemble else others
+    ce = -log_softmax(z)[np.arange(len(labels)), labels].mean()
+    kl = np.mean([np.sum(p * (np.log(p) - log_softmax(z)), axis=1).mean() for p in targets])
+    return np.array(ce + kl)
+
+
 def write_losses():
     """Golden values for the distillation losses: Tests/KDDistillTests/Golden/losses.json."""
     cases = []
@@ -240,11 +248,20 @@ def write_losses():
         enc = lambda a: {"shape": list(np.shape(a)), "values": [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]}
         cases.append({"name": name, "temperature": t, "alpha": alpha, "labels": labels.tolist() if use_labels else None,
                       "student": enc(z), "teachers": [enc(x) for x in teachers], "loss": float(f(z)), "grad": enc(g)})
+    dml = []
+    for name, k_others, ensemble in [("dml-K2", 1, False), ("dml-K4", 3, False), ("dml-e-K4", 3, True)]:
+        z = rnd(6, 5) * 2
+        others = [softmax(rnd(6, 5) * 2) for _ in range(k_others)]
+        f = lambda z, others=others, ensemble=ensemble: dml_loss(z, labels, others, ensemble)
+        g = numeric_grads(lambda z: f(z), {"z": z}, np.array(1.0), ["z"])["z"]
+        enc = lambda a: {"shape": list(np.shape(a)), "values": [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]}
+        dml.append({"name": name, "ensemble": ensemble, "labels": labels.tolist(), "logits": enc(z),
+                    "others": [enc(o) for o in others], "loss": float(f(z)), "grad": enc(g)})
     out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDDistillTests", "Golden", "losses.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:
-        json.dump({"generator": "tools/gen_golden.py", "cases": cases}, fh, separators=(",", ":"))
-    print("wrote %d loss cases to %s" % (len(cases), out))
+        json.dump({"generator": "tools/gen_golden.py", "cases": cases, "dml": dml}, fh, separators=(",", ":"))
+    print("wrote %d KD and %d DML loss cases to %s" % (len(cases), len(dml), out))
 
 
 if __name__ == "__main__":

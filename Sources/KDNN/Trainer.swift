@@ -71,6 +71,22 @@ public struct EpochMetrics: Sendable {
     public var imagesPerSecond: Double
     public var extra: [String: Double] = [:]
 
+    public init(
+        epoch: Int, step: Int, stage: String, trainLoss: Double, trainAccuracy: Double, evalLoss: Double? = nil,
+        evalAccuracy: Double? = nil,
+        seconds: Double, imagesPerSecond: Double
+    ) {
+        self.epoch = epoch
+        self.step = step
+        self.stage = stage
+        self.trainLoss = trainLoss
+        self.trainAccuracy = trainAccuracy
+        self.evalLoss = evalLoss
+        self.evalAccuracy = evalAccuracy
+        self.seconds = seconds
+        self.imagesPerSecond = imagesPerSecond
+    }
+
     public var json: String {
         var parts = [
             "\"epoch\":\(epoch)", "\"step\":\(step)", "\"stage\":\"\(stage)\"", "\"train_loss\":\(trainLoss)",
@@ -113,6 +129,7 @@ public final class Trainer {
 
     public struct Interrupted: Error, CustomStringConvertible {
         public let checkpoint: String?
+        public init(checkpoint: String?) { self.checkpoint = checkpoint }
         public var description: String { "interrupted; checkpoint written to \(checkpoint ?? "nowhere")" }
     }
 
@@ -216,15 +233,26 @@ public final class Trainer {
 
     // MARK: Checkpoints
 
-    static let checkpointKey = "kdtool.checkpoint"
-
-    /// Weights, buffers, optimizer state and the position in the data stream, written atomically.
-    /// The random state is the (seed, epoch, batch) position: every random draw derives from it.
     func checkpoint(step: Int) throws {
         guard let path = checkpointPath else { return }
+        try Checkpoint.write(model: model, optimizer: optimizer, config: config, stage: stage, step: step, to: path)
+    }
+
+    func restore(_ path: String) throws -> Int {
+        try Checkpoint.restore(model: model, optimizer: &optimizer, config: config, stage: stage, from: path)
+    }
+}
+
+/// Checkpoint bundles: weights, buffers, optimizer state and the position in the data stream,
+/// written atomically. The random state is the (seed, epoch, batch) position: every random draw
+/// derives from it.
+public enum Checkpoint {
+    static let key = "kdtool.checkpoint"
+
+    public static func write(model: Model, optimizer: Optimizer, config: TrainConfig, stage: String, step: Int, to path: String) throws {
         var c = model.contents(extraTensors: optimizer.checkpointTensors)
         var meta = c.metadata?.entries ?? [:]
-        meta[Self.checkpointKey] = .map([
+        meta[key] = .map([
             "step": .uint(UInt64(step)), "optimizer_steps": .uint(UInt64(optimizer.steps)), "fingerprint": .string(config.fingerprint),
             "stage": .string(stage), "seed": .uint(config.seed),
             "rng": .ints(RandomSource(seed: config.seed, stream: 0xd409, UInt64(step)).stateArray.map { Int64(bitPattern: $0) }),
@@ -234,9 +262,12 @@ public final class Trainer {
         try BundleWriter.write(c, to: path)
     }
 
-    func restore(_ path: String) throws -> Int {
+    /// Loads the checkpoint into `model` and `optimizer`; returns the step it was taken at.
+    public static func restore(model: Model, optimizer: inout Optimizer, config: TrainConfig, stage: String, from path: String) throws
+        -> Int
+    {
         let b = try ModelBundle(path: path)
-        guard case .map(let info)? = try b.metadata()?.entries[Self.checkpointKey],
+        guard case .map(let info)? = try b.metadata()?.entries[key],
             case .uint(let step)? = info["step"], case .uint(let optSteps)? = info["optimizer_steps"],
             case .string(let fingerprint)? = info["fingerprint"]
         else { throw NNError("\(path) is not a kdtool checkpoint") }

@@ -58,3 +58,38 @@ struct KDLossTests {
         #expect(zip(hardOnly.gradient.array, ce.grad.array).allSatisfy { abs($0 - $1) < 1e-7 })
     }
 }
+
+struct DMLCase: CustomStringConvertible, Sendable {
+    let name: String
+    let ensemble: Bool
+    let labels: [Int]
+    let logits: Tensor
+    let others: [Tensor]
+    let loss: Float
+    let grad: Tensor
+    var description: String { name }
+
+    static let all: [DMLCase] = {
+        let url = Bundle.module.url(forResource: "losses", withExtension: "json", subdirectory: "Golden")!
+        let doc = try! JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        func tensor(_ v: Any) -> Tensor {
+            let d = v as! [String: Any]
+            return Tensor(shape: d["shape"] as! [Int], values: (d["values"] as! [Double]).map { Float($0) })
+        }
+        return (doc["dml"] as! [[String: Any]]).map { c in
+            DMLCase(
+                name: c["name"] as! String, ensemble: c["ensemble"] as! Bool, labels: c["labels"] as! [Int], logits: tensor(c["logits"]!),
+                others: (c["others"] as! [Any]).map(tensor), loss: Float(c["loss"] as! Double), grad: tensor(c["grad"]!))
+        }
+    }()
+}
+
+@Suite("Deep Mutual Learning loss against numpy (tools/gen_golden.py)")
+struct DMLLossTests {
+    @Test("loss and gradient of peer k match, KL in the paper's direction", arguments: DMLCase.all)
+    func golden(c: DMLCase) {
+        let (loss, grad) = DMLLoss.evaluate(logits: c.logits, labels: c.labels, others: c.others, ensemble: c.ensemble)
+        #expect(abs(loss - c.loss) <= KDLossTests.tolerance * max(1, abs(c.loss)), "\(c.name): \(loss) vs \(c.loss)")
+        for i in 0..<c.grad.count { #expect(abs(grad[i] - c.grad[i]) <= KDLossTests.tolerance * 10, "\(c.name) grad[\(i)]") }
+    }
+}

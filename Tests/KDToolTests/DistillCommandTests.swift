@@ -42,6 +42,31 @@ struct DistillCommandTests {
         #expect(acc > 0.8, "distilled student accuracy \(acc)")
     }
 
+    @Test("deep mutual learning: two peers train together and each gets a bundle with its provenance")
+    func dml() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "16", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("a.kdb")])
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "24", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("b.kdb")])
+        let r = try CLI.run([
+            "distill", p("a.kdb"), p("b.kdb"), "--method", "dml", "--data", Self.digits, "--epochs", "3", "--batch", "32", "--augment",
+            "none",
+            "--eval-split", "eval", "-o", p("out"),
+        ])
+        #expect(r.status == 0, "\(r.err)")
+        for peer in ["peer1", "peer2"] {
+            let inspect = try CLI.run(["inspect", p("out/\(peer).kdb"), "--json"])
+            let prov = try #require(
+                (try JSONSerialization.jsonObject(with: Data(inspect.out.utf8)) as? [String: Any])?["provenance"] as? [String: Any])
+            #expect(prov["method"] as? String == "dml")
+            #expect((prov["parents"] as? [[String: Any]])?.compactMap { $0["role"] as? String } == ["init", "peer"])
+            let acc = try #require((prov["metrics"] as? [String: Any])?["eval_accuracy"] as? Double)
+            #expect(acc > 0.7, "\(peer) eval accuracy \(acc)")
+        }
+        let metrics = try String(contentsOfFile: p("out/metrics.jsonl"), encoding: .utf8)
+        #expect(metrics.split(separator: "\n").count == 6, "3 epochs × 2 peers")
+    }
+
     @Test("verticals: a JSON partition of the classes into --k groups")
     func verticals() throws {
         let d = try temp()

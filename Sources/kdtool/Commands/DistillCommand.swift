@@ -19,9 +19,10 @@ struct DistillCommand: ParsableCommand {
               kdtool distill teacher.kdb student.kdb --data ../shared/data/mnist -o distilled.kdb
               kdtool distill t1.kdb t2.kdb student.kdb --data digits.csv.gz -T 20 --alpha 0.9 -o out.kdb
               kdtool distill teacher.kdb student.kdb --data unlabeled/ --no-labels --split all -o out.kdb
+              kdtool distill peer1.kdb peer2.kdb peer3.kdb --method dml --data ../shared/data/mnist -o dml-out/
             """)
 
-    enum Method: String, ExpressibleByArgument, CaseIterable { case kd }
+    enum Method: String, ExpressibleByArgument, CaseIterable { case kd, dml }
 
     @Argument(help: "Teacher bundle(s), then the student bundle.")
     var bundles: [String]
@@ -38,6 +39,12 @@ struct DistillCommand: ParsableCommand {
     @Flag(help: "Soft targets only (α = 1), for unlabelled transfer data.")
     var noLabels = false
 
+    @Flag(help: "dml: update all peers from one forward pass instead of in turn.")
+    var simultaneous = false
+
+    @Flag(help: "dml: DML_e, each peer's target is the mean of the other peers' distributions.")
+    var dmlEnsemble = false
+
     @OptionGroup var data: DataOptions
     @OptionGroup var training: TrainingOptions
     @OptionGroup var io: RunOptions
@@ -49,6 +56,7 @@ struct DistillCommand: ParsableCommand {
     }
 
     func run() throws {
+        if method == .dml { return try runMutual() }
         let loaded = try bundles.map { path -> (String, Model, String) in
             let (m, b) = try loadModel(path)
             return (path, m, try withBundleErrors { try b.contentDigest() })
@@ -80,3 +88,96 @@ struct DistillCommand: ParsableCommand {
         }
     }
 }
+
+extension DistillCommand {
+    /// Deep Mutual Learning: every bundle is a peer; -o is a folder receiving one bundle per peer.
+    func runMutual() throws {
+        Interruption.install()
+        let loaded = try bundles.map { path -> (String, Model, String) in
+            let (m, b) = try loadModel(path)
+            return (path, m, try withBundleErrors { try b.contentDigest() })
+        }
+        try reportingErrors {
+            try Compatibility.check(teachers: loaded.dropFirst().map { ($0.0, $0.1) }, student: (loaded[0].0, loaded[0].1))
+        }
+        let dir = io.output.hasSuffix(".kdb") ? String(io.output.dropLast(4)) : io.output
+        mkdir(dir, 0o755)
+        guard ImageFolder.isDirectory(dir) else { throw ValidationError("cannot create the output folder \(dir)") }
+        let first = loaded[0].1
+        let prep =
+            first.preprocessing ?? Preprocessing(channels: first.inputShape[1], height: first.inputShape[2], width: first.inputShape[3])
+        let (trainSet, evalSet) = try reportingErrors { () throws -> (Dataset, Dataset?) in
+            (
+                try data.load(io.split, shape: prep.shape, prep: prep),
+                try io.evalSplit.map { try data.load($0, shape: prep.shape, prep: prep) }
+            )
+        }
+        try reportingErrors { try checkCompatible(first, trainSet) }
+        var dml = DMLConfig()
+        dml.simultaneous = simultaneous
+        dml.ensemble = dmlEnsemble
+        var config = training.config
+        config.methodSettings = dml.hyperparameters.merging(["peers": .array(loaded.map { .string($0.2) })]) { a, _ in a }
+        let aug = training.augmentation(for: trainSet)
+        let batches = Batcher(
+            trainSet, batchSize: config.batchSize, shuffle: true, augmentation: aug, normalization: prep.normalization, seed: config.seed)
+        let evalBatches = evalSet.map { Batcher($0, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0) }
+        let k = loaded.count
+        let trainer = MutualTrainer(
+            peers: loaded.map(\.1), config: config, dml: dml, train: batches, eval: evalBatches,
+            checkpointPaths: (1...k).map { "\(dir)/peer\($0).ckpt.kdb" })
+        trainer.shouldStop = { Interruption.isRequested }
+        let progress = ProgressLine()
+        progress.quiet = io.quiet
+        trainer.onProgress = { epoch, batch, batches in
+            progress.update(
+                "epoch \(epoch)/\(config.epochs)  batch \(batch)/\(batches)",
+                fraction: (Double(epoch - 1) + Double(batch) / Double(batches)) / Double(config.epochs))
+        }
+        trainer.onEpoch = { epoch, metrics in
+            for m in metrics { try? MetricsLog.append("\(dir)/metrics.jsonl", m.json) }
+            let accs = metrics.map { m in
+                m.evalAccuracy.map { Text.fixed(100 * $0, 2) + "%" } ?? Text.fixed(100 * m.trainAccuracy, 2) + "% (train)"
+            }
+            progress.finish(
+                "epoch \(epoch)/\(config.epochs): " + accs.enumerated().map { "peer\($0.offset + 1) \($0.element)" }.joined(separator: ", ")
+            )
+        }
+        if !io.quiet { warn("deep mutual learning: \(k) peers on \(trainSet.count) images from \(data.data), \(config.epochs) epochs") }
+        let started = monotonic()
+        let resumedAt: Int
+        do {
+            resumedAt = try reportingErrors { try trainer.run(resume: training.resume) }
+        } catch let e as Trainer.Interrupted {
+            progress.finish("kdtool: \(e); continue with the same command plus --resume")
+            throw ExitCode(130)
+        }
+        if resumedAt > 0 && !io.quiet { warn("resumed from step \(resumedAt)") }
+        let seconds = monotonic() - started
+        for (i, (path, model, digest)) in loaded.enumerated() {
+            var metrics: [String: Value] = ["seconds": .float(seconds)]
+            if let last = trainer.history[i].last {
+                metrics["train_accuracy"] = .float(last.trainAccuracy)
+                if let a = last.evalAccuracy { metrics["eval_accuracy"] = .float(a) }
+            }
+            var hp = config.hyperparameters.merging(dml.hyperparameters) { _, b in b }
+            hp["peers"] = .uint(UInt64(k))
+            model.provenance = Provenance(
+                method: dmlEnsemble ? "dml-e" : "dml",
+                parents: [.init(role: "init", digest: digest)]
+                    + loaded.enumerated().filter { $0.offset != i }.map { .init(role: "peer", digest: $0.element.2) },
+                hyperparameters: hp,
+                data: ["source": .string(data.data), "split": .string(io.split.rawValue), "count": .uint(UInt64(trainSet.count))],
+                seed: Int64(bitPattern: config.seed), metrics: metrics)
+            model.preprocessing = prep
+            let out = "\(dir)/peer\(i + 1).kdb"
+            let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: out) }
+            let acc = trainer.history[i].last?.evalAccuracy.map { ", \(io.evalSplit!.rawValue) acc \(Text.fixed(100 * $0, 2))%" } ?? ""
+            print("\(out) (from \(path))\(acc), content digest \(result.contentDigest)")
+        }
+    }
+}
+
+#if canImport(Glibc)
+    import Glibc
+#endif

@@ -1,0 +1,196 @@
+import KDBundle
+import KDNN
+import KDTensor
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Deep Mutual Learning (METHODS.md §4): K ≥ 2 peers train together from scratch, no teacher.
+/// Peer k minimises L_k = CE(y, p_k) + 1/(K−1) Σ_{l≠k} KL(p_l ‖ p_k) with the other peers'
+/// distributions p_l held fixed; with `ensemble` (DML_e) the target is instead the mean of the
+/// other peers' distributions, L_k = CE(y, p_k) + KL(mean_{l≠k} p_l ‖ p_k).
+public enum DMLLoss {
+    /// Loss and dL/dz_k for peer k's logits against the others' probabilities (each [N, K]).
+    public static func evaluate(logits z: Tensor, labels: [Int], others: [Tensor], ensemble: Bool) -> (loss: Float, gradient: Tensor) {
+        let (ce, grad) = Softmax.crossEntropy(logits: z, labels: labels)
+        let targets: [Tensor]
+        if ensemble {
+            let mean = Tensor(zeros: z.shape)
+            for p in others { for i in 0..<mean.count { mean[i] += p[i] / Float(others.count) } }
+            targets = [mean]
+        } else {
+            targets = others
+        }
+        let weight = 1 / Float(targets.count)
+        var total = ce
+        let n = Float(z.shape[0])
+        for p in targets {
+            let (soft, g) = Softmax.softCrossEntropy(logits: z, targets: p, temperature: 1)
+            var entropy: Double = 0
+            for i in 0..<p.count where p[i] > 0 { entropy -= Double(p[i]) * Double(logf(p[i])) }
+            total += weight * (soft - Float(entropy) / n)
+            for i in 0..<grad.count { grad[i] += weight * g[i] }
+        }
+        return (total, grad)
+    }
+}
+
+public struct DMLConfig: Sendable {
+    /// Update every peer from one forward pass instead of in turn.
+    public var simultaneous = false
+    /// DML_e: the mean of the other peers as a single target.
+    public var ensemble = false
+    public init() {}
+
+    public var hyperparameters: [String: Value] { ["simultaneous": .bool(simultaneous), "ensemble": .bool(ensemble)] }
+}
+
+/// Trains the peers in lockstep on the same batches. In turn (the paper's algorithm): peer k's
+/// step uses the other peers' predictions recomputed after the peers before it were updated.
+/// Every peer has its own optimizer and checkpoint; a resumed run continues all of them.
+public final class MutualTrainer {
+    public let peers: [Model]
+    public let config: TrainConfig
+    public let dml: DMLConfig
+    public let train: BatchSource
+    public let eval: BatchSource?
+    public let checkpointPaths: [String]?
+    public var onEpoch: ((Int, [EpochMetrics]) -> Void)?
+    public var onProgress: ((Int, Int, Int) -> Void)?
+    public var shouldStop: () -> Bool = { false }
+    public private(set) var history: [[EpochMetrics]]
+    var optimizers: [Optimizer]
+
+    public init(
+        peers: [Model], config: TrainConfig, dml: DMLConfig, train: BatchSource, eval: BatchSource?, checkpointPaths: [String]?
+    ) {
+        self.peers = peers
+        self.config = config
+        self.dml = dml
+        self.train = train
+        self.eval = eval
+        self.checkpointPaths = checkpointPaths
+        self.history = Array(repeating: [], count: peers.count)
+        self.optimizers = peers.map { _ in
+            var o = Optimizer(config.optimizer)
+            o.momentum = config.momentum
+            o.nesterov = config.nesterov
+            o.weightDecay = config.weightDecay
+            return o
+        }
+    }
+
+    /// Probabilities of `peer` on `x` in training mode without gradients; its batch-norm running
+    /// statistics are left as they were (only a peer's own step updates them).
+    func detachedProbabilities(_ peer: Model, _ x: Tensor, rng: inout RandomSource) throws -> Tensor {
+        let saved = peer.buffers.mapValues { $0.copy() }
+        defer { for (k, v) in saved { peer.buffers[k]!.pointer.update(from: v.pointer, count: v.count) } }
+        let tape = Tape(recording: false)
+        return Softmax.forward(tape.value(try peer.forward(x, training: true, tape: tape, rng: &rng).output))
+    }
+
+    func update(_ k: Int, _ batch: Batch, others: [Tensor], lr: Float, rng: inout RandomSource) throws -> (Float, Int) {
+        let peer = peers[k]
+        let tape = Tape()
+        let f = try peer.forward(batch.inputs, training: true, tape: tape, rng: &rng)
+        let (loss, grad) = DMLLoss.evaluate(logits: tape.value(f.output), labels: batch.labels, others: others, ensemble: dml.ensemble)
+        guard loss.isFinite else { throw NNError("peer \(k + 1)'s loss became \(loss); try a lower --lr") }
+        try tape.backward([(f.output, grad)])
+        var grads: [String: Tensor] = [:]
+        for name in peer.trainableNames { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
+        optimizers[k].step(parameters: peer.parameters, gradients: grads, lr: lr)
+        let z = tape.value(f.output)
+        let kk = z.count / max(1, batch.labels.count)
+        var correct = 0
+        for (i, y) in batch.labels.enumerated() {
+            var best = 0
+            for j in 1..<kk where z[i * kk + j] > z[i * kk + best] { best = j }
+            if best == y { correct += 1 }
+        }
+        return (loss, correct)
+    }
+
+    /// Returns the step training (re)started at.
+    @discardableResult
+    public func run(resume: Bool = false) throws -> Int {
+        Parallel.configure(threads: config.threads)
+        let perEpoch = train.batchesPerEpoch
+        let schedule = Schedule(
+            kind: config.schedule, baseLR: config.lr, totalSteps: perEpoch * config.epochs, warmupSteps: config.warmupSteps)
+        var step = 0
+        if resume, let paths = checkpointPaths, paths.allSatisfy({ access($0, F_OK) == 0 }) {
+            let steps = try peers.indices.map {
+                try Checkpoint.restore(model: peers[$0], optimizer: &optimizers[$0], config: config, stage: "dml", from: paths[$0])
+            }
+            guard Set(steps).count == 1 else { throw NNError("the peers' checkpoints are from different steps: \(steps)") }
+            step = steps[0]
+        }
+        let start = step
+        var epoch = step / perEpoch
+        while epoch < config.epochs {
+            let began = now()
+            var lossSums = [Double](repeating: 0, count: peers.count)
+            var correct = [Int](repeating: 0, count: peers.count)
+            var seen = 0
+            for batch in train.prefetching(epoch: epoch, from: step - epoch * perEpoch) {
+                let index = step - epoch * perEpoch
+                let lr = schedule.lr(at: step)
+                var rng = RandomSource(seed: config.seed, stream: 0xd41, UInt64(epoch), UInt64(index))
+                var fixed: [Tensor]?
+                if dml.simultaneous {
+                    fixed = try peers.map { try detachedProbabilities($0, batch.inputs, rng: &rng) }
+                }
+                for k in peers.indices {
+                    let others = try peers.indices.filter { $0 != k }.map { l in
+                        try fixed?[l] ?? detachedProbabilities(peers[l], batch.inputs, rng: &rng)
+                    }
+                    let (loss, c) = try update(k, batch, others: others, lr: lr, rng: &rng)
+                    lossSums[k] += Double(loss) * Double(batch.labels.count)
+                    correct[k] += c
+                }
+                seen += batch.labels.count
+                step += 1
+                onProgress?(epoch + 1, index + 1, perEpoch)
+                if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && index + 1 < perEpoch { try checkpoint(step) }
+                if shouldStop() {
+                    try checkpoint(step)
+                    throw Trainer.Interrupted(checkpoint: checkpointPaths?.first)
+                }
+            }
+            let seconds = now() - began
+            var metrics: [EpochMetrics] = []
+            for k in peers.indices {
+                var m = EpochMetrics(
+                    epoch: epoch + 1, step: step, stage: "dml-peer\(k + 1)", trainLoss: lossSums[k] / Double(max(seen, 1)),
+                    trainAccuracy: Double(correct[k]) / Double(max(seen, 1)), seconds: seconds,
+                    imagesPerSecond: Double(seen) / max(seconds, 1e-9))
+                if let eval {
+                    let e = try peers[k].evaluate(eval)
+                    m.evalAccuracy = e.accuracy
+                    m.evalLoss = e.loss
+                }
+                history[k].append(m)
+                metrics.append(m)
+            }
+            onEpoch?(epoch + 1, metrics)
+            epoch += 1
+            if epoch < config.epochs { try checkpoint(step) }
+        }
+        if let paths = checkpointPaths { for p in paths { unlink(p) } }
+        return start
+    }
+
+    func checkpoint(_ step: Int) throws {
+        guard let paths = checkpointPaths else { return }
+        for k in peers.indices {
+            try Checkpoint.write(model: peers[k], optimizer: optimizers[k], config: config, stage: "dml", step: step, to: paths[k])
+        }
+    }
+}
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
