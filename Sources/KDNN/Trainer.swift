@@ -122,6 +122,13 @@ public final class Trainer {
     public var objective: Objective = crossEntropyObjective
     public var onProgress: ((TrainProgress) -> Void)?
     public var onEpoch: ((EpochMetrics) -> Void)?
+    /// Model selection: evaluated after every epoch; with `bestPath`, the weights of the epoch with
+    /// the highest validation accuracy are kept there (a bundle, so a resumed run still knows them)
+    /// and restored at the end.
+    public var validation: BatchSource?
+    public var bestPath: String?
+    public private(set) var bestEpoch: Int?
+    public private(set) var bestValidationAccuracy: Double?
     /// Checked between steps; when it returns true a checkpoint is written and `run` throws `Interrupted`.
     public var shouldStop: () -> Bool = { false }
     public private(set) var optimizer: Optimizer
@@ -161,6 +168,7 @@ public final class Trainer {
             step = try restore(path)
         }
         let startStep = step
+        if step == 0, let bestPath { unlink(bestPath) }
         if let metricsPath { try MetricsLog.truncate(metricsPath, afterStep: step, stage: stage) }
         var epoch = step / perEpoch
         while epoch < config.epochs {
@@ -210,6 +218,18 @@ public final class Trainer {
                 m.evalLoss = e.loss
                 m.evalAccuracy = e.accuracy
             }
+            if let validation {
+                let v = try model.evaluate(validation)
+                m.extra["val_accuracy"] = v.accuracy
+                m.extra["val_loss"] = v.loss
+                if let bestPath, v.accuracy > (try Self.bestAccuracy(bestPath) ?? -1) {
+                    var c = model.contents()
+                    var meta = c.metadata?.entries ?? [:]
+                    meta[Self.bestKey] = .map(["val_accuracy": .float(v.accuracy), "epoch": .uint(UInt64(epoch + 1))])
+                    c.metadata = Metadata(meta)
+                    try BundleWriter.write(c, to: bestPath)
+                }
+            }
             history.append(m)
             if let metricsPath { try MetricsLog.append(metricsPath, m.json) }
             onEpoch?(m)
@@ -217,7 +237,33 @@ public final class Trainer {
             if epoch < config.epochs { try checkpoint(step: step) }
         }
         if let path = checkpointPath { unlink(path) }
+        if let bestPath, access(bestPath, F_OK) == 0 {
+            let b = try ModelBundle(path: bestPath)
+            for name in model.parameters.keys {
+                model.parameters[name] = Tensor(shape: model.parameters[name]!.shape, values: try b.floats(named: name))
+            }
+            for name in model.buffers.keys {
+                model.buffers[name] = Tensor(shape: model.buffers[name]!.shape, values: try b.floats(named: name))
+            }
+            if case .map(let info)? = try b.metadata()?.entries[Self.bestKey] {
+                if case .uint(let e)? = info["epoch"] { bestEpoch = Int(e) }
+                if case .float(let a)? = info["val_accuracy"] { bestValidationAccuracy = a }
+            }
+            unlink(bestPath)
+        }
         return startStep
+    }
+
+    static let bestKey = "kdtool.best"
+
+    /// Validation accuracy stored with the best weights so far, if any.
+    static func bestAccuracy(_ path: String) throws -> Double? {
+        guard access(path, F_OK) == 0 else { return nil }
+        guard case .map(let info)? = try ModelBundle(path: path).metadata()?.entries[bestKey], case .float(let a)? = info["val_accuracy"]
+        else {
+            return nil
+        }
+        return a
     }
 
     static func correct(_ logits: Tensor, _ labels: [Int]) -> Int {

@@ -110,6 +110,27 @@ struct TrainCommandTests {
         #expect(digest(resumed.out) == digest(reference.out))
     }
 
+    @Test("--keep best selects on a seeded validation subset of the training split and records it")
+    func keepBest() throws {
+        let d = try temp()
+        let m = d.appendingPathComponent("m.kdb").path
+        let out = d.appendingPathComponent("best.kdb").path
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "16", "--classes", "10", "--input", "1x8x8", "-o", m])
+        let r = try CLI.run([
+            "train", m, "--data", Self.digits, "--epochs", "4", "--batch", "32", "--keep", "best", "--eval-split", "eval", "-o", out,
+        ])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.contains("kept epoch") && r.err.contains("validation acc"))
+        #expect(!FileManager.default.fileExists(atPath: d.appendingPathComponent("best.best.kdb").path), "the selection file is cleaned up")
+        let inspect = try CLI.run(["inspect", out, "--json"])
+        let prov = try #require(
+            (try JSONSerialization.jsonObject(with: Data(inspect.out.utf8)) as? [String: Any])?["provenance"] as? [String: Any])
+        let metrics = try #require(prov["metrics"] as? [String: Any])
+        #expect(metrics["val_count"] as? Int == 144, "10 % of the 1,438 training images")
+        #expect((metrics["best_epoch"] as? Int).map { (1...4).contains($0) } == true)
+        #expect((prov["data"] as? [String: Any])?["count"] as? Int == 1294, "trained on the rest")
+    }
+
     @Test("errors: unknown architecture, mismatched data, missing data — one line, non-zero exit")
     func errors() throws {
         let d = try temp()

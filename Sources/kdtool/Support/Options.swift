@@ -80,6 +80,12 @@ struct TrainingOptions: ParsableArguments {
     @Flag(help: "Continue from the checkpoint next to the output, if one exists.")
     var resume = false
 
+    @Option(help: "Which weights to write: last (after the final epoch) or best (highest accuracy on the validation subset).")
+    var keep: KeepChoice = .last
+
+    @Option(help: "With --keep best: seeded fraction of the training split held out for validation (never the eval split).")
+    var valFraction: Double = 0.1
+
     func validate() throws {
         guard epochs > 0, batch > 0, lr > 0, threads > 0 else {
             throw ValidationError("--epochs, --batch, --lr and --threads must be positive")
@@ -131,6 +137,8 @@ struct RunOptions: ParsableArguments {
     var output: String
 }
 
+enum KeepChoice: String, ExpressibleByArgument, CaseIterable { case last, best }
+
 enum AugmentChoice: String, ExpressibleByArgument, CaseIterable {
     case auto, none, crop
     case cropFlip = "crop-flip"
@@ -152,6 +160,7 @@ enum Companion {
     static func stem(_ output: String) -> String { output.hasSuffix(".kdb") ? String(output.dropLast(4)) : output }
     static func checkpoint(_ output: String) -> String { stem(output) + ".ckpt.kdb" }
     static func metrics(_ output: String) -> String { stem(output) + ".metrics.jsonl" }
+    static func best(_ output: String) -> String { stem(output) + ".best.kdb" }
 }
 
 /// Loads a model bundle, turning any failure into exit 2 with one line.

@@ -28,9 +28,16 @@ struct TrainingRun {
         progress.quiet = quiet
         let prep =
             model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
-        let (trainSet, evalSet) = try reportingErrors { () throws -> (Dataset, Dataset?) in
+        var (trainSet, evalSet) = try reportingErrors { () throws -> (Dataset, Dataset?) in
             let t = try data.load(split, shape: prep.shape, prep: prep)
             return (t, try evalSplit.map { try data.load($0, shape: prep.shape, prep: prep) })
+        }
+        // Model selection looks at a seeded validation subset of the training data only.
+        var validationSet: Dataset?
+        if training.keep == .best {
+            let (rest, held) = trainSet.holdout(fraction: training.valFraction, seed: training.seed ^ 0x7661_6c)
+            trainSet = rest
+            validationSet = held
         }
         try reportingErrors { try checkCompatible(model, trainSet) }
         if model.labels == nil || model.labels!.classes == (0..<model.labels!.classes.count).map(String.init) {
@@ -38,7 +45,9 @@ struct TrainingRun {
         }
         var config = training.config
         config.threads = training.threads
-        config.methodSettings = methodSettings
+        config.methodSettings = methodSettings.merging([
+            "keep": .string(training.keep.rawValue), "val_fraction": .float(training.keep == .best ? training.valFraction : 0),
+        ]) { a, _ in a }
         let aug = training.augmentation(for: trainSet)
         let batches = Batcher(
             trainSet, batchSize: config.batchSize, shuffle: true, augmentation: aug, normalization: prep.normalization, seed: config.seed)
@@ -49,6 +58,10 @@ struct TrainingRun {
             model: model, config: config, train: batches, eval: evalBatches, checkpointPath: Companion.checkpoint(output),
             metricsPath: Companion.metrics(output))
         trainer.shouldStop = { Interruption.isRequested }
+        if let validationSet {
+            trainer.validation = Batcher(validationSet, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0)
+            trainer.bestPath = Companion.best(output)
+        }
         try reportingErrors { try configure(trainer, trainSet, aug) }
         trainer.onProgress = { p in
             let fraction = (Double(p.epoch - 1) + Double(p.batch) / Double(p.batches)) / Double(p.epochs)
@@ -59,6 +72,7 @@ struct TrainingRun {
         trainer.onEpoch = { m in
             var line =
                 "epoch \(m.epoch)/\(config.epochs): loss \(Text.fixed(m.trainLoss, 4)), train acc \(Text.fixed(100 * m.trainAccuracy, 2))%"
+            if let v = m.extra["val_accuracy"] { line += ", validation acc \(Text.fixed(100 * v, 2))%" }
             if let a = m.evalAccuracy { line += ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * a, 2))%" }
             line += ", \(Text.fixed(m.seconds, 1)) s, \(Text.grouped(Int(m.imagesPerSecond))) img/s"
             progress.finish(line)
@@ -89,6 +103,21 @@ struct TrainingRun {
             metrics["images_per_second"] = .float(images / max(trainer.history.reduce(0) { $0 + $1.seconds }, 1e-9))
         }
         var hp = config.hyperparameters.merging(extraHyperparameters) { _, b in b }
+        hp["keep"] = .string(training.keep.rawValue)
+        if let validationSet {
+            hp["val_fraction"] = .float(training.valFraction)
+            metrics["val_count"] = .uint(UInt64(validationSet.count))
+            if let e = trainer.bestEpoch { metrics["best_epoch"] = .uint(UInt64(e)) }
+            if let v = trainer.bestValidationAccuracy { metrics["val_accuracy"] = .float(v) }
+            // The kept weights are the best epoch's: report the eval split for them, not for the last epoch.
+            if let evalSet {
+                let e = try reportingErrors {
+                    try model.evaluate(Batcher(evalSet, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0))
+                }
+                metrics["eval_accuracy"] = .float(e.accuracy)
+                metrics["eval_loss"] = .float(e.loss)
+            }
+        }
         hp["augment"] = .string(aug.isNone ? "none" : "pad\(aug.padCrop)-crop\(aug.horizontalFlip ? "-flip" : "")")
         model.provenance = Provenance(
             method: method, parents: parents, hyperparameters: hp,
@@ -98,11 +127,14 @@ struct TrainingRun {
             ], seed: Int64(bitPattern: config.seed), metrics: metrics)
         model.preprocessing = prep
         let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
-        let summary =
-            trainer.history.last.map { m in
-                "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%"
-                    + (m.evalAccuracy.map { ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * $0, 2))%" } ?? "")
-            } ?? ""
+        var summary =
+            trainer.history.last.map { m in "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" } ?? ""
+        if case .float(let a)? = metrics["eval_accuracy"], let evalSplit {
+            summary += ", \(evalSplit.rawValue) acc \(Text.fixed(100 * a, 2))%"
+        }
+        if let e = trainer.bestEpoch, let v = trainer.bestValidationAccuracy {
+            summary += ", kept epoch \(e) (validation acc \(Text.fixed(100 * v, 2))%)"
+        }
         print("\(output): \(summary), \(Text.fixed(seconds, 1)) s")
         print("content digest \(result.contentDigest)")
     }
