@@ -132,6 +132,10 @@ public final class Trainer {
     /// Checked between steps; when it returns true a checkpoint is written and `run` throws `Interrupted`.
     public var shouldStop: () -> Bool = { false }
     public private(set) var optimizer: Optimizer
+    /// The step being taken (0-based), for objectives whose weights follow a schedule.
+    public private(set) var currentStep = 0
+    /// Steps in the whole run.
+    public var totalSteps: Int { train.batchesPerEpoch * config.epochs }
     public private(set) var history: [EpochMetrics] = []
 
     public struct Interrupted: Error, CustomStringConvertible {
@@ -182,6 +186,7 @@ public final class Trainer {
                 let lr = schedule.lr(at: step)
                 var rng = RandomSource(seed: config.seed, stream: 0xd409, UInt64(epoch), UInt64(index))
                 let tape = Tape()
+                currentStep = step
                 let f = try model.forward(batch.inputs, training: true, tape: tape, rng: &rng)
                 let (loss, seeds) = try objective(batch, f)
                 guard loss.isFinite else {

@@ -67,6 +67,36 @@ struct DistillCommandTests {
         #expect(metrics.split(separator: "\n").count == 6, "3 epochs × 2 peers")
     }
 
+    @Test("FitNets: hint stage then distillation; the guided layer is recorded and the regressor dropped")
+    func fitnets() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "48", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
+        ])
+        _ = try CLI.run(["train", p("t0.kdb"), "--data", Self.digits, "--epochs", "3", "--batch", "32", "--quiet", "-o", p("t.kdb")])
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "24,24", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb"),
+        ])
+        let r = try CLI.run([
+            "distill", p("t.kdb"), p("s.kdb"), "--method", "fitnets", "--data", Self.digits, "--stage1-epochs", "2", "--stage2-epochs", "3",
+            "--batch", "32", "--eval-split", "eval", "-o", p("f.kdb"),
+        ])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.err.contains("FitNets stage 1: hint relu1 [48] ← guided relu2 [24]"))
+        #expect(!FileManager.default.fileExists(atPath: p("f.stage1.kdb")), "the stage-1 bundle is removed after stage 2")
+        let inspect = try CLI.run(["inspect", p("f.kdb"), "--json"])
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(inspect.out.utf8)) as? [String: Any])
+        #expect((doc["provenance"] as? [String: Any])?["method"] as? String == "fitnets")
+        #expect(((doc["hints"] as? [String: Any])?["guided"] as? [String]) == ["relu2"])
+        let names = (doc["tensors"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
+        #expect(!names.contains { $0.hasPrefix("fitnets.regressor") })
+        let bad = try CLI.run([
+            "distill", p("t.kdb"), p("s.kdb"), "--method", "fitnets", "--guided", "nope", "--data", Self.digits, "-o", p("x.kdb"),
+        ])
+        #expect(bad.status == 1 && bad.err.contains("no layer 'nope'"))
+    }
+
     @Test("verticals: a JSON partition of the classes into --k groups")
     func verticals() throws {
         let d = try temp()

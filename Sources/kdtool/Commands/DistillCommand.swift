@@ -22,7 +22,8 @@ struct DistillCommand: ParsableCommand {
               kdtool distill peer1.kdb peer2.kdb peer3.kdb --method dml --data ../shared/data/mnist -o dml-out/
             """)
 
-    enum Method: String, ExpressibleByArgument, CaseIterable { case kd, dml }
+    enum Method: String, ExpressibleByArgument, CaseIterable { case kd, dml, fitnets }
+    enum Stage2Loss: String, ExpressibleByArgument, CaseIterable { case fitnets, hinton }
 
     @Argument(help: "Teacher bundle(s), then the student bundle.")
     var bundles: [String]
@@ -38,6 +39,27 @@ struct DistillCommand: ParsableCommand {
 
     @Flag(help: "Soft targets only (α = 1), for unlabelled transfer data.")
     var noLabels = false
+
+    @Option(help: "fitnets: the teacher's hint layer (default: the first of its HINT candidates).")
+    var hint: String?
+
+    @Option(help: "fitnets: the student's guided layer (default: the first of its guided candidates).")
+    var guided: String?
+
+    @Option(help: "fitnets: epochs of stage 1 (hint training; default: --epochs).")
+    var stage1Epochs: Int?
+
+    @Option(help: "fitnets: epochs of stage 2 (default: --epochs).")
+    var stage2Epochs: Int?
+
+    @Option(help: "fitnets: stage-2 loss, fitnets (CE + λ·CE(P_T^τ, P_S^τ), λ 4 → 1) or hinton (the kd loss).")
+    var stage2Loss: Stage2Loss = .fitnets
+
+    @Option(help: "fitnets: temperature τ of the stage-2 soft targets.")
+    var tau: Float = 3
+
+    @Flag(help: "fitnets: keep the stage-1 regressor in the output bundle (HINT lists it).")
+    var keepRegressor = false
 
     @Flag(help: "dml: update all peers from one forward pass instead of in turn.")
     var simultaneous = false
@@ -57,6 +79,7 @@ struct DistillCommand: ParsableCommand {
 
     func run() throws {
         if method == .dml { return try runMutual() }
+        if method == .fitnets { return try runFitNets() }
         let loaded = try bundles.map { path -> (String, Model, String) in
             let (m, b) = try loadModel(path)
             return (path, m, try withBundleErrors { try b.contentDigest() })
@@ -90,6 +113,81 @@ struct DistillCommand: ParsableCommand {
 }
 
 extension DistillCommand {
+    /// FitNets: stage 1 (hints) writes OUT.stage1.kdb; stage 2 distils into OUT. A resumed run that
+    /// finds the stage-1 bundle goes straight to stage 2.
+    func runFitNets() throws {
+        guard bundles.count == 2 else { throw ValidationError("fitnets takes one teacher and the student") }
+        let (teacher, tb) = try loadModel(bundles[0])
+        let (student, sb) = try loadModel(bundles[1])
+        let teacherDigest = try withBundleErrors { try tb.contentDigest() }
+        let studentDigest = try withBundleErrors { try sb.contentDigest() }
+        try reportingErrors { try Compatibility.check(teachers: [(bundles[0], teacher)], student: (bundles[1], student)) }
+        guard let hintNode = hint ?? teacher.hints?.hints.first else {
+            throw ValidationError("the teacher declares no hint layer; name one with --hint")
+        }
+        guard let guidedNode = guided ?? student.hints?.guided.first else {
+            throw ValidationError("the student declares no guided layer; name one with --guided")
+        }
+        let (hintShape, guidedShape) = try reportingErrors {
+            (try FitNets.outputShape(teacher, node: hintNode), try FitNets.outputShape(student, node: guidedNode))
+        }
+        let regressor = try reportingErrors {
+            try FitNets.makeRegressor(guided: guidedShape, hint: hintShape, guidedName: guidedNode, hintName: hintNode, seed: training.seed)
+        }
+        let settings: [String: Value] = [
+            "hint": .string(hintNode), "guided": .string(guidedNode), "tau": .float(decimal(tau)),
+            "stage2_loss": .string(stage2Loss.rawValue),
+            "teacher": .string(teacherDigest),
+        ]
+        let stem = io.output.hasSuffix(".kdb") ? String(io.output.dropLast(4)) : io.output
+        let stage1Output = stem + ".stage1.kdb"
+        var model = student
+        if training.resume, access(stage1Output, F_OK) == 0 {
+            model = try loadModel(stage1Output).0
+            if !io.quiet { warn("stage 1 already done: continuing from \(stage1Output)") }
+        } else {
+            model.parameters[FitNets.regressorWeight] = regressor.weight
+            model.parameters[FitNets.regressorBias] = regressor.bias
+            var t1 = training
+            t1.epochs = stage1Epochs ?? training.epochs
+            if !io.quiet {
+                warn("FitNets stage 1: hint \(hintNode) \(hintShape) ← guided \(guidedNode) \(guidedShape) through the regressor")
+            }
+            var job = TrainingRun(
+                modelPath: bundles[1], model: model, data: data, training: t1, split: io.split, evalSplit: nil, quiet: io.quiet,
+                output: stage1Output,
+                method: "fitnets-hint")
+            job.parents = [.init(role: "teacher", digest: teacherDigest), .init(role: "student", digest: studentDigest)]
+            job.extraHyperparameters = settings
+            job.methodSettings = settings
+            try job.execute { trainer, _, _ in try trainer.hintTraining(teacher: teacher, hintNode: hintNode, guidedNode: guidedNode) }
+        }
+        if !keepRegressor {
+            model.parameters[FitNets.regressorWeight] = nil
+            model.parameters[FitNets.regressorBias] = nil
+        }
+        model.hints = Hints(
+            hints: model.hints?.hints ?? [], guided: [guidedNode],
+            regressor: keepRegressor ? [FitNets.regressorWeight, FitNets.regressorBias] : [])
+        var t2 = training
+        t2.epochs = stage2Epochs ?? training.epochs
+        var job = TrainingRun(
+            modelPath: bundles[1], model: model, data: data, training: t2, split: io.split, evalSplit: io.evalSplit, quiet: io.quiet,
+            output: io.output, method: "fitnets")
+        job.parents = [.init(role: "teacher", digest: teacherDigest), .init(role: "student", digest: studentDigest)]
+        var kd = KDConfig()
+        kd.temperature = temperature
+        kd.alpha = alpha
+        job.extraHyperparameters = settings.merging(stage2Loss == .hinton ? kd.hyperparameters : [:]) { a, _ in a }
+        job.methodSettings = job.extraHyperparameters
+        if !io.quiet { warn("FitNets stage 2: \(stage2Loss == .fitnets ? "CE + λ·CE(P_T^τ, P_S^τ), λ 4 → 1, τ = \(tau)" : "Hinton KD") ") }
+        try job.execute { trainer, _, augmentation in
+            let t = try TeacherOutputs(teachers: [teacher], cacheAcrossEpochs: augmentation.isNone)
+            if stage2Loss == .hinton { trainer.distill(from: t, kd) } else { trainer.fitnetsKD(from: t, tau: tau) }
+        }
+        unlink(stage1Output)
+    }
+
     /// Deep Mutual Learning: every bundle is a peer; -o is a folder receiving one bundle per peer.
     func runMutual() throws {
         Interruption.install()
