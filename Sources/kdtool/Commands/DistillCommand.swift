@@ -150,6 +150,7 @@ extension DistillCommand {
             model.parameters[FitNets.regressorBias] = regressor.bias
             var t1 = training
             t1.epochs = stage1Epochs ?? training.epochs
+            t1.keep = .last  // stage-1 accuracy says nothing (the hint loss trains no classifier); select in stage 2
             if !io.quiet {
                 warn("FitNets stage 1: hint \(hintNode) \(hintShape) ← guided \(guidedNode) \(guidedShape) through the regressor")
             }
@@ -190,6 +191,9 @@ extension DistillCommand {
 
     /// Deep Mutual Learning: every bundle is a peer; -o is a folder receiving one bundle per peer.
     func runMutual() throws {
+        guard training.keep == .last else {
+            throw ValidationError("--keep best is not available with --method dml yet; every peer is written after the last epoch")
+        }
         Interruption.install()
         let loaded = try bundles.map { path -> (String, Model, String) in
             let (m, b) = try loadModel(path)
@@ -243,14 +247,7 @@ extension DistillCommand {
         }
         if !io.quiet { warn("deep mutual learning: \(k) peers on \(trainSet.count) images from \(data.data), \(config.epochs) epochs") }
         let started = monotonic()
-        let resumedAt: Int
-        do {
-            resumedAt = try reportingErrors { try trainer.run(resume: training.resume) }
-        } catch let e as Trainer.Interrupted {
-            progress.finish("kdtool: \(e); continue with the same command plus --resume")
-            throw ExitCode(130)
-        }
-        if resumedAt > 0 && !io.quiet { warn("resumed from step \(resumedAt)") }
+        try runInterruptibly(progress: progress, quiet: io.quiet) { try trainer.run(resume: training.resume) }
         let seconds = monotonic() - started
         for (i, (path, model, digest)) in loaded.enumerated() {
             var metrics: [String: Value] = ["seconds": .float(seconds)]

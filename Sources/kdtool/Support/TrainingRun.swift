@@ -83,14 +83,7 @@ struct TrainingRun {
             )
         }
         let started = monotonic()
-        let resumedAt: Int
-        do {
-            resumedAt = try reportingErrors { try trainer.run(resume: training.resume) }
-        } catch let e as Trainer.Interrupted {
-            progress.finish("kdtool: \(e); continue with the same command plus --resume")
-            throw ExitCode(130)
-        }
-        if resumedAt > 0 && !quiet { warn("resumed from step \(resumedAt)") }
+        try runInterruptibly(progress: progress, quiet: quiet) { try trainer.run(resume: training.resume) }
         if Profiler.enabled { warn("time per op (KDTOOL_PROFILE):\n" + Profiler.report()) }
         let seconds = monotonic() - started
         var metrics: [String: Value] = ["seconds": .float(seconds)]
@@ -138,4 +131,17 @@ struct TrainingRun {
         print("\(output): \(summary), \(Text.fixed(seconds, 1)) s")
         print("content digest \(result.contentDigest)")
     }
+}
+
+/// Runs a training loop; Ctrl-C/SIGTERM (which the loop turns into a checkpoint and `Interrupted`)
+/// ends the command with exit 130 and a hint to resume.
+func runInterruptibly(progress: ProgressLine, quiet: Bool, _ body: () throws -> Int) throws {
+    let resumedAt: Int
+    do {
+        resumedAt = try reportingErrors(body)
+    } catch let e as Trainer.Interrupted {
+        progress.finish("kdtool: \(e); continue with the same command plus --resume")
+        throw ExitCode(130)
+    }
+    if resumedAt > 0 && !quiet { warn("resumed from step \(resumedAt)") }
 }
