@@ -257,11 +257,52 @@ def write_losses():
         enc = lambda a: {"shape": list(np.shape(a)), "values": [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]}
         dml.append({"name": name, "ensemble": ensemble, "labels": labels.tolist(), "logits": enc(z),
                     "others": [enc(o) for o in others], "loss": float(f(z)), "grad": enc(g)})
+    fsp = []
+    for name, s1, s2, pairs in [("fsp-same-size", (2, 3, 4, 4), (2, 5, 4, 4), 1), ("fsp-pooled-first", (2, 3, 4, 4), (2, 4, 2, 2), 1),
+                                 ("fsp-two-pairs", (2, 2, 6, 6), (2, 3, 3, 3), 2)]:
+        f1 = rnd(*s1)
+        f2 = rnd(*s2)
+        teachers = [rnd(s1[0], s1[1], s2[1]) for _ in range(pairs)]
+        # pair 1: (f1, f2); pair 2 (when present): (f2, f2)
+        def total(f1, f2, teachers=teachers, pairs=pairs):
+            gs = [fsp_matrix(f1, f2)] + ([fsp_matrix(f2, f2)] if pairs == 2 else [])
+            return np.array(fsp_loss(gs, teachers if pairs == 1 else [teachers[0], rnd_fixed(teachers[1], s2[1])]))
+        gr = numeric_grads(lambda f1, f2: total(f1, f2), {"f1": f1, "f2": f2}, np.array(1.0), ["f1", "f2"])
+        enc = lambda a: {"shape": list(np.shape(a)), "values": [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]}
+        tmats = teachers if pairs == 1 else [teachers[0], rnd_fixed(teachers[1], s2[1])]
+        fsp.append({"name": name, "f1": enc(f1), "f2": enc(f2), "pairs": pairs,
+                    "student_matrices": [enc(fsp_matrix(f1, f2))] + ([enc(fsp_matrix(f2, f2))] if pairs == 2 else []),
+                    "teacher": [enc(t) for t in tmats], "loss": float(total(f1, f2)), "grad_f1": enc(gr["f1"]),
+                    "grad_f2": enc(gr["f2"])})
     out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDDistillTests", "Golden", "losses.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:
-        json.dump({"generator": "tools/gen_golden.py", "cases": cases, "dml": dml}, fh, separators=(",", ":"))
-    print("wrote %d KD and %d DML loss cases to %s" % (len(cases), len(dml), out))
+        json.dump({"generator": "tools/gen_golden.py", "cases": cases, "dml": dml, "fsp": fsp}, fh, separators=(",", ":"))
+    print("wrote %d KD, %d DML and %d FSP loss cases to %s" % (len(cases), len(dml), len(fsp), out))
+
+
+def maxpool_to(f, h, w):
+    """Max-pool [N, C, H, W] down to h×w with a window and stride of H/h (METHODS.md §3)."""
+    k = f.shape[2] // h
+    return f.reshape(f.shape[0], f.shape[1], h, k, w, k).max(axis=(3, 5))
+
+
+def fsp_matrix(f1, f2):
+    """G_ij = Σ_{s,t} F1_{i,s,t} F2_{j,s,t} / (h·w), the larger map max-pooled to the smaller."""
+    h, w = min(f1.shape[2], f2.shape[2]), min(f1.shape[3], f2.shape[3])
+    a, b = maxpool_to(f1, h, w), maxpool_to(f2, h, w)
+    return np.einsum("nihw,njhw->nij", a, b) / (h * w)
+
+
+def fsp_loss(student, teacher):
+    """(1/N) Σ_x Σ_i ‖G_i^T(x) − G_i^S(x)‖², equal weights λ_i = 1."""
+    n = student[0].shape[0]
+    return sum(np.sum((t - s) ** 2) for s, t in zip(student, teacher)) / n
+
+
+def rnd_fixed(t, c):
+    """The second pair's teacher matrix is square (c×c): reuse the drawn values, reshaped."""
+    return np.resize(t, (t.shape[0], c, c))
 
 
 if __name__ == "__main__":

@@ -97,6 +97,44 @@ struct DistillCommandTests {
         #expect(bad.status == 1 && bad.err.contains("no layer 'nope'"))
     }
 
+    @Test("FSP: stage 1 on the teacher's FSP matrices, then the task; the pairs are recorded; mismatched pairs are refused")
+    func fsp() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run([
+            "init", "--arch", "resnet14", "--width", "0.5", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
+        ])
+        _ = try CLI.run(["train", p("t0.kdb"), "--data", Self.digits, "--epochs", "2", "--batch", "32", "--quiet", "-o", p("t.kdb")])
+        _ = try CLI.run([
+            "init", "--arch", "resnet8", "--width", "0.5", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb"),
+        ])
+        let r = try CLI.run([
+            "distill", p("t.kdb"), p("s.kdb"), "--method", "fsp", "--data", Self.digits, "--stage1-epochs", "2", "--epochs", "1",
+            "--batch", "32", "--augment", "none", "--shuffle-fsp", "3", "--eval-split", "eval", "-o", p("fsp.kdb"),
+        ])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.err.contains("3 pairs") && r.err.contains("8×16"), "\(r.err)")
+        #expect(!FileManager.default.fileExists(atPath: p("fsp.stage1.kdb")), "the stage-1 bundle is removed at the end")
+        let inspect = try CLI.run(["inspect", p("fsp.kdb"), "--json"])
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(inspect.out.utf8)) as? [String: Any])
+        let prov = try #require(doc["provenance"] as? [String: Any])
+        #expect(prov["method"] as? String == "fsp")
+        let hp = try #require(prov["hyperparameters"] as? [String: Any])
+        #expect((hp["fsp_pairs"] as? [String])?.count == 3 && hp["shuffle_fsp"] as? Int == 3, "\(hp)")
+        let acc = try #require((prov["metrics"] as? [String: Any])?["eval_accuracy"] as? Double)
+        #expect(acc > 0.5, "FSP student accuracy \(acc)")
+        let stage1 = try String(contentsOfFile: p("fsp.metrics.jsonl"), encoding: .utf8)
+        #expect(stage1.contains("\"fsp\""))
+
+        _ = try CLI.run(["init", "--arch", "resnet8", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("wide.kdb")])
+        let bad = try CLI.run(["distill", p("t.kdb"), p("wide.kdb"), "--method", "fsp", "--data", Self.digits, "-o", p("x.kdb")])
+        #expect(bad.status == 1 && bad.err.contains("FSP matrices differ in size") && bad.err.contains("16×16"), "\(bad.err)")
+        let missing = try CLI.run([
+            "distill", p("t.kdb"), p("s.kdb"), "--method", "fsp", "--fsp-pairs", "relu1:nope", "--data", Self.digits, "-o", p("x.kdb"),
+        ])
+        #expect(missing.status == 1 && missing.err.contains("'nope'"), "\(missing.err)")
+    }
+
     @Test("verticals: a JSON partition of the classes into --k groups")
     func verticals() throws {
         let d = try temp()

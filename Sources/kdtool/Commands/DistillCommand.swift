@@ -22,7 +22,7 @@ struct DistillCommand: ParsableCommand {
               kdtool distill peer1.kdb peer2.kdb peer3.kdb --method dml --data ../shared/data/mnist -o dml-out/
             """)
 
-    enum Method: String, ExpressibleByArgument, CaseIterable { case kd, dml, fitnets }
+    enum Method: String, ExpressibleByArgument, CaseIterable { case kd, fitnets, fsp, dml }
     enum Stage2Loss: String, ExpressibleByArgument, CaseIterable { case fitnets, hinton }
 
     @Argument(help: "Teacher bundle(s), then the student bundle.")
@@ -61,6 +61,18 @@ struct DistillCommand: ParsableCommand {
     @Flag(help: "fitnets: keep the stage-1 regressor in the output bundle (HINT lists it).")
     var keepRegressor = false
 
+    @Option(help: "fsp: the student's FSP pairs FIRST:SECOND,… (default: its FSPP section).")
+    var fspPairs: String?
+
+    @Option(help: "fsp: the teacher's FSP pairs FIRST:SECOND,… (default: --fsp-pairs when the teacher has those layers, else its FSPP).")
+    var teacherFspPairs: String?
+
+    @Option(help: "fsp: permute the teacher's FSP matrices by a seeded channel permutation (students of one teacher decorrelate).")
+    var shuffleFsp: UInt64?
+
+    @Option(help: "fsp: learning rate of stage 1 (the paper: 0.001).")
+    var stage1Lr: Float = 0.001
+
     @Flag(help: "dml: update all peers from one forward pass instead of in turn.")
     var simultaneous = false
 
@@ -80,6 +92,7 @@ struct DistillCommand: ParsableCommand {
     func run() throws {
         if method == .dml { return try runMutual() }
         if method == .fitnets { return try runFitNets() }
+        if method == .fsp { return try runFSP() }
         let loaded = try bundles.map { path -> (String, Model, String) in
             let (m, b) = try loadModel(path)
             return (path, m, try withBundleErrors { try b.contentDigest() })
@@ -139,53 +152,77 @@ extension DistillCommand {
             "stage2_loss": .string(stage2Loss.rawValue),
             "teacher": .string(teacherDigest),
         ]
-        let stem = io.output.hasSuffix(".kdb") ? String(io.output.dropLast(4)) : io.output
-        let stage1Output = stem + ".stage1.kdb"
+        var kd = KDConfig()
+        kd.temperature = temperature
+        kd.alpha = alpha
+        if !io.quiet {
+            warn("FitNets stage 1: hint \(hintNode) \(hintShape) ← guided \(guidedNode) \(guidedShape) through the regressor")
+        }
+        let keep = keepRegressor
+        try runTwoStages(
+            student: student, parents: [.init(role: "teacher", digest: teacherDigest), .init(role: "student", digest: studentDigest)],
+            stage1: ("fitnets-hint", settings, nil),
+            prepare: { model in
+                model.parameters[FitNets.regressorWeight] = regressor.weight
+                model.parameters[FitNets.regressorBias] = regressor.bias
+            },
+            configure1: { trainer, _ in try trainer.hintTraining(teacher: teacher, hintNode: hintNode, guidedNode: guidedNode) },
+            between: { model in
+                if !keep {
+                    model.parameters[FitNets.regressorWeight] = nil
+                    model.parameters[FitNets.regressorBias] = nil
+                }
+                model.hints = Hints(
+                    hints: model.hints?.hints ?? [], guided: [guidedNode],
+                    regressor: keep ? [FitNets.regressorWeight, FitNets.regressorBias] : [])
+                if !io.quiet {
+                    warn("FitNets stage 2: \(stage2Loss == .fitnets ? "CE + λ·CE(P_T^τ, P_S^τ), λ 4 → 1, τ = \(tau)" : "Hinton KD")")
+                }
+            },
+            stage2: ("fitnets", settings.merging(stage2Loss == .hinton ? kd.hyperparameters : [:]) { a, _ in a }),
+            configure2: { trainer, augmentation in
+                let t = try TeacherOutputs(teachers: [teacher], cacheAcrossEpochs: augmentation.isNone)
+                if stage2Loss == .hinton { trainer.distill(from: t, kd) } else { trainer.fitnetsKD(from: t, tau: tau) }
+            })
+    }
+
+    /// A two-stage method: stage 1 writes OUT.stage1.kdb, stage 2 trains from it into OUT. A
+    /// resumed run that finds the stage-1 bundle goes straight to stage 2.
+    func runTwoStages(
+        student: Model, parents: [Provenance.Parent], stage1: (method: String, settings: [String: Value], lr: Float?),
+        prepare: (Model) -> Void, configure1: @escaping (Trainer, Augmentation) throws -> Void, between: (Model) -> Void,
+        stage2: (method: String, settings: [String: Value]), configure2: @escaping (Trainer, Augmentation) throws -> Void
+    ) throws {
+        let stage1Output = Companion.stem(io.output) + ".stage1.kdb"
         var model = student
         if training.resume, access(stage1Output, F_OK) == 0 {
             model = try loadModel(stage1Output).0
             if !io.quiet { warn("stage 1 already done: continuing from \(stage1Output)") }
         } else {
-            model.parameters[FitNets.regressorWeight] = regressor.weight
-            model.parameters[FitNets.regressorBias] = regressor.bias
+            prepare(model)
             var t1 = training
             t1.epochs = stage1Epochs ?? training.epochs
-            t1.keep = .last  // stage-1 accuracy says nothing (the hint loss trains no classifier); select in stage 2
-            if !io.quiet {
-                warn("FitNets stage 1: hint \(hintNode) \(hintShape) ← guided \(guidedNode) \(guidedShape) through the regressor")
-            }
+            if let lr = stage1.lr { t1.lr = lr }
+            t1.keep = .last  // stage-1 accuracy says nothing (its loss trains no classifier); select in stage 2
             var job = TrainingRun(
-                modelPath: bundles[1], model: model, data: data, training: t1, split: io.split, evalSplit: nil, quiet: io.quiet,
-                output: stage1Output,
-                method: "fitnets-hint")
-            job.parents = [.init(role: "teacher", digest: teacherDigest), .init(role: "student", digest: studentDigest)]
-            job.extraHyperparameters = settings
-            job.methodSettings = settings
-            try job.execute { trainer, _, _ in try trainer.hintTraining(teacher: teacher, hintNode: hintNode, guidedNode: guidedNode) }
+                modelPath: bundles.last!, model: model, data: data, training: t1, split: io.split, evalSplit: nil,
+                quiet: io.quiet, output: stage1Output, method: stage1.method)
+            job.parents = parents
+            job.metricsFor = io.output
+            job.extraHyperparameters = stage1.settings
+            job.methodSettings = stage1.settings
+            try job.execute { trainer, _, augmentation in try configure1(trainer, augmentation) }
         }
-        if !keepRegressor {
-            model.parameters[FitNets.regressorWeight] = nil
-            model.parameters[FitNets.regressorBias] = nil
-        }
-        model.hints = Hints(
-            hints: model.hints?.hints ?? [], guided: [guidedNode],
-            regressor: keepRegressor ? [FitNets.regressorWeight, FitNets.regressorBias] : [])
+        between(model)
         var t2 = training
         t2.epochs = stage2Epochs ?? training.epochs
         var job = TrainingRun(
-            modelPath: bundles[1], model: model, data: data, training: t2, split: io.split, evalSplit: io.evalSplit, quiet: io.quiet,
-            output: io.output, method: "fitnets")
-        job.parents = [.init(role: "teacher", digest: teacherDigest), .init(role: "student", digest: studentDigest)]
-        var kd = KDConfig()
-        kd.temperature = temperature
-        kd.alpha = alpha
-        job.extraHyperparameters = settings.merging(stage2Loss == .hinton ? kd.hyperparameters : [:]) { a, _ in a }
-        job.methodSettings = job.extraHyperparameters
-        if !io.quiet { warn("FitNets stage 2: \(stage2Loss == .fitnets ? "CE + λ·CE(P_T^τ, P_S^τ), λ 4 → 1, τ = \(tau)" : "Hinton KD") ") }
-        try job.execute { trainer, _, augmentation in
-            let t = try TeacherOutputs(teachers: [teacher], cacheAcrossEpochs: augmentation.isNone)
-            if stage2Loss == .hinton { trainer.distill(from: t, kd) } else { trainer.fitnetsKD(from: t, tau: tau) }
-        }
+            modelPath: bundles.last!, model: model, data: data, training: t2, split: io.split, evalSplit: io.evalSplit, quiet: io.quiet,
+            output: io.output, method: stage2.method)
+        job.parents = parents
+        job.extraHyperparameters = stage2.settings
+        job.methodSettings = stage2.settings
+        try job.execute { trainer, _, augmentation in try configure2(trainer, augmentation) }
         unlink(stage1Output)
     }
 

@@ -21,6 +21,9 @@ struct TrainingRun {
     var extraHyperparameters: [String: Value] = [:]
     /// Settings a resumed run must share (part of the checkpoint fingerprint).
     var methodSettings: [String: Value] = [:]
+    /// The bundle whose metrics log receives the epochs (default: `output`); stage 1 of a
+    /// two-stage method logs next to the final output so one file holds both stages.
+    var metricsFor: String?
 
     func execute(configure: (Trainer, Dataset, Augmentation) throws -> Void) throws {
         Interruption.install()
@@ -56,7 +59,7 @@ struct TrainingRun {
         }
         let trainer = Trainer(
             model: model, config: config, train: batches, eval: evalBatches, checkpointPath: Companion.checkpoint(output),
-            metricsPath: Companion.metrics(output))
+            metricsPath: Companion.metrics(metricsFor ?? output))
         trainer.shouldStop = { Interruption.isRequested }
         if let validationSet {
             trainer.validation = Batcher(validationSet, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0)
