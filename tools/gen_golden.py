@@ -103,10 +103,12 @@ def l2norm_scale(x, gamma, groups, eps):
     outs, off = [], 0
     for g, size in enumerate(groups):
         xg = x[:, off:off + size]
+        # one gamma per group, or (class-level) one per feature
+        scale = gamma[off:off + size] if len(gamma) == x.shape[1] and len(gamma) != len(groups) else gamma[g]
         if size == 1:
             outs.append(xg)
         else:
-            outs.append(gamma[g] * xg / np.maximum(np.linalg.norm(xg, axis=1, keepdims=True), eps))
+            outs.append(scale * xg / np.maximum(np.linalg.norm(xg, axis=1, keepdims=True), eps))
         off += size
     return np.concatenate(outs, axis=1)
 
@@ -206,6 +208,9 @@ def main():
                           {"z": rnd(4, 5) * 2}, {"temperature": t, "targets": [float(v) for v in q.ravel()]}, ["z"],
                           dy_shape=()))
     write_losses()
+    cases.append(case("l2norm_scale-per-feature", "l2norm_scale", lambda x, gamma: l2norm_scale(x, gamma, [3, 1, 4], 1e-6),
+                      {"x": rnd(4, 8), "gamma": np.abs(rnd(8)) + 0.5}, {"groups": [3, 1, 4], "epsilon": 1e-6},
+                      ["x", "gamma"]))
     out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDTensorTests", "Golden", "ops.json")
     if len(sys.argv) > 1:
         out = sys.argv[1]
@@ -277,8 +282,98 @@ def write_losses():
     out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDDistillTests", "Golden", "losses.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:
-        json.dump({"generator": "tools/gen_golden.py", "cases": cases, "dml": dml, "fsp": fsp}, fh, separators=(",", ":"))
-    print("wrote %d KD, %d DML and %d FSP loss cases to %s" % (len(cases), len(dml), len(fsp), out))
+        json.dump({"generator": "tools/gen_golden.py", "cases": cases, "dml": dml, "fsp": fsp, "kc": kc_cases(),
+                   "specialists": specialist_cases()}, fh, separators=(",", ":"))
+    print("wrote %d KD, %d DML and %d FSP loss cases and the KC/specialist cases to %s" % (len(cases), len(dml), len(fsp), out))
+
+
+def enc64(a):
+    return {"shape": list(np.shape(a)), "values": [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]}
+
+
+def sigmoid_ce(z, t):
+    """METHODS.md §5: mean over the batch of Σ_k −t log σ(z) − (1 − t) log(1 − σ(z))."""
+    s = 1 / (1 + np.exp(-z))
+    return np.array(np.sum(-t * np.log(s) - (1 - t) * np.log(1 - s)) / z.shape[0])
+
+
+def kc_targets(p, vertical, k, classes):
+    """The owning teacher's probabilities, zero outside its vertical and below its top-K."""
+    row = np.zeros(classes)
+    keep = np.argsort(-np.asarray(p), kind="stable")[:min(k, len(vertical))]
+    for j in keep:
+        row[vertical[j]] = p[j]
+    return row
+
+
+def average_precision(scores, relevant):
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    hits, total = 0, 0.0
+    for rank, i in enumerate(order):
+        if relevant[i]:
+            hits += 1
+            total += hits / (rank + 1)
+    return total / max(1, sum(relevant))
+
+
+def kc_cases():
+    z = rnd(4, 6) * 2
+    t = np.clip(R.uniform(size=(4, 6)) * (R.uniform(size=(4, 6)) > 0.4), 0, 1)
+    g = numeric_grads(lambda z: sigmoid_ce(z, t), {"z": z}, np.array(1.0), ["z"])["z"]
+    targets = []
+    for name, p, vertical, k in [("top2-of-3", [0.2, 0.9, 0.5], [4, 0, 7], 2), ("K-larger-than-vertical", [0.3, 0.6], [1, 2], 100),
+                                 ("one-class-vertical", [0.8], [5], 2), ("top1", [0.1, 0.4, 0.7, 0.2], [9, 3, 6, 8], 1)]:
+        targets.append({"name": name, "probabilities": p, "vertical": vertical, "top_k": k, "classes": 10,
+                        "targets": kc_targets(p, vertical, k, 10).tolist()})
+    scores = R.uniform(size=30)
+    relevant = (R.uniform(size=30) < 0.3).tolist()
+    return {"sigmoid_ce": {"logits": enc64(z), "targets": enc64(t), "loss": float(sigmoid_ce(z, t)), "grad": enc64(g)},
+            "targets": targets,
+            "ap": {"scores": scores.tolist(), "relevant": relevant, "ap": average_precision(scores.tolist(), relevant)}}
+
+
+def softmax1(r):
+    e = np.exp(r - r.max())
+    return e / e.sum()
+
+
+def specialist_objective(r, pg, specs):
+    """KL(p_g ‖ q) + Σ_m KL(p_m ‖ q_m), q = softmax(r), q_m: q on m's group, its dustbin the rest."""
+    q = softmax1(r)
+    kl = lambda p, q: float(np.sum(np.where(p > 0, p * (np.log(np.maximum(p, 1e-300)) - np.log(q)), 0)))
+    value = kl(pg, q)
+    for pm, group in specs:
+        others = [i for i in range(len(q)) if i not in group]
+        value += kl(np.asarray(pm), np.array([q[c] for c in group] + [q[others].sum()]))
+    return np.array(value)
+
+
+def specialist_cases():
+    out = []
+    for name, groups in [("one-specialist", [[3, 5, 8]]), ("two-specialists", [[3, 5, 8], [1, 7]])]:
+        pg = softmax1(rnd(10))
+        specs = [(softmax1(rnd(len(g) + 1) * 2).tolist(), g) for g in groups]
+        r = rnd(10)
+        g = numeric_grads(lambda r: specialist_objective(r, pg, specs), {"r": r}, np.array(1.0), ["r"])["r"]
+        # the minimiser by plain gradient descent with a different, small constant step, run long
+        x = np.log(pg)
+        for _ in range(20000):
+            x -= 0.05 * analytic_grad(x, pg, specs)
+        out.append({"name": name, "generalist": pg.tolist(), "specialists": [{"p": p, "group": gr} for p, gr in specs],
+                    "r": r.tolist(), "value": float(specialist_objective(r, pg, specs)), "grad": g.tolist(),
+                    "minimum_q": softmax1(x).tolist(), "minimum_value": float(specialist_objective(x, pg, specs))})
+    return out
+
+
+def analytic_grad(r, pg, specs, h=1e-6):
+    """Central differences of the objective (only to drive the long descent; the golden gradient
+    above is checked against the same definition)."""
+    g = np.zeros_like(r)
+    for i in range(len(r)):
+        e = np.zeros_like(r)
+        e[i] = h
+        g[i] = (specialist_objective(r + e, pg, specs) - specialist_objective(r - e, pg, specs)) / (2 * h)
+    return g
 
 
 def maxpool_to(f, h, w):

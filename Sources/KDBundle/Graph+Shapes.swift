@@ -125,6 +125,10 @@ extension Graph {
             guard x.count == 2, node.ints("groups").reduce(0, +) == x[1] else {
                 throw fail("groups \(node.ints("groups")) do not sum to the \(x.count == 2 ? x[1] : -1) features")
             }
+            let gamma = ins.count > 1 ? ins[1] : []
+            guard gamma.count == 1, gamma[0] == node.ints("groups").count || gamma[0] == x[1] else {
+                throw fail("gamma \(gamma) must have one entry per group (\(node.ints("groups").count)) or per feature (\(x[1]))")
+            }
             return (x, 3 * count)
         }
     }

@@ -70,3 +70,22 @@ public struct Dataset: Sendable {
         return String(h, radix: 16)
     }
 }
+
+extension Dataset {
+    /// Only the examples of the named classes, relabelled 0..<names.count in that order
+    /// (a specialist's or a vertical's data). Unknown names are an error naming the known ones.
+    public func restricted(to names: [String]) throws -> Dataset {
+        var index: [Int: Int] = [:]
+        for (k, n) in names.enumerated() {
+            guard let c = classes.firstIndex(of: n) else {
+                throw DataError("\(source) has no class '\(n)' (classes: \(classes.prefix(20).joined(separator: ", ")))")
+            }
+            index[c] = k
+        }
+        let keep = (0..<count).filter { index[labels[$0]] != nil }
+        var d = subset(keep, split: split)
+        d.labels = keep.map { index[labels[$0]]! }
+        d.classes = names
+        return d
+    }
+}

@@ -4,7 +4,7 @@ import KDTensor
 /// Builds graphs node by node, creating each layer's parameters with stable dotted names and
 /// tracking shapes, so architectures read like a layer list.
 public struct GraphBuilder {
-    public enum InitKind { case weight(fanIn: Int, fanOut: Int), bias(fanIn: Int), ones, zeros }
+    public enum InitKind { case weight(fanIn: Int, fanOut: Int), bias(fanIn: Int), ones, zeros, constant([Float]) }
 
     public private(set) var nodes: [Graph.Node] = []
     public private(set) var tensors: [(name: String, shape: [Int], kind: InitKind, buffer: Bool)] = []
@@ -111,4 +111,41 @@ public struct GraphBuilder {
 
     /// Weights of option-A shortcuts: identity on the leading channels, frozen.
     public private(set) var identityWeights: Set<String> = []
+    /// Parameters that are not trained (option-A shortcuts, fixed permutations).
+    public private(set) var fixedWeights: Set<String> = []
+
+    /// The Structurally Connected layer: block k reads its own `inSplits[k]` features plus the
+    /// last `shared` ones and writes `outs[k]` outputs; outputs are concatenated in block order.
+    public mutating func splitLinear(_ name: String, _ x: String, inSplits: [Int], shared: Int, outs: [Int]) -> String {
+        var inputs = [x]
+        for (k, (i, o)) in zip(inSplits, outs).enumerated() {
+            inputs.append(param("\(name).block\(k + 1).weight", [o, i + shared], .weight(fanIn: i + shared, fanOut: o)))
+            inputs.append(param("\(name).block\(k + 1).bias", [o], .bias(fanIn: i + shared)))
+        }
+        return add(
+            name, .splitLinear, inputs, ["in_splits": Self.ints(inSplits), "shared": .uint(UInt64(shared))],
+            shape: [shape(x)[0], outs.reduce(0, +)])
+    }
+
+    /// γ · x_g / ‖x_g‖ per group of consecutive features (one γ per group, or per feature).
+    public mutating func l2normScale(_ name: String, _ x: String, groups: [Int], gamma: [Float], epsilon: Double = 1e-6) -> String {
+        let g = param("\(name).gamma", [gamma.count], .constant(gamma))
+        return add(name, .l2normScale, [x, g], ["groups": Self.ints(groups), "epsilon": .float(epsilon)], shape: shape(x))
+    }
+
+    /// A linear layer with fixed weights [out, in] and no bias (e.g. a permutation), not trained.
+    public mutating func fixedLinear(_ name: String, _ x: String, weight: [Float], out: Int) -> String {
+        let w = param("\(name).weight", [out, shape(x)[1]], .constant(weight))
+        fixedWeights.insert(w)
+        return add(name, .linear, [x, w], shape: [shape(x)[0], out])
+    }
+
+    /// Nodes named as in an existing graph: the builder's input stands for `value`.
+    public func nodes(attachingInputTo value: String) -> [Graph.Node] {
+        nodes.map { n in
+            var n = n
+            n.inputs = n.inputs.map { $0 == inputName ? value : $0 }
+            return n
+        }
+    }
 }

@@ -20,6 +20,7 @@ extension GraphBuilder {
             switch t.kind {
             case .ones: tensor.fill(1)
             case .zeros: tensor.fill(0)
+            case .constant(let values): for j in 0..<tensor.count { tensor[j] = values[j] }
             case .weight(let fanIn, let fanOut):
                 switch scheme {
                 case .torch:

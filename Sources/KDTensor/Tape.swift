@@ -162,7 +162,8 @@ public final class Tape {
     /// y_g = γ_g · x_g / max(‖x_g‖, ε) over consecutive feature groups; groups of one pass through.
     public func l2normScale(_ x: Var, gamma: Var, groups: [Int], epsilon: Float) throws -> Var {
         let xv = value(x)
-        guard xv.rank == 2, groups.reduce(0, +) == xv.shape[1], value(gamma).count == groups.count else {
+        let gammas = value(gamma).count
+        guard xv.rank == 2, groups.reduce(0, +) == xv.shape[1], gammas == groups.count || gammas == xv.shape[1] else {
             throw TensorError("l2norm_scale groups \(groups) do not match input \(xv.shape)")
         }
         let (y, norms) = SplitLinear.l2normScale(xv, gamma: value(gamma), groups: groups, epsilon: epsilon)

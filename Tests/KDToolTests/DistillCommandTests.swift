@@ -135,6 +135,59 @@ struct DistillCommandTests {
         #expect(missing.status == 1 && missing.err.contains("'nope'"), "\(missing.err)")
     }
 
+    @Test("KC: sigmoid specialist teachers per vertical → one student with an SC head; AP per vertical; specialists + KL combination")
+    func kcAndSpecialists() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        let vjson =
+            #"{"verticals": [{"name": "a", "labels": ["0", "6", "8", "3"]}, {"name": "b", "labels": ["1", "4", "7", "9"]}, {"name": "c", "labels": ["2", "5"]}]}"#
+        try vjson.write(toFile: p("v.json"), atomically: true, encoding: .utf8)
+        var teachers: [String] = []
+        for (i, c) in ["0,6,8,3", "1,4,7,9", "2,5"].enumerated() {
+            let n = c.split(separator: ",").count
+            _ = try CLI.run([
+                "init", "--arch", "mlp", "--hidden", "32", "--classes", "\(n)", "--input", "1x8x8", "--seed", "\(i)", "-o",
+                p("t\(i).init.kdb"),
+            ])
+            let r = try CLI.run([
+                "train", p("t\(i).init.kdb"), "--data", Self.digits, "--loss", "sigmoid", "--classes", c, "--epochs", "5", "--batch", "32",
+                "--quiet", "-o", p("t\(i).kdb"),
+            ])
+            #expect(r.status == 0, "\(r.err)")
+            teachers.append(p("t\(i).kdb"))
+        }
+        let ti = try CLI.run(["inspect", teachers[2], "--json"])
+        #expect(ti.out.contains("\"sigmoid\""), "the teacher's graph records sigmoid outputs")
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "9", "-o", p("s.kdb")])
+        let noV = try CLI.run(["distill"] + teachers + [p("s.kdb"), "--method", "kc", "--data", Self.digits, "-o", p("x.kdb")])
+        #expect(noV.status == 1 && noV.err.contains("kc needs verticals"), "\(noV.err)")
+        let kc = try CLI.run(
+            ["distill"] + teachers + [
+                p("s.kdb"), "--method", "kc", "--verticals", p("v.json"), "--top-k", "2", "--head", "fc-sc", "--self-paced", "vertical",
+                "--head-width", "16", "--data", Self.digits, "--epochs", "6", "--batch", "32", "--augment", "none", "-o", p("kc.kdb"),
+            ])
+        #expect(kc.status == 0, "\(kc.err)")
+        let e = try CLI.run(["eval", p("kc.kdb"), "--data", Self.digits, "--verticals", p("v.json"), "--json"])
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(e.out.utf8)) as? [String: Any])
+        #expect((doc["verticals"] as? [Any])?.count == 3)
+        let mAP = try #require(doc["map"] as? Double)
+        #expect(mAP > 0.6, "student mAP \(mAP)")
+        let spec = try CLI.run(["eval", teachers[0], "--data", Self.digits, "--verticals", p("v.json"), "--json"])
+        #expect((try JSONSerialization.jsonObject(with: Data(spec.out.utf8)) as? [String: Any])?["verticals"] as? [Any] != nil)
+
+        _ = try CLI.run(["train", p("s.kdb"), "--data", Self.digits, "--epochs", "4", "--batch", "32", "--quiet", "-o", p("g.kdb")])
+        let sp = try CLI.run([
+            "distill", p("g.kdb"), "--method", "specialist", "--verticals", p("v.json"), "--data", Self.digits, "--epochs", "2",
+            "--batch", "32", "--quiet", "-o", p("specs"),
+        ])
+        #expect(sp.status == 0, "\(sp.err)")
+        let comb = try CLI.run(["eval", p("g.kdb"), "--data", Self.digits, "--specialists", p("specs"), "--json"])
+        let c = try #require(try JSONSerialization.jsonObject(with: Data(comb.out.utf8)) as? [String: Any])
+        #expect((c["specialists"] as? [Any])?.count == 3)
+        #expect((c["combined_accuracy"] as? Double ?? 0) > 0.7, "\(comb.out)")
+        #expect((c["by_covering_specialists"] as? [Any])?.isEmpty == false)
+    }
+
     @Test("verticals: a JSON partition of the classes into --k groups")
     func verticals() throws {
         let d = try temp()

@@ -43,8 +43,12 @@ public enum SplitLinear {
                     for j in 0..<size { s += row[j] * row[j] }
                     let r = max(s.squareRoot(), epsilon)
                     norms[i * groups.count + g] = r
-                    let k = gamma.pointer[g] / r
-                    for j in 0..<size { out[j] = row[j] * k }
+                    if gamma.count == f {
+                        for j in 0..<size { out[j] = row[j] * gamma.pointer[off + j] / r }
+                    } else {
+                        let k = gamma.pointer[g] / r
+                        for j in 0..<size { out[j] = row[j] * k }
+                    }
                 }
                 off += size
             }
@@ -58,7 +62,8 @@ public enum SplitLinear {
         let n = x.shape[0]
         let f = x.shape[1]
         let dx = Tensor(uninitialized: x.shape)
-        let dgamma = Tensor(zeros: [groups.count])
+        let perFeature = gamma.count == f && gamma.count != groups.count
+        let dgamma = Tensor(zeros: [gamma.count])
         for i in 0..<n {
             var off = 0
             for (g, size) in groups.enumerated() {
@@ -69,13 +74,26 @@ public enum SplitLinear {
                     dxr[0] = dyr[0]
                 } else {
                     let r = norms[i * groups.count + g]
-                    var dot: Float = 0
-                    for j in 0..<size { dot += xr[j] * dyr[j] }
-                    dgamma.pointer[g] += dot / r
-                    let k = gamma.pointer[g] / r
-                    // Below ε the norm is the constant ε, so only the direct term remains.
-                    let proj: Float = r > epsilon ? dot / (r * r) : 0
-                    for j in 0..<size { dxr[j] = k * (dyr[j] - xr[j] * proj) }
+                    if perFeature {
+                        // y_j = γ_j x_j / r: dγ_j = dy_j x_j / r; dx_j = γ_j dy_j / r − x_j Σ_l γ_l dy_l x_l / r³
+                        let gr = gamma.pointer + off
+                        let dgr = dgamma.pointer + off
+                        var dot: Float = 0
+                        for j in 0..<size {
+                            dgr[j] += dyr[j] * xr[j] / r
+                            dot += gr[j] * dyr[j] * xr[j]
+                        }
+                        let proj: Float = r > epsilon ? dot / (r * r * r) : 0
+                        for j in 0..<size { dxr[j] = gr[j] * dyr[j] / r - xr[j] * proj }
+                    } else {
+                        var dot: Float = 0
+                        for j in 0..<size { dot += xr[j] * dyr[j] }
+                        dgamma.pointer[g] += dot / r
+                        let k = gamma.pointer[g] / r
+                        // Below ε the norm is the constant ε, so only the direct term remains.
+                        let proj: Float = r > epsilon ? dot / (r * r) : 0
+                        for j in 0..<size { dxr[j] = k * (dyr[j] - xr[j] * proj) }
+                    }
                 }
                 off += size
             }

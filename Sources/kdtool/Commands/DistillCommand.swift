@@ -20,9 +20,12 @@ struct DistillCommand: ParsableCommand {
               kdtool distill t1.kdb t2.kdb student.kdb --data digits.csv.gz -T 20 --alpha 0.9 -o out.kdb
               kdtool distill teacher.kdb student.kdb --data unlabeled/ --no-labels --split all -o out.kdb
               kdtool distill peer1.kdb peer2.kdb peer3.kdb --method dml --data ../shared/data/mnist -o dml-out/
+              kdtool distill teacher.kdb student.kdb --method fsp --stage1-epochs 3 --data ../shared/data/mnist -o fsp.kdb
+              kdtool distill spec-a.kdb spec-b.kdb spec-c.kdb student.kdb --method kc --verticals v.json --top-k 2 --head fc-sc --self-paced vertical --data ../shared/data/mnist -o kc.kdb
+              kdtool distill generalist.kdb --method specialist --verticals v.json --data ../shared/data/mnist -o specialists/
             """)
 
-    enum Method: String, ExpressibleByArgument, CaseIterable { case kd, fitnets, fsp, dml }
+    enum Method: String, ExpressibleByArgument, CaseIterable { case kd, fitnets, fsp, dml, kc, specialist }
     enum Stage2Loss: String, ExpressibleByArgument, CaseIterable { case fitnets, hinton }
 
     @Argument(help: "Teacher bundle(s), then the student bundle.")
@@ -73,6 +76,31 @@ struct DistillCommand: ParsableCommand {
     @Option(help: "fsp: learning rate of stage 1 (the paper: 0.001).")
     var stage1Lr: Float = 0.001
 
+    @Option(
+        help:
+            "kc: verticals JSON (from `kdtool verticals`, or {\"verticals\": [{\"name\", \"labels\": [...]}]}); default: the student's or teachers' VMAP."
+    )
+    var verticals: String?
+
+    @Option(help: "kc: keep only the owning teacher's top-K probabilities in its vertical (capped at the vertical's size).")
+    var topK: Int = 100
+
+    @Option(help: "kc: student head fc | fc-sc | sc-sc | fc-sc-shared (replaces the student's output layer) or keep.")
+    var head: KC.Head = .fc
+
+    @Option(help: "kc: hidden units per vertical in the head.")
+    var headWidth: Int = 64
+
+    @Option(help: "kc: with fc-sc-shared, how many of each block's --head-width units are shared by all verticals.")
+    var sharedWidth: Int = 16
+
+    @Option(
+        help: """
+            kc: self-paced scaling y_i = γ·x_i/‖x_v‖, the norm over vertical v's logits (our choice: per vertical, \
+            the paper's summaries leave it open), γ learnt per vertical or per class, initialised to √N_v; off disables it.
+            """)
+    var selfPaced: KC.SelfPaced = .off
+
     @Flag(help: "dml: update all peers from one forward pass instead of in turn.")
     var simultaneous = false
 
@@ -84,7 +112,7 @@ struct DistillCommand: ParsableCommand {
     @OptionGroup var io: RunOptions
 
     func validate() throws {
-        guard bundles.count >= 2 else { throw ValidationError("give at least one teacher and the student") }
+        guard bundles.count >= 2 || method == .specialist else { throw ValidationError("give at least one teacher and the student") }
         guard temperature > 0 else { throw ValidationError("--temperature must be positive") }
         guard (0...1).contains(alpha) else { throw ValidationError("--alpha must be within 0…1") }
     }
@@ -93,6 +121,8 @@ struct DistillCommand: ParsableCommand {
         if method == .dml { return try runMutual() }
         if method == .fitnets { return try runFitNets() }
         if method == .fsp { return try runFSP() }
+        if method == .kc { return try runKC() }
+        if method == .specialist { return try runSpecialists() }
         let loaded = try bundles.map { path -> (String, Model, String) in
             let (m, b) = try loadModel(path)
             return (path, m, try withBundleErrors { try b.contentDigest() })

@@ -1,8 +1,13 @@
 import ArgumentParser
 import KDBundle
 import KDData
+import KDDistill
 import KDNN
 import KDTensor
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,14 +15,17 @@ struct EvalCommand: ParsableCommand {
         abstract: "Accuracy, loss, per-class accuracy and confusion matrix of a model on labelled data.",
         discussion: """
             --json prints one document with at least: accuracy, loss, count, per_class[], confusion[][], classes[].
+            With several bundles, each is evaluated and so is their ensemble (the mean of their output
+            distributions); --json then prints {"models": [...], "ensemble": {...}}.
 
             Examples:
               kdtool eval lenet5-trained.kdb --data ../shared/data/mnist
               kdtool eval model.kdb --data photos/ --split all --json
+              kdtool eval s1.kdb s2.kdb s3.kdb --data ../shared/data/mnist     # members and their ensemble
             """)
 
-    @Argument(help: "The model bundle.")
-    var model: String
+    @Argument(help: "The model bundle (several: each, and their ensemble).")
+    var models: [String]
 
     @OptionGroup var data: DataOptions
 
@@ -33,12 +41,39 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print one JSON document.")
     var json = false
 
+    @Option(
+        help:
+            "Evaluate only on these classes of the data (names, comma-separated; default: all, or the model's own when it is a specialist)."
+    )
+    var classes: String?
+
+    @Option(
+        help:
+            "Verticals JSON (from `kdtool verticals`): also report average precision per vertical (its images, its classes' scores) and their mean (mAP)."
+    )
+    var verticals: String?
+
+    @Option(
+        help:
+            "A folder of specialists (from `distill --method specialist`): combine them with this generalist (Hinton et al.'s KL objective)."
+    )
+    var specialists: String?
+
     func run() throws {
         Parallel.configure(threads: threads)
-        let (model, _) = try loadModel(self.model)
+        if models.count > 1 { return try runEnsemble() }
+        let (model, _) = try loadModel(self.models[0])
         let prep =
             model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
-        let set = try reportingErrors { try data.load(split, shape: prep.shape, prep: prep) }
+        let modelClasses = model.labels?.classes ?? (0..<model.classCount).map(String.init)
+        var set = try reportingErrors { try data.load(split, shape: prep.shape, prep: prep) }
+        if let specialists { return try runSpecialists(generalist: model, folder: specialists, set: set, prep: prep) }
+        if let verticals { return try runVerticals(model: model, file: verticals, set: set, prep: prep) }
+        if let subset = classes.map({ $0.split(separator: ",").map { String($0).trimmingCharacters() } })
+            ?? specialistClasses(modelClasses, set)
+        {
+            set = try reportingErrors { try set.restricted(to: subset) }
+        }
         try reportingErrors { try checkCompatible(model, set) }
         let started = monotonic()
         let e = try reportingErrors {
@@ -48,7 +83,8 @@ struct EvalCommand: ParsableCommand {
         let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)
         if json {
             let doc = JSON.object([
-                ("model", .string(self.model)), ("data", .string(data.data)), ("split", .string(split.rawValue)), ("count", .int(e.count)),
+                ("model", .string(self.models[0])), ("data", .string(data.data)), ("split", .string(split.rawValue)),
+                ("count", .int(e.count)),
                 ("accuracy", .number(e.accuracy)), ("loss", .number(e.loss)), ("errors", .int(e.count - e.correct)),
                 ("classes", .array(names.map { .string($0) })),
                 ("per_class", .array(e.perClassAccuracy.map { $0.map { .number($0) } ?? .null })),
@@ -58,7 +94,7 @@ struct EvalCommand: ParsableCommand {
             print(doc.render())
             return
         }
-        print("\(self.model) on \(data.data) [\(split.rawValue)], \(e.count) images")
+        print("\(self.models[0]) on \(data.data) [\(split.rawValue)], \(e.count) images")
         print("  accuracy  \(Text.fixed(100 * e.accuracy, 2))%  (\(e.count - e.correct) errors)")
         print("  loss      \(Text.fixed(e.loss, 4))")
         print("  speed     \(Text.grouped(Int(Double(e.count) / max(seconds, 1e-9)))) images/s (\(threads) threads)")
@@ -80,5 +116,229 @@ struct EvalCommand: ParsableCommand {
                 e.confusion.enumerated().map { i, row in [i < names.count ? String(names[i].prefix(10)) : String(i)] + row.map(String.init)
                 },
                 right: Set(1...k)))
+    }
+}
+
+extension EvalCommand {
+    /// Several bundles on the same images: each one's accuracy and loss, and the ensemble's
+    /// (the mean of their softmax distributions).
+    func runEnsemble() throws {
+        let loaded = try models.map { try loadModel($0).0 }
+        let first = loaded[0]
+        let prep =
+            first.preprocessing ?? Preprocessing(channels: first.inputShape[1], height: first.inputShape[2], width: first.inputShape[3])
+        for (path, m) in zip(models, loaded).dropFirst()
+        where m.classCount != first.classCount || Array(m.inputShape.dropFirst()) != Array(first.inputShape.dropFirst()) {
+            warn("kdtool: error: \(path) does not match \(models[0]) (inputs or classes differ); an ensemble needs the same task")
+            throw ExitCode.failure
+        }
+        let set = try reportingErrors { try data.load(split, shape: prep.shape, prep: prep) }
+        try reportingErrors { try checkCompatible(first, set) }
+        let plans = try reportingErrors { try loaded.map { try InferencePlan($0) } }
+        var each = loaded.map { Evaluation(classes: $0.classCount) }
+        var ensemble = Evaluation(classes: first.classCount)
+        for b in Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0).prefetching(epoch: 0) {
+            let outs = try reportingErrors { try plans.map { try $0.run(b.inputs) } }
+            let mean = Tensor(zeros: outs[0].shape)
+            for (i, z) in outs.enumerated() {
+                each[i].add(logits: z, labels: b.labels)
+                let p = Softmax.forward(z)
+                for j in 0..<p.count { mean[j] += p[j] / Float(outs.count) }
+            }
+            for j in 0..<mean.count { mean[j] = log(max(mean[j], 1e-30)) }
+            ensemble.add(logits: mean, labels: b.labels)
+        }
+        if json {
+            func doc(_ name: String, _ e: Evaluation) -> JSON {
+                .object([
+                    ("model", .string(name)), ("accuracy", .number(e.accuracy)), ("loss", .number(e.loss)), ("count", .int(e.count)),
+                    ("errors", .int(e.count - e.correct)),
+                ])
+            }
+            print(
+                JSON.object([
+                    ("data", .string(data.data)), ("split", .string(split.rawValue)),
+                    ("models", .array(zip(models, each).map { doc($0, $1) })), ("ensemble", doc("ensemble", ensemble)),
+                    ("mean_member_accuracy", .number(each.map(\.accuracy).reduce(0, +) / Double(each.count))),
+                ]
+                ).render())
+            return
+        }
+        print("\(models.count) models on \(data.data) [\(split.rawValue)], \(ensemble.count) images")
+        let rows = zip(models, each).map { [$0, Text.fixed(100 * $1.accuracy, 2) + "%", Text.fixed($1.loss, 4)] }
+        print(
+            Text.table(
+                ["model", "accuracy", "loss"],
+                rows + [["ensemble (mean of distributions)", Text.fixed(100 * ensemble.accuracy, 2) + "%", Text.fixed(ensemble.loss, 4)]],
+                right: [1, 2]))
+    }
+}
+
+/// A specialist (its labels a strict subset of the data's classes) is evaluated on its own classes.
+func specialistClasses(_ model: [String], _ set: Dataset) -> [String]? {
+    model.count < set.classes.count && Set(model).isSubset(of: set.classes) ? model : nil
+}
+
+extension EvalCommand {
+    /// Per-vertical average precision: for each vertical the model covers, the images of its
+    /// classes, and for each of its classes the AP of the model's score for it; mAP over verticals.
+    func runVerticals(model: Model, file: String, set: Dataset, prep: Preprocessing) throws {
+        let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)
+        let map = try reportingErrors { try KC.verticals(json: file, classes: set.classes) }
+        let plan = try reportingErrors { try InferencePlan(model) }
+        let k = model.classCount
+        var scores = [Float]()
+        scores.reserveCapacity(set.count * k)
+        for b in Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0).prefetching(epoch: 0) {
+            let p = try reportingErrors { try plan.probabilities(b.inputs) }
+            scores += p.array
+        }
+        var rows: [(name: String, classes: [String], ap: Double, count: Int)] = []
+        for v in map.verticals {
+            let vClasses = v.classes.map { set.classes[$0] }
+            let columns = vClasses.compactMap { names.firstIndex(of: $0) }
+            guard columns.count == vClasses.count else { continue }
+            let images = (0..<set.count).filter { v.classes.contains(set.labels[$0]) }
+            var aps: [Double] = []
+            for (c, col) in zip(v.classes, columns) {
+                if let ap = KC.averagePrecision(scores: images.map { scores[$0 * k + col] }, relevant: images.map { set.labels[$0] == c }) {
+                    aps.append(ap)
+                }
+            }
+            rows.append((v.name, vClasses, aps.reduce(0, +) / Double(max(aps.count, 1)), images.count))
+        }
+        guard !rows.isEmpty else {
+            warn("kdtool: error: \(models[0]) covers none of the verticals in \(file) (its classes: \(names.joined(separator: ",")))")
+            throw ExitCode.failure
+        }
+        let mAP = rows.map(\.ap).reduce(0, +) / Double(rows.count)
+        if json {
+            print(
+                JSON.object([
+                    ("model", .string(models[0])), ("data", .string(data.data)), ("split", .string(split.rawValue)),
+                    (
+                        "verticals",
+                        .array(
+                            rows.map {
+                                .object([
+                                    ("name", .string($0.name)), ("classes", .array($0.classes.map { .string($0) })), ("ap", .number($0.ap)),
+                                    ("images", .int($0.count)),
+                                ])
+                            })
+                    ), ("map", .number(mAP)),
+                ]
+                ).render())
+            return
+        }
+        print("\(models[0]) on \(data.data) [\(split.rawValue)]: average precision per vertical (its images, its classes)")
+        print(
+            Text.table(
+                ["vertical", "classes", "images", "AP"],
+                rows.map { [$0.name, $0.classes.joined(separator: " "), String($0.count), Text.fixed(100 * $0.ap, 2)] } + [
+                    ["mean (mAP)", "", "", Text.fixed(100 * mAP, 2)]
+                ], right: [2, 3]))
+    }
+}
+
+extension EvalCommand {
+    /// Generalist + specialists: for each image, the specialists whose groups contain the
+    /// generalist's top class take part in minimising KL(p_g ‖ q) + Σ_m KL(p_m ‖ q_m).
+    func runSpecialists(generalist: Model, folder: String, set: Dataset, prep: Preprocessing) throws {
+        let classes = generalist.labels?.classes ?? (0..<generalist.classCount).map(String.init)
+        guard let dir = opendir(folder) else {
+            warn("kdtool: error: \(folder): cannot open the specialists folder")
+            throw ExitCode.failure
+        }
+        var files: [String] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if name.hasSuffix(".kdb") && !name.contains(".ckpt.") && !name.contains(".best.") { files.append("\(folder)/\(name)") }
+        }
+        closedir(dir)
+        files.sort()
+        var specialists: [(path: String, plan: InferencePlan, group: [Int])] = []
+        for f in files {
+            let (m, _) = try loadModel(f)
+            guard let labels = m.labels?.classes, labels.last == Specialists.dustbin else { continue }
+            let group = try labels.dropLast().map { n -> Int in
+                guard let k = classes.firstIndex(of: n) else {
+                    warn("kdtool: error: specialist \(f) has class '\(n)', which the generalist does not")
+                    throw ExitCode.failure
+                }
+                return k
+            }
+            specialists.append((f, try reportingErrors { try InferencePlan(m) }, group))
+        }
+        guard !specialists.isEmpty else {
+            warn("kdtool: error: \(folder) holds no specialist bundles (labels ending in \(Specialists.dustbin))")
+            throw ExitCode.failure
+        }
+        try reportingErrors { try checkCompatible(generalist, set) }
+        let plan = try reportingErrors { try InferencePlan(generalist) }
+        let k = classes.count
+        // covering count → (images, generalist correct, combined correct)
+        var byCover: [Int: (Int, Int, Int)] = [:]
+        var (gCorrect, cCorrect, total) = (0, 0, 0)
+        for b in Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0).prefetching(epoch: 0) {
+            let pg = try reportingErrors { try plan.probabilities(b.inputs) }
+            let ps = try reportingErrors { try specialists.map { try Softmax.forward($0.plan.run(b.inputs)) } }
+            for (i, y) in b.labels.enumerated() {
+                let p = (0..<k).map { Double(pg[i * k + $0]) }
+                let top = p.indices.max { p[$0] < p[$1] }!
+                var active: [(p: [Double], group: [Int])] = []
+                for (s, q) in zip(specialists, ps) where s.group.contains(top) {
+                    let w = s.group.count + 1
+                    active.append(((0..<w).map { Double(q[i * w + $0]) }, s.group))
+                }
+                let q = Specialists.combine(generalist: p, specialists: active)
+                let predicted = q.indices.max { q[$0] < q[$1] }!
+                let covering = specialists.filter { $0.group.contains(y) && $0.group.contains(top) }.count
+                var r = byCover[covering] ?? (0, 0, 0)
+                r.0 += 1
+                if top == y { r.1 += 1 }
+                if predicted == y { r.2 += 1 }
+                byCover[covering] = r
+                total += 1
+                if top == y { gCorrect += 1 }
+                if predicted == y { cCorrect += 1 }
+            }
+        }
+        let rows = byCover.keys.sorted().map { c in (c, byCover[c]!) }
+        if json {
+            print(
+                JSON.object([
+                    ("generalist", .string(models[0])), ("specialists", .array(specialists.map { .string($0.path) })),
+                    ("count", .int(total)), ("generalist_accuracy", .number(Double(gCorrect) / Double(max(total, 1)))),
+                    ("combined_accuracy", .number(Double(cCorrect) / Double(max(total, 1)))),
+                    (
+                        "by_covering_specialists",
+                        .array(
+                            rows.map { c, r in
+                                .object([
+                                    ("covering", .int(c)), ("images", .int(r.0)),
+                                    ("generalist_accuracy", .number(Double(r.1) / Double(max(r.0, 1)))),
+                                    ("combined_accuracy", .number(Double(r.2) / Double(max(r.0, 1)))),
+                                ])
+                            })
+                    ),
+                ]
+                ).render())
+            return
+        }
+        print("\(models[0]) + \(specialists.count) specialists on \(data.data) [\(split.rawValue)], \(total) images")
+        print(
+            Text.table(
+                ["specialists covering the true class", "images", "generalist", "with specialists"],
+                rows.map { c, r in
+                    [
+                        String(c), String(r.0), Text.fixed(100 * Double(r.1) / Double(max(r.0, 1)), 2) + "%",
+                        Text.fixed(100 * Double(r.2) / Double(max(r.0, 1)), 2) + "%",
+                    ]
+                } + [
+                    [
+                        "all", String(total), Text.fixed(100 * Double(gCorrect) / Double(max(total, 1)), 2) + "%",
+                        Text.fixed(100 * Double(cCorrect) / Double(max(total, 1)), 2) + "%",
+                    ]
+                ], right: [1, 2, 3]))
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import KDBundle
 import KDData
+import KDDistill
 import KDNN
 import KDTensor
 
@@ -17,10 +18,21 @@ struct TrainCommand: ParsableCommand {
               kdtool train lenet5.kdb --data ../shared/data/mnist -o lenet5-trained.kdb
               kdtool train r20.kdb --data cifar-10-binary-subset.tar.gz --epochs 30 --eval-split eval -o r20-trained.kdb
               kdtool train model.kdb --data digits.csv.gz --epochs 5 --checkpoint-every 20 --resume -o out.kdb
+              kdtool train spec.kdb --data ../shared/data/mnist --loss sigmoid --classes 3,5,8 -o specialist-358.kdb
+
+            --loss sigmoid trains sigmoid outputs (one-vs-rest cross-entropy; the graph records the output kind, so eval, infer and export read them as sigmoids): the specialist teachers of Knowledge Concentration. --classes restricts the data to those classes (by name), in that order; the model needs exactly that many outputs.
             """)
+
+    enum Loss: String, ExpressibleByArgument, CaseIterable { case softmax, sigmoid }
 
     @Argument(help: "The model bundle to train (from `kdtool init`, or already trained).")
     var model: String
+
+    @Option(help: "Output kind and loss: softmax (cross-entropy) or sigmoid (one-vs-rest, for specialists).")
+    var loss: Loss = .softmax
+
+    @Option(help: "Train only on these classes of the data (names, comma-separated), in this order.")
+    var classes: String?
 
     @OptionGroup var data: DataOptions
     @OptionGroup var training: TrainingOptions
@@ -28,12 +40,25 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         let (model, bundle) = try loadModel(self.model)
+        let subset = classes.map { $0.split(separator: ",").map { String($0).trimmingCharacters() } }
+        if let subset, subset.count != model.classCount {
+            warn("kdtool: error: --classes names \(subset.count) classes but \(self.model) has \(model.classCount) outputs")
+            throw ExitCode.failure
+        }
+        if let subset { model.labels = Labels(subset) }
+        if loss == .sigmoid { model.graph.outputKind = .sigmoid }
         let parent = try withBundleErrors { try bundle.contentDigest() }
         var job = TrainingRun(
             modelPath: self.model, model: model, data: data, training: training, split: io.split, evalSplit: io.evalSplit, quiet: io.quiet,
             output: io.output, method: "train")
         job.parents = [.init(role: "init", digest: parent)]
-        try job.execute { _, _, _ in }
+        job.classSubset = subset
+        if loss == .sigmoid || subset != nil {
+            job.extraHyperparameters["loss"] = .string(loss.rawValue)
+            job.methodSettings["loss"] = .string(loss.rawValue)
+        }
+        if let subset { job.extraHyperparameters["classes"] = .array(subset.map { .string($0) }) }
+        try job.execute { trainer, _, _ in if loss == .sigmoid { trainer.trainSigmoid() } }
     }
 }
 
@@ -46,5 +71,14 @@ func checkCompatible(_ model: Model, _ d: Dataset) throws {
     let k = model.classCount
     if let bad = d.labels.first(where: { $0 >= k }) {
         throw NNError("the data \(d.source) has label \(bad) but the model has \(k) outputs")
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return String(s)
     }
 }

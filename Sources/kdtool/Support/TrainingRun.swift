@@ -24,6 +24,12 @@ struct TrainingRun {
     /// The bundle whose metrics log receives the epochs (default: `output`); stage 1 of a
     /// two-stage method logs next to the final output so one file holds both stages.
     var metricsFor: String?
+    /// Train only on these classes (by name), relabelled in this order (a specialist).
+    var classSubset: [String]?
+    /// Rewrites the loaded train and eval data (a specialist's mix).
+    var datasetTransform: ((Dataset) throws -> Dataset)?
+    /// Last changes to the trained model before it is written.
+    var beforeWrite: ((Model) -> Void)?
 
     func execute(configure: (Trainer, Dataset, Augmentation) throws -> Void) throws {
         Interruption.install()
@@ -32,8 +38,17 @@ struct TrainingRun {
         let prep =
             model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
         var (trainSet, evalSet) = try reportingErrors { () throws -> (Dataset, Dataset?) in
-            let t = try data.load(split, shape: prep.shape, prep: prep)
-            return (t, try evalSplit.map { try data.load($0, shape: prep.shape, prep: prep) })
+            var t = try data.load(split, shape: prep.shape, prep: prep)
+            var e = try evalSplit.map { try data.load($0, shape: prep.shape, prep: prep) }
+            if let classSubset {
+                t = try t.restricted(to: classSubset)
+                e = try e?.restricted(to: classSubset)
+            }
+            if let datasetTransform {
+                t = try datasetTransform(t)
+                e = try e.map(datasetTransform)
+            }
+            return (t, e)
         }
         // Model selection looks at a seeded validation subset of the training data only.
         var validationSet: Dataset?
@@ -122,6 +137,7 @@ struct TrainingRun {
                 "digest": .string(trainSet.digest),
             ], seed: Int64(bitPattern: config.seed), metrics: metrics)
         model.preprocessing = prep
+        beforeWrite?(model)
         let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
         var summary =
             trainer.history.last.map { m in "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" } ?? ""

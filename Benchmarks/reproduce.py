@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""The reproduction table of METHODS.md on the shipped MNIST split (not run in CI).
+
+Every number comes from running kdtool itself: each arm is a `kdtool train` / `kdtool distill`
+run with --eval-split eval (reporting only; nothing is selected on the eval split), and the
+figures are read back from the output bundles' provenance (`kdtool inspect --json`) or from
+`kdtool eval --json`. Arms of one comparison are paired: the same student initialisation seed
+and the same data-order seed. Runs whose output bundle already exists are not repeated, so an
+interrupted reproduction continues where it stopped.
+
+    python3 Benchmarks/reproduce.py                       # everything (about 1.5 h on 2 cores)
+    python3 Benchmarks/reproduce.py --only kd,dml --seeds 5
+    python3 Benchmarks/reproduce.py --report-only         # rebuild docs/results.* from finished runs
+
+Writes docs/results.md, docs/results.json and docs/fsp-fast-optimisation.png (matplotlib).
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+class Runner:
+    def __init__(self, kdtool, data, work, threads, dry):
+        self.k, self.data, self.work, self.threads, self.dry = kdtool, data, work, threads, dry
+        os.makedirs(work, exist_ok=True)
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    def call(self, args, capture=True):
+        started = time.time()
+        r = subprocess.run([self.k] + args, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit("kdtool %s failed (exit %d):\n%s" % (" ".join(args), r.returncode, r.stderr[-3000:]))
+        return r.stdout, time.time() - started
+
+    def init(self, name, arch, seed, extra=()):
+        out = self.path(name + ".init.kdb")
+        if not os.path.exists(out):
+            self.call(["init", "--arch", arch, "--classes", "10", "--input", "1x28x28", "--seed", str(seed), "-o", out] + list(extra))
+        return out
+
+    def train(self, name, args, out_name=None):
+        """Runs `kdtool ARGS -o OUT` unless OUT exists; returns OUT's provenance metrics."""
+        out = self.path((out_name or name) + ".kdb")
+        if not os.path.exists(out):
+            print("  running %s" % name, flush=True)
+            self.call(args + ["--data", self.data, "--threads", str(self.threads), "--eval-split", "eval", "--quiet", "-o", out])
+        return self.metrics(out)
+
+    def metrics(self, bundle):
+        doc = json.loads(self.call(["inspect", bundle, "--json"])[0])
+        return doc["provenance"]["metrics"]
+
+    def evaluate(self, bundles):
+        return json.loads(self.call(["eval"] + bundles + ["--data", self.data, "--json", "--threads", str(self.threads)])[0])
+
+    def curve(self, bundle):
+        """Eval accuracy per epoch from the metrics log next to a bundle (both stages)."""
+        path = bundle[:-4] + ".metrics.jsonl"
+        return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def stats(xs):
+    n = len(xs)
+    mean = sum(xs) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def paired(a, b):
+    """Mean of b − a and its 95 % t interval."""
+    d = [y - x for x, y in zip(a, b)]
+    mean, std = stats(d)
+    half = T95.get(len(d) - 1, 1.96) * std / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return mean, mean - half, mean + half
+
+
+def pct(x):
+    return "%.2f" % (100 * x)
+
+
+def row(label, accs, seconds, ips, base=None):
+    mean, std = stats(accs)
+    cells = [label, "%s ± %s" % (pct(mean), pct(std)), str(len(accs))]
+    if base is not None:
+        d, lo, hi = paired(base, accs)
+        cells.append("%+.2f [%+.2f, %+.2f]" % (100 * d, 100 * lo, 100 * hi))
+    else:
+        cells.append("—")
+    cells += ["%.0f" % (sum(seconds) / len(seconds)), "{:,.0f}".format(sum(ips) / len(ips))]
+    return cells
+
+
+def acc(m):
+    return m["eval_accuracy"]
+
+
+# --- the sections ------------------------------------------------------------------------------
+
+def kd_section(r, seeds, res):
+    """Hinton KD: resnet20 teacher; mlp 800,800 and lenet5 ×0.25 students alone vs distilled at T ∈ {1, 4, 20}."""
+    t = r.train("kd-teacher", ["train", r.init("kd-teacher", "resnet20", 100), "--epochs", "6"])
+    teacher = r.path("kd-teacher.kdb")
+    rows = [["teacher resnet20 (seed 100)", "%s" % pct(acc(t)), "1", "—", "%.0f" % t["seconds"], "{:,.0f}".format(t["images_per_second"])]]
+    out = {"teacher": {"arch": "resnet20", "eval_accuracy": acc(t), "seconds": t["seconds"]}, "arms": {}}
+    for student, arch, extra, epochs in [("mlp800", "mlp", ["--hidden", "800,800"], 20), ("lenet5x0.25", "lenet5", ["--width", "0.25"], 10)]:
+        arms = {}
+        for s in seeds:
+            init = r.init("kd-%s-s%d" % (student, s), arch, s, extra)
+            base = ["--epochs", str(epochs), "--augment", "none", "--seed", str(s)]
+            arms.setdefault("alone", []).append(r.train("kd-%s-alone-s%d" % (student, s), ["train", init] + base))
+            temps = [1, 4, 20] if student == "mlp800" else [4]
+            for T in temps:
+                arms.setdefault("T=%d" % T, []).append(
+                    r.train("kd-%s-T%d-s%d" % (student, T, s), ["distill", teacher, init, "-T", str(T), "--alpha", "0.9"] + base))
+        alone = [acc(m) for m in arms["alone"]]
+        for name, ms in arms.items():
+            rows.append(row("%s %s" % (student, name if name == "alone" else "distilled " + name), [acc(m) for m in ms],
+                            [m["seconds"] for m in ms], [m["images_per_second"] for m in ms], None if name == "alone" else alone))
+            out["arms"]["%s %s" % (student, name)] = [acc(m) for m in ms]
+    res["kd"] = {"rows": rows, "data": out}
+
+
+def fitnets_section(r, seeds, res):
+    """FitNets: fitnet-thin student alone vs Hinton KD only vs hints (stage 1) + FitNets KD (stage 2)."""
+    r.train("kd-teacher", ["train", r.init("kd-teacher", "resnet20", 100), "--epochs", "6"])
+    teacher = r.path("kd-teacher.kdb")
+    arms = {}
+    for s in seeds:
+        init = r.init("fn-s%d" % s, "fitnet-thin", s)
+        base = ["--epochs", "5", "--augment", "none", "--seed", str(s)]
+        arms.setdefault("alone", []).append(r.train("fn-alone-s%d" % s, ["train", init] + base))
+        arms.setdefault("KD only (T=4)", []).append(r.train("fn-kd-s%d" % s, ["distill", teacher, init] + base))
+        arms.setdefault("hints + FitNets KD", []).append(
+            r.train("fn-hints-s%d" % s, ["distill", teacher, init, "--method", "fitnets", "--stage1-epochs", "3"] + base))
+    alone = [acc(m) for m in arms["alone"]]
+    rows = [row("fitnet-thin " + k, [acc(m) for m in ms], [m["seconds"] for m in ms], [m["images_per_second"] for m in ms],
+                None if k == "alone" else alone) for k, ms in arms.items()]
+    res["fitnets"] = {"rows": rows, "data": {k: [acc(m) for m in ms] for k, ms in arms.items()}}
+
+
+def fsp_section(r, seeds, res, plot):
+    """FSP: resnet26 → resnet8 alone vs FSP; fast optimisation; --shuffle-fsp ensemble."""
+    epochs = 6
+    t = r.train("fsp-teacher", ["train", r.init("fsp-teacher", "resnet26", 200), "--epochs", str(epochs), "--augment", "none"])
+    teacher = r.path("fsp-teacher.kdb")
+    rows = [["teacher resnet26 (seed 200), %d epochs" % epochs, pct(acc(t)), "1", "—", "%.0f" % t["seconds"],
+             "{:,.0f}".format(t["images_per_second"])]]
+    arms = {}
+    for s in seeds:
+        init = r.init("fsp-r8-s%d" % s, "resnet8", s)
+        base = ["--epochs", str(epochs), "--augment", "none", "--seed", str(s)]
+        arms.setdefault("alone", []).append(r.train("fsp-r8-alone-s%d" % s, ["train", init] + base))
+        arms.setdefault("FSP", []).append(
+            r.train("fsp-r8-fsp-s%d" % s, ["distill", teacher, init, "--method", "fsp", "--stage1-epochs", "3"] + base))
+    alone = [acc(m) for m in arms["alone"]]
+    for k, ms in arms.items():
+        rows.append(row("resnet8 " + k, [acc(m) for m in ms], [m["seconds"] for m in ms], [m["images_per_second"] for m in ms],
+                        None if k == "alone" else alone))
+    # Fast optimisation: the teacher's architecture, random init, FSP stage 1, then 1/3 of the teacher's epochs.
+    fast_init = r.init("fsp-fast", "resnet26", 201)
+    fast = r.train("fsp-fast", ["distill", teacher, fast_init, "--method", "fsp", "--stage1-epochs", "2", "--epochs",
+                                str(epochs // 3), "--augment", "none", "--seed", "201"])
+    scratch = r.train("fsp-scratch-third", ["train", fast_init, "--epochs", str(epochs // 3), "--augment", "none", "--seed", "201"])
+    fast_total = sum(e["seconds"] for e in r.curve(r.path("fsp-fast.kdb")))
+    rows.append(["resnet26, FSP stage 1 (2 ep.) + %d epochs" % (epochs // 3), pct(acc(fast)), "1",
+                 "%+.2f vs teacher" % (100 * (acc(fast) - acc(t))), "%.0f" % fast_total, "{:,.0f}".format(fast["images_per_second"])])
+    rows.append(["resnet26 from scratch, %d epochs" % (epochs // 3), pct(acc(scratch)), "1",
+                 "%+.2f vs teacher" % (100 * (acc(scratch) - acc(t))), "%.0f" % scratch["seconds"],
+                 "{:,.0f}".format(scratch["images_per_second"])])
+    # Ensembles: three FSP students from one teacher, unshuffled (seeds) vs --shuffle-fsp 1, 2, 3 (same init).
+    init = r.init("fsp-r8-s0", "resnet8", 0)
+    shuffled = []
+    for k in (1, 2, 3):
+        r.train("fsp-r8-shuffle%d" % k, ["distill", teacher, init, "--method", "fsp", "--stage1-epochs", "3", "--shuffle-fsp",
+                                          str(k), "--epochs", str(epochs), "--augment", "none", "--seed", "0"])
+        shuffled.append(r.path("fsp-r8-shuffle%d.kdb" % k))
+    ens_shuffled = r.evaluate(shuffled)
+    plain = [r.path("fsp-r8-fsp-s%d.kdb" % s) for s in seeds[:3]]
+    ens_plain = r.evaluate(plain) if len(plain) > 1 else None
+    rows.append(["ensemble of 3 --shuffle-fsp students", pct(ens_shuffled["ensemble"]["accuracy"]), "3",
+                 "%+.2f vs mean member" % (100 * (ens_shuffled["ensemble"]["accuracy"] - ens_shuffled["mean_member_accuracy"])), "—", "—"])
+    if ens_plain:
+        rows.append(["ensemble of 3 FSP students (seeds, unshuffled)", pct(ens_plain["ensemble"]["accuracy"]), str(len(plain)),
+                     "%+.2f vs mean member" % (100 * (ens_plain["ensemble"]["accuracy"] - ens_plain["mean_member_accuracy"])), "—", "—"])
+    curves = {"teacher (from scratch)": r.curve(teacher), "FSP-initialised (stage 1 + 1/3 epochs)": r.curve(r.path("fsp-fast.kdb"))}
+    if plot:
+        plot_curves(curves, os.path.join(ROOT, "docs", "fsp-fast-optimisation.png"))
+    res["fsp"] = {"rows": rows, "data": {k: [acc(m) for m in ms] for k, ms in arms.items()},
+                  "teacher": acc(t), "fast": acc(fast), "scratch_third": acc(scratch),
+                  "ensemble_shuffled": ens_shuffled, "ensemble_plain": ens_plain,
+                  "curves": {k: [(e.get("stage"), e.get("epoch"), e.get("eval_accuracy"), e.get("seconds")) for e in v]
+                             for k, v in curves.items()}}
+
+
+def plot_curves(curves, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  (matplotlib not installed: no plot)")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, epochs in curves.items():
+        xs, ts, ys, clock = [], [], [], 0.0
+        for i, e in enumerate(epochs):
+            clock += e["seconds"]
+            if e.get("eval_accuracy") is None:
+                continue
+            xs.append(i + 1)
+            ts.append(clock)
+            ys.append(100 * e["eval_accuracy"])
+        axes[0].plot(xs, ys, marker="o", label=name)
+        axes[1].plot(ts, ys, marker="o", label=name)
+    axes[0].set_xlabel("epoch (stage 1 epochs count, without an eval point)")
+    axes[1].set_xlabel("wall-clock seconds, stage 1 included")
+    for ax in axes:
+        ax.set_ylabel("eval accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("FSP fast optimisation: resnet26 on the MNIST split (kdtool)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print("  wrote %s" % path)
+
+
+def dml_section(r, seeds, res):
+    """DML: K = 2, 3, 4 mlp 800,800 peers vs each trained alone (same init and data order); DML_e at K = 4."""
+    epochs = 20
+    out, rows = {}, []
+    alone = {}
+    for s in seeds:
+        for k in range(4):
+            seed = 1000 * k + s
+            init = r.init("dml-p%d-s%d" % (k, s), "mlp", seed, ["--hidden", "800,800"])
+            alone[(s, k)] = acc(r.train("dml-alone-p%d-s%d" % (k, s), ["train", init, "--epochs", str(epochs), "--augment", "none",
+                                                                     "--seed", str(s)]))
+    for K, ens in [(2, False), (3, False), (4, False), (4, True)]:
+        peers, base, secs, ips = [], [], [], []
+        for s in seeds:
+            name = "dml%s-K%d-s%d" % ("e" if ens else "", K, s)
+            folder = r.path(name)
+            inits = [r.path("dml-p%d-s%d.init.kdb" % (k, s)) for k in range(K)]
+            if not os.path.exists(os.path.join(folder, "peer%d.kdb" % K)):
+                print("  running %s" % name, flush=True)
+                r.call(["distill"] + inits + ["--method", "dml", "--epochs", str(epochs), "--augment", "none", "--seed", str(s),
+                                              "--data", r.data, "--threads", str(r.threads), "--eval-split", "eval", "--quiet", "-o", folder]
+                       + (["--dml-ensemble"] if ens else []))
+            ms = [r.metrics(os.path.join(folder, "peer%d.kdb" % (k + 1))) for k in range(K)]
+            peers.append(sum(acc(m) for m in ms) / K)
+            base.append(sum(alone[(s, k)] for k in range(K)) / K)
+            secs.append(ms[0]["seconds"])
+            ips.append(8000 * epochs / ms[0]["seconds"])
+        label = "DML_e" if ens else "DML"
+        if not ens:
+            rows.append(row("K = %d, each peer trained alone (mean over peers)" % K, base, [float("nan")], [float("nan")]))
+        rows.append(row("K = %d, %s (mean over peers)" % (K, label), peers, secs, ips, base))
+        out["%s K=%d" % (label, K)] = {"peers": peers, "alone": base}
+    res["dml"] = {"rows": rows, "data": out}
+
+
+# --- the report --------------------------------------------------------------------------------
+
+HEAD = ["arm", "eval accuracy % (mean ± std)", "seeds", "paired difference vs baseline, points [95 % CI]", "wall s / run",
+        "images/s"]
+
+
+def table(rows):
+    lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+TITLES = {"kd": "Hinton knowledge distillation (METHODS.md §1)", "fitnets": "FitNets (§2)", "fsp": "FSP (§3)",
+          "dml": "Deep Mutual Learning (§4)", "kc": "Knowledge Concentration (§5)", "specialists": "Specialists (§1)"}
+
+
+def write_report(res, args):
+    md = ["# Reproduction table (measured)", "",
+          "Produced by `python3 Benchmarks/reproduce.py%s` on this machine (2 cores, %d threads), MNIST split of "
+          "`../shared/data/mnist` (train 0..7999, eval 8000..9999; 2,000 eval images, 1 error = 0.05 points). "
+          "Paired arms share the student's initialisation and data order; the eval split is only reported, never used to select. "
+          "Unless stated, runs use no augmentation (so teacher outputs are computed once per run and cached) and the `train` "
+          "defaults (SGD momentum 0.9, lr 0.05 cosine, weight decay 5e-4, batch 128). Std is the sample std over seeds."
+          % ((" --only " + args.only) if args.only else "", args.threads), ""]
+    for key in ["kd", "fitnets", "fsp", "dml", "kc", "specialists"]:
+        if key in res:
+            md += ["## " + TITLES[key], "", table(res[key]["rows"]), ""]
+            if res[key].get("notes"):
+                md += res[key]["notes"] + [""]
+            if key == "fsp":
+                md += ["![FSP fast optimisation](fsp-fast-optimisation.png)", ""]
+    with open(os.path.join(ROOT, "docs", "results.md"), "w") as fh:
+        fh.write("\n".join(md) + "\n")
+    with open(os.path.join(ROOT, "docs", "results.json"), "w") as fh:
+        json.dump(res, fh, indent=1, default=str)
+    print("wrote docs/results.md and docs/results.json")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kdtool", default=os.path.join(ROOT, ".build", "release", "kdtool"))
+    p.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
+    p.add_argument("--work", default=os.path.join(ROOT, ".build", "reproduce"))
+    p.add_argument("--seeds", type=int, default=5, help="seeds for the cheap sections (kd, dml, kc)")
+    p.add_argument("--conv-seeds", type=int, default=3, help="seeds for the convolutional sections (fitnets, fsp)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", default="", help="comma-separated: kd,fitnets,fsp,dml,kc,specialists")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    only = set(args.only.split(",")) if args.only else {"kd", "fitnets", "fsp", "dml", "kc", "specialists"}
+    r = Runner(args.kdtool, args.data, args.work, args.threads, args.report_only)
+    results_path = os.path.join(args.work, "results.json")
+    res = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    seeds, conv = list(range(args.seeds)), list(range(args.conv_seeds))
+    sections = [("kd", lambda: kd_section(r, seeds, res)), ("dml", lambda: dml_section(r, seeds, res)),
+                ("fitnets", lambda: fitnets_section(r, conv, res)), ("fsp", lambda: fsp_section(r, conv, res, True))]
+    for key, fn in sections:
+        if key in only:
+            print("%s:" % key, flush=True)
+            fn()
+            with open(results_path, "w") as fh:
+                json.dump(res, fh, default=str)
+    write_report(res, args)
+
+
+if __name__ == "__main__":
+    main()
