@@ -149,7 +149,7 @@ def fitnets_section(r, seeds, res):
 
 def fsp_section(r, seeds, res, plot):
     """FSP: resnet26 → resnet8 alone vs FSP; fast optimisation; --shuffle-fsp ensemble."""
-    epochs = 6
+    epochs = 4
     t = r.train("fsp-teacher", ["train", r.init("fsp-teacher", "resnet26", 200), "--epochs", str(epochs), "--augment", "none"])
     teacher = r.path("fsp-teacher.kdb")
     rows = [["teacher resnet26 (seed 200), %d epochs" % epochs, pct(acc(t)), "1", "—", "%.0f" % t["seconds"],
@@ -160,7 +160,7 @@ def fsp_section(r, seeds, res, plot):
         base = ["--epochs", str(epochs), "--augment", "none", "--seed", str(s)]
         arms.setdefault("alone", []).append(r.train("fsp-r8-alone-s%d" % s, ["train", init] + base))
         arms.setdefault("FSP", []).append(
-            r.train("fsp-r8-fsp-s%d" % s, ["distill", teacher, init, "--method", "fsp", "--stage1-epochs", "3"] + base))
+            r.train("fsp-r8-fsp-s%d" % s, ["distill", teacher, init, "--method", "fsp", "--stage1-epochs", "2"] + base))
     alone = [acc(m) for m in arms["alone"]]
     for k, ms in arms.items():
         rows.append(row("resnet8 " + k, [acc(m) for m in ms], [m["seconds"] for m in ms], [m["images_per_second"] for m in ms],
@@ -180,7 +180,7 @@ def fsp_section(r, seeds, res, plot):
     init = r.init("fsp-r8-s0", "resnet8", 0)
     shuffled = []
     for k in (1, 2, 3):
-        r.train("fsp-r8-shuffle%d" % k, ["distill", teacher, init, "--method", "fsp", "--stage1-epochs", "3", "--shuffle-fsp",
+        r.train("fsp-r8-shuffle%d" % k, ["distill", teacher, init, "--method", "fsp", "--stage1-epochs", "2", "--shuffle-fsp",
                                           str(k), "--epochs", str(epochs), "--augment", "none", "--seed", "0"])
         shuffled.append(r.path("fsp-r8-shuffle%d.kdb" % k))
     ens_shuffled = r.evaluate(shuffled)
@@ -268,14 +268,110 @@ def dml_section(r, seeds, res):
     res["dml"] = {"rows": rows, "data": out}
 
 
+VERTICALS = {"verticals": [{"name": "round", "labels": ["0", "3", "6", "8"]}, {"name": "straight", "labels": ["1", "4", "7", "9"]},
+                           {"name": "curly", "labels": ["2", "5"]}]}
+
+
+def kc_section(r, seeds, res):
+    """KC: one sigmoid lenet5 specialist per vertical → one mlp 256 student; heads, self-paced γ; AP per vertical."""
+    vfile = r.path("verticals.json")
+    with open(vfile, "w") as fh:
+        json.dump(VERTICALS, fh)
+    teachers = []
+    spec_ap = {}
+    for i, v in enumerate(VERTICALS["verticals"]):
+        name = "kc-teacher-%s" % v["name"]
+        init = r.path(name + ".init.kdb")
+        if not os.path.exists(init):
+            r.call(["init", "--arch", "lenet5", "--classes", str(len(v["labels"])), "--labels", ",".join(v["labels"]), "--input", "1x28x28",
+                    "--seed", str(300 + i), "-o", init])
+        r.train(name, ["train", init, "--loss", "sigmoid", "--classes", ",".join(v["labels"]), "--epochs", "10"])
+        teachers.append(r.path(name + ".kdb"))
+        ev = json.loads(r.call(["eval", teachers[-1], "--data", r.data, "--verticals", vfile, "--json"])[0])
+        spec_ap[v["name"]] = ev["verticals"][0]["ap"]
+    arms = {}
+    configs = [("generalist alone (softmax, same mlp)", None), ("KC, fc head", ["--head", "fc"]),
+               ("KC, fc-sc head", ["--head", "fc-sc"]), ("KC, sc-sc head", ["--head", "sc-sc"]),
+               ("KC, fc-sc-shared head", ["--head", "fc-sc-shared"]),
+               ("KC, fc-sc head + self-paced (vertical)", ["--head", "fc-sc", "--self-paced", "vertical"]),
+               ("KC, fc-sc head + self-paced (class)", ["--head", "fc-sc", "--self-paced", "class"])]
+    for s in seeds:
+        init = r.init("kc-student-s%d" % s, "mlp", s, ["--hidden", "256"])
+        base = ["--epochs", "10", "--augment", "none", "--seed", str(s)]
+        for k, (label, extra) in enumerate(configs):
+            name = "kc-arm%d-s%d" % (k, s)
+            if extra is None:
+                m = r.train(name, ["train", init] + base)
+            else:
+                m = r.train(name, ["distill"] + teachers + [init, "--method", "kc", "--verticals", vfile, "--top-k", "2"] + extra + base)
+            ev = json.loads(r.call(["eval", r.path(name + ".kdb"), "--data", r.data, "--verticals", vfile, "--json"])[0])
+            info = json.loads(r.call(["inspect", r.path(name + ".kdb"), "--json"])[0])
+            params = info["graph"]["totals"]["params"]
+            arms.setdefault(label, []).append({"map": ev["map"], "aps": {v["name"]: v["ap"] for v in ev["verticals"]}, "acc": acc(m),
+                                               "seconds": m["seconds"], "ips": m["images_per_second"], "params": params})
+    base_map = [a["map"] for a in arms[configs[0][0]]]
+    rows = [["specialist teachers (lenet5, sigmoid), each on its vertical", "—", "1", "—",
+             " / ".join("%s %s" % (k, pct(v)) for k, v in spec_ap.items()), "—", "—"]]
+    for label, runs in arms.items():
+        maps = [a["map"] for a in runs]
+        mean, std = stats(maps)
+        d, lo, hi = paired(base_map, maps) if label != configs[0][0] else (None, None, None)
+        per_v = " / ".join("%s %s" % (v, pct(stats([a["aps"][v] for a in runs])[0])) for v in spec_ap)
+        rows.append([label, "%s ± %s" % (pct(mean), pct(std)), str(len(maps)),
+                     "—" if d is None else "%+.2f [%+.2f, %+.2f]" % (100 * d, 100 * lo, 100 * hi), per_v,
+                     "%s ± %s" % (pct(stats([a["acc"] for a in runs])[0]), pct(stats([a["acc"] for a in runs])[1])),
+                     str(runs[0]["params"])])
+    res["kc"] = {"rows": rows, "head": ["arm", "mAP % (mean ± std)", "seeds", "paired mAP difference vs generalist alone [95 % CI]",
+                                        "AP per vertical % (mean)", "top-1 accuracy %", "parameters"],
+                 "data": {k: v for k, v in arms.items()}, "specialist_ap": spec_ap,
+                 "notes": ["Verticals (fixed, written to the work folder): " + "; ".join(
+                     "%s = {%s}" % (v["name"], ",".join(v["labels"])) for v in VERTICALS["verticals"]) +
+                           ". AP of a vertical: over the eval images of its classes, the mean over its classes of the average precision of "
+                           "that class's score (`kdtool eval --verticals`); mAP: mean over verticals. Top-K = 2, head width 64 per vertical."]}
+
+
+def specialists_section(r, seeds, res):
+    """Hinton's specialists from the mlp800 generalists of the KD section, combined by the KL objective."""
+    vfile = r.path("verticals.json")
+    with open(vfile, "w") as fh:
+        json.dump(VERTICALS, fh)
+    rows, out = [], []
+    for s in seeds:
+        g = r.path("kd-mlp800-alone-s%d.kdb" % s)
+        if not os.path.exists(g):
+            r.train("kd-mlp800-alone-s%d" % s, ["train", r.init("kd-mlp800-s%d" % s, "mlp", s, ["--hidden", "800,800"]), "--epochs", "20",
+                                                "--augment", "none", "--seed", str(s)])
+        folder = r.path("specialists-s%d" % s)
+        if not os.path.exists(os.path.join(folder, "specialist3.kdb")):
+            print("  running specialists-s%d" % s, flush=True)
+            r.call(["distill", g, "--method", "specialist", "--verticals", vfile, "--epochs", "3", "--augment", "none", "--seed", str(s),
+                    "--data", r.data, "--threads", str(r.threads), "--quiet", "-o", folder])
+        out.append(json.loads(r.call(["eval", g, "--data", r.data, "--specialists", folder, "--json"])[0]))
+    gen = [o["generalist_accuracy"] for o in out]
+    comb = [o["combined_accuracy"] for o in out]
+    rows.append(row("generalist mlp800 alone", gen, [float("nan")], [float("nan")]))
+    rows.append(row("generalist + specialists (KL combination)", comb, [float("nan")], [float("nan")], gen))
+    for cover in (0, 1):
+        g_acc = [next((b["generalist_accuracy"] for b in o["by_covering_specialists"] if b["covering"] == cover), float("nan")) for o in out]
+        c_acc = [next((b["combined_accuracy"] for b in o["by_covering_specialists"] if b["covering"] == cover), float("nan")) for o in out]
+        n = [next((b["images"] for b in o["by_covering_specialists"] if b["covering"] == cover), 0) for o in out]
+        rows.append(["images with %d specialist(s) covering the true class (mean %d images)" % (cover, sum(n) / len(n)),
+                     "generalist %s → combined %s" % (pct(stats(g_acc)[0]), pct(stats(c_acc)[0])), str(len(out)), "—", "—", "—"])
+    res["specialists"] = {"rows": rows, "data": out,
+                          "notes": ["Specialists: 3 epochs each from the generalist, half of each specialist's data from its vertical; "
+                                    "the dustbin logit is then raised by log(oversampling factor). With 10 classes this demonstrates "
+                                    "the mechanism, not a benchmark (METHODS.md §1)."]}
+
+
 # --- the report --------------------------------------------------------------------------------
 
 HEAD = ["arm", "eval accuracy % (mean ± std)", "seeds", "paired difference vs baseline, points [95 % CI]", "wall s / run",
         "images/s"]
 
 
-def table(rows):
-    lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+def table(rows, head=None):
+    head = head or HEAD
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -294,7 +390,7 @@ def write_report(res, args):
           % ((" --only " + args.only) if args.only else "", args.threads), ""]
     for key in ["kd", "fitnets", "fsp", "dml", "kc", "specialists"]:
         if key in res:
-            md += ["## " + TITLES[key], "", table(res[key]["rows"]), ""]
+            md += ["## " + TITLES[key], "", table(res[key]["rows"], res[key].get("head")), ""]
             if res[key].get("notes"):
                 md += res[key]["notes"] + [""]
             if key == "fsp":
@@ -322,8 +418,11 @@ def main():
     results_path = os.path.join(args.work, "results.json")
     res = json.load(open(results_path)) if os.path.exists(results_path) else {}
     seeds, conv = list(range(args.seeds)), list(range(args.conv_seeds))
-    sections = [("kd", lambda: kd_section(r, seeds, res)), ("dml", lambda: dml_section(r, seeds, res)),
-                ("fitnets", lambda: fitnets_section(r, conv, res)), ("fsp", lambda: fsp_section(r, conv, res, True))]
+    sections = [("kd", lambda: kd_section(r, seeds, res)), ("kc", lambda: kc_section(r, seeds, res)),
+                ("specialists", lambda: specialists_section(r, seeds, res)), ("fsp", lambda: fsp_section(r, conv, res, True)),
+                ("fitnets", lambda: fitnets_section(r, conv, res)), ("dml", lambda: dml_section(r, conv, res))]
+    if args.report_only:
+        sections = []
     for key, fn in sections:
         if key in only:
             print("%s:" % key, flush=True)
