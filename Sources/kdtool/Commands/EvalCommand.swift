@@ -69,7 +69,7 @@ struct EvalCommand: ParsableCommand {
         var set = try reportingErrors { try data.load(split, shape: prep.shape, prep: prep) }
         if let specialists { return try runSpecialists(generalist: model, folder: specialists, set: set, prep: prep) }
         if let verticals { return try runVerticals(model: model, file: verticals, set: set, prep: prep) }
-        if let subset = classes.map({ $0.split(separator: ",").map { String($0).trimmingCharacters() } })
+        if let subset = classes.map({ $0.split(separator: ",").map { String($0).trimmingSpaces } })
             ?? specialistClasses(modelClasses, set)
         {
             set = try reportingErrors { try set.restricted(to: subset) }

@@ -40,7 +40,7 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         let (model, bundle) = try loadModel(self.model)
-        let subset = classes.map { $0.split(separator: ",").map { String($0).trimmingCharacters() } }
+        let subset = classes.map { $0.split(separator: ",").map { String($0).trimmingSpaces } }
         if let subset, subset.count != model.classCount {
             warn("kdtool: error: --classes names \(subset.count) classes but \(self.model) has \(model.classCount) outputs")
             throw ExitCode.failure
@@ -71,14 +71,5 @@ func checkCompatible(_ model: Model, _ d: Dataset) throws {
     let k = model.classCount
     if let bad = d.labels.first(where: { $0 >= k }) {
         throw NNError("the data \(d.source) has label \(bad) but the model has \(k) outputs")
-    }
-}
-
-extension String {
-    func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
     }
 }
