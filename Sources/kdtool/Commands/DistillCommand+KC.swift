@@ -14,10 +14,7 @@ extension KC.SelfPaced: ExpressibleByArgument {}
 extension DistillCommand {
     /// Knowledge Concentration: one sigmoid specialist teacher per vertical → one student for all classes.
     func runKC() throws {
-        let loaded = try bundles.map { path -> (String, Model, String) in
-            let (m, b) = try loadModel(path)
-            return (path, m, try withBundleErrors { try b.contentDigest() })
-        }
+        let loaded = try loadBundles()
         let teachers = Array(loaded.dropLast())
         let (studentPath, student, studentDigest) = loaded.last!
         let studentClasses = student.labels?.classes ?? (0..<student.classCount).map(String.init)

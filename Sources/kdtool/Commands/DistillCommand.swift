@@ -123,10 +123,7 @@ struct DistillCommand: ParsableCommand {
         if method == .fsp { return try runFSP() }
         if method == .kc { return try runKC() }
         if method == .specialist { return try runSpecialists() }
-        let loaded = try bundles.map { path -> (String, Model, String) in
-            let (m, b) = try loadModel(path)
-            return (path, m, try withBundleErrors { try b.contentDigest() })
-        }
+        let loaded = try loadBundles()
         let teachers = loaded.dropLast()
         let (studentPath, student, studentDigest) = loaded.last!
         try reportingErrors {
@@ -156,6 +153,14 @@ struct DistillCommand: ParsableCommand {
 }
 
 extension DistillCommand {
+    /// Every positional bundle: its path, model and content digest (for provenance).
+    func loadBundles() throws -> [(String, Model, String)] {
+        try bundles.map { path in
+            let (m, b) = try loadModel(path)
+            return (path, m, try withBundleErrors { try b.contentDigest() })
+        }
+    }
+
     /// FitNets: stage 1 (hints) writes OUT.stage1.kdb; stage 2 distils into OUT. A resumed run that
     /// finds the stage-1 bundle goes straight to stage 2.
     func runFitNets() throws {
@@ -262,10 +267,7 @@ extension DistillCommand {
             throw ValidationError("--keep best is not available with --method dml yet; every peer is written after the last epoch")
         }
         Interruption.install()
-        let loaded = try bundles.map { path -> (String, Model, String) in
-            let (m, b) = try loadModel(path)
-            return (path, m, try withBundleErrors { try b.contentDigest() })
-        }
+        let loaded = try loadBundles()
         try reportingErrors {
             try Compatibility.check(teachers: loaded.dropFirst().map { ($0.0, $0.1) }, student: (loaded[0].0, loaded[0].1))
         }
