@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "KDNN", targets: ["KDNN"]),
         .library(name: "KDData", targets: ["KDData"]),
         .library(name: "KDInference", targets: ["KDInference"]),
+        .library(name: "KDQuant", targets: ["KDQuant"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
@@ -36,12 +37,13 @@ let package = Package(
         .target(name: "KDData", dependencies: ["KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
         .target(name: "KDInference", dependencies: ["KDNN", "KDData"]),
         .target(name: "KDDistill", dependencies: ["KDNN", "KDData"]),
+        .target(name: "KDQuant", dependencies: ["KDNN"]),
         // libjpeg reports errors by longjmp, which Swift cannot catch: a few lines of C do.
         .target(name: "CImageSupport", dependencies: ["CImage"]),
         .executableTarget(
             name: "kdtool",
             dependencies: [
-                "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill",
+                "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill", "KDQuant",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -51,6 +53,7 @@ let package = Package(
         .testTarget(name: "KDDataTests", dependencies: ["KDData"]),
         .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib"]),
         .testTarget(name: "KDDistillTests", dependencies: ["KDDistill"], resources: [.copy("Golden")]),
+        .testTarget(name: "KDQuantTests", dependencies: ["KDQuant"], resources: [.copy("Golden")]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.
         .testTarget(name: "KDToolTests", dependencies: ["kdtool"]),

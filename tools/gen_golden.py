@@ -6,7 +6,8 @@ METHODS.md for the losses) in float64; gradients come from central finite differ
 L = sum(y * dy) in float64, so they do not share a derivation with the Swift backward rules.
 Written once and committed:
 
-    tools/gen_golden.py            # -> Tests/KDTensorTests/Golden/ops.json
+    tools/gen_golden.py            # -> Tests/KDTensorTests/Golden/ops.json, KDDistillTests/Golden/losses.json,
+                                   #    KDQuantTests/Golden/quant.json
 """
 import json
 import os
@@ -218,6 +219,7 @@ def main():
     with open(out, "w") as fh:
         json.dump({"generator": "tools/gen_golden.py", "cases": cases}, fh, separators=(",", ":"))
     print("wrote %d cases to %s (%d bytes)" % (len(cases), out, os.path.getsize(out)))
+    write_quant()
 
 
 def hinton(z, teachers, labels, t, alpha):
@@ -398,6 +400,50 @@ def fsp_loss(student, teacher):
 def rnd_fixed(t, c):
     """The second pair's teacher matrix is square (c×c): reuse the drawn values, reshaped."""
     return np.resize(t, (t.shape[0], c, c))
+
+
+def quant_int8(w, per_channel):
+    """Symmetric int8 (METHODS.md, Quantize-check): s = max|w| / 127 per tensor or per row, q = round-half-even(w / s)."""
+    m = np.abs(w).reshape(w.shape[0], -1).max(axis=1) if per_channel else np.array([np.abs(w).max()])
+    s = np.where(m > 0, m / 127, 1.0).astype(np.float32)
+    sb = s.reshape((-1,) + (1,) * (w.ndim - 1)) if per_channel else s[0]
+    q = np.clip(np.round(w.astype(np.float32) / sb), -127, 127).astype(np.int8)
+    return q, s, (q.astype(np.float32) * sb)
+
+
+def sqnr_db(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(10 * np.log10(np.sum(x * x) / np.sum((x - y) ** 2)))
+
+
+def write_quant():
+    """int8 per tensor / per channel, u8 activations and fp16 on a signal with one outlier channel."""
+    g = np.random.default_rng(77)
+    w = g.standard_normal((6, 3, 2, 2)).astype(np.float32)
+    w[4] *= 40  # the outlier output channel: per-tensor quantization flattens the others
+    cases = {}
+    for name, pc in [("per_tensor", False), ("per_channel", True)]:
+        q, s, dq = quant_int8(w, pc)
+        cases[name] = {"q": [int(v) for v in q.ravel()], "scale": [float(v) for v in s], "dequantized": enc64(dq),
+                       "sqnr_db": sqnr_db(w, dq)}
+    x = (g.standard_normal(200) * 3 + 1).astype(np.float32)
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = np.float32((hi - lo) / 255)
+    zp = int(np.clip(np.round(-lo / scale), 0, 255))
+    qa = np.clip(np.round(x / scale) + zp, 0, 255)
+    act = {"x": enc64(x), "scale": float(scale), "zero_point": zp, "q": [int(v) for v in qa],
+           "dequantized": enc64(scale * (qa - zp)), "sqnr_db": sqnr_db(x, scale * (qa - zp))}
+    h = w.astype(np.float16).astype(np.float32)
+    signal = np.sin(np.arange(64) / 5.0).astype(np.float32)
+    out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDQuantTests", "Golden", "quant.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump({"generator": "tools/gen_golden.py", "weights": enc64(w), "int8": cases, "activation": act,
+                   "fp16": {"dequantized": enc64(h), "sqnr_db": sqnr_db(w, h)},
+                   "sine": {"x": enc64(signal), "noisy": enc64(signal + np.float32(0.01) * np.cos(np.arange(64))),
+                            "sqnr_db": sqnr_db(signal, signal + np.float32(0.01) * np.cos(np.arange(64)))}},
+                  fh, separators=(",", ":"))
+    print("wrote the quantization cases to %s" % out)
 
 
 if __name__ == "__main__":

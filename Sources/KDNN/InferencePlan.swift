@@ -93,7 +93,10 @@ public final class InferencePlan: @unchecked Sendable {
             throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
         }
         let tape = Tape(recording: false)
-        var values: [String: Var] = [model.graph.inputs[0].name: tape.leaf(x)]
+        let quant = model.activationQuant
+        let input = model.graph.inputs[0].name
+        var values: [String: Var] = [input: tape.leaf(quant[input].map { $0.applied(to: x) } ?? x)]
+        func store(_ name: String, _ y: Tensor) { values[name] = tape.leaf(quant[name].map { $0.applied(to: y) } ?? y) }
         for (name, t) in model.parameters { values[name] = tape.leaf(t) }
         var rng = RandomSource(seed: 0)
         for step in steps {
@@ -101,13 +104,13 @@ public final class InferencePlan: @unchecked Sendable {
             case .conv(let input, let weight, let bias, let window, let groups, let relu, let output):
                 let y = try Conv2d.forward(x: tape.value(values[input]!), weight: weight, bias: bias, window, groups: groups)
                 if relu { Elementwise.reluInPlace(y) }
-                values[output] = tape.leaf(y)
+                store(output, y)
             case .add(let a, let b, let relu, let output):
                 let y = try Elementwise.add(tape.value(values[a]!), tape.value(values[b]!))
                 if relu { Elementwise.reluInPlace(y) }
-                values[output] = tape.leaf(y)
+                store(output, y)
             case .node(let node):
-                values[node.outputs[0]] = try model.apply(node, tape: tape, values: values, training: false, rng: &rng)
+                store(node.outputs[0], tape.value(try model.apply(node, tape: tape, values: values, training: false, rng: &rng)))
             }
         }
         return tape.value(values[model.graph.outputs[0]]!)

@@ -20,12 +20,16 @@ extension Model {
         guard x.rank == expected.count, zip(x.shape.dropFirst(), expected.dropFirst()).allSatisfy({ $0 == $1 }) else {
             throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
         }
-        values[graph.inputs[0].name] = tape.leaf(x)
+        guard activationQuant.isEmpty || !tape.recording else {
+            throw NNError("a bundle with quantized activations runs for inference only; train its fp32 original")
+        }
+        values[graph.inputs[0].name] = tape.leaf(activationQuant[graph.inputs[0].name].map { $0.applied(to: x) } ?? x)
         for (name, t) in parameters { values[name] = tape.leaf(t, requiresGrad: tape.recording && !frozen.contains(name)) }
         for node in order {
-            let out = try Profiler.measure("forward \(node.op.rawValue)") {
+            var out = try Profiler.measure("forward \(node.op.rawValue)") {
                 try apply(node, tape: tape, values: values, training: training, rng: &rng)
             }
+            if let q = activationQuant[node.outputs[0]] { out = tape.leaf(q.applied(to: tape.value(out))) }
             values[node.outputs[0]] = out
         }
         guard let output = values[graph.outputs[0]] else { throw NNError("graph output '\(graph.outputs[0])' was not computed") }

@@ -21,6 +21,10 @@ public final class Model: @unchecked Sendable {
     public var verticals: VerticalMap?
     public var provenance: Provenance?
     public var metadata: [String: Value]
+    /// Simulated activation quantization (`META kdtool.activation_quant`): each named value is
+    /// rounded to u8 with its scale and zero point as soon as it is computed, as a runtime that
+    /// executes the exported QuantizeLinear/DequantizeLinear pairs does.
+    public var activationQuant: [String: ActivationQuant] = [:]
     /// Nodes in execution order.
     public private(set) var order: [Graph.Node]
 
@@ -60,10 +64,14 @@ public final class Model: @unchecked Sendable {
         if case .array(let names)? = meta.removeValue(forKey: Model.frozenKey) {
             for case .string(let n) in names { frozen.insert(n) }
         }
+        let activations = try meta.removeValue(forKey: ActivationQuant.metadataKey).map {
+            try ActivationQuant.decode($0, path: bundle.path)
+        }
         try self.init(
             graph: graph, parameters: params, buffers: buffers, frozen: frozen, labels: try bundle.labels(),
             preprocessing: try bundle.preprocessing(), fspPairs: try bundle.fspPairs(), hints: try bundle.hints(),
             verticals: try bundle.verticalMap(), provenance: try bundle.provenance(), metadata: meta)
+        activationQuant = activations ?? [:]
     }
 
     static let frozenKey = "kdtool.frozen"
@@ -113,6 +121,7 @@ public final class Model: @unchecked Sendable {
         c.provenance = provenance
         var meta = metadata
         if !frozen.isEmpty { meta[Model.frozenKey] = .array(frozen.sorted().map { .string($0) }) }
+        if !activationQuant.isEmpty { meta[ActivationQuant.metadataKey] = ActivationQuant.encode(activationQuant) }
         c.metadata = meta.isEmpty ? nil : Metadata(meta)
         c.deflate = ["GRPH", "TDIR"]
         return c
@@ -120,10 +129,12 @@ public final class Model: @unchecked Sendable {
 
     /// A deep copy (independent tensors).
     public func copy() throws -> Model {
-        try Model(
+        let m = try Model(
             graph: graph, parameters: parameters.mapValues { $0.copy() }, buffers: buffers.mapValues { $0.copy() }, frozen: frozen,
             labels: labels, preprocessing: preprocessing, fspPairs: fspPairs, hints: hints, verticals: verticals,
             provenance: provenance, metadata: metadata)
+        m.activationQuant = activationQuant
+        return m
     }
 }
 

@@ -53,7 +53,7 @@ struct InferCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Search folders recursively.")
     var recursive = true
 
-    @Flag(help: "Require a quantized bundle (int8 weights with QNTP parameters, dequantized per layer).")
+    @Flag(help: "Require a quantized bundle from quantize-check -o (int8 weights with QNTP parameters dequantized per layer, or fp16).")
     var quantized = false
 
     @Flag(inversion: .prefixedNo, help: "Override PREP: invert images (for models trained on white-on-black digits).")
@@ -75,7 +75,7 @@ struct InferCommand: ParsableCommand {
 
     func run() throws {
         let (model, bundle) = try loadModel(self.model)
-        if quantized && !bundle.tensors.contains(where: { $0.quant != nil }) {
+        if quantized && !bundle.tensors.contains(where: { $0.quant != nil || $0.dtype == .f16 }) {
             warn("kdtool: error: \(self.model) holds no quantized tensors (--quantized needs a bundle from quantize-check -o)")
             throw ExitCode.failure
         }
