@@ -12,9 +12,11 @@ let package = Package(
         .library(name: "KDData", targets: ["KDData"]),
         .library(name: "KDInference", targets: ["KDInference"]),
         .library(name: "KDQuant", targets: ["KDQuant"]),
+        .library(name: "KDInterop", targets: ["KDInterop"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // System libraries, each through a small module map resolved with pkg-config.
@@ -38,12 +40,16 @@ let package = Package(
         .target(name: "KDInference", dependencies: ["KDNN", "KDData"]),
         .target(name: "KDDistill", dependencies: ["KDNN", "KDData"]),
         .target(name: "KDQuant", dependencies: ["KDNN"]),
+        // Sources/KDInterop/Generated/onnx.pb.swift is generated once by tools/gen-onnx-swift (protoc + protoc-gen-swift).
+        .target(
+            name: "KDInterop",
+            dependencies: ["KDNN", "CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // libjpeg reports errors by longjmp, which Swift cannot catch: a few lines of C do.
         .target(name: "CImageSupport", dependencies: ["CImage"]),
         .executableTarget(
             name: "kdtool",
             dependencies: [
-                "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill", "KDQuant",
+                "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill", "KDQuant", "KDInterop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -54,6 +60,7 @@ let package = Package(
         .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib"]),
         .testTarget(name: "KDDistillTests", dependencies: ["KDDistill"], resources: [.copy("Golden")]),
         .testTarget(name: "KDQuantTests", dependencies: ["KDQuant"], resources: [.copy("Golden")]),
+        .testTarget(name: "KDInteropTests", dependencies: ["KDInterop", "KDQuant", "KDDistill"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.
         .testTarget(name: "KDToolTests", dependencies: ["kdtool"]),

@@ -94,7 +94,7 @@ struct QuantizerTests {
 
     @Test("a quantized bundle stores i8 weights with QNTP, loads back, and runs close to fp32")
     func bundle() throws {
-        var arch = try Architecture(name: "lenet5")
+        let arch = try Architecture(name: "lenet5")
         let model = try arch.build(input: [1, 28, 28], classes: 10, seed: 3)
         let x = Tensor(shape: [4, 1, 28, 28], values: (0..<(4 * 784)).map { Float(($0 * 37) % 101) / 50 - 1 })
         var cal = Calibrator(names: model.quantizableActivations, percentile: false)

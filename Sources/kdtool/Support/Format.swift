@@ -26,6 +26,7 @@ enum Text {
     /// Fixed-point formatting without Foundation.
     static func fixed(_ v: Double, _ digits: Int) -> String {
         guard v.isFinite else { return "\(v)" }
+        if abs(v) >= 1e15 { return number(v) }
         var p = 1.0
         for _ in 0..<digits { p *= 10 }
         let r = (abs(v) * p).rounded()

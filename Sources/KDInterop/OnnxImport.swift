@@ -1,0 +1,649 @@
+import Foundation
+import KDBundle
+import KDNN
+import KDTensor
+import SwiftProtobuf
+
+/// ONNX → model bundle. Nodes whose inputs are all constants are evaluated at import (Constant,
+/// Shape of a known shape, Gather, Unsqueeze, Concat, …); the rest map onto the closed op set
+/// (Spec §7.2). Unsupported nodes are reported all at once.
+///
+///     let model = try OnnxImporter.load(path: "resnet.onnx")
+public enum OnnxImporter {
+    /// What an import did besides the graph (for provenance and messages).
+    public struct Notes: Sendable {
+        /// Nodes folded into constants at import.
+        public var folded = 0
+        /// A trailing Softmax/Sigmoid that became the graph's output kind.
+        public var strippedOutputActivation: String?
+        public var opset = 0
+        public var producer = ""
+    }
+
+    public static func load(path: String) throws -> (Model, Notes) {
+        let bytes = try Files.readAll(path)
+        let proto: Onnx_ModelProto
+        do {
+            proto = try Onnx_ModelProto(serializedBytes: bytes)
+        } catch {
+            throw InteropError(path, "not an ONNX model (protobuf decoding failed: \(error))")
+        }
+        let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        var b = Builder(path: path, directory: dir)
+        return try b.build(proto)
+    }
+
+    /// Batch size standing in a shape value computed at import (`Shape` of an activation).
+    static let batchToken: Int64 = Int64.min + 7
+
+    /// A value known at import time.
+    struct Const {
+        var shape: [Int]
+        var floats: [Float]?
+        var ints: [Int64]?
+        var count: Int { shape.reduce(1, *) }
+        var asInts: [Int64] { ints ?? (floats ?? []).map { Int64($0) } }
+        var asFloats: [Float] { floats ?? (ints ?? []).map { Float($0) } }
+    }
+
+    struct Builder {
+        let path: String
+        let directory: String
+        var consts: [String: Const] = [:]
+        var alias: [String: String] = [:]
+        var nodes: [Graph.Node] = []
+        var params: [String: Tensor] = [:]
+        var buffers: [String: Tensor] = [:]
+        var inputName = ""
+        var inputShape: [Int] = []
+        var unsupported: [String] = []
+        var notes = Notes()
+        var names = Set<String>()
+        var functions: [String: Onnx_FunctionProto] = [:]
+
+        init(path: String, directory: String) {
+            self.path = path
+            self.directory = directory
+        }
+
+        func fail(_ m: String) -> InteropError { InteropError(path, m) }
+
+        mutating func build(_ m: Onnx_ModelProto) throws -> (Model, Notes) {
+            let opset = m.opsetImport.first { $0.domain == "" || $0.domain == "ai.onnx" }?.version ?? 0
+            guard (9...22).contains(opset) else { throw fail("opset \(opset) of the default domain is not supported (9…22)") }
+            notes.opset = Int(opset)
+            notes.producer = [m.producerName, m.producerVersion].filter { !$0.isEmpty }.joined(separator: " ")
+            let g = m.graph
+            for f in m.functions where f.domain == "kdtool" { functions[f.name] = f }
+            for t in g.initializer { consts[t.name] = try tensor(t) }
+            let real = g.input.filter { consts[$0.name] == nil }
+            guard real.count == 1 else {
+                throw fail(
+                    "the graph has \(real.count) non-constant inputs (\(real.map(\.name).joined(separator: ", "))); one image input is supported"
+                )
+            }
+            inputName = real[0].name
+            let dims = real[0].type.tensorType.shape.dim
+            guard real[0].type.tensorType.elemType == 1 else { throw fail("input '\(inputName)' is not float32") }
+            inputShape = dims.enumerated().map { i, d in
+                if i == 0 { return -1 }
+                if case .dimValue(let v)? = d.value { return Int(v) }
+                return 0
+            }
+            guard inputShape.count == 4 || inputShape.count == 2, !inputShape.dropFirst().contains(where: { $0 <= 0 }) else {
+                throw fail(
+                    "input '\(inputName)' must be N×C×H×W (or N×F) with fixed sizes after the batch, got \(dims.map { d -> String in if case .dimValue(let v)? = d.value { return String(v) } else { return d.dimParam } })"
+                )
+            }
+            names.insert(inputName)
+            for (i, n) in g.node.enumerated() { try convert(n, index: i) }
+            if !unsupported.isEmpty {
+                throw fail("\(unsupported.count) nodes cannot be imported:\n  " + unsupported.joined(separator: "\n  "))
+            }
+            guard g.output.count == 1 else { throw fail("the graph has \(g.output.count) outputs; one is supported") }
+            var output = resolve(g.output[0].name)
+            var kind = Graph.OutputKind.softmax
+            if let meta = m.metadataProps.first(where: { $0.key == "kdtool.output_kind" }), let k = Graph.OutputKind(rawValue: meta.value) {
+                kind = k
+            } else if let last = nodes.last, last.outputs[0] == output, last.op == .softmax || last.op == .sigmoid {
+                kind = last.op == .softmax ? .softmax : .sigmoid
+                notes.strippedOutputActivation = last.op.rawValue
+                output = last.inputs[0]
+                nodes.removeLast()
+            }
+            // Only initializers the graph reads are kept.
+            let used = Set(nodes.flatMap(\.inputs))
+            params = params.filter { used.contains($0.key) }
+            buffers = buffers.filter { used.contains($0.key) }
+            let graph = Graph(inputs: [.init(name: inputName, shape: inputShape)], outputs: [output], outputKind: kind, nodes: nodes)
+            let model: Model
+            do {
+                model = try Model(graph: graph, parameters: params, buffers: buffers)
+                var shapes: [String: [Int]] = [:]
+                for (k, v) in params { shapes[k] = v.shape }
+                for (k, v) in buffers { shapes[k] = v.shape }
+                _ = try graph.stats(tensorShapes: shapes, batch: 1)
+            } catch {
+                throw fail("the imported graph is inconsistent: \(error)")
+            }
+            if let labels = m.metadataProps.first(where: { $0.key == "kdtool.labels" })?.value {
+                model.labels = Labels(labels.split(separator: "\n", omittingEmptySubsequences: false).map(String.init))
+            }
+            return (model, notes)
+        }
+
+        func resolve(_ name: String) -> String {
+            var n = name
+            while let a = alias[n] { n = a }
+            return n
+        }
+
+        // MARK: tensors
+
+        func tensor(_ t: Onnx_TensorProto) throws -> Const {
+            let shape = t.dims.map { Int($0) }
+            guard shape.allSatisfy({ $0 >= 0 }) else { throw fail("tensor '\(t.name)' has negative dims \(t.dims)") }
+            let count = shape.reduce(1, *)
+            var raw: [UInt8]? = t.hasRawData ? [UInt8](t.rawData) : nil
+            if t.dataLocation == .external {
+                raw = try external(t)
+            }
+            func need(_ size: Int) throws -> [UInt8] {
+                guard let r = raw, r.count == count * size else {
+                    throw fail("tensor '\(t.name)' holds \(raw?.count ?? 0) bytes, shape \(shape) needs \(count * size)")
+                }
+                return r
+            }
+            switch t.dataType {
+            case 1:  // FLOAT
+                if raw == nil {
+                    guard t.floatData.count == count else {
+                        throw fail("tensor '\(t.name)' has \(t.floatData.count) floats for shape \(shape)")
+                    }
+                    return Const(shape: shape, floats: t.floatData)
+                }
+                let r = try need(4)
+                return Const(
+                    shape: shape,
+                    floats: r.withUnsafeBytes { p in (0..<count).map { Float(bitPattern: p.loadLE(UInt32.self, at: $0 * 4)) } })
+            case 10, 16:  // FLOAT16, BFLOAT16 (raw, or one value per int32_data entry)
+                let bits: [UInt16] =
+                    raw != nil
+                    ? try need(2).withUnsafeBytes { p in (0..<count).map { p.loadLE(UInt16.self, at: $0 * 2) } }
+                    : t.int32Data.map { UInt16(truncatingIfNeeded: $0) }
+                guard bits.count == count else { throw fail("tensor '\(t.name)' has \(bits.count) values for shape \(shape)") }
+                return Const(
+                    shape: shape,
+                    floats: bits.map { t.dataType == 10 ? TensorConversion.halfToFloat($0) : TensorConversion.bf16ToFloat($0) })
+            case 11:  // DOUBLE
+                if raw == nil { return Const(shape: shape, floats: t.doubleData.map { Float($0) }) }
+                return Const(
+                    shape: shape,
+                    floats: try need(8).withUnsafeBytes { p in
+                        (0..<count).map { Float(Double(bitPattern: p.loadLE(UInt64.self, at: $0 * 8))) }
+                    })
+            case 7:  // INT64
+                if raw == nil { return Const(shape: shape, ints: t.int64Data) }
+                return Const(
+                    shape: shape,
+                    ints: try need(8).withUnsafeBytes { p in (0..<count).map { Int64(bitPattern: p.loadLE(UInt64.self, at: $0 * 8)) } })
+            case 6:  // INT32
+                if raw == nil { return Const(shape: shape, ints: t.int32Data.map { Int64($0) }) }
+                return Const(
+                    shape: shape,
+                    ints: try need(4).withUnsafeBytes { p in (0..<count).map { Int64(Int32(bitPattern: p.loadLE(UInt32.self, at: $0 * 4))) }
+                    })
+            case 3, 2, 9:  // INT8, UINT8, BOOL
+                if raw == nil { return Const(shape: shape, ints: t.int32Data.map { Int64($0) }) }
+                let r = try need(1)
+                return Const(shape: shape, ints: r.map { t.dataType == 3 ? Int64(Int8(bitPattern: $0)) : Int64($0) })
+            default:
+                throw fail("tensor '\(t.name)' has data type \(t.dataType), not supported (float, float16, bfloat16, double, integers)")
+            }
+        }
+
+        /// External data: `location` relative to the model's folder (no absolute paths, no `..`), `offset`, `length`.
+        func external(_ t: Onnx_TensorProto) throws -> [UInt8] {
+            let kv = Dictionary(t.externalData.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+            guard let loc = kv["location"], !loc.isEmpty, !loc.hasPrefix("/"), !loc.split(separator: "/").contains("..") else {
+                throw fail(
+                    "tensor '\(t.name)' has an external data location that is missing or leaves the model's folder: \(kv["location"] ?? "none")"
+                )
+            }
+            let file = try Files.readAll(directory + "/" + loc)
+            let offset = Int(kv["offset"] ?? "0") ?? -1
+            let length = kv["length"].flatMap { Int($0) } ?? (file.count - max(offset, 0))
+            guard offset >= 0, length >= 0, offset <= file.count, length <= file.count - offset else {
+                throw fail("tensor '\(t.name)': external data \(loc) offset \(offset) length \(length) exceeds its \(file.count) bytes")
+            }
+            return Array(file[offset..<(offset + length)])
+        }
+
+        // MARK: nodes
+
+        mutating func convert(_ n: Onnx_NodeProto, index: Int) throws {
+            let ins = n.input.map { $0.isEmpty ? "" : resolve($0) }
+            let label = "\(n.name.isEmpty ? "#\(index)" : n.name) (\(n.opType))"
+            if n.domain == "kdtool", let f = functions[n.opType] {
+                return try kdtoolFunction(n, f, ins, label: label, index: index)
+            }
+            guard n.domain.isEmpty || n.domain == "ai.onnx" else {
+                unsupported.append("\(label): domain '\(n.domain)' is not supported")
+                return
+            }
+            func attr(_ k: String) -> Onnx_AttributeProto? { n.attribute.first { $0.name == k } }
+            func ints(_ k: String, _ d: [Int]) -> [Int] { attr(k).map { $0.ints.map { Int($0) } } ?? d }
+            func int(_ k: String, _ d: Int) -> Int { attr(k).map { Int($0.i) } ?? d }
+            func float(_ k: String, _ d: Float) -> Float { attr(k).map { $0.f } ?? d }
+            let allConst = !ins.isEmpty && ins.allSatisfy { $0.isEmpty || consts[$0] != nil }
+            if n.opType == "Constant" || (allConst && Self.foldable.contains(n.opType)) || n.opType == "Shape" {
+                if let c = try fold(n, ins) {
+                    consts[n.output[0]] = c
+                    notes.folded += 1
+                    return
+                }
+            }
+            if allConst && !["Constant"].contains(n.opType) {
+                unsupported.append("\(label): constant computation of this op is not supported")
+                return
+            }
+            let name = uniqueName(n.name.isEmpty ? "\(n.opType.lowercased())_\(index)" : n.name)
+            let out = n.output.first ?? ""
+            func node(_ op: Graph.Op, _ inputs: [String], _ attrs: [String: Value] = [:]) {
+                nodes.append(Graph.Node(name: name, op: op, inputs: inputs, outputs: [out], attrs: attrs))
+            }
+            func param(_ c: String, _ suffix: String, buffer: Bool = false, transform: ((Const) -> Tensor)? = nil) -> String {
+                let k = consts[c]!
+                let t = transform?(k) ?? Tensor(shape: k.shape, values: k.asFloats)
+                // Initializer names are kept when they look like parameter names; otherwise named after the node.
+                var pname = c.isEmpty || c.contains("::") || c.hasPrefix("onnx") ? "\(name).\(suffix)" : c
+                if (buffer ? params[pname] : buffers[pname]) != nil || nodes.contains(where: { $0.outputs[0] == pname })
+                    || pname == inputName
+                {
+                    pname = "\(name).\(suffix)"
+                }
+                if buffer { buffers[pname] = t } else { params[pname] = t }
+                return pname
+            }
+            func isConst(_ i: Int) -> Bool { i < ins.count && consts[ins[i]] != nil }
+            switch n.opType {
+            case "Identity",
+                "Dropout" where n.opType == "Identity" || nodes.isEmpty || true:
+                if n.opType == "Dropout" {
+                    let ratio = Self.decimal(isConst(1) ? consts[ins[1]]!.asFloats.first ?? 0.5 : float("ratio", 0.5))
+                    node(.dropout, [ins[0]], ["ratio": .float(ratio)])
+                } else {
+                    alias[out] = ins[0]
+                }
+            case "Conv":
+                guard isConst(1), ins.count < 3 || ins[2].isEmpty || isConst(2) else {
+                    return unsupported.append("\(label): weights must be initializers")
+                }
+                guard (attr("auto_pad")?.s).map({ String(decoding: $0, as: UTF8.self) }) ?? "NOTSET" == "NOTSET" else {
+                    return unsupported.append("\(label): auto_pad is not supported (exporters write explicit pads)")
+                }
+                let w = consts[ins[1]]!
+                guard w.shape.count == 4 else { return unsupported.append("\(label): only 2-D convolutions are supported") }
+                var inputs = [ins[0], param(ins[1], "weight")]
+                if ins.count > 2 && !ins[2].isEmpty { inputs.append(param(ins[2], "bias")) }
+                node(
+                    .conv2d, inputs,
+                    [
+                        "stride": .ints(ints("strides", [1, 1]).map(Int64.init)),
+                        "pads": .ints(ints("pads", [0, 0, 0, 0]).map(Int64.init)),
+                        "dilation": .ints(ints("dilations", [1, 1]).map(Int64.init)), "groups": .uint(UInt64(int("group", 1))),
+                    ])
+            case "Gemm":
+                guard isConst(1), int("transA", 0) == 0 else { return unsupported.append("\(label): needs constant B and transA = 0") }
+                let alpha = float("alpha", 1)
+                let beta = float("beta", 1)
+                let transB = int("transB", 0) == 1
+                let wname = param(ins[1], "weight") { k in
+                    let t = transB ? Tensor(shape: k.shape, values: k.asFloats) : Self.transpose(k)
+                    if alpha != 1 { for i in 0..<t.count { t[i] *= alpha } }
+                    return t
+                }
+                var inputs = [ins[0], wname]
+                if ins.count > 2 && !ins[2].isEmpty {
+                    guard isConst(2) else { return unsupported.append("\(label): bias C must be an initializer") }
+                    let outF = params[wname]!.shape[0]
+                    inputs.append(
+                        param(ins[2], "bias") { k in
+                            let v = k.asFloats
+                            return Tensor(shape: [outF], values: (0..<outF).map { beta * v[v.count == 1 ? 0 : $0] })
+                        })
+                }
+                node(.linear, inputs)
+            case "MatMul":
+                guard isConst(1), consts[ins[1]]!.shape.count == 2 else {
+                    return unsupported.append("\(label): only activation × constant matrix is supported")
+                }
+                node(.linear, [ins[0], param(ins[1], "weight") { Self.transpose($0) }])
+            case "BatchNormalization":
+                guard (1...4).allSatisfy(isConst) else { return unsupported.append("\(label): statistics must be initializers") }
+                node(
+                    .batchnorm,
+                    [
+                        ins[0], param(ins[1], "weight"), param(ins[2], "bias"), param(ins[3], "running_mean", buffer: true),
+                        param(ins[4], "running_var", buffer: true),
+                    ],
+                    [
+                        "epsilon": .float(Self.decimal(float("epsilon", 1e-5))),
+                        "momentum": .float(Self.rounded(1 - Self.decimal(float("momentum", 0.9)))),
+                    ])
+            case "Relu": node(.relu, [ins[0]])
+            case "Sigmoid": node(.sigmoid, [ins[0]])
+            case "Softmax":
+                let axis = int("axis", notes.opset >= 13 ? -1 : 1)
+                node(.softmax, [ins[0]], ["axis": .int(Int64(axis == 1 ? -1 : axis))])
+            case "MaxPool", "AveragePool":
+                guard (attr("auto_pad")?.s).map({ String(decoding: $0, as: UTF8.self) }) ?? "NOTSET" == "NOTSET" else {
+                    return unsupported.append("\(label): auto_pad is not supported")
+                }
+                let k = ints("kernel_shape", [])
+                guard k.count == 2 else { return unsupported.append("\(label): only 2-D pooling is supported") }
+                var a: [String: Value] = [
+                    "kernel": .ints(k.map(Int64.init)), "stride": .ints(ints("strides", [1, 1]).map(Int64.init)),
+                    "pads": .ints(ints("pads", [0, 0, 0, 0]).map(Int64.init)), "ceil_mode": .bool(int("ceil_mode", 0) == 1),
+                ]
+                if n.opType == "MaxPool" {
+                    a["dilation"] = .ints(ints("dilations", [1, 1]).map(Int64.init))
+                    node(.maxpool, [ins[0]], a)
+                } else {
+                    a["count_include_pad"] = .bool(int("count_include_pad", 0) == 1)
+                    node(.avgpool, [ins[0]], a)
+                }
+            case "GlobalAveragePool": node(.globalavgpool, [ins[0]])
+            case "Add", "Mul", "Sub", "Sum":
+                try arithmetic(n, ins, name: name, out: out, label: label)
+            case "Concat": node(.concat, ins, ["axis": .int(Int64(int("axis", 1)))])
+            case "Flatten": node(.flatten, [ins[0]], ["axis": .int(Int64(int("axis", 1)))])
+            case "Reshape":
+                guard isConst(1) else { return unsupported.append("\(label): the target shape must be computable at import") }
+                let target = consts[ins[1]]!.asInts.enumerated().map { i, d in d == OnnxImporter.batchToken ? (i == 0 ? 0 : -1) : d }
+                node(.reshape, [ins[0]], ["shape": .ints(target)])
+            case "DequantizeLinear", "QuantizeLinear":
+                // Activation QDQ pairs of a quantized export: the value passes through unchanged.
+                alias[out] = ins[0]
+            default:
+                unsupported.append("\(label): op \(n.opType) is not in kdtool's op set")
+            }
+        }
+
+        /// A node that `export` wrote as a kdtool-domain function: the original op comes back.
+        mutating func kdtoolFunction(_ n: Onnx_NodeProto, _ f: Onnx_FunctionProto, _ ins: [String], label: String, index: Int) throws {
+            var fields: [String: String] = [:]
+            for part in f.docString.split(separator: " ").dropFirst(2) {
+                let kv = part.split(separator: "=", maxSplits: 1)
+                if kv.count == 2 { fields[String(kv[0])] = String(kv[1]) }
+            }
+            func list(_ k: String) -> [Int64] { (fields[k] ?? "").split(separator: ",").compactMap { Int64($0) } }
+            let name = uniqueName(n.name.isEmpty ? "kdtool_\(index)" : n.name)
+            guard ins.dropFirst().allSatisfy({ consts[$0] != nil }) else {
+                return unsupported.append("\(label): weights must be initializers")
+            }
+            var inputs = [ins[0]]
+            for (k, c) in ins.dropFirst().enumerated() {
+                let t = consts[c]!
+                let pname = c.isEmpty || c.contains("::") ? "\(name).p\(k)" : c
+                params[pname] = Tensor(shape: t.shape, values: t.asFloats)
+                inputs.append(pname)
+            }
+            if f.docString.hasPrefix("kdtool split_linear") {
+                nodes.append(
+                    Graph.Node(
+                        name: name, op: .splitLinear, inputs: inputs, outputs: [n.output[0]],
+                        attrs: [
+                            "in_splits": .ints(list("in_splits")), "shared": .uint(UInt64(fields["shared"].flatMap { UInt64($0) } ?? 0)),
+                        ]))
+            } else if f.docString.hasPrefix("kdtool l2norm_scale") {
+                nodes.append(
+                    Graph.Node(
+                        name: name, op: .l2normScale, inputs: inputs, outputs: [n.output[0]],
+                        attrs: ["groups": .ints(list("groups")), "epsilon": .float(fields["epsilon"].flatMap { Double($0) } ?? 1e-6)]))
+            } else {
+                unsupported.append("\(label): unknown kdtool function")
+            }
+        }
+
+        mutating func uniqueName(_ base: String) -> String {
+            var n = base
+            var k = 1
+            while !names.insert(n).inserted {
+                k += 1
+                n = "\(base)_\(k)"
+            }
+            return n
+        }
+
+        /// The Double a float32 attribute was written from (its shortest decimal form: 1e-5, not 9.99999974e-6).
+        static func decimal(_ f: Float) -> Double { Double("\(f)") ?? Double(f) }
+        static func rounded(_ d: Double) -> Double { (d * 1e9).rounded() / 1e9 }
+
+        static func transpose(_ k: Const) -> Tensor {
+            let (r, c) = (k.shape[0], k.shape[1])
+            let v = k.asFloats
+            return Tensor(shape: [c, r], values: (0..<(r * c)).map { i in v[(i % r) * c + i / r] })
+        }
+
+        /// Add/Mul/Sub/Sum: two activations add; an activation with a per-channel (or scalar)
+        /// constant becomes a batch norm with μ = 0 and σ² = 1 − ε (y = γ·x + β exactly).
+        mutating func arithmetic(_ n: Onnx_NodeProto, _ ins: [String], name: String, out: String, label: String) throws {
+            let dynamic = ins.filter { consts[$0] == nil }
+            let constants = ins.filter { consts[$0] != nil }
+            if n.opType == "Sum" || (n.opType == "Add" && constants.isEmpty) {
+                guard constants.isEmpty, dynamic.count >= 1 else { return unsupported.append("\(label): constant operands in Sum") }
+                if dynamic.count == 1 {
+                    alias[out] = dynamic[0]
+                    return
+                }
+                var acc = dynamic[0]
+                for (i, other) in dynamic.dropFirst().enumerated() {
+                    let last = i == dynamic.count - 2
+                    let o = last ? out : "\(name).partial\(i)"
+                    nodes.append(
+                        Graph.Node(name: last ? name : uniqueName("\(name).add\(i)"), op: .add, inputs: [acc, other], outputs: [o]))
+                    acc = o
+                }
+                return
+            }
+            guard dynamic.count == 1, constants.count == 1 else {
+                return unsupported.append("\(label): needs one activation and one constant")
+            }
+            if n.opType == "Sub" && ins[0] != dynamic[0] { return unsupported.append("\(label): constant − activation is not supported") }
+            let c = consts[constants[0]]!
+            let v = c.asFloats
+            // A MatMul followed by a bias Add is a linear layer with a bias.
+            if n.opType == "Add", let li = nodes.lastIndex(where: { $0.outputs[0] == dynamic[0] }), nodes[li].op == .linear,
+                nodes[li].inputs.count == 2,
+                !nodes.contains(where: { $0.inputs.contains(dynamic[0]) })
+            {
+                let w = params[nodes[li].inputs[1]]!
+                guard v.count == w.shape[0] || v.count == 1 else {
+                    return unsupported.append("\(label): bias of \(v.count) values for \(w.shape[0]) outputs")
+                }
+                let bname = nodes[li].name + ".bias"
+                params[bname] = Tensor(shape: [w.shape[0]], values: (0..<w.shape[0]).map { v[v.count == 1 ? 0 : $0] })
+                nodes[li].inputs.append(bname)
+                alias[out] = nodes[li].outputs[0]
+                return
+            }
+            // Per-channel constant: shape [C,1,1], [1,C,1,1], [C] for rank 2, or a scalar.
+            guard let channels = channelCount(of: dynamic[0]) else {
+                return unsupported.append("\(label): cannot tell the channel count of '\(dynamic[0])'")
+            }
+            let squeezed = c.shape.filter { $0 != 1 }
+            guard v.count == 1 || (squeezed == [channels] && (c.shape.count <= 1 || c.shape.last == 1 || c.shape.count == 2)) else {
+                return unsupported.append("\(label): constant of shape \(c.shape) is not per-channel for \(channels) channels")
+            }
+            let per = (0..<channels).map { v[v.count == 1 ? 0 : $0] }
+            let eps: Float = 1e-5
+            let (gamma, beta): ([Float], [Float]) =
+                switch n.opType {
+                case "Mul": (per, [Float](repeating: 0, count: channels))
+                case "Sub": ([Float](repeating: 1, count: channels), per.map { -$0 })
+                default: ([Float](repeating: 1, count: channels), per)
+                }
+            params["\(name).weight"] = Tensor(shape: [channels], values: gamma)
+            params["\(name).bias"] = Tensor(shape: [channels], values: beta)
+            buffers["\(name).running_mean"] = Tensor(zeros: [channels])
+            buffers["\(name).running_var"] = Tensor(shape: [channels], values: [Float](repeating: 1 - eps, count: channels))
+            nodes.append(
+                Graph.Node(
+                    name: name, op: .batchnorm,
+                    inputs: [dynamic[0], "\(name).weight", "\(name).bias", "\(name).running_mean", "\(name).running_var"], outputs: [out],
+                    attrs: ["epsilon": .float(Double(eps)), "momentum": .float(0.1)]))
+        }
+
+        /// Dimension 1 of a value, from static shape inference over what has been built so far.
+        func channelCount(of value: String) -> Int? { shape(of: value).flatMap { $0.count >= 2 ? $0[1] : nil } }
+
+        func shape(of value: String) -> [Int]? {
+            if value == inputName { return [1] + inputShape.dropFirst() }
+            var shapes: [String: [Int]] = [:]
+            for (k, v) in params { shapes[k] = v.shape }
+            for (k, v) in buffers { shapes[k] = v.shape }
+            let g = Graph(inputs: [.init(name: inputName, shape: inputShape)], outputs: [], outputKind: .none, nodes: nodes)
+            guard let stats = try? g.stats(tensorShapes: shapes, batch: 1) else { return nil }
+            return stats.first { $0.node.outputs[0] == value }?.outputShape
+        }
+
+        static let foldable: Set<String> = [
+            "Identity", "Unsqueeze", "Squeeze", "Gather", "Concat", "Cast", "Reshape", "Mul", "Add", "Sub", "Div", "Slice",
+            "ConstantOfShape", "Transpose", "DequantizeLinear", "Flatten", "Neg", "Sqrt", "Reciprocal",
+        ]
+
+        /// Evaluates a node whose inputs are constants (and `Shape` of an activation whose shape is
+        /// known but for the batch). Returns nil when it cannot.
+        func fold(_ n: Onnx_NodeProto, _ ins: [String]) throws -> Const? {
+            func attr(_ k: String) -> Onnx_AttributeProto? { n.attribute.first { $0.name == k } }
+            func c(_ i: Int) -> Const? { i < ins.count && !ins[i].isEmpty ? consts[ins[i]] : nil }
+            func axes() -> [Int]? { (attr("axes")?.ints ?? c(1)?.asInts).map { $0.map { Int($0) } } }
+            switch n.opType {
+            case "Constant":
+                if let t = attr("value") { return try tensor(t.t) }
+                if let f = attr("value_float") { return Const(shape: [], floats: [f.f]) }
+                if let f = attr("value_floats") { return Const(shape: [f.floats.count], floats: f.floats) }
+                if let i = attr("value_int") { return Const(shape: [], ints: [i.i]) }
+                if let i = attr("value_ints") { return Const(shape: [i.ints.count], ints: i.ints) }
+                return nil
+            case "Shape":
+                if let k = c(0) { return Const(shape: [k.shape.count], ints: k.shape.map(Int64.init)) }
+                guard let s = shape(of: ins[0]) else { return nil }
+                return Const(shape: [s.count], ints: s.enumerated().map { $0 == 0 ? OnnxImporter.batchToken : Int64($1) })
+            case "Identity", "Cast":
+                guard var k = c(0) else { return nil }
+                if n.opType == "Cast", let to = attr("to")?.i {
+                    if to == 1 || to == 10 || to == 11 { k = Const(shape: k.shape, floats: k.asFloats) }
+                    if [6, 7].contains(to) { k = Const(shape: k.shape, ints: k.asInts) }
+                }
+                return k
+            case "Unsqueeze":
+                guard var k = c(0), let ax = axes() else { return nil }
+                let rank = k.shape.count + ax.count
+                for a in ax.map({ $0 < 0 ? $0 + rank : $0 }).sorted() { k.shape.insert(1, at: a) }
+                return k
+            case "Squeeze":
+                guard var k = c(0) else { return nil }
+                if let ax = axes() {
+                    for a in ax.map({ $0 < 0 ? $0 + k.shape.count : $0 }).sorted(by: >) { k.shape.remove(at: a) }
+                } else {
+                    k.shape = k.shape.filter { $0 != 1 }
+                }
+                return k
+            case "Flatten":
+                guard var k = c(0) else { return nil }
+                let a = Int(attr("axis")?.i ?? 1)
+                k.shape = [k.shape[..<a].reduce(1, *), k.shape[a...].reduce(1, *)]
+                return k
+            case "Reshape":
+                guard var k = c(0), let s = c(1)?.asInts else { return nil }
+                var shape = s.enumerated().map { i, d in d == 0 ? k.shape[i] : Int(d) }
+                if let f = shape.firstIndex(of: -1) { shape[f] = k.count / max(1, shape.filter { $0 != -1 }.reduce(1, *)) }
+                k.shape = shape
+                return k
+            case "Gather":
+                guard let data = c(0), let idx = c(1), (attr("axis")?.i ?? 0) == 0, data.shape.count == 1 else { return nil }
+                let pick = idx.asInts.map { Int($0 < 0 ? $0 + Int64(data.shape[0]) : $0) }
+                guard pick.allSatisfy({ $0 >= 0 && $0 < data.shape[0] }) else { throw fail("Gather index out of range in '\(n.name)'") }
+                if let i = data.ints { return Const(shape: idx.shape, ints: pick.map { i[$0] }) }
+                return Const(shape: idx.shape, floats: pick.map { data.floats![$0] })
+            case "Concat":
+                let parts = ins.compactMap { consts[$0] }
+                guard parts.count == ins.count, parts.allSatisfy({ $0.shape.count == 1 }) else { return nil }
+                if parts.allSatisfy({ $0.ints != nil }) {
+                    return Const(shape: [parts.reduce(0) { $0 + $1.count }], ints: parts.flatMap(\.asInts))
+                }
+                return Const(shape: [parts.reduce(0) { $0 + $1.count }], floats: parts.flatMap(\.asFloats))
+            case "Slice":
+                guard let data = c(0), data.shape.count == 1, let starts = attr("starts")?.ints ?? c(1)?.asInts,
+                    let ends = attr("ends")?.ints ?? c(2)?.asInts, starts.count == 1
+                else { return nil }
+                let nn = Int64(data.shape[0])
+                func clampIndex(_ v: Int64) -> Int { Int(max(0, min(nn, v < 0 ? v + nn : v))) }
+                let (s, e) = (clampIndex(starts[0]), clampIndex(ends[0]))
+                let r = s < e ? Array(s..<e) : []
+                if let i = data.ints { return Const(shape: [r.count], ints: r.map { i[$0] }) }
+                return Const(shape: [r.count], floats: r.map { data.floats![$0] })
+            case "ConstantOfShape":
+                guard let s = c(0)?.asInts else { return nil }
+                let value = attr("value").flatMap { try? tensor($0.t) }
+                let shape = s.map { Int($0) }
+                let count = shape.reduce(1, *)
+                if let v = value, v.ints != nil { return Const(shape: shape, ints: Array(repeating: v.asInts.first ?? 0, count: count)) }
+                return Const(shape: shape, floats: Array(repeating: value?.asFloats.first ?? 0, count: count))
+            case "Transpose":
+                guard let k = c(0), k.shape.count == 2 else { return nil }
+                let t = OnnxImporter.Builder.transpose(k)
+                return Const(shape: t.shape, floats: (0..<t.count).map { t[$0] })
+            case "Neg", "Sqrt", "Reciprocal":
+                guard let k = c(0) else { return nil }
+                let f: (Float) -> Float = n.opType == "Neg" ? { -$0 } : n.opType == "Sqrt" ? { $0.squareRoot() } : { 1 / $0 }
+                return Const(shape: k.shape, floats: k.asFloats.map(f))
+            case "DequantizeLinear":
+                guard let q = c(0), let s = c(1) else { return nil }
+                let zp = c(2)?.asInts ?? [0]
+                let axis = Int(attr("axis")?.i ?? 1)
+                let sc = s.asFloats
+                let inner = sc.count > 1 ? q.shape[(axis + 1)...].reduce(1, *) : q.count
+                let v = q.asInts.enumerated().map { i, x -> Float in
+                    let ch = sc.count > 1 ? (i / inner) % sc.count : 0
+                    return sc[ch] * Float(x - zp[zp.count > 1 ? ch : 0])
+                }
+                return Const(shape: q.shape, floats: v)
+            case "Mul", "Add", "Sub", "Div":
+                guard let a = c(0), let b = c(1) else { return nil }
+                if a.ints != nil, b.ints != nil {
+                    let (x, y) = (a.asInts, b.asInts)
+                    guard x.count == y.count || x.count == 1 || y.count == 1 else { return nil }
+                    if (x + y).contains(OnnxImporter.batchToken) { return nil }
+                    let n2 = max(x.count, y.count)
+                    let f: (Int64, Int64) -> Int64 =
+                        switch n.opType {
+                        case "Mul": { $0 * $1 }
+                        case "Add": { $0 + $1 }
+                        case "Sub": { $0 - $1 }
+                        default: { $1 == 0 ? 0 : $0 / $1 }
+                        }
+                    return Const(
+                        shape: x.count >= y.count ? a.shape : b.shape,
+                        ints: (0..<n2).map { f(x[x.count == 1 ? 0 : $0], y[y.count == 1 ? 0 : $0]) })
+                }
+                let (x, y) = (a.asFloats, b.asFloats)
+                guard x.count == y.count || x.count == 1 || y.count == 1 else { return nil }
+                let f: (Float, Float) -> Float =
+                    switch n.opType {
+                    case "Mul": { $0 * $1 }
+                    case "Add": { $0 + $1 }
+                    case "Sub": { $0 - $1 }
+                    default: { $0 / $1 }
+                    }
+                return Const(
+                    shape: x.count >= y.count ? a.shape : b.shape,
+                    floats: (0..<max(x.count, y.count)).map { f(x[x.count == 1 ? 0 : $0], y[y.count == 1 ? 0 : $0]) })
+            default:
+                return nil
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+import ArgumentParser
+import KDBundle
+import KDInterop
+import KDNN
+import KDTensor
+
+/// Reports an interchange-file problem as one line with exit code 2.
+func withInteropErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as InteropError {
+        warn("kdtool: error: \(e)")
+        throw Exit.invalidInput
+    }
+}
+
+struct ImportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Import an ONNX model, or a safetensors/npz state dict into a zoo architecture, as a model bundle.",
+        discussion: """
+            The format is read from the file's content, not its extension.
+            ONNX: Conv, Gemm, MatMul(+Add), BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, Add, Sum,
+            Concat, Flatten, Reshape, Dropout, Softmax, Sigmoid and Identity map onto kdtool's op set; nodes computable at
+            import (Constant, Shape, Gather, Unsqueeze, Concat of constants, …) are folded, Mul/Add by per-channel
+            constants become batch norms, external-data tensors are read from the model's folder. Every unsupported node is
+            listed in one error. A trailing Softmax/Sigmoid becomes the bundle's output kind, so `kdtool run` writes logits
+            unless --probabilities is given.
+            safetensors/npz: a PyTorch state_dict loaded into --arch (init options as for `kdtool init`); names are matched
+            exactly, through --map (JSON: {"ours": "theirs", "prefix.": "their.prefix."}), or by torchvision-style ResNet
+            conventions (layer1.0.conv1 ↔ stage1.block1.conv1, downsample.0/1 ↔ shortcut.conv/bn, linear ↔ fc). All
+            mismatches are listed at once.
+
+            Examples:
+              kdtool import teacher.onnx -o teacher.kdb
+              kdtool import resnet20.safetensors --arch resnet20 --classes 10 --input 3x32x32 -o r20.kdb
+              kdtool import weights.npz --arch mlp --hidden 800,800 --classes 10 --input 1x28x28 --map names.json -o mlp.kdb
+            """)
+
+    @Argument(help: "MODEL.onnx, MODEL.safetensors or MODEL.npz.")
+    var source: String
+
+    @Option(help: "Zoo architecture for a state dict (as `kdtool init --arch`).")
+    var arch: String?
+
+    @Option(help: "Name map JSON for a state dict.")
+    var map: String?
+
+    @Option(help: "Class names: a file with one per line, or a comma-separated list.")
+    var labels: String?
+
+    @Option(help: "Input shape C×H×W (required with --arch; checked against an ONNX model's input).")
+    var input: String?
+
+    @Option(help: "Output classes for --arch (default: from --labels).")
+    var classes: Int?
+
+    @Option(help: "Width multiplier for --arch.")
+    var width: Double = 1
+
+    @Option(help: "Hidden sizes for --arch mlp.")
+    var hidden: String = "800,800"
+
+    @Option(help: "Per-channel mean (after scaling to [0, 1]) for the bundle's preprocessing.")
+    var mean: String?
+
+    @Option(help: "Per-channel std for the bundle's preprocessing.")
+    var std: String?
+
+    @Flag(help: "Image files are inverted before use (white-on-black digit models).")
+    var invert = false
+
+    @Option(name: .shortAndLong, help: "Output bundle.")
+    var output: String
+
+    func run() throws {
+        let bytes = try withInteropErrors { try readFileBytes(source) }
+        let isONNX = !(bytes.starts(with: [0x50, 0x4b]) || looksLikeSafetensors(bytes))
+        var names = try labels.map { try labelList($0) }
+        let model: Model
+        var hp: [String: Value] = [:]
+        if isONNX && arch == nil {
+            let (m, notes) = try withInteropErrors { try OnnxImporter.load(path: source) }
+            model = m
+            hp["format"] = .string("onnx")
+            hp["opset"] = .uint(UInt64(notes.opset))
+            hp["folded_nodes"] = .uint(UInt64(notes.folded))
+            if !notes.producer.isEmpty { hp["producer"] = .string(notes.producer) }
+            if let s = notes.strippedOutputActivation { hp["output_activation"] = .string(s) }
+            if let input {
+                let want = try parseShape(input)
+                guard Array(model.inputShape.dropFirst()) == want else {
+                    warn("kdtool: error: \(source): the model's input is \(Array(model.inputShape.dropFirst())), not \(want)")
+                    throw ExitCode.failure
+                }
+            }
+        } else {
+            guard let arch, let input else {
+                warn("kdtool: error: \(source) is a state dict (safetensors/npz): name the architecture with --arch and --input")
+                throw ExitCode(64)
+            }
+            let shape = try parseShape(input)
+            guard let k = classes ?? names?.count else { throw ValidationError("give --classes or --labels with --arch") }
+            var a = try reportingErrors { try Architecture(name: arch) }
+            a.width = width
+            a.hidden = hidden.split(separator: ",").compactMap { Int($0) }
+            model = try reportingErrors { try a.build(input: shape, classes: k, seed: 0) }
+            let dict = try withInteropErrors { try StateDict.read(path: source) }
+            let nameMap = try withInteropErrors { try map.map { try NameMap(json: readFileBytes($0), path: $0) } ?? NameMap() }
+            let unused = try withInteropErrors { try dict.load(into: model, map: nameMap) }
+            if !unused.isEmpty {
+                warn("kdtool: warning: \(unused.count) tensors of \(source) were not used: \(unused.prefix(8).joined(separator: ", "))")
+            }
+            hp["format"] = .string(bytes.starts(with: [0x50, 0x4b]) ? "npz" : "safetensors")
+            hp["arch"] = .string(a.summary)
+            model.metadata["kdtool.arch"] = .string(a.kind.rawValue)
+        }
+        let classCount = model.classCount
+        if names == nil { names = model.labels?.classes }
+        if let n = names, n.count != classCount {
+            warn("kdtool: error: \(n.count) labels for a model with \(classCount) outputs")
+            throw ExitCode.failure
+        }
+        model.labels = Labels(names ?? (0..<classCount).map(String.init))
+        let shape = Array(model.inputShape.dropFirst())
+        if shape.count == 3 {
+            func floats(_ s: String?, _ d: Float) throws -> [Float] {
+                guard let s else { return Array(repeating: d, count: shape[0]) }
+                let v = s.split(separator: ",").compactMap { Float($0) }
+                guard v.count == shape[0] else { throw ValidationError("--mean/--std need \(shape[0]) values") }
+                return v
+            }
+            model.preprocessing = Preprocessing(
+                channels: shape[0], height: shape[1], width: shape[2], scale: 1.0 / 255, mean: try floats(mean, 0), std: try floats(std, 1),
+                invert: invert)
+        }
+        model.provenance = Provenance(method: "import", hyperparameters: hp, data: ["source": .string(source)])
+        let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
+        print(
+            "\(output): imported \(source) (\(hp["format"].map { if case .string(let s) = $0 { s } else { "" } } ?? "")), \(model.graph.nodes.count) nodes, \(Text.grouped(model.parameterCount)) parameters, input \(model.inputShape), \(classCount) outputs"
+        )
+        print("content digest \(result.contentDigest)")
+    }
+
+    func looksLikeSafetensors(_ b: [UInt8]) -> Bool {
+        guard b.count > 9 else { return false }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(b[i]) << (8 * UInt64(i)) }
+        return n > 0 && n < UInt64(b.count) && b[8] == UInt8(ascii: "{")
+    }
+
+    func labelList(_ s: String) throws -> [String] {
+        if let bytes = try? readFileBytes(s) {
+            return String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+        }
+        return s.split(separator: ",").map { String($0).trimmingSpaces }
+    }
+}
+
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Export a model bundle as ONNX, or its weights as safetensors/npz (by the output's extension).",
+        discussion: """
+            ONNX (.onnx): every op kdtool runs, KC heads as kdtool-domain functions (Slice/Gemm/Concat, ReduceL2/Max/Div/Mul
+            bodies) and quantized bundles as DequantizeLinear weights plus QuantizeLinear/DequantizeLinear activation pairs;
+            the graph outputs logits (the output kind is recorded in metadata_props and restored by `kdtool import`).
+            safetensors (.safetensors) / npz (.npz): every tensor as float32, named as in the bundle, or through --map
+            (JSON {"ours": "theirs", "prefix.": "their.prefix."}) for a PyTorch state_dict.
+
+            Examples:
+              kdtool export student.kdb -o student.onnx
+              kdtool export student.kdb -o student.onnx --opset 13 --dynamic-batch
+              kdtool export student.kdb -o student.safetensors --map torch-names.json
+            """)
+
+    @Argument(help: "The model bundle.")
+    var model: String
+
+    @Option(name: .shortAndLong, help: "Output file: .onnx, .safetensors or .npz.")
+    var output: String
+
+    @Option(help: "ONNX opset (13…21).")
+    var opset: Int = 17
+
+    @Flag(help: "A symbolic batch dimension instead of batch 1.")
+    var dynamicBatch = false
+
+    @Option(help: "Name map JSON for safetensors/npz (ours → theirs).")
+    var map: String?
+
+    func run() throws {
+        let (m, bundle) = try loadModel(model)
+        let lower = output.lowercased()
+        if lower.hasSuffix(".safetensors") || lower.hasSuffix(".npz") {
+            let nameMap = try withInteropErrors { try map.map { try NameMap(json: readFileBytes($0), path: $0) } ?? NameMap() }
+            let tensors = m.tensorNames.map { name -> (name: String, shape: [Int], values: [Float]) in
+                let t = (m.parameters[name] ?? m.buffers[name])!
+                return (nameMap.candidates(name).first ?? name, t.shape, Array(UnsafeBufferPointer(start: t.pointer, count: t.count)))
+            }
+            let bytes = lower.hasSuffix(".npz") ? StateDict.encodeNpz(tensors) : StateDict.encodeSafetensors(tensors)
+            try withInteropErrors { try writeFileBytes(bytes, to: output) }
+            print("\(output): \(tensors.count) tensors, \(Text.bytes(bytes.count))")
+            return
+        }
+        guard lower.hasSuffix(".onnx") else {
+            warn("kdtool: error: \(output): the extension must be .onnx, .safetensors or .npz")
+            throw ExitCode(64)
+        }
+        let bytes = try withInteropErrors {
+            try OnnxExporter.export(m, bundle: bundle, options: .init(opset: opset, dynamicBatch: dynamicBatch))
+        }
+        try withInteropErrors { try writeFileBytes(bytes, to: output) }
+        print("\(output): ONNX opset \(opset), \(m.graph.nodes.count) kdtool nodes, \(Text.bytes(bytes.count))")
+    }
+}
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a model's forward pass on an .npy tensor and write the result as .npy.",
+        discussion: """
+            The input is float32 N×C×H×W (or N×F for a flat input), any batch size. By default the graph output (logits) is
+            written; --probabilities applies the output kind (softmax/sigmoid); --output NAME writes any named value of the
+            graph instead (a node output, e.g. stage2.block1.relu2).
+
+            Examples:
+              kdtool run model.kdb --input x.npy -o y.npy
+              kdtool run model.kdb --input x.npy --output pool1 -o features.npy
+            """)
+
+    @Argument(help: "The model bundle.")
+    var model: String
+
+    @Option(help: "Input tensor (.npy, float32).")
+    var input: String
+
+    @Option(help: "Name of the graph value to write (default: the graph output).")
+    var output: String?
+
+    @Flag(help: "Apply the output kind (softmax or sigmoid) to the graph output.")
+    var probabilities = false
+
+    @Option(name: .customShort("o"), help: "Output .npy file.")
+    var out: String
+
+    @Option(help: "Worker threads.")
+    var threads: Int = 2
+
+    func run() throws {
+        Parallel.configure(threads: threads)
+        let (m, _) = try loadModel(model)
+        let a = try withInteropErrors { try Npy.read(path: input) }
+        let want = m.inputShape
+        guard a.dtype == "<f4" else {
+            warn("kdtool: error: \(input): dtype \(a.dtype); the model takes float32 ('<f4')")
+            throw Exit.invalidInput
+        }
+        guard a.shape.count == want.count, Array(a.shape.dropFirst()) == Array(want.dropFirst()) else {
+            warn("kdtool: error: \(input): shape \(a.shape) does not fit the model input \(want) (first dimension is the batch)")
+            throw Exit.invalidInput
+        }
+        let x = Tensor(shape: a.shape, values: a.floats)
+        let y: Tensor
+        if let name = output {
+            var rng = RandomSource(seed: 0)
+            let tape = Tape(recording: false)
+            let f = try reportingErrors { try m.forward(x, training: false, tape: tape, rng: &rng) }
+            guard let v = f.values[name], m.parameters[name] == nil else {
+                let known = m.order.map { $0.outputs[0] }
+                warn(
+                    "kdtool: error: \(model) has no value '\(name)'; node outputs: \(known.prefix(12).joined(separator: ", "))\(known.count > 12 ? ", …" : "")"
+                )
+                throw ExitCode.failure
+            }
+            y = tape.value(v)
+        } else {
+            let plan = try reportingErrors { try InferencePlan(m) }
+            y = try reportingErrors { probabilities ? try plan.probabilities(x) : try plan.run(x) }
+        }
+        try withInteropErrors { try Npy.write(out, shape: y.shape, floats: Array(UnsafeBufferPointer(start: y.pointer, count: y.count))) }
+        print("\(out): \(y.shape) float32 from \(a.shape)")
+    }
+}
