@@ -383,6 +383,45 @@ HEAD = ["arm", "eval accuracy % (mean ± std)", "seeds", "paired difference vs b
         "images/s"]
 
 
+def quant_section(r, seeds, res):
+    """quantize-check on the distilled students (mlp800 T=4 of the kd section; resnet8 FSP students when present):
+    accuracy drop, file size ratio and speed of each scheme against fp32, measured in the same run."""
+    students = [("mlp800 KD T=4 s%d" % s, r.path("kd-mlp800-T4-s%d.kdb" % s)) for s in seeds]
+    students += [("resnet8 FSP s%d" % s, r.path("fsp-r8-fsp-s%d.kdb" % s)) for s in seeds]
+    students = [(n, p) for n, p in students if os.path.exists(p)]
+    rows, data = [], {}
+    for scheme in ["int8-per-channel", "int8", "fp16"]:
+        for family in sorted({n.rsplit(" s", 1)[0] for n, _ in students}):
+            docs = []
+            for name, path in students:
+                if not name.startswith(family + " s"):
+                    continue
+                out = r.path("quant-%s-%s.kdb" % (os.path.basename(path)[:-4], scheme))
+                proc = subprocess.run([r.k, "quantize-check", path, "--data", r.data, "--scheme", scheme, "--json", "--max-drop", "100",
+                                       "--threads", str(r.threads), "-o", out], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    sys.exit("quantize-check failed on %s:\n%s" % (path, proc.stderr[-2000:]))
+                docs.append(json.loads(proc.stdout))
+            if not docs:
+                continue
+            drops = [d["accuracy_drop_points"] for d in docs]
+            mean_drop, std_drop = stats(drops)
+            rows.append(["%s, %s" % (family, scheme), "%s ± %s" % (pct(stats([d["accuracy_fp32"] for d in docs])[0]),
+                                                                 pct(stats([d["accuracy_fp32"] for d in docs])[1])),
+                         "%s" % pct(stats([d["accuracy_quantized"] for d in docs])[0]), "%+.2f ± %.2f" % (mean_drop, std_drop),
+                         "%.2f" % (100 * stats([d["top1_agreement"] for d in docs])[0]),
+                         "%.3f" % stats([d["file_size_ratio"] for d in docs])[0],
+                         "%.2f" % stats([d["images_per_second_quantized"] / d["images_per_second_fp32"] for d in docs])[0],
+                         str(len(docs))])
+            data["%s %s" % (family, scheme)] = docs
+    res["quant"] = {"head": ["student, scheme", "fp32 acc %", "quantized acc %", "drop (points)", "top-1 agreement %",
+                             "file size ratio", "speed vs fp32", "n"], "rows": rows,
+                    "notes": ["Calibration: 512 training images, min/max. Speed: images/s of the quantized bundle over fp32 in "
+                              "the same run (weights are dequantized at load and activations rounded to their u8 grid, so "
+                              "int8 costs the rounding passes rather than saving arithmetic)."],
+                    "data": {k: [{kk: vv for kk, vv in d.items() if kk != "layers"} for d in v] for k, v in data.items()}}
+
+
 def table(rows, head=None):
     head = head or HEAD
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -391,7 +430,8 @@ def table(rows, head=None):
 
 
 TITLES = {"kd": "Hinton knowledge distillation (METHODS.md §1)", "fitnets": "FitNets (§2)", "fsp": "FSP (§3)",
-          "dml": "Deep Mutual Learning (§4)", "kc": "Knowledge Concentration (§5)", "specialists": "Specialists (§1)"}
+          "dml": "Deep Mutual Learning (§4)", "kc": "Knowledge Concentration (§5)", "specialists": "Specialists (§1)",
+          "quant": "Quantize-check on the distilled students"}
 
 
 def write_report(res, args):
@@ -402,7 +442,7 @@ def write_report(res, args):
           "Unless stated, runs use no augmentation (so teacher outputs are computed once per run and cached) and the `train` "
           "defaults (SGD momentum 0.9, lr 0.05 cosine, weight decay 5e-4, batch 128). Std is the sample std over seeds."
           % ((" --only " + args.only) if args.only else "", args.threads), ""]
-    for key in ["kd", "fitnets", "fsp", "dml", "kc", "specialists"]:
+    for key in ["kd", "fitnets", "fsp", "dml", "kc", "specialists", "quant"]:
         if key in res:
             md += ["## " + TITLES[key], "", table(res[key]["rows"], res[key].get("head")), ""]
             if res[key].get("notes"):
@@ -425,17 +465,18 @@ def main():
     p.add_argument("--kc-seeds", type=int, default=3, help="seeds for the kc section (7 arms each)")
     p.add_argument("--conv-seeds", type=int, default=3, help="seeds for the convolutional sections (fitnets, fsp)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--only", default="", help="comma-separated: kd,fitnets,fsp,dml,kc,specialists")
+    p.add_argument("--only", default="", help="comma-separated: kd,fitnets,fsp,dml,kc,specialists,quant")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
-    only = set(args.only.split(",")) if args.only else {"kd", "fitnets", "fsp", "dml", "kc", "specialists"}
+    only = set(args.only.split(",")) if args.only else {"kd", "fitnets", "fsp", "dml", "kc", "specialists", "quant"}
     r = Runner(args.kdtool, args.data, args.work, args.threads, args.report_only)
     results_path = os.path.join(args.work, "results.json")
     res = json.load(open(results_path)) if os.path.exists(results_path) else {}
     seeds, conv = list(range(args.seeds)), list(range(args.conv_seeds))
     sections = [("kd", lambda: kd_section(r, seeds, res)), ("kc", lambda: kc_section(r, list(range(args.kc_seeds)), res)),
                 ("specialists", lambda: specialists_section(r, seeds, res)), ("fsp", lambda: fsp_section(r, conv, res, True)),
-                ("fitnets", lambda: fitnets_section(r, conv, res)), ("dml", lambda: dml_section(r, conv, res))]
+                ("fitnets", lambda: fitnets_section(r, conv, res)), ("dml", lambda: dml_section(r, conv, res)),
+                ("quant", lambda: quant_section(r, seeds, res))]
     if args.report_only:
         sections = []
     for key, fn in sections:
