@@ -36,11 +36,25 @@ public final class TeacherOutputs {
     private var stored: [Int: [[Float]]] = [:]
     public private(set) var computed = 0
     public private(set) var reused = 0
+    /// Examples whose logits came from the on-disk store.
+    public private(set) var loadedFromDisk = 0
+    public private(set) var savedToDisk = false
+    let disk: (store: TeacherLogitStore, key: String, count: Int)?
 
-    public init(teachers: [Model], cacheAcrossEpochs: Bool) throws {
+    /// With `disk` (un-augmented data only), logits are read from the store when a matching file
+    /// exists and written to it once every example of the set has been computed.
+    public init(teachers: [Model], cacheAcrossEpochs: Bool, disk: (store: TeacherLogitStore, key: String, count: Int)? = nil) throws {
         plans = try teachers.map { try InferencePlan($0) }
         cache = cacheAcrossEpochs
         classes = teachers[0].classCount
+        self.disk = cacheAcrossEpochs ? disk : nil
+        if let d = self.disk, let all = d.store.load(key: d.key, count: d.count, teachers: plans.count, classes: classes) {
+            let k = classes
+            let t = plans.count
+            for i in 0..<d.count { stored[i] = (0..<t).map { j in Array(all[(i * t + j) * k..<(i * t + j + 1) * k]) } }
+            loadedFromDisk = d.count
+            savedToDisk = true
+        }
     }
 
     /// Logits of every teacher for `batch`.
@@ -57,6 +71,9 @@ public final class TeacherOutputs {
         if cache {
             for (row, i) in batch.indices.enumerated() {
                 stored[i] = out.map { Array(UnsafeBufferPointer(start: $0.pointer + row * k, count: k)) }
+            }
+            if let d = disk, !savedToDisk, stored.count == d.count, (0..<d.count).allSatisfy({ stored[$0] != nil }) {
+                savedToDisk = d.store.save(key: d.key, logits: (0..<d.count).flatMap { stored[$0]!.flatMap { $0 } })
             }
         }
         return out

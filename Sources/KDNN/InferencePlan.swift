@@ -1,6 +1,10 @@
 import KDBundle
 import KDTensor
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A forward pass prepared for inference on fixed weights: batch norm folded into the convolution
 /// before it (W' = W·γ/σ, b' = (b − μ)·γ/σ + β) and ReLU applied in place on the output of the
 /// convolution or addition that feeds it, so each of those layers costs one pass over the
@@ -19,6 +23,8 @@ public final class InferencePlan: @unchecked Sendable {
 
     public let model: Model
     let steps: [Step]
+    /// The node (and what was fused into it) each step runs, e.g. `conv1+bn1+relu1`.
+    public let stepNames: [String]
 
     public init(_ model: Model) throws {
         self.model = model
@@ -34,6 +40,7 @@ public final class InferencePlan: @unchecked Sendable {
         }
         var skip = Set<String>()
         var steps: [Step] = []
+        var names: [String] = []
         for node in model.order where !skip.contains(node.name) {
             switch node.op {
             case .conv2d:
@@ -64,6 +71,9 @@ public final class InferencePlan: @unchecked Sendable {
                     skip.insert(r.name)
                     out = r.outputs[0]
                 }
+                names.append(
+                    ([node.name] + [soleConsumer(node.outputs[0], .batchnorm)?.name].compactMap { $0 } + (relu ? [out] : [])).joined(
+                        separator: "+"))
                 let window = Window(
                     kernel: [w.shape[2], w.shape[3]], stride: node.ints("stride"), pads: node.ints("pads"), dilation: node.ints("dilation"))
                 steps.append(
@@ -79,15 +89,18 @@ public final class InferencePlan: @unchecked Sendable {
                     out = r.outputs[0]
                 }
                 steps.append(.add(node.inputs[0], node.inputs[1], relu: relu, output: out))
+                names.append(relu ? "\(node.name)+\(out)" : node.name)
             default:
                 steps.append(.node(node))
+                names.append(node.name)
             }
         }
         self.steps = steps
+        self.stepNames = names
     }
 
-    /// Raw outputs (logits) for a batch.
-    public func run(_ x: Tensor) throws -> Tensor {
+    /// Raw outputs (logits) for a batch; `timing`, when given, receives each step's index and seconds.
+    public func run(_ x: Tensor, timing: ((Int, Double) -> Void)? = nil) throws -> Tensor {
         let expected = model.graph.inputs[0].shape
         guard x.rank == expected.count, zip(x.shape.dropFirst(), expected.dropFirst()).allSatisfy({ $0 == $1 }) else {
             throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
@@ -99,7 +112,16 @@ public final class InferencePlan: @unchecked Sendable {
         func store(_ name: String, _ y: Tensor) { values[name] = tape.leaf(quant[name].map { $0.applied(to: y) } ?? y) }
         for (name, t) in model.parameters { values[name] = tape.leaf(t) }
         var rng = RandomSource(seed: 0)
-        for step in steps {
+        for (index, step) in steps.enumerated() {
+            var t0 = timespec()
+            if timing != nil { clock_gettime(CLOCK_MONOTONIC, &t0) }
+            defer {
+                if let timing {
+                    var t1 = timespec()
+                    clock_gettime(CLOCK_MONOTONIC, &t1)
+                    timing(index, Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) * 1e-9)
+                }
+            }
             switch step {
             case .conv(let input, let weight, let bias, let window, let groups, let relu, let output):
                 let y = try Conv2d.forward(x: tape.value(values[input]!), weight: weight, bias: bias, window, groups: groups)

@@ -13,7 +13,8 @@ struct KDTool: ParsableCommand {
         version: "kdtool 0.1.0",
         subcommands: [
             DemoCommand.self, InitCommand.self, TrainCommand.self, DistillCommand.self, VerticalsCommand.self, EvalCommand.self,
-            InferCommand.self, QuantizeCheckCommand.self, ImportCommand.self, ExportCommand.self, RunCommand.self,
+            InferCommand.self, QuantizeCheckCommand.self, ImportCommand.self, ExportCommand.self, RunCommand.self, CompareCommand.self,
+            BenchCommand.self,
             InspectCommand.self,
         ]
     )

@@ -43,6 +43,17 @@ struct DistillCommand: ParsableCommand {
     @Flag(help: "Soft targets only (α = 1), for unlabelled transfer data.")
     var noLabels = false
 
+    @Option(
+        help:
+            "kd: folder for teacher logits kept between runs (un-augmented data only; default $KDTOOL_CACHE, $XDG_CACHE_HOME/kdtool/teachers or ~/.cache/kdtool/teachers)."
+    )
+    var teacherCacheDir: String?
+
+    @Flag(help: "kd: do not read or write the on-disk teacher-logit cache.")
+    var noTeacherCache = false
+
+    var teacherCache: String? { noTeacherCache ? nil : (teacherCacheDir ?? TeacherLogitStore.defaultDirectory()) }
+
     @Option(help: "fitnets: the teacher's hint layer (default: the first of its HINT candidates).")
     var hint: String?
 
@@ -141,13 +152,25 @@ struct DistillCommand: ParsableCommand {
         job.extraHyperparameters = kd.hyperparameters
         job.methodSettings = kd.hyperparameters.merging(["teachers": .array(teachers.map { .string($0.2) })]) { a, _ in a }
         var outputs: TeacherOutputs?
-        try job.execute { trainer, _, augmentation in
-            let t = try TeacherOutputs(teachers: teachers.map(\.1), cacheAcrossEpochs: augmentation.isNone)
+        let prep =
+            student.preprocessing
+            ?? Preprocessing(channels: student.inputShape[1], height: student.inputShape[2], width: student.inputShape[3])
+        try job.execute { trainer, trainSet, augmentation in
+            let disk = teacherCache.map { dir -> (store: TeacherLogitStore, key: String, count: Int) in
+                let n = prep.normalization
+                let key = TeacherLogitStore.key(
+                    teachers: teachers.map(\.2), data: trainSet.digest, count: trainSet.count, classes: student.classCount,
+                    normalization: "\(n.scale) \(n.mean) \(n.std)")
+                return (TeacherLogitStore(directory: dir), key, trainSet.count)
+            }
+            let t = try TeacherOutputs(teachers: teachers.map(\.1), cacheAcrossEpochs: augmentation.isNone, disk: disk)
             outputs = t
             trainer.distill(from: t, kd)
         }
         if let o = outputs, !io.quiet {
-            warn("teacher outputs: \(o.computed) computed, \(o.reused) reused from the cache")
+            warn(
+                "teacher outputs: \(o.computed) computed, \(o.reused) reused from the cache\(o.loadedFromDisk > 0 ? " (\(o.loadedFromDisk) loaded from the on-disk cache)" : o.savedToDisk ? ", saved to the on-disk cache" : "")"
+            )
         }
     }
 }

@@ -1,0 +1,233 @@
+import ArgumentParser
+import KDBundle
+import KDInterop
+import KDNN
+import KDTensor
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time a model's forward pass: per-layer time, latency percentiles and throughput per batch size, peak memory.",
+        discussion: """
+            Inputs are deterministic synthetic images of the model's input shape (speed does not depend on pixel values).
+            Per-layer times come from the fused inference path (a convolution step includes its folded batch norm and
+            ReLU), summed over --runs passes at the largest batch size and sorted, with their share of the total.
+            --compare-onnxruntime exports the model to ONNX, runs ONNX Runtime (the Python venv that tools/setup creates,
+            or KDTOOL_ONNX_PYTHON) on the same inputs, batch sizes and thread count, and prints kdtool's speed over its.
+
+            Examples:
+              kdtool bench student.kdb
+              kdtool bench resnet20.kdb --batch 1,16,64 --threads 2 --compare-onnxruntime
+              kdtool bench student.kdb --json
+            """)
+
+    @Argument(help: "The model bundle.")
+    var model: String
+
+    @Option(help: "Batch sizes, comma-separated.")
+    var batch: String = "1,64"
+
+    @Option(help: "Worker threads.")
+    var threads: Int = 2
+
+    @Option(help: "Timed passes per batch size.")
+    var runs: Int = 30
+
+    @Flag(help: "Also run ONNX Runtime on the exported model and print the ratio.")
+    var compareOnnxruntime = false
+
+    @Flag(help: "Print one JSON document.")
+    var json = false
+
+    func run() throws {
+        Parallel.configure(threads: threads)
+        let sizes = batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: " ")) }
+        guard !sizes.isEmpty, sizes.allSatisfy({ $0 > 0 }), runs > 0 else {
+            throw ValidationError("--batch takes positive integers (e.g. 1,64) and --runs must be positive")
+        }
+        let (m, bundle) = try loadModel(model)
+        let plan = try reportingErrors { try InferencePlan(m) }
+        let shape = Array(m.inputShape.dropFirst())
+        let per = shape.reduce(1, *)
+        func input(_ n: Int) -> Tensor {
+            Tensor(shape: [n] + shape, values: (0..<(n * per)).map { Float(($0 &* 2_654_435_761) % 1000) / 500 - 1 })
+        }
+        var results: [(batch: Int, p50: Double, p99: Double, ips: Double)] = []
+        for n in sizes {
+            let lat = try reportingErrors { try SpeedProbe.latency(plan, input(n), runs: runs) }
+            results.append((n, lat.p50, lat.p99, Double(n) * 1000 / max(lat.p50, 1e-9)))
+        }
+        let big = input(sizes.max()!)
+        var layer = [Double](repeating: 0, count: plan.stepNames.count)
+        for _ in 0..<runs { _ = try reportingErrors { try plan.run(big) { i, s in layer[i] += s } } }
+        let total = layer.reduce(0, +)
+        let layers = layer.enumerated().sorted { $0.element > $1.element }.map { i, s in
+            (name: plan.stepNames[i], ms: 1000 * s / Double(runs), share: total > 0 ? s / total : 0)
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let peakRSS = Int(usage.ru_maxrss) * 1024
+        var ort: [(batch: Int, p50: Double, p99: Double, ips: Double)] = []
+        if compareOnnxruntime {
+            ort = try OnnxRuntimePeer.measure(model: m, bundle: bundle, inputs: sizes.map { input($0) }, threads: threads, runs: runs)
+        }
+        if json {
+            var doc: [(String, JSON)] = [
+                ("model", .string(model)), ("threads", .int(threads)), ("runs", .int(runs)), ("peak_rss_bytes", .int(peakRSS)),
+                (
+                    "batches",
+                    .array(
+                        results.enumerated().map { i, r in
+                            var o: [(String, JSON)] = [
+                                ("batch", .int(r.batch)), ("latency_ms_p50", .number(r.p50)), ("latency_ms_p99", .number(r.p99)),
+                                ("images_per_second", .number(r.ips)),
+                            ]
+                            if i < ort.count {
+                                o += [
+                                    ("onnxruntime_latency_ms_p50", .number(ort[i].p50)),
+                                    ("onnxruntime_images_per_second", .number(ort[i].ips)),
+                                    ("speed_ratio_vs_onnxruntime", .number(r.ips / max(ort[i].ips, 1e-9))),
+                                ]
+                            }
+                            return .object(o)
+                        })
+                ),
+                (
+                    "layers",
+                    .array(
+                        layers.map { .object([("step", .string($0.name)), ("ms", .number($0.ms)), ("share", .number($0.share))]) })
+                ),
+            ]
+            doc.insert(("batch_for_layers", .int(sizes.max()!)), at: 3)
+            print(JSON.object(doc).render())
+            return
+        }
+        print("\(model): \(Text.grouped(m.parameterCount)) parameters, input \(shape), \(threads) threads, \(runs) runs per batch size")
+        print(
+            Text.table(
+                ["batch", "p50 ms", "p99 ms", "images/s"] + (ort.isEmpty ? [] : ["ORT p50 ms", "ORT images/s", "kdtool ÷ ORT"]),
+                results.enumerated().map { i, r in
+                    [String(r.batch), Text.fixed(r.p50, 3), Text.fixed(r.p99, 3), Text.grouped(Int(r.ips))]
+                        + (i < ort.count
+                            ? [
+                                Text.fixed(ort[i].p50, 3), Text.grouped(Int(ort[i].ips)),
+                                Text.fixed(r.ips / max(ort[i].ips, 1e-9), 2) + "×",
+                            ] : [])
+                }, right: Set(0...6)))
+        print("\nPer layer at batch \(sizes.max()!) (fused steps, mean of \(runs) passes)")
+        print(
+            Text.table(
+                ["step", "ms", "share"], layers.map { [$0.name, Text.fixed($0.ms, 3), Text.fixed(100 * $0.share, 1) + "%"] },
+                right: [1, 2]))
+        print("\npeak RSS \(Text.bytes(peakRSS))")
+    }
+}
+
+/// ONNX Runtime on the same model and inputs, through a Python venv (onnxruntime + numpy).
+enum OnnxRuntimePeer {
+    static let script = """
+        import json, sys, time
+        import numpy as np
+        import onnxruntime as ort
+        model, threads, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = threads
+        o.inter_op_num_threads = 1
+        s = ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
+        name = s.get_inputs()[0].name
+        for path in sys.argv[4:]:
+            x = np.load(path)
+            for _ in range(3):
+                s.run(None, {name: x})
+            t = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, {name: x})
+                t.append(1000 * (time.perf_counter() - t0))
+            t.sort()
+            q = lambda f: t[min(len(t) - 1, int(-(-f * (len(t) - 1) // 1)))]
+            print(json.dumps({"batch": int(x.shape[0]), "p50": q(0.5), "p99": q(0.99)}), flush=True)
+        """
+
+    static func python() throws -> String {
+        var candidates: [String] = []
+        if let env = getenv("KDTOOL_ONNX_PYTHON") { candidates.append(String(cString: env)) }
+        candidates.append(".build/venv-onnx/bin/python")
+        for c in candidates where access(c, X_OK) == 0 { return c }
+        warn("kdtool: error: no Python with onnxruntime: run tools/setup (it creates .build/venv-onnx) or set KDTOOL_ONNX_PYTHON")
+        throw ExitCode.failure
+    }
+
+    static func measure(model: Model, bundle: ModelBundle, inputs: [Tensor], threads: Int, runs: Int) throws
+        -> [(batch: Int, p50: Double, p99: Double, ips: Double)]
+    {
+        let py = try python()
+        var template = Array("/tmp/kdtool-bench-XXXXXX".utf8CString)
+        guard let dirPtr = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            warn("kdtool: error: cannot create a temporary folder")
+            throw ExitCode.failure
+        }
+        let dir = String(cString: dirPtr)
+        defer { _ = try? runProcess("/bin/rm", ["-rf", dir]) }
+        let onnx = dir + "/model.onnx"
+        try withInteropErrors {
+            try writeFileBytes(try OnnxExporter.export(model, bundle: bundle, options: .init(dynamicBatch: true)), to: onnx)
+            try writeFileBytes(Array(script.utf8), to: dir + "/bench.py")
+        }
+        var paths: [String] = []
+        for (i, x) in inputs.enumerated() {
+            let p = dir + "/x\(i).npy"
+            try withInteropErrors { try Npy.write(p, shape: x.shape, floats: Array(UnsafeBufferPointer(start: x.pointer, count: x.count))) }
+            paths.append(p)
+        }
+        let (status, out) = try runProcess(py, [dir + "/bench.py", onnx, String(threads), String(runs)] + paths)
+        guard status == 0 else {
+            warn("kdtool: error: ONNX Runtime failed (exit \(status)):\n\(out.suffix(2000))")
+            throw ExitCode.failure
+        }
+        return out.split(separator: "\n").compactMap { line -> (Int, Double, Double, Double)? in
+            guard let doc = try? MiniJSON.parse(Array(line.utf8)) as? [String: Any], let b = doc["batch"] as? Double,
+                let p50 = doc["p50"] as? Double, let p99 = doc["p99"] as? Double
+            else { return nil }
+            return (Int(b), p50, p99, b * 1000 / max(p50, 1e-9))
+        }
+    }
+
+    /// Runs a program, returning its exit status and standard output (standard error goes to ours).
+    static func runProcess(_ path: String, _ args: [String]) throws -> (Int32, String) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ExitCode.failure }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        let argv = ([path] + args).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawnp(&pid, path, &actions, nil, argv, environ)
+        close(fds[1])
+        guard rc == 0 else {
+            close(fds[0])
+            warn("kdtool: error: cannot start \(path): \(String(cString: strerror(rc)))")
+            throw ExitCode.failure
+        }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress!, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        close(fds[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (exit, String(decoding: out, as: UTF8.self))
+    }
+}

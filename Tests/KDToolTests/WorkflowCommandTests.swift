@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+
+@Suite("kdtool compare, bench, teacher cache", .serialized)
+struct WorkflowCommandTests {
+    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+
+    func temp() throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-workflow-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    func json(_ s: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any])
+    }
+
+    @Test("a sweep over T computes the teacher once (on-disk cache) and gives the same bundle as without the cache")
+    func teacherCache() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
+        ])
+        _ = try CLI.run(["train", p("t0.kdb"), "--data", Self.digits, "--epochs", "2", "--augment", "none", "--quiet", "-o", p("t.kdb")])
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "12", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
+        var digests: [String] = []
+        for (i, args) in [["-T", "1"], ["-T", "4"], ["-T", "4", "--no-teacher-cache"]].enumerated() {
+            let r = try CLI.run(
+                [
+                    "distill", p("t.kdb"), p("s.kdb"), "--data", Self.digits, "--epochs", "2", "--augment", "none", "--teacher-cache-dir",
+                    p("cache"), "-o", p("d\(i).kdb"),
+                ]
+                    + args)
+            #expect(r.status == 0, "\(r.err)")
+            if i == 0 { #expect(r.err.contains("saved to the on-disk cache"), "\(r.err)") }
+            if i == 1 { #expect(r.err.contains("0 computed") && r.err.contains("loaded from the on-disk cache"), "\(r.err)") }
+            if i == 2 { #expect(!r.err.contains("on-disk cache") && !r.err.contains(" 0 computed"), "\(r.err)") }
+            digests.append(r.out.split(separator: "\n").last.map(String.init) ?? "")
+        }
+        #expect(digests[1] == digests[2] && digests[1] != digests[0], "cached logits give the bundle computed ones give")
+        // A damaged cache file is ignored and rewritten, never trusted.
+        let files = try FileManager.default.contentsOfDirectory(atPath: p("cache"))
+        #expect(files.count == 1)
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: p("cache/" + files[0])))
+        let again = try CLI.run([
+            "distill", p("t.kdb"), p("s.kdb"), "--data", Self.digits, "--epochs", "1", "--augment", "none", "--teacher-cache-dir",
+            p("cache"), "-o", p("d3.kdb"),
+        ])
+        #expect(again.status == 0 && again.err.contains("saved to the on-disk cache"), "\(again.err)")
+    }
+
+    @Test("compare: reference agrees with itself, students are measured on the same images")
+    func compare() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("a0.kdb"),
+        ])
+        _ = try CLI.run([
+            "train", p("a0.kdb"), "--data", Self.digits, "--epochs", "5", "--batch", "32", "--augment", "none", "--quiet", "-o", p("a.kdb"),
+        ])
+        let r = try CLI.run(["compare", p("a.kdb"), p("a0.kdb"), "--data", Self.digits, "--json", "--latency-runs", "5"])
+        #expect(r.status == 0, "\(r.err)")
+        let models = try #require(try json(r.out)["models"] as? [[String: Any]])
+        #expect(models.count == 2)
+        #expect(models[0]["agreement"] as? Double == 1 && models[0]["kl_from_first"] as? Double == 0)
+        let trained = try #require(models[0]["accuracy"] as? Double)
+        let untrained = try #require(models[1]["accuracy"] as? Double)
+        #expect(trained > 0.8 && untrained < 0.5, "\(trained) vs \(untrained)")
+        #expect((models[1]["kl_from_first"] as? Double ?? 0) > 0.1)
+        for m in models {
+            let ece = try #require(m["ece"] as? Double)
+            #expect(ece >= 0 && ece <= 1)
+            #expect((m["flops"] as? Int ?? 0) == 2 * (64 * 32 + 32 * 10) + 32, "two multiply-adds layers and one ReLU")
+            #expect((m["latency_ms_p50"] as? Double ?? 0) > 0 && (m["images_per_second_batch64"] as? Double ?? 0) > 0)
+        }
+        let text = try CLI.run(["compare", p("a.kdb"), p("a0.kdb"), "--data", Self.digits, "--latency-runs", "5"])
+        #expect(text.status == 0 && text.out.contains("KL(ref‖m)") && text.out.contains("ECE"))
+    }
+
+    @Test("bench: per-layer table sums to the pass, latency per batch size, peak RSS; ONNX Runtime ratio when a venv exists")
+    func bench() throws {
+        let d = try temp()
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run(["init", "--arch", "lenet5", "--width", "0.5", "--classes", "10", "--input", "1x28x28", "-o", p("l.kdb")])
+        let r = try CLI.run(["bench", p("l.kdb"), "--batch", "1,8", "--runs", "5", "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let doc = try json(r.out)
+        let batches = try #require(doc["batches"] as? [[String: Any]])
+        #expect(batches.map { $0["batch"] as? Int } == [1, 8])
+        let layers = try #require(doc["layers"] as? [[String: Any]])
+        #expect(layers.contains { ($0["step"] as? String ?? "").hasPrefix("conv1+") })
+        let shares = layers.compactMap { $0["share"] as? Double }
+        #expect(abs(shares.reduce(0, +) - 1) < 1e-6 && shares == shares.sorted(by: >))
+        #expect((doc["peak_rss_bytes"] as? Int ?? 0) > 1 << 20)
+        if FileManager.default.isExecutableFile(atPath: CLI.root.path + "/.build/venv-onnx/bin/python") {
+            let o = try CLI.run(["bench", p("l.kdb"), "--batch", "1", "--runs", "5", "--compare-onnxruntime", "--json"])
+            #expect(o.status == 0, "\(o.err)")
+            let b = try #require((try json(o.out)["batches"] as? [[String: Any]])?.first)
+            #expect((b["speed_ratio_vs_onnxruntime"] as? Double ?? 0) > 0)
+        }
+    }
+}
