@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // System libraries, each through a small module map resolved with pkg-config.
@@ -51,6 +52,7 @@ let package = Package(
             dependencies: [
                 "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill", "KDQuant", "KDInterop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ]),
 
         .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),

@@ -14,8 +14,28 @@ struct KDTool: ParsableCommand {
         subcommands: [
             DemoCommand.self, InitCommand.self, TrainCommand.self, DistillCommand.self, VerticalsCommand.self, EvalCommand.self,
             InferCommand.self, QuantizeCheckCommand.self, ImportCommand.self, ExportCommand.self, RunCommand.self, CompareCommand.self,
-            BenchCommand.self,
+            BenchCommand.self, RerunCommand.self,
             InspectCommand.self,
         ]
     )
+
+    /// Expands `--config` (possibly into a sweep of runs), then runs each command in turn.
+    static func main() {
+        let runs: [[String]]
+        do {
+            runs = try RunConfig.expand(Array(CommandLine.arguments.dropFirst()))
+        } catch {
+            warn("kdtool: error: \(error)")
+            exit(withError: ExitCode(64))
+        }
+        for args in runs {
+            Invocation.arguments = args
+            do {
+                var command = try parseAsRoot(args)
+                try command.run()
+            } catch {
+                exit(withError: error)
+            }
+        }
+    }
 }

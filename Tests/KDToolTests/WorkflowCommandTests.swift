@@ -102,3 +102,61 @@ struct WorkflowCommandTests {
         }
     }
 }
+
+@Suite("kdtool --config, --seeds, rerun", .serialized)
+struct ConfigCommandTests {
+    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+
+    @Test("a YAML sweep over T × seeds: one teacher computation, summaries, resolved configs; unknown keys named; rerun matches")
+    func sweep() throws {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-config-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
+        ])
+        _ = try CLI.run([
+            "train", p("t0.kdb"), "--data", Self.digits, "--epochs", "3", "--batch", "32", "--augment", "none", "--quiet", "-o", p("t.kdb"),
+        ])
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "12", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
+        let alone = try CLI.run([
+            "train", p("s.kdb"), "--data", Self.digits, "--epochs", "2", "--batch", "32", "--augment", "none", "--eval-split", "eval",
+            "--quiet",
+            "--seeds", "0,1", "-o", p("alone-s{seed}.kdb"),
+        ])
+        #expect(alone.status == 0, "\(alone.err)")
+        let yaml = """
+            bundles: [\(p("t.kdb")), \(p("s.kdb"))]
+            data: \(Self.digits)
+            epochs: 2
+            batch: 32
+            augment: none
+            eval_split: eval
+            teacher_cache_dir: \(p("cache"))
+            seeds: [0, 1]
+            baseline: \(p("alone-s{seed}.kdb"))
+            sweep:
+              temperature: [1, 4]
+            output: \(p("kd-T{temperature}.kdb"))
+            """
+        try yaml.write(toFile: p("sweep.yaml"), atomically: true, encoding: .utf8)
+        let r = try CLI.run(["distill", "--config", p("sweep.yaml"), "--epochs", "1"])
+        #expect(r.status == 0, "\(r.err)")
+        let computed = r.err.split(separator: "\n").filter { $0.contains("teacher outputs:") }
+        #expect(computed.count == 4 && computed.filter { $0.contains("saved to the on-disk cache") }.count == 1, "\(computed)")
+        for t in [1, 4] {
+            let doc = try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: p("kd-T\(t).summary.json")))) as? [String: Any]
+            )
+            #expect((doc["runs"] as? [Any])?.count == 2 && doc["mean_eval_accuracy"] is Double && doc["paired_difference"] is Double)
+            let resolved = try String(contentsOfFile: p("kd-T\(t)-s1.config.yaml"), encoding: .utf8)
+            #expect(resolved.contains("temperature: \(t)") && resolved.contains("seed: 1") && resolved.contains("epochs: 1"), "\(resolved)")
+        }
+        let rerun = try CLI.run(["rerun", p("kd-T4-s1.kdb")])
+        #expect(rerun.status == 0 && rerun.out.contains("rerun matches"), "\(rerun.out)\(rerun.err)")
+        try "bundles: [a.kdb, b.kdb]\ndata: x\ntemprature: 3\nfoo: 1\noutput: y.kdb\n".write(
+            toFile: p("bad.yaml"), atomically: true, encoding: .utf8)
+        let bad = try CLI.run(["distill", "--config", p("bad.yaml")])
+        #expect(bad.status == 64 && bad.err.contains("unknown keys 'foo', 'temprature'"), "\(bad.err)")
+    }
+}

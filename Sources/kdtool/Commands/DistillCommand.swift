@@ -129,6 +129,7 @@ struct DistillCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let seeds = io.seeds { return try SeedSweep.run(seeds: seeds, baseline: io.baseline, output: io.output) }
         if method == .dml { return try runMutual() }
         if method == .fitnets { return try runFitNets() }
         if method == .fsp { return try runFSP() }
@@ -349,6 +350,7 @@ extension DistillCommand {
             }
             var hp = config.hyperparameters.merging(dml.hyperparameters) { _, b in b }
             hp["peers"] = .uint(UInt64(k))
+            if !Invocation.arguments.isEmpty { hp["argv"] = .array(Invocation.arguments.map { .string($0) }) }
             model.provenance = Provenance(
                 method: dmlEnsemble ? "dml-e" : "dml",
                 parents: [.init(role: "init", digest: digest)]

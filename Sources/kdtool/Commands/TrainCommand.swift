@@ -39,6 +39,7 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var io: RunOptions
 
     func run() throws {
+        if let seeds = io.seeds { return try SeedSweep.run(seeds: seeds, baseline: io.baseline, output: io.output) }
         let (model, bundle) = try loadModel(self.model)
         let subset = classes.map { $0.split(separator: ",").map { String($0).trimmingSpaces } }
         if let subset, subset.count != model.classCount {

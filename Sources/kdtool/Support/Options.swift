@@ -133,8 +133,14 @@ struct RunOptions: ParsableArguments {
     @Flag(help: "No progress output.")
     var quiet = false
 
-    @Option(name: .shortAndLong, help: "Output bundle.")
+    @Option(name: .shortAndLong, help: "Output bundle (with --seeds: a pattern, {seed} is replaced; else -s<seed> is added).")
     var output: String
+
+    @Option(help: "Run once per seed (comma-separated, e.g. 0,1,2,3,4) and summarise eval accuracy as mean ± std.")
+    var seeds: String?
+
+    @Option(help: "With --seeds: bundles of baseline runs with the same seeds ({seed} pattern) for a paired difference.")
+    var baseline: String?
 }
 
 enum KeepChoice: String, ExpressibleByArgument, CaseIterable { case last, best }
@@ -161,6 +167,7 @@ enum Companion {
     static func checkpoint(_ output: String) -> String { stem(output) + ".ckpt.kdb" }
     static func metrics(_ output: String) -> String { stem(output) + ".metrics.jsonl" }
     static func best(_ output: String) -> String { stem(output) + ".best.kdb" }
+    static func config(_ output: String) -> String { stem(output) + ".config.yaml" }
 }
 
 /// Loads a model bundle, turning any failure into exit 2 with one line.

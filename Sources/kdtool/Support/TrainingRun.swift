@@ -130,6 +130,11 @@ struct TrainingRun {
             }
         }
         hp["augment"] = .string(aug.isNone ? "none" : "pad\(aug.padCrop)-crop\(aug.horizontalFlip ? "-flip" : "")")
+        if !Invocation.arguments.isEmpty {
+            hp["argv"] = .array(Invocation.arguments.map { .string($0) })
+            hp["cwd"] = .string(currentDirectory())
+        }
+        if let file = Invocation.configFile { hp["config"] = .string(file) }
         model.provenance = Provenance(
             method: method, parents: parents, hyperparameters: hp,
             data: [
@@ -139,6 +144,9 @@ struct TrainingRun {
         model.preprocessing = prep
         beforeWrite?(model)
         let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
+        if Invocation.configFile != nil, metricsFor == nil {
+            writeText(RunConfig.resolved(Invocation.arguments), to: Companion.config(output))
+        }
         var summary =
             trainer.history.last.map { m in "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" } ?? ""
         if case .float(let a)? = metrics["eval_accuracy"], let evalSplit {

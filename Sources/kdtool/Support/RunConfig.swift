@@ -1,0 +1,313 @@
+import ArgumentParser
+import KDBundle
+import Yams
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The arguments of the run being executed (after `--config` expansion), recorded in PROV so
+/// `kdtool rerun` can replay it, and the config file they came from.
+enum Invocation {
+    nonisolated(unsafe) static var arguments: [String] = []
+    nonisolated(unsafe) static var configFile: String?
+}
+
+/// `--config FILE.yaml` for `train` and `distill`: every key is a flag (`eval_split: eval` →
+/// `--eval-split eval`; `true` → a bare flag; lists → comma-separated), `model` (train) or
+/// `bundles` (distill) give the positional bundles, `sweep: {key: [values]}` runs every
+/// combination in sequence (the output needs `{key}` placeholders, else `-key<value>` is added).
+/// Flags on the command line override the file. Unknown keys are an error naming all of them.
+enum RunConfig {
+    static let positional = ["train": "model", "distill": "bundles"]
+
+    struct Failure: Error, CustomStringConvertible { let description: String }
+
+    /// Argument lists to run: the command line itself without `--config`, or one per sweep point.
+    static func expand(_ argv: [String]) throws -> [[String]] {
+        guard let sub = argv.first, let positionalKey = positional[sub],
+            let at = argv.firstIndex(where: { $0 == "--config" || $0.hasPrefix("--config=") })
+        else { return [argv] }
+        let path: String
+        var rest = argv
+        if argv[at].hasPrefix("--config=") {
+            path = String(argv[at].dropFirst(9))
+            rest.remove(at: at)
+        } else {
+            guard at + 1 < argv.count else { throw Failure(description: "--config needs a file") }
+            path = argv[at + 1]
+            rest.removeSubrange(at...(at + 1))
+        }
+        let text: String
+        do {
+            text = String(decoding: try readAll(path), as: UTF8.self)
+        } catch {
+            throw Failure(description: "\(path): \(error)")
+        }
+        let doc: Any?
+        do {
+            doc = try Yams.load(yaml: text)
+        } catch {
+            throw Failure(description: "\(path): not valid YAML: \(error)")
+        }
+        guard let map = doc as? [String: Any] else { throw Failure(description: "\(path): the config must be a mapping of flags") }
+        var sweep: [(String, [String])] = []
+        if let s = map["sweep"] {
+            guard let sm = s as? [String: Any] else { throw Failure(description: "\(path): sweep must map flags to lists of values") }
+            for k in sm.keys.sorted() {
+                guard let values = sm[k] as? [Any], !values.isEmpty else {
+                    throw Failure(description: "\(path): sweep.\(k) must be a non-empty list")
+                }
+                sweep.append((k, values.map(scalar)))
+            }
+        }
+        var points: [[(String, String)]] = [[]]
+        for (k, values) in sweep { points = points.flatMap { p in values.map { p + [(k, $0)] } } }
+        var runs: [[String]] = []
+        for point in points {
+            var m = map
+            m.removeValue(forKey: "sweep")
+            for (k, v) in point { m[k] = v }
+            if !point.isEmpty, let out = m["output"].map(scalar) {
+                var o = out
+                for (k, v) in point {
+                    if o.contains("{\(k)}") {
+                        o = o.replacing("{\(k)}", with: v)
+                    } else {
+                        let dot = o.hasSuffix(".kdb") ? o.count - 4 : o.count
+                        o = String(o.prefix(dot)) + "-\(k)\(v)" + String(o.dropFirst(dot))
+                    }
+                }
+                m["output"] = o
+            }
+            var args = [sub]
+            if let p = m.removeValue(forKey: positionalKey) {
+                args += (p as? [Any])?.map(scalar) ?? [scalar(p)]
+            }
+            for k in m.keys.sorted() {
+                let flag = "--" + k.replacing("_", with: "-")
+                switch m[k] {
+                case let b as Bool: if b { args.append(flag) }
+                case let list as [Any]: args += [flag, list.map(scalar).joined(separator: ",")]
+                case let v?: args += [flag, scalar(v)]
+                default: break
+                }
+            }
+            try checkKeys(args + rest, file: path)
+            runs.append(args + rest.dropFirst())
+        }
+        Invocation.configFile = path
+        return runs
+    }
+
+    static func scalar(_ v: Any) -> String {
+        switch v {
+        case let b as Bool: return b ? "true" : "false"
+        case let i as Int: return String(i)
+        case let d as Double: return d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : "\(d)"
+        default: return "\(v)"
+        }
+    }
+
+    /// Every `--flag` the command does not know, reported at once as config keys.
+    static func checkKeys(_ args: [String], file: String) throws {
+        var probe = args
+        var unknown: [String] = []
+        for _ in 0..<32 {
+            do {
+                _ = try KDTool.parseAsRoot(probe)
+                break
+            } catch {
+                let message = KDTool.message(for: error)
+                guard let r = message.firstRange(of: "Unknown option '--") else { break }
+                let name = String(message[r.upperBound...].prefix { $0 != "'" })
+                unknown.append(name.replacing("-", with: "_"))
+                if let i = probe.firstIndex(of: "--" + name) {
+                    probe.remove(at: i)
+                    if i < probe.count, !probe[i].hasPrefix("-") { probe.remove(at: i) }
+                } else {
+                    break
+                }
+            }
+        }
+        if !unknown.isEmpty {
+            throw Failure(
+                description: "\(file): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))")
+        }
+    }
+
+    static func readAll(_ path: String) throws -> [UInt8] {
+        guard let f = fopen(path, "rb") else { throw Failure(description: String(cString: strerror(errno))) }
+        defer { fclose(f) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&buf, 1, buf.count, f)
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        return out
+    }
+
+    /// The resolved settings of one run (every flag given, from the file or the command line) as YAML.
+    static func resolved(_ args: [String]) -> String {
+        var lines: [String] = []
+        var positionals: [String] = []
+        var i = 1
+        while i < args.count {
+            let a = args[i]
+            if a.hasPrefix("--") || (a.hasPrefix("-") && a.count == 2 && Double(a) == nil) {
+                let raw = a.drop { $0 == "-" }.replacing("-", with: "_")
+                let key = ["o": "output", "T": "temperature"][raw] ?? raw
+                if i + 1 < args.count, !args[i + 1].hasPrefix("--"), !(args[i + 1].hasPrefix("-") && Double(args[i + 1]) == nil) {
+                    lines.append("\(key): \(quote(args[i + 1]))")
+                    i += 2
+                } else {
+                    lines.append("\(key): true")
+                    i += 1
+                }
+            } else {
+                positionals.append(a)
+                i += 1
+            }
+        }
+        let key = positional[args.first ?? ""] ?? "arguments"
+        let head = positionals.isEmpty ? [] : ["\(key): [\(positionals.map(quote).joined(separator: ", "))]"]
+        return (["# resolved by kdtool \(kdtoolVersion): \(args.first ?? "")"] + head + lines).joined(separator: "\n") + "\n"
+    }
+
+    static func quote(_ s: String) -> String {
+        if Double(s) != nil { return s }
+        let plain =
+            !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || "._/-,+".contains($0) }
+            && !["true", "false", "null", "yes", "no", "on", "off"].contains(s.lowercased())
+        return plain ? s : "\"" + s.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\""
+    }
+}
+
+/// Writes a small text file next to an output (temporary file and rename); failures only warn.
+func writeText(_ text: String, to path: String) {
+    let tmp = path + ".tmp-\(getpid())"
+    guard let f = fopen(tmp, "wb") else {
+        warn("kdtool: warning: cannot write \(path): \(String(cString: strerror(errno)))")
+        return
+    }
+    let bytes = Array(text.utf8)
+    let ok = fwrite(bytes, 1, bytes.count, f) == bytes.count
+    fclose(f)
+    if !ok || rename(tmp, path) != 0 {
+        unlink(tmp)
+        warn("kdtool: warning: cannot write \(path)")
+    }
+}
+
+/// `--seeds a,b,c` on train and distill: the same command once per seed, then mean ± std of the
+/// eval accuracy and, with `--baseline`, the paired difference against runs with the same seeds.
+enum SeedSweep {
+    static let t95: [Int: Double] = [1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262]
+
+    static func pattern(_ p: String, seed: Int) -> String {
+        if p.contains("{seed}") { return p.replacing("{seed}", with: String(seed)) }
+        let cut = p.hasSuffix(".kdb") ? p.count - 4 : (p.hasSuffix("/") ? p.count - 1 : p.count)
+        return String(p.prefix(cut)) + "-s\(seed)" + String(p.dropFirst(cut))
+    }
+
+    /// Eval accuracy recorded in a bundle (or the mean over the peer bundles of a DML folder).
+    static func accuracy(_ path: String) -> Double? {
+        func one(_ p: String) -> Double? {
+            guard let b = try? ModelBundle(path: p), let prov = try? b.provenance(), case .float(let a)? = prov.metrics["eval_accuracy"]
+            else { return nil }
+            return a
+        }
+        if let a = one(path) { return a }
+        var values: [Double] = []
+        for k in 1...64 {
+            guard let a = one(path + (path.hasSuffix("/") ? "" : "/") + "peer\(k).kdb") else { break }
+            values.append(a)
+        }
+        return values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+    }
+
+    static func run(seeds: String, baseline: String?, output: String) throws {
+        let list = seeds.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: " ")) }
+        guard !list.isEmpty, list.count == seeds.split(separator: ",").count else {
+            throw ValidationError("--seeds takes comma-separated integers, e.g. 0,1,2,3,4")
+        }
+        var base: [String] = []
+        var i = 0
+        let args = Invocation.arguments
+        let config = Invocation.configFile
+        while i < args.count {
+            if ["--seeds", "--baseline", "--seed", "-o", "--output"].contains(args[i]) {
+                i += 2
+                continue
+            }
+            base.append(args[i])
+            i += 1
+        }
+        var rows: [(seed: Int, path: String, acc: Double?, baseline: Double?)] = []
+        for s in list {
+            let out = pattern(output, seed: s)
+            let runArgs = base + ["--seed", String(s), "-o", out]
+            Invocation.arguments = runArgs
+            Invocation.configFile = config
+            warn("== seed \(s) → \(out)")
+            var command = try KDTool.parseAsRoot(runArgs)
+            try command.run()
+            rows.append((s, out, accuracy(out), baseline.map { pattern($0, seed: s) }.flatMap(accuracy)))
+        }
+        let accs = rows.compactMap(\.acc)
+        func stats(_ xs: [Double]) -> (Double, Double) {
+            let m = xs.reduce(0, +) / Double(max(xs.count, 1))
+            let sd = xs.count > 1 ? (xs.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(xs.count - 1)).squareRoot() : 0
+            return (m, sd)
+        }
+        var doc: [(String, JSON)] = [
+            ("command", .array(base.map { .string($0) })), ("seeds", .array(list.map { .int($0) })),
+            (
+                "runs",
+                .array(
+                    rows.map { r in
+                        .object([
+                            ("seed", .int(r.seed)), ("output", .string(r.path)), ("eval_accuracy", r.acc.map { .number($0) } ?? .null),
+                            ("baseline_eval_accuracy", r.baseline.map { .number($0) } ?? .null),
+                        ])
+                    })
+            ),
+        ]
+        print("\nseeds \(list.map(String.init).joined(separator: ","))")
+        if accs.count == rows.count, !accs.isEmpty {
+            let (m, sd) = stats(accs)
+            doc += [("mean_eval_accuracy", .number(m)), ("std_eval_accuracy", .number(sd))]
+            print("  eval accuracy \(Text.fixed(100 * m, 2)) ± \(Text.fixed(100 * sd, 2)) % over \(accs.count) seeds")
+            let paired = rows.compactMap { r in r.baseline.flatMap { b in r.acc.map { $0 - b } } }
+            if baseline != nil, paired.count == rows.count {
+                let (d, dsd) = stats(paired)
+                let half = (t95[paired.count - 1] ?? 1.96) * dsd / Double(paired.count).squareRoot()
+                doc += [
+                    ("paired_difference", .number(d)), ("paired_ci95_low", .number(d - half)), ("paired_ci95_high", .number(d + half)),
+                ]
+                print(
+                    "  paired difference vs baseline \(Text.fixed(100 * d, 2)) points [\(Text.fixed(100 * (d - half), 2)), \(Text.fixed(100 * (d + half), 2))] (95 % t interval)"
+                )
+            } else if baseline != nil {
+                warn("kdtool: warning: some baseline bundles are missing or have no eval accuracy; no paired difference")
+            }
+        } else {
+            warn("kdtool: warning: some runs have no eval accuracy (add --eval-split eval for the summary)")
+        }
+        let stem = Companion.stem(output.replacing("{seed}", with: "seeds").replacing("/", with: output.hasSuffix("/") ? "" : "/"))
+        let summary = (stem.hasSuffix("/") ? String(stem.dropLast()) : stem) + ".summary.json"
+        writeText(JSON.object(doc).render() + "\n", to: summary)
+        print("  summary \(summary)")
+    }
+}
+
+func currentDirectory() -> String {
+    var buf = [CChar](repeating: 0, count: 4096)
+    guard getcwd(&buf, buf.count) != nil else { return "." }
+    return String(cString: buf)
+}
+
+/// `path` made absolute against the current directory.
+func absolutePath(_ path: String) -> String { path.hasPrefix("/") ? path : currentDirectory() + "/" + path }
