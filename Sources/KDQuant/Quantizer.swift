@@ -162,6 +162,8 @@ public struct QuantizedBundle {
     public var contents: BundleContents
     /// Weight SQNR (dB) by tensor name.
     public var weightSQNR: [String: Double]
+    /// fp16: tensors left in f32 because a value lies outside binary16's range (±65504).
+    public var keptFloat32: [String] = []
 
     public init(model: Model, scheme: QuantScheme, activations: [String: ActivationQuant]) throws {
         let m = try model.copy()
@@ -175,6 +177,10 @@ public struct QuantizedBundle {
             let values = Array(UnsafeBufferPointer(start: w.storage.pointer, count: w.count))
             switch scheme {
             case .fp16:
+                guard values.allSatisfy({ abs($0) <= 65504 }) else {
+                    keptFloat32.append(t.name)
+                    continue
+                }
                 var bytes = [UInt8](repeating: 0, count: values.count * 2)
                 for (j, v) in values.enumerated() {
                     let h = TensorConversion.floatToHalf(v)

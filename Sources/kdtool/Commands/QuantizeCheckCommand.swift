@@ -104,6 +104,11 @@ struct QuantizeCheckCommand: ParsableCommand {
 
         // 2. The quantized bundle, read back through the ordinary loader.
         var q = try reportingErrors { try QuantizedBundle(model: model, scheme: scheme, activations: ranges) }
+        if !q.keptFloat32.isEmpty {
+            warn(
+                "kdtool: warning: \(q.keptFloat32.count) tensors stay f32 (values beyond fp16's ±65504): \(q.keptFloat32.prefix(6).joined(separator: ", "))\(q.keptFloat32.count > 6 ? ", …" : "")"
+            )
+        }
         let encoded = try withBundleErrors { try BundleWriter.encode(q.contents) }
         let quantized = try reportingErrors { try Model(bundle: try ModelBundle(bytes: encoded, name: output ?? "<quantized>")) }
 
@@ -144,7 +149,8 @@ struct QuantizeCheckCommand: ParsableCommand {
         let paramBytesAfter = q.contents.tensors.reduce(0) { $0 + $1.bytes.count }
         let summary = Summary(
             report: report, sizeBefore: bundle.fileSize, sizeAfter: sizeAfter, paramBytesBefore: paramBytesBefore,
-            paramBytesAfter: paramBytesAfter, speedFP32: speedFP32, speedQuantized: speedQuant, calibrated: calibrated)
+            paramBytesAfter: paramBytesAfter, speedFP32: speedFP32, speedQuantized: speedQuant, calibrated: calibrated,
+            keptF32: q.keptFloat32)
         if json { print(document(summary).render()) } else { printText(summary) }
         if report.accuracyDrop > maxDrop {
             warn(
@@ -163,6 +169,7 @@ struct QuantizeCheckCommand: ParsableCommand {
         var speedFP32: Double
         var speedQuantized: Double
         var calibrated: Int
+        var keptF32: [String]
     }
 
     static func firstRows(_ x: Tensor, _ n: Int) -> Tensor {
@@ -190,6 +197,7 @@ struct QuantizeCheckCommand: ParsableCommand {
     }
 
     func document(_ s: Summary) -> JSON {
+        let keptF32 = s.keptF32
         let r = s.report
         func db(_ v: Double?) -> JSON { v.map { $0.isFinite ? .number($0) : .null } ?? .null }
         return .object([
@@ -202,7 +210,7 @@ struct QuantizeCheckCommand: ParsableCommand {
             ("file_bytes_fp32", .int(s.sizeBefore)), ("file_bytes_quantized", .int(s.sizeAfter)),
             ("file_size_ratio", .number(Double(s.sizeAfter) / Double(max(s.sizeBefore, 1)))),
             ("images_per_second_fp32", .number(s.speedFP32)), ("images_per_second_quantized", .number(s.speedQuantized)),
-            ("output", output.map { .string($0) } ?? .null),
+            ("output", output.map { .string($0) } ?? .null), ("kept_f32", .array(keptF32.map { .string($0) })),
             (
                 "layers",
                 .array(
