@@ -14,7 +14,7 @@ struct KDTool: ParsableCommand {
         subcommands: [
             DemoCommand.self, InitCommand.self, TrainCommand.self, DistillCommand.self, VerticalsCommand.self, EvalCommand.self,
             InferCommand.self, QuantizeCheckCommand.self, ImportCommand.self, ExportCommand.self, RunCommand.self, CompareCommand.self,
-            BenchCommand.self, RerunCommand.self,
+            BenchCommand.self, RerunCommand.self, ReportCommand.self,
             InspectCommand.self,
         ]
     )

@@ -160,3 +160,63 @@ struct ConfigCommandTests {
         #expect(bad.status == 64 && bad.err.contains("unknown keys 'foo', 'temprature'"), "\(bad.err)")
     }
 }
+
+@Suite("kdtool report", .serialized)
+struct ReportCommandTests {
+    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    @Test("one self-contained HTML file: runs, curves, confusion, teacher vs student, provenance, SQNR chart")
+    func report() throws {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-report-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
+        ])
+        _ = try CLI.run([
+            "train", p("t0.kdb"), "--data", Self.digits, "--epochs", "3", "--batch", "32", "--augment", "none", "--quiet", "-o", p("t.kdb"),
+        ])
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "12", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
+        try FileManager.default.createDirectory(atPath: p("runs"), withIntermediateDirectories: true)
+        let r = try CLI.run([
+            "distill", p("t.kdb"), p("s.kdb"), "--data", Self.digits, "--epochs", "2", "--augment", "none", "--eval-split", "eval",
+            "--quiet",
+            "--no-teacher-cache", "--seeds", "0,1", "-o", p("runs/kd-s{seed}.kdb"),
+        ])
+        #expect(r.status == 0, "\(r.err)")
+        _ = try CLI.run(["quantize-check", p("runs/kd-s0.kdb"), "--data", Self.digits, "-o", p("runs/kd-s0-int8.kdb"), "--max-drop", "100"])
+        let rep = try CLI.run(["report", p("runs"), "--data", Self.digits, "-o", p("report.html")])
+        #expect(rep.status == 0, "\(rep.err)")
+        let html = try String(contentsOfFile: p("report.html"), encoding: .utf8)
+        for part in [
+            "id=\"runs\"", "id=\"summaries\"", "id=\"loss-chart\"", "id=\"accuracy-chart\"", "id=\"per-class-chart\"", "id=\"confusion\"",
+            "id=\"teacher-student\"", "id=\"provenance\"", "id=\"sqnr-chart-0\"", "kd-s0.kdb", "kd-s1.kdb",
+        ] {
+            #expect(html.contains(part), "missing \(part)")
+        }
+        #expect(
+            !html.contains("http://")
+                || html.components(separatedBy: "http://").dropFirst().allSatisfy { $0.hasPrefix("www.w3.org/2000/svg") })
+        #expect(!html.contains("<script"), "no scripts, nothing fetched")
+        guard let chromium = Self.chromium else { return }
+        // Headless Chromium renders it: the DOM it builds holds the charts, and the page logs no console errors.
+        let proc = Process()
+        proc.executableURL = URL(fileURLWithPath: chromium)
+        proc.arguments = [
+            "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--dump-dom", "file://" + p("report.html"),
+        ]
+        let out = Pipe()
+        let err = Pipe()
+        proc.standardOutput = out
+        proc.standardError = err
+        try proc.run()
+        let dom = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        proc.waitUntilExit()
+        #expect(proc.terminationStatus == 0)
+        #expect(dom.components(separatedBy: "<svg").count - 1 >= 4, "charts in the rendered DOM")
+        #expect(dom.contains("polyline") && dom.contains("class=\"bar\""))
+        #expect(!log.contains("CONSOLE"), "console messages: \(log.split(separator: "\n").filter { $0.contains("CONSOLE") }.prefix(3))")
+    }
+}
