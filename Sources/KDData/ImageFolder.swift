@@ -45,6 +45,15 @@ public enum ImageFolder {
         return names.sorted()
     }
 
+    /// PNG or JPEG by magic bytes.
+    static func isImageFile(_ path: String) -> Bool {
+        guard let f = fopen(path, "rb") else { return false }
+        defer { fclose(f) }
+        var b = [UInt8](repeating: 0, count: 8)
+        let n = fread(&b, 1, 8, f)
+        return (n >= 8 && b == [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]) || (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
+    }
+
     public static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
@@ -57,8 +66,15 @@ public enum ImageFolder {
         classes fixed: [String]? = nil
     ) throws -> Dataset {
         let classes = try fixed ?? entries(dir).filter { isDirectory(dir + "/" + $0) }
-        guard !classes.isEmpty else { throw DataError("\(dir): no class subfolders (expected one folder per class)") }
         var items: [(String, Int)] = []
+        if classes.isEmpty {
+            // No class folders: an unlabelled transfer set (distill --no-labels). Only PNG and JPEG files count.
+            items = try files(in: dir).filter(isImageFile).map { ($0, 0) }
+            guard !items.isEmpty else {
+                throw DataError(
+                    "\(dir): no class subfolders and no PNG/JPEG images (expected one folder per class, or images to distil on)")
+            }
+        }
         for (k, c) in classes.enumerated() where isDirectory(dir + "/" + c) {
             for f in try files(in: dir + "/" + c) { items.append((f, k)) }
         }

@@ -220,3 +220,66 @@ struct ReportCommandTests {
         #expect(!log.contains("CONSOLE"), "console messages: \(log.split(separator: "\n").filter { $0.contains("CONSOLE") }.prefix(3))")
     }
 }
+
+@Suite("unlabelled transfer sets and PyTorch-side export checks", .serialized)
+struct TransferAndExportTests {
+    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let images = CLI.root.path + "/../shared/data/images"
+
+    @Test("distill --no-labels on a flat folder of photos; train on it is refused")
+    func unlabelled() throws {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-transfer-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "16", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t.kdb")])
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "8", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
+        let r = try CLI.run([
+            "distill", p("t.kdb"), p("s.kdb"), "--data", Self.images, "--no-labels", "--split", "all", "--epochs", "2", "--batch", "4",
+            "--no-teacher-cache", "-o", p("d.kdb"),
+        ])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.contains("unlabelled transfer set") && r.err.contains("computed"), "\(r.out)\(r.err)")
+        let t = try CLI.run(["train", p("s.kdb"), "--data", Self.images, "--split", "all", "--epochs", "1", "-o", p("x.kdb")])
+        #expect(t.status != 0 && t.err.contains("unlabelled images"), "\(t.err)")
+    }
+
+    @Test(
+        "export safetensors and npz with a name map; numpy reads them back exactly",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: CLI.root.path + "/.build/venv-onnx/bin/python")))
+    func numpyReadsExports() throws {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-export-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run(["init", "--arch", "resnet8", "--classes", "10", "--input", "1x28x28", "--seed", "3", "-o", p("r.kdb")])
+        try #"{"stage1.block1.": "layer1.0.", "fc.": "linear."}"#.write(toFile: p("map.json"), atomically: true, encoding: .utf8)
+        for ext in ["safetensors", "npz"] {
+            let e = try CLI.run(["export", p("r.kdb"), "--map", p("map.json"), "-o", p("w.\(ext)")])
+            #expect(e.status == 0, "\(e.err)")
+        }
+        _ = try CLI.run(["export", p("r.kdb"), "-o", p("plain.npz")])
+        let script = """
+            import json, sys, numpy as np
+            def safetensors(path):
+                b = open(path, "rb").read(); n = int.from_bytes(b[:8], "little"); h = json.loads(b[8:8 + n]); base = 8 + n
+                return {k: np.frombuffer(b[base + v["data_offsets"][0]:base + v["data_offsets"][1]], dtype="<f4").reshape(v["shape"])
+                        for k, v in h.items() if k != "__metadata__" and v["dtype"] == "F32"}
+            st = safetensors(sys.argv[1]); z = dict(np.load(sys.argv[2])); plain = dict(np.load(sys.argv[3]))
+            assert set(st) == set(z), (sorted(set(st) ^ set(z)))[:5]
+            assert "layer1.0.conv1.weight" in st and "linear.weight" in st and "stage1.block1.conv1.weight" not in st
+            for k in st: assert np.array_equal(st[k], z[k]), k
+            assert np.array_equal(st["layer1.0.conv1.weight"], plain["stage1.block1.conv1.weight"])
+            assert st["linear.weight"].shape == (10, 64)
+            print("ok", len(st))
+            """
+        let proc = Process()
+        proc.executableURL = URL(fileURLWithPath: CLI.root.path + "/.build/venv-onnx/bin/python")
+        proc.arguments = ["-c", script, p("w.safetensors"), p("w.npz"), p("plain.npz")]
+        let out = Pipe()
+        proc.standardOutput = out
+        proc.standardError = out
+        try proc.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        proc.waitUntilExit()
+        #expect(proc.terminationStatus == 0 && text.hasPrefix("ok"), "\(text)")
+    }
+}

@@ -151,6 +151,7 @@ struct DistillCommand: ParsableCommand {
             output: io.output, method: method.rawValue)
         job.parents = teachers.map { .init(role: "teacher", digest: $0.2) } + [.init(role: "student", digest: studentDigest)]
         job.extraHyperparameters = kd.hyperparameters
+        job.needsLabels = kd.useLabels
         job.methodSettings = kd.hyperparameters.merging(["teachers": .array(teachers.map { .string($0.2) })]) { a, _ in a }
         var outputs: TeacherOutputs?
         let prep =

@@ -64,7 +64,10 @@ struct TrainCommand: ParsableCommand {
 }
 
 /// The data must fit the model: same input shape, labels within the outputs.
-func checkCompatible(_ model: Model, _ d: Dataset) throws {
+func checkCompatible(_ model: Model, _ d: Dataset, needsLabels: Bool = true) throws {
+    if needsLabels && d.classes.isEmpty {
+        throw NNError("the data \(d.source) is a folder of unlabelled images; it serves only as a transfer set for `distill --no-labels`")
+    }
     let want = Array(model.inputShape.dropFirst())
     guard want == d.shape else {
         throw NNError("the data \(d.source) has images of \(d.shape) but the model expects \(want)")

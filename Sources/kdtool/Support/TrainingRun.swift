@@ -28,6 +28,8 @@ struct TrainingRun {
     var classSubset: [String]?
     /// Rewrites the loaded train and eval data (a specialist's mix).
     var datasetTransform: ((Dataset) throws -> Dataset)?
+    /// False for methods that never read labels (distill --no-labels), which may train on an unlabelled folder.
+    var needsLabels = true
     /// Last changes to the trained model before it is written.
     var beforeWrite: ((Model) -> Void)?
 
@@ -57,7 +59,7 @@ struct TrainingRun {
             trainSet = rest
             validationSet = held
         }
-        try reportingErrors { try checkCompatible(model, trainSet) }
+        try reportingErrors { try checkCompatible(model, trainSet, needsLabels: needsLabels) }
         if model.labels == nil || model.labels!.classes == (0..<model.labels!.classes.count).map(String.init) {
             if trainSet.classes.count == model.classCount { model.labels = Labels(trainSet.classes) }
         }
@@ -84,12 +86,12 @@ struct TrainingRun {
         trainer.onProgress = { p in
             let fraction = (Double(p.epoch - 1) + Double(p.batch) / Double(p.batches)) / Double(p.epochs)
             progress.update(
-                "epoch \(p.epoch)/\(p.epochs)  batch \(p.batch)/\(p.batches)  loss \(Text.fixed(p.loss, 4))  acc \(Text.fixed(100 * p.accuracy, 2))%  \(Text.grouped(Int(p.imagesPerSecond))) img/s",
+                "epoch \(p.epoch)/\(p.epochs)  batch \(p.batch)/\(p.batches)  loss \(Text.fixed(p.loss, 4))\(needsLabels ? "  acc \(Text.fixed(100 * p.accuracy, 2))%" : "")  \(Text.grouped(Int(p.imagesPerSecond))) img/s",
                 fraction: fraction)
         }
         trainer.onEpoch = { m in
             var line =
-                "epoch \(m.epoch)/\(config.epochs): loss \(Text.fixed(m.trainLoss, 4)), train acc \(Text.fixed(100 * m.trainAccuracy, 2))%"
+                "epoch \(m.epoch)/\(config.epochs): loss \(Text.fixed(m.trainLoss, 4))\(needsLabels ? ", train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" : " (unlabelled)")"
             if let v = m.extra["val_accuracy"] { line += ", validation acc \(Text.fixed(100 * v, 2))%" }
             if let a = m.evalAccuracy { line += ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * a, 2))%" }
             line += ", \(Text.fixed(m.seconds, 1)) s, \(Text.grouped(Int(m.imagesPerSecond))) img/s"
@@ -148,7 +150,10 @@ struct TrainingRun {
             writeText(RunConfig.resolved(Invocation.arguments), to: Companion.config(output))
         }
         var summary =
-            trainer.history.last.map { m in "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" } ?? ""
+            trainer.history.last.map { m in
+                needsLabels
+                    ? "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" : "loss \(Text.fixed(m.trainLoss, 4)) (unlabelled transfer set)"
+            } ?? ""
         if case .float(let a)? = metrics["eval_accuracy"], let evalSplit {
             summary += ", \(evalSplit.rawValue) acc \(Text.fixed(100 * a, 2))%"
         }
