@@ -47,6 +47,64 @@ public enum Pooling {
         return (y, argmax)
     }
 
+    /// Max pooling without the argmax record (inference): window bounds hoisted out of the loops,
+    /// and a branch-free path for the common 2×2 stride-2 unpadded window. Same values (NaN wins) as `maxForward`.
+    public static func maxForwardInference(_ x: Tensor, _ g: Window) throws -> Tensor {
+        let os = try outputShape(x.shape, g)
+        let (h, w, ho, wo) = (x.shape[2], x.shape[3], os[2], os[3])
+        let planes = os[0] * os[1]
+        let y = Tensor(uninitialized: os)
+        let (kh, kw, sh, sw, dh, dw) = (g.kernel.h, g.kernel.w, g.stride.h, g.stride.w, g.dilation.h, g.dilation.w)
+        let (pt, pl) = (g.pads[0], g.pads[1])
+        let simple = kh == 2 && kw == 2 && sh == 2 && sw == 2 && dh == 1 && dw == 1 && pt == 0 && pl == 0 && 2 * ho <= h && 2 * wo <= w
+        let xp = x.pointer
+        let yp = y.pointer
+        Parallel.chunks(planes) { _, range in
+            for p in range {
+                let src = xp + p * h * w
+                let dst = yp + p * ho * wo
+                if simple {
+                    for oi in 0..<ho {
+                        let r0 = src + 2 * oi * w
+                        let r1 = r0 + w
+                        let o = dst + oi * wo
+                        for oj in 0..<wo {
+                            let a = r0[2 * oj]
+                            let b = r0[2 * oj + 1]
+                            let c = r1[2 * oj]
+                            let d = r1[2 * oj + 1]
+                            let m = Swift.max(Swift.max(a, b), Swift.max(c, d))
+                            o[oj] = (a.isNaN || b.isNaN || c.isNaN || d.isNaN) ? .nan : m
+                        }
+                    }
+                    continue
+                }
+                for oi in 0..<ho {
+                    for oj in 0..<wo {
+                        var best = -Float.infinity
+                        var seen = false
+                        for ki in 0..<kh {
+                            let ii = oi * sh - pt + ki * dh
+                            if ii < 0 || ii >= h { continue }
+                            for kj in 0..<kw {
+                                let jj = oj * sw - pl + kj * dw
+                                if jj < 0 || jj >= w { continue }
+                                let v = src[ii * w + jj]
+                                if v > best || !seen || v.isNaN {
+                                    best = v
+                                    seen = true
+                                }
+                                if v.isNaN { break }
+                            }
+                        }
+                        dst[oi * wo + oj] = best
+                    }
+                }
+            }
+        }
+        return y
+    }
+
     public static func maxBackward(dy: Tensor, argmax: [Int32], inputShape: [Int]) -> Tensor {
         let dx = Tensor(zeros: inputShape)
         let hw = inputShape[2] * inputShape[3]

@@ -63,11 +63,13 @@ struct ReportCommand: ParsableCommand {
         var html = Self.head(title: "kdtool report — \(source)")
         html +=
             "<h1>kdtool report</h1><p class=\"meta\">\(SVG.escape(source)) · \(runs.count) run\(runs.count == 1 ? "" : "s") · kdtool \(kdtoolVersion)</p>"
-        html += runTable(runs)
         if let folder { html += sweepSection(folder) }
         html += curves(runs)
-        let best = runs.max { ($0.evalAccuracy ?? -1) < ($1.evalAccuracy ?? -1) }!
+        // The best student: among distilled runs when there are any (a folder also holds its teacher and baselines).
+        let distilled = runs.filter { $0.provenance.map { !["train", "init", "import"].contains($0.method) } ?? false }
+        let best = (distilled.isEmpty ? runs : distilled).max { ($0.evalAccuracy ?? -1) < ($1.evalAccuracy ?? -1) }!
         if let data { html += try evaluation(best, data: data) }
+        html += runTable(runs)
         html += provenanceChain(best)
         html += quantSection(runs, folder: folder)
         html += "</main></body></html>\n"
@@ -191,36 +193,57 @@ struct ReportCommand: ParsableCommand {
         return h + "</section>"
     }
 
+    /// "kd-T4-s3.kdb" → "kd-T4": runs that differ only in their seed share a curve (mean per epoch) when there are many.
+    static func group(_ name: String) -> String {
+        var n = name.hasSuffix(".kdb") ? String(name.dropLast(4)) : name
+        if let r = n.lastIndex(of: "-"), n[n.index(after: r)...].first == "s", n[n.index(r, offsetBy: 2)...].allSatisfy(\.isNumber),
+            n.index(r, offsetBy: 2) < n.endIndex
+        {
+            n = String(n[..<r])
+        }
+        return n
+    }
+
     func curves(_ runs: [Run]) -> String {
+        let grouped = runs.count > 8
+        var order: [String] = []
+        var members: [String: [Run]] = [:]
+        for r in runs where !r.epochs.isEmpty {
+            let key = grouped ? Self.group(r.name) : r.name
+            if members[key] == nil { order.append(key) }
+            members[key, default: []].append(r)
+        }
+        guard !order.isEmpty else {
+            return
+                "<section><h2>Learning curves</h2><p class=\"empty\">No metrics logs (OUTPUT.metrics.jsonl) next to the bundles.</p></section>"
+        }
         var loss: [SVG.Series] = []
         var acc: [SVG.Series] = []
         var markers: [(Double, String)] = []
-        for r in runs where !r.epochs.isEmpty {
-            var x = 0.0
-            var lossPts: [(Double, Double)] = []
-            var trainPts: [(Double, Double)] = []
-            var evalPts: [(Double, Double)] = []
-            var lastStage: String?
-            for e in r.epochs {
-                x += 1
-                let stage = e["stage"] as? String
-                if runs.count == 1, let s = stage, s != lastStage { markers.append((x - 0.5, s)) }
-                lastStage = stage
-                if let l = e["train_loss"] as? Double { lossPts.append((x, l)) }
-                if let a = e["train_accuracy"] as? Double { trainPts.append((x, 100 * a)) }
-                if let a = e["eval_accuracy"] as? Double { evalPts.append((x, 100 * a)) }
-            }
-            loss.append(.init(name: r.name, points: lossPts))
-            if runs.count == 1 {
-                acc.append(.init(name: "train", points: trainPts, dashed: true))
-                acc.append(.init(name: "eval", points: evalPts))
-            } else {
-                acc.append(.init(name: r.name, points: evalPts.isEmpty ? trainPts : evalPts))
+        func mean(_ rs: [Run], _ key: String, scale: Double) -> [(x: Double, y: Double)] {
+            let n = rs.map(\.epochs.count).min() ?? 0
+            return (0..<n).compactMap { i in
+                let v = rs.compactMap { $0.epochs[i][key] as? Double }
+                return v.count == rs.count ? (Double(i + 1), scale * v.reduce(0, +) / Double(v.count)) : nil
             }
         }
-        guard !loss.isEmpty else {
-            return
-                "<section><h2>Learning curves</h2><p class=\"empty\">No metrics logs (OUTPUT.metrics.jsonl) next to the bundles.</p></section>"
+        for key in order {
+            let rs = members[key]!
+            let label = grouped && rs.count > 1 ? "\(key) (mean of \(rs.count))" : key
+            if order.count == 1 {
+                var lastStage: String?
+                for (i, e) in rs[0].epochs.enumerated() {
+                    let stage = e["stage"] as? String
+                    if let s = stage, s != lastStage { markers.append((Double(i) + 0.5, s)) }
+                    lastStage = stage
+                }
+                acc.append(.init(name: "train", points: mean(rs, "train_accuracy", scale: 100), dashed: true))
+                acc.append(.init(name: "eval", points: mean(rs, "eval_accuracy", scale: 100)))
+            } else {
+                let e = mean(rs, "eval_accuracy", scale: 100)
+                acc.append(.init(name: label, points: e.isEmpty ? mean(rs, "train_accuracy", scale: 100) : e))
+            }
+            loss.append(.init(name: label, points: mean(rs, "train_loss", scale: 1)))
         }
         let spread = loss.flatMap(\.points).map(\.y).filter { $0 > 0 }
         let logY = (spread.max() ?? 1) / max(spread.min() ?? 1, 1e-12) > 100
@@ -229,7 +252,7 @@ struct ReportCommand: ParsableCommand {
                 title: "Training loss per epoch", xLabel: "epoch (all stages)", yLabel: logY ? "loss (log scale)" : "loss", series: loss,
                 markers: markers, logY: logY, id: "loss-chart")
             + SVG.lineChart(
-                title: runs.count == 1 ? "Accuracy per epoch" : "Eval accuracy per epoch", xLabel: "epoch (all stages)",
+                title: order.count == 1 ? "Accuracy per epoch" : "Eval accuracy per epoch", xLabel: "epoch (all stages)",
                 yLabel: "accuracy %",
                 series: acc, markers: markers, id: "accuracy-chart")
             + "</div></section>"
@@ -250,7 +273,8 @@ struct ReportCommand: ParsableCommand {
         }
         let e = try evaluate(model)
         let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)
-        var h = "<section><h2>Best run on \(SVG.escape(data)) [\(split.rawValue)]: \(SVG.escape(best.name))</h2>"
+        var h =
+            "<section><h2>\(best.provenance.map { ["train", "init", "import"].contains($0.method) } ?? true ? "Best run" : "Best distilled run") on \(SVG.escape(data)) [\(split.rawValue)]: \(SVG.escape(best.name))</h2>"
         h +=
             "<p>accuracy <b>\(Text.fixed(100 * e.accuracy, 2)) %</b> (\(e.count - e.correct) errors of \(e.count)), loss \(Text.fixed(e.loss, 4))</p>"
         let per = e.perClassAccuracy.map { 100 * ($0 ?? 0) }
@@ -386,7 +410,7 @@ struct ReportCommand: ParsableCommand {
         h1{margin:8px 0 0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
         .meta,.small{color:#666}.small{font-size:12px}
         table{border-collapse:collapse;margin:8px 0;background:#fff}
-        th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f0f0f0}
+        th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}th{background:#f0f0f0}
         td:first-child,th:first-child{text-align:left}
         .confusion td{text-align:center;min-width:32px}
         .row{display:flex;flex-wrap:wrap;gap:16px}

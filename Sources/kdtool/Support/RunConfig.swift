@@ -296,8 +296,14 @@ enum SeedSweep {
         } else {
             warn("kdtool: warning: some runs have no eval accuracy (add --eval-split eval for the summary)")
         }
-        let stem = Companion.stem(output.replacing("{seed}", with: "seeds").replacing("/", with: output.hasSuffix("/") ? "" : "/"))
-        let summary = (stem.hasSuffix("/") ? String(stem.dropLast()) : stem) + ".summary.json"
+        // kd-T4-s{seed}.kdb → kd-T4.summary.json (the seed placeholder and its "-s" prefix dropped).
+        var summaryBase = output
+        for marker in ["-s{seed}", "_s{seed}", "-{seed}", "_{seed}", "{seed}"] where summaryBase.contains(marker) {
+            summaryBase = summaryBase.replacing(marker, with: "")
+            break
+        }
+        let stem = Companion.stem(summaryBase.hasSuffix("/") ? String(summaryBase.dropLast()) : summaryBase)
+        let summary = stem + ".summary.json"
         writeText(JSON.object(doc).render() + "\n", to: summary)
         print("  summary \(summary)")
     }
