@@ -14,7 +14,7 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "Run the pipeline end to end on the shipped MNIST data and print what it did.",
         discussion: """
-            Steps: create a teacher (lenet5) and a small student (mlp 64-64), train both on MNIST images 0..7999, distil the teacher into a fresh copy of the student (Hinton KD), evaluate all three on 8000..9999, inspect and verify the distilled bundle, classify a folder of eval images written as PNG scans with `infer`, and print a summary table. Everything is written to --dir. Takes about a minute with 2 threads in release mode.
+            Steps: create a teacher (lenet5) and a small student (mlp 64-64), train both on MNIST images 0..7999, distil the teacher into a fresh copy of the student (Hinton KD), evaluate all three on 8000..9999, inspect and verify the distilled bundle, classify a folder of eval images written as PNG scans with `infer`, quantize the distilled student to int8 (`quantize-check`), export it to ONNX, write an HTML report of the runs, and print a summary table. Everything is written to --dir. Takes about a minute with 2 threads in release mode.
 
             Example:
               swift run -c release kdtool demo --data ../shared/data/mnist --dir kdtool-demo
@@ -119,6 +119,26 @@ struct DemoCommand: ParsableCommand {
         }
         try InferCommand.parse([path("student-kd"), folder, "--format", "table", "--quiet"]).run()
         print("distilled student on \(truth.count) scans: \(right) correct (the labels are the MNIST eval labels)")
+
+        step("7. quantize the distilled student: int8 per channel (kdtool quantize-check)")
+        try QuantizeCheckCommand.parse([
+            path("student-kd"), "--data", data, "--threads", String(threads), "--max-drop", "5", "-o", path("student-kd-int8"),
+        ]).run()
+        let (quantized, qbundle) = try loadModel(path("student-kd-int8"))
+        let q = try reportingErrors {
+            try quantized.evaluate(
+                Batcher(evalSet, batchSize: 256, shuffle: false, normalization: quantized.preprocessing!.normalization, seed: 0))
+        }
+        rows.append([
+            "student-kd int8", String(qbundle.path.split(separator: "/").last!), Text.grouped(quantized.parameterCount), rows[2][3],
+            Text.bytes(qbundle.fileSize), Text.fixed(100 * q.accuracy, 2) + "%", "—", String(try qbundle.contentDigest().prefix(12)),
+        ])
+
+        step("8. export for other runtimes (kdtool export → ONNX)")
+        try ExportCommand.parse([path("student-kd"), "-o", "\(dir)/student-kd.onnx", "--dynamic-batch"]).run()
+
+        step("9. one HTML report of the runs (kdtool report)")
+        try ReportCommand.parse([dir, "--data", data, "--threads", String(threads), "-o", "\(dir)/report.html"]).run()
 
         step("Summary")
         print(
