@@ -40,6 +40,17 @@ public struct ActivationQuant: Equatable, Sendable {
         return out
     }
 
+    /// Rounds `t` to the grid in place (for tensors nothing else shares).
+    public func applyInPlace(_ t: Tensor) {
+        let s = scale
+        let zp = Float(zeroPoint)
+        let p = t.storage.pointer
+        for i in 0..<t.count {
+            let q = Swift.min(255, Swift.max(0, (p[i] / s).rounded(.toNearestOrEven) + zp))
+            p[i] = s * (q - zp)
+        }
+    }
+
     public static let metadataKey = "kdtool.activation_quant"
 
     static func encode(_ m: [String: ActivationQuant]) -> Value {

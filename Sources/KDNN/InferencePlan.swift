@@ -110,6 +110,11 @@ public final class InferencePlan: @unchecked Sendable {
         let input = model.graph.inputs[0].name
         var values: [String: Var] = [input: tape.leaf(quant[input].map { $0.applied(to: x) } ?? x)]
         func store(_ name: String, _ y: Tensor) { values[name] = tape.leaf(quant[name].map { $0.applied(to: y) } ?? y) }
+        /// Conv and add outputs are fresh tensors: their grid rounding happens in place.
+        func storeFresh(_ name: String, _ y: Tensor) {
+            quant[name]?.applyInPlace(y)
+            values[name] = tape.leaf(y)
+        }
         for (name, t) in model.parameters { values[name] = tape.leaf(t) }
         var rng = RandomSource(seed: 0)
         for (index, step) in steps.enumerated() {
@@ -126,11 +131,11 @@ public final class InferencePlan: @unchecked Sendable {
             case .conv(let input, let weight, let bias, let window, let groups, let relu, let output):
                 let y = try Conv2d.forward(x: tape.value(values[input]!), weight: weight, bias: bias, window, groups: groups)
                 if relu { Elementwise.reluInPlace(y) }
-                store(output, y)
+                storeFresh(output, y)
             case .add(let a, let b, let relu, let output):
                 let y = try Elementwise.add(tape.value(values[a]!), tape.value(values[b]!))
                 if relu { Elementwise.reluInPlace(y) }
-                store(output, y)
+                storeFresh(output, y)
             case .node(let node):
                 store(node.outputs[0], tape.value(try model.apply(node, tape: tape, values: values, training: false, rng: &rng)))
             }

@@ -116,8 +116,12 @@ struct OnnxExportTests {
     /// The zoo at small widths, plus a KC student with every SC head (split_linear, l2norm_scale).
     static func zoo() throws -> [(String, Model)] {
         var out: [(String, Model)] = []
-        for (name, input) in [("mlp", [1, 8, 8]), ("lenet5", [1, 28, 28]), ("resnet8", [3, 16, 16]), ("fitnet-thin", [1, 16, 16])] {
-            var a = try Architecture(name: name)
+        for (name, input) in [
+            ("mlp", [1, 8, 8]), ("lenet5", [1, 28, 28]), ("resnet8", [3, 16, 16]), ("resnet8-a", [1, 12, 12]),
+            ("fitnet-thin", [1, 16, 16]),
+        ] {
+            var a = try Architecture(name: name == "resnet8-a" ? "resnet8" : name)
+            if name == "resnet8-a" { a.shortcut = .a }
             a.hidden = [32, 16]
             a.width = 0.5
             let m = try a.build(input: input, classes: 10, seed: 5)

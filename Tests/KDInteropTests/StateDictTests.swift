@@ -91,6 +91,13 @@ struct StateDictTests {
         wrong.appendLE(UInt64(bad.utf8.count))
         wrong += Array(bad.utf8) + [UInt8](repeating: 0, count: 8)
         #expect(throws: InteropError.self) { try StateDict.safetensors(wrong, path: "w.safetensors") }
+        // bf16 and f16 values widen exactly: 1.5 and −2.25 are representable in both.
+        let header16 = #"{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[4,8]}}"#
+        var halves: [UInt8] = []
+        halves.appendLE(UInt64(header16.utf8.count))
+        halves += Array(header16.utf8) + [0x00, 0x3e, 0x80, 0xc0] + [0xc0, 0x3f, 0x10, 0xc0]
+        let h = try StateDict.safetensors(halves, path: "h.safetensors")
+        #expect(h.tensors["h"]?.values == [1.5, -2.25] && h.tensors["b"]?.values == [1.5, -2.25])
         let npz = StateDict.encodeNpz(tensors)
         let z = try StateDict.npz(npz, path: "t.npz")
         #expect(z.tensors["b"]?.values == [5, 6, 7])
