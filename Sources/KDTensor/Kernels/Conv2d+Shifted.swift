@@ -27,6 +27,7 @@ extension Conv2d {
         let y = Tensor(uninitialized: os)
         let xp = x.pointer
         let yp = y.pointer
+        let gemmThreads = n < Parallel.threads ? Parallel.threads : 1
         Parallel.chunks(n) { _, images in
             let cols = chunk * plane
             let stride = cols + tail
@@ -41,7 +42,7 @@ extension Conv2d {
                     let (ki, kj) = (k / kw, k % kw)
                     BLAS.gemm(
                         m: o, n: ncols, k: c, a: packed.pointer + k * o * c, lda: c, b: padded.pointer + ki * wp + kj, ldb: stride,
-                        beta: k == 0 ? 0 : 1, c: full.pointer, ldc: ncols, threads: 1)
+                        beta: k == 0 ? 0 : 1, c: full.pointer, ldc: ncols, threads: gemmThreads)
                 }
                 for b in 0..<count {
                     for oc in 0..<o {

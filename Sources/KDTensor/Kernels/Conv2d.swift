@@ -159,6 +159,8 @@ public enum Conv2d {
         let xp = x.pointer
         let wp = weight.pointer
         let yp = y.pointer
+        // Fewer images than workers (batch 1): the spare workers split each GEMM's rows instead.
+        let gemmThreads = n < Parallel.threads ? Parallel.threads : 1
         Parallel.chunks(n) { _, images in
             let col = pointwise ? nil : Tensor(uninitialized: [kk * chunk * hw])
             let out = chunk > 1 ? Tensor(uninitialized: [og * chunk * hw]) : nil
@@ -179,7 +181,8 @@ public enum Conv2d {
                         src = UnsafePointer(xp + (first * c + gi * cg) * h * w)
                     }
                     let dst = out?.pointer ?? yp + (first * o + gi * og) * hw
-                    BLAS.gemm(m: og, n: cols, k: kk, a: wp + gi * og * kk, lda: kk, b: src, ldb: cols, c: dst, ldc: cols, threads: 1)
+                    BLAS.gemm(
+                        m: og, n: cols, k: kk, a: wp + gi * og * kk, lda: kk, b: src, ldb: cols, c: dst, ldc: cols, threads: gemmThreads)
                     if let out {
                         // [og, count·hw] → NCHW
                         for b in 0..<count {
