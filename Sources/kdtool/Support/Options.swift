@@ -141,6 +141,12 @@ struct RunOptions: ParsableArguments {
 
     @Option(help: "With --seeds: bundles of baseline runs with the same seeds ({seed} pattern) for a paired difference.")
     var baseline: String?
+
+    @Option(
+        help:
+            "A YAML file of flags (keys as flag names, `model`/`bundles` for the positional bundles, `sweep:` for combinations); flags given here override it."
+    )
+    var config: String?
 }
 
 enum KeepChoice: String, ExpressibleByArgument, CaseIterable { case last, best }
