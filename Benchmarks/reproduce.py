@@ -269,13 +269,14 @@ def dml_section(r, seeds, res):
     """DML: K = 2, 3, 4 mlp 800,800 peers vs each trained alone (same init and data order); DML_e at K = 4."""
     epochs = 20
     out, rows = {}, []
-    alone = {}
+    alone, alone_speed = {}, {}
     for s in seeds:
         for k in range(4):
             seed = 1000 * k + s
             init = r.init("dml-p%d-s%d" % (k, s), "mlp", seed, ["--hidden", "800,800"])
-            alone[(s, k)] = acc(r.train("dml-alone-p%d-s%d" % (k, s), ["train", init, "--epochs", str(epochs), "--augment", "none",
-                                                                     "--seed", str(s)]))
+            m = r.train("dml-alone-p%d-s%d" % (k, s), ["train", init, "--epochs", str(epochs), "--augment", "none", "--seed", str(s)])
+            alone[(s, k)] = acc(m)
+            alone_speed[(s, k)] = (m["seconds"], m["images_per_second"])
     for K, ens in [(2, False), (3, False), (4, False), (4, True)]:
         peers, base, secs, ips = [], [], [], []
         for s in seeds:
@@ -294,7 +295,8 @@ def dml_section(r, seeds, res):
             ips.append(8000 * epochs / ms[0]["seconds"])
         label = "DML_e" if ens else "DML"
         if not ens:
-            rows.append(row("K = %d, each peer trained alone (mean over peers)" % K, base, [float("nan")], [float("nan")]))
+            sp = [alone_speed[(s, k)] for s in seeds for k in range(K)]
+            rows.append(row("K = %d, each peer trained alone (mean over peers)" % K, base, [x[0] for x in sp], [x[1] for x in sp]))
         rows.append(row("K = %d, %s (mean over peers)" % (K, label), peers, secs, ips, base))
         out["%s K=%d" % (label, K)] = {"peers": peers, "alone": base}
     res["dml"] = {"rows": rows, "data": out}
@@ -381,8 +383,11 @@ def specialists_section(r, seeds, res):
         out.append(json.loads(r.call(["eval", g, "--data", r.data, "--specialists", folder, "--json"])[0]))
     gen = [o["generalist_accuracy"] for o in out]
     comb = [o["combined_accuracy"] for o in out]
-    rows.append(row("generalist mlp800 alone", gen, [float("nan")], [float("nan")]))
-    rows.append(row("generalist + specialists (KL combination)", comb, [float("nan")], [float("nan")], gen))
+    gm = [r.metrics(r.path("kd-mlp800-alone-s%d.kdb" % s)) for s in seeds]
+    rows.append(row("generalist mlp800 alone", gen, [m["seconds"] for m in gm], [m["images_per_second"] for m in gm]))
+    sm = [r.metrics(r.path("specialists-s%d/specialist%d.kdb" % (s, v))) for s in seeds for v in (1, 2, 3)]
+    rows.append(row("generalist + specialists (KL combination); time and speed per specialist", comb, [m["seconds"] for m in sm],
+                    [m["images_per_second"] for m in sm], gen))
     for cover in (0, 1):
         g_acc = [next((b["generalist_accuracy"] for b in o["by_covering_specialists"] if b["covering"] == cover), float("nan")) for o in out]
         c_acc = [next((b["combined_accuracy"] for b in o["by_covering_specialists"] if b["covering"] == cover), float("nan")) for o in out]
