@@ -133,8 +133,8 @@ def kd_section(r, seeds, res):
         if alone and not name.endswith("alone") and stats(accs)[0] < stats(alone)[0] - 0.10:
             notes.append("%s: the student collapsed (mean %s %% against %s %% alone); with the default lr 0.05 the α·T²-weighted soft "
                          "term gives gradients about α·T times the cross-entropy's, which this tiny network does not survive "
-                         "(measured on seed 0: still collapsed at --lr 0.02; at --lr 0.005 it trains to 94.70 %, below the "
-                         "student alone at 0.02, 96.00 %: this 2-4-channel student gains nothing from a teacher this far "
+                         "(measured on seed 0: still collapsed at --lr 0.02; at --lr 0.005 it trains to 94.70 %%, below the "
+                         "student alone at 0.02, 96.00 %%: this 2-4-channel student gains nothing from a teacher this far "
                          "above it)." % (name, pct(stats(accs)[0]), pct(stats(alone)[0])))
     res["kd"] = {"rows": rows, "data": out, "notes": notes}
 
