@@ -289,17 +289,7 @@ public enum OnnxExporter {
                 start += s
             }
             body.append(OnnxExporter.makeNode("Concat", outs, ["y"], name: "concat", attrs: [OnnxExporter.intAttr("axis", 1)]))
-            let constNodes = consts.map { name, v -> Onnx_NodeProto in
-                var t = Onnx_TensorProto()
-                t.dataType = 7
-                t.dims = [Int64(v.count)]
-                t.int64Data = v
-                var a = Onnx_AttributeProto()
-                a.name = "value"
-                a.type = .tensor
-                a.t = t
-                return OnnxExporter.makeNode("Constant", [], [name], name: "const_" + name, attrs: [a])
-            }
+            let constNodes = consts.map { OnnxExporter.constantNode($0.0, ints: $0.1) }
             var f = Onnx_FunctionProto()
             f.name = "SplitLinear_" + OnnxExporter.sanitize(node.name)
             f.domain = "kdtool"
@@ -323,23 +313,11 @@ public enum OnnxExporter {
             var body: [Onnx_NodeProto] = []
             var consts: [Onnx_NodeProto] = []
             func c(_ name: String, _ v: [Int64]) -> String {
-                var t = Onnx_TensorProto()
-                t.dataType = 7
-                t.dims = [Int64(v.count)]
-                t.int64Data = v
-                var a = Onnx_AttributeProto()
-                a.name = "value"
-                a.type = .tensor
-                a.t = t
-                consts.append(OnnxExporter.makeNode("Constant", [], [name], name: "const_" + name, attrs: [a]))
+                consts.append(OnnxExporter.constantNode(name, ints: v))
                 return name
             }
             func cf(_ name: String, _ v: Float) -> String {
-                var a = Onnx_AttributeProto()
-                a.name = "value"
-                a.type = .tensor
-                a.t = OnnxExporter.floatTensor("", [], [v])
-                consts.append(OnnxExporter.makeNode("Constant", [], [name], name: "const_" + name, attrs: [a]))
+                consts.append(OnnxExporter.constantNode(name, tensor: OnnxExporter.floatTensor("", [], [v])))
                 return name
             }
             let axis = c("axis1", [1])
@@ -408,6 +386,23 @@ public enum OnnxExporter {
         n.attribute = attrs
         if !domain.isEmpty { n.domain = domain }
         return n
+    }
+
+    /// A Constant node holding `tensor` (or a 1-D int64 tensor of `ints`).
+    static func constantNode(_ name: String, tensor: Onnx_TensorProto) -> Onnx_NodeProto {
+        var a = Onnx_AttributeProto()
+        a.name = "value"
+        a.type = .tensor
+        a.t = tensor
+        return makeNode("Constant", [], [name], name: "const_" + name, attrs: [a])
+    }
+
+    static func constantNode(_ name: String, ints v: [Int64]) -> Onnx_NodeProto {
+        var t = Onnx_TensorProto()
+        t.dataType = 7
+        t.dims = [Int64(v.count)]
+        t.int64Data = v
+        return constantNode(name, tensor: t)
     }
 
     static func sanitize(_ s: String) -> String {

@@ -46,14 +46,7 @@ struct InitCommand: ParsableCommand {
     @Option(help: "Class names, comma-separated (default 0…N−1).")
     var labels: String?
 
-    @Option(help: "Per-channel mean for input normalisation (after scaling to [0, 1]), comma-separated.")
-    var mean: String?
-
-    @Option(help: "Per-channel std for input normalisation, comma-separated.")
-    var std: String?
-
-    @Flag(help: "Image files are inverted before use (models trained on white-on-black digits such as MNIST).")
-    var invert = false
+    @OptionGroup var prep: PreprocessingOptions
 
     @Option(name: .shortAndLong, help: "Output bundle.")
     var output: String
@@ -78,15 +71,7 @@ struct InitCommand: ParsableCommand {
         let names = labels.map { $0.split(separator: ",").map { String($0) } } ?? (0..<classes).map(String.init)
         guard names.count == classes else { throw ValidationError("--labels lists \(names.count) names for \(classes) classes") }
         model.labels = Labels(names)
-        func floats(_ s: String?, _ fallback: Float) throws -> [Float] {
-            guard let s else { return Array(repeating: fallback, count: shape[0]) }
-            let v = s.split(separator: ",").compactMap { Float($0) }
-            guard v.count == shape[0] else { throw ValidationError("--mean/--std need \(shape[0]) values") }
-            return v
-        }
-        model.preprocessing = Preprocessing(
-            channels: shape[0], height: shape[1], width: shape[2], scale: 1.0 / 255, mean: try floats(mean, 0), std: try floats(std, 1),
-            invert: invert)
+        model.preprocessing = try prep.preprocessing(shape: shape)
         model.provenance = Provenance(
             method: "init",
             hyperparameters: [

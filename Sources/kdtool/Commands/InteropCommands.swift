@@ -61,14 +61,7 @@ struct ImportCommand: ParsableCommand {
     @Option(help: "Hidden sizes for --arch mlp.")
     var hidden: String = "800,800"
 
-    @Option(help: "Per-channel mean (after scaling to [0, 1]) for the bundle's preprocessing.")
-    var mean: String?
-
-    @Option(help: "Per-channel std for the bundle's preprocessing.")
-    var std: String?
-
-    @Flag(help: "Image files are inverted before use (white-on-black digit models).")
-    var invert = false
+    @OptionGroup var prep: PreprocessingOptions
 
     @Option(name: .shortAndLong, help: "Output bundle.")
     var output: String
@@ -123,17 +116,7 @@ struct ImportCommand: ParsableCommand {
         }
         model.labels = Labels(names ?? (0..<classCount).map(String.init))
         let shape = Array(model.inputShape.dropFirst())
-        if shape.count == 3 {
-            func floats(_ s: String?, _ d: Float) throws -> [Float] {
-                guard let s else { return Array(repeating: d, count: shape[0]) }
-                let v = s.split(separator: ",").compactMap { Float($0) }
-                guard v.count == shape[0] else { throw ValidationError("--mean/--std need \(shape[0]) values") }
-                return v
-            }
-            model.preprocessing = Preprocessing(
-                channels: shape[0], height: shape[1], width: shape[2], scale: 1.0 / 255, mean: try floats(mean, 0), std: try floats(std, 1),
-                invert: invert)
-        }
+        if shape.count == 3 { model.preprocessing = try prep.preprocessing(shape: shape) }
         model.provenance = Provenance(method: "import", hyperparameters: hp, data: ["source": .string(source)])
         let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
         print(

@@ -122,6 +122,31 @@ struct TrainingOptions: ParsableArguments {
     }
 }
 
+/// Input normalisation and inversion a new bundle's PREP records (init and import).
+struct PreprocessingOptions: ParsableArguments {
+    @Option(help: "Per-channel mean for input normalisation (after scaling to [0, 1]), comma-separated.")
+    var mean: String?
+
+    @Option(help: "Per-channel std for input normalisation, comma-separated.")
+    var std: String?
+
+    @Flag(help: "Image files are inverted before use (models trained on white-on-black digits such as MNIST).")
+    var invert = false
+
+    /// PREP for an input of `shape` = [C, H, W].
+    func preprocessing(shape: [Int]) throws -> Preprocessing {
+        func floats(_ s: String?, _ fallback: Float) throws -> [Float] {
+            guard let s else { return Array(repeating: fallback, count: shape[0]) }
+            let v = s.split(separator: ",").compactMap { Float($0) }
+            guard v.count == shape[0] else { throw ValidationError("--mean/--std need \(shape[0]) values") }
+            return v
+        }
+        return Preprocessing(
+            channels: shape[0], height: shape[1], width: shape[2], scale: 1.0 / 255, mean: try floats(mean, 0), std: try floats(std, 1),
+            invert: invert)
+    }
+}
+
 /// Where a training-like run reads and writes (shared by train and distill).
 struct RunOptions: ParsableArguments {
     @Option(help: "Split to train on.")
