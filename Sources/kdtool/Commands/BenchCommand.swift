@@ -166,7 +166,8 @@ enum OnnxRuntimePeer {
         -> [(batch: Int, p50: Double, p99: Double, ips: Double)]
     {
         let py = try python()
-        var template = Array("/tmp/kdtool-bench-XXXXXX".utf8CString)
+        let tmp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+        var template = Array("\(tmp)/kdtool-bench-XXXXXX".utf8CString)
         guard let dirPtr = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             warn("kdtool: error: cannot create a temporary folder")
             throw ExitCode.failure
