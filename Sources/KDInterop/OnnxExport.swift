@@ -143,9 +143,8 @@ public enum OnnxExporter {
         graph.input = [input]
         var output = Onnx_ValueInfoProto()
         output.name = v(g.outputs[0])
-        var shapes: [String: [Int]] = [:]
-        for n in model.tensorNames { shapes[n] = (model.parameters[n] ?? model.buffers[n])!.shape }
-        let outShape = try g.stats(tensorShapes: shapes, batch: 1).first { $0.node.outputs[0] == g.outputs[0] }?.outputShape ?? []
+        let outShape =
+            try g.stats(tensorShapes: model.tensorShapes, batch: 1).first { $0.node.outputs[0] == g.outputs[0] }?.outputShape ?? []
         output.type = tensorType([-1] + outShape.dropFirst(), dynamic: options.dynamicBatch)
         graph.output = [output]
         var m = Onnx_ModelProto()

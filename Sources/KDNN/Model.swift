@@ -100,9 +100,16 @@ public final class Model: @unchecked Sendable {
     public var inputShape: [Int] { graph.inputs[0].shape }
 
     public var classCount: Int {
-        let shapes = Dictionary(uniqueKeysWithValues: tensorNames.map { ($0, (parameters[$0] ?? buffers[$0])!.shape) })
-        return (try? graph.stats(tensorShapes: shapes, batch: 1).last?.outputShape.last) ?? labels?.classes.count ?? 0
+        (try? graph.stats(tensorShapes: tensorShapes, batch: 1).last?.outputShape.last) ?? labels?.classes.count ?? 0
     }
+
+    /// Shape of every parameter and buffer, for the graph's static shape inference.
+    public var tensorShapes: [String: [Int]] {
+        Dictionary(uniqueKeysWithValues: tensorNames.map { ($0, (parameters[$0] ?? buffers[$0])!.shape) })
+    }
+
+    /// Floating-point operations of one forward pass for one image (a multiply-add is 2).
+    public var flopsPerImage: Int { ((try? graph.stats(tensorShapes: tensorShapes, batch: 1)) ?? []).reduce(0) { $0 + $1.flops } }
 
     /// The bundle contents for this model (weights, graph, labels, preprocessing, …).
     public func contents(extraTensors: [BundleContents.Tensor] = []) -> BundleContents {

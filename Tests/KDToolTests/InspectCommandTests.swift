@@ -15,8 +15,13 @@ enum CLI {
         .deletingLastPathComponent()
 
     static func run(_ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
+        try exec(binary.path, args, stdin: stdin)
+    }
+
+    /// Runs any program (Python from the venv, Chromium) the same way.
+    static func exec(_ path: String, _ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
-        p.executableURL = binary
+        p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
         p.currentDirectoryURL = root
         let out = Pipe()
@@ -34,6 +39,30 @@ enum CLI {
         let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
+
+/// A fresh temporary folder, and the small digits teacher/student pair several suites start from.
+enum Scratch {
+    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+
+    static func folder(_ prefix: String) throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    /// `t.kdb` (mlp 32, trained 3 epochs) and `s.kdb` (mlp 12, untrained) in `d`.
+    static func teacherAndStudent(in d: URL) throws {
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        _ = try CLI.run([
+            "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
+        ])
+        let t = try CLI.run([
+            "train", p("t0.kdb"), "--data", digits, "--epochs", "3", "--batch", "32", "--augment", "none", "--quiet", "-o", p("t.kdb"),
+        ])
+        precondition(t.status == 0, t.err)
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "12", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
     }
 }
 

@@ -19,11 +19,7 @@ struct WorkflowCommandTests {
     func teacherCache() throws {
         let d = try temp()
         func p(_ n: String) -> String { d.appendingPathComponent(n).path }
-        _ = try CLI.run([
-            "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
-        ])
-        _ = try CLI.run(["train", p("t0.kdb"), "--data", Self.digits, "--epochs", "2", "--augment", "none", "--quiet", "-o", p("t.kdb")])
-        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "12", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
+        try Scratch.teacherAndStudent(in: d)
         var digests: [String] = []
         for (i, args) in [["-T", "1"], ["-T", "4"], ["-T", "4", "--no-teacher-cache"]].enumerated() {
             let r = try CLI.run(
@@ -112,13 +108,7 @@ struct ConfigCommandTests {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-config-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
         func p(_ n: String) -> String { d.appendingPathComponent(n).path }
-        _ = try CLI.run([
-            "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
-        ])
-        _ = try CLI.run([
-            "train", p("t0.kdb"), "--data", Self.digits, "--epochs", "3", "--batch", "32", "--augment", "none", "--quiet", "-o", p("t.kdb"),
-        ])
-        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "12", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
+        try Scratch.teacherAndStudent(in: d)
         let alone = try CLI.run([
             "train", p("s.kdb"), "--data", Self.digits, "--epochs", "2", "--batch", "32", "--augment", "none", "--eval-split", "eval",
             "--quiet",
@@ -171,13 +161,7 @@ struct ReportCommandTests {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-report-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
         func p(_ n: String) -> String { d.appendingPathComponent(n).path }
-        _ = try CLI.run([
-            "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x8x8", "--seed", "1", "-o", p("t0.kdb"),
-        ])
-        _ = try CLI.run([
-            "train", p("t0.kdb"), "--data", Self.digits, "--epochs", "3", "--batch", "32", "--augment", "none", "--quiet", "-o", p("t.kdb"),
-        ])
-        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "12", "--classes", "10", "--input", "1x8x8", "--seed", "2", "-o", p("s.kdb")])
+        try Scratch.teacherAndStudent(in: d)
         try FileManager.default.createDirectory(atPath: p("runs"), withIntermediateDirectories: true)
         let r = try CLI.run([
             "distill", p("t.kdb"), p("s.kdb"), "--data", Self.digits, "--epochs", "2", "--augment", "none", "--eval-split", "eval",
@@ -201,20 +185,10 @@ struct ReportCommandTests {
         #expect(!html.contains("<script"), "no scripts, nothing fetched")
         guard let chromium = Self.chromium else { return }
         // Headless Chromium renders it: the DOM it builds holds the charts, and the page logs no console errors.
-        let proc = Process()
-        proc.executableURL = URL(fileURLWithPath: chromium)
-        proc.arguments = [
-            "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--dump-dom", "file://" + p("report.html"),
-        ]
-        let out = Pipe()
-        let err = Pipe()
-        proc.standardOutput = out
-        proc.standardError = err
-        try proc.run()
-        let dom = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        proc.waitUntilExit()
-        #expect(proc.terminationStatus == 0)
+        let (status, dom, log) = try CLI.exec(
+            chromium,
+            ["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--dump-dom", "file://" + p("report.html")])
+        #expect(status == 0)
         #expect(dom.components(separatedBy: "<svg").count - 1 >= 4, "charts in the rendered DOM")
         #expect(dom.contains("polyline") && dom.contains("class=\"bar\""))
         #expect(!log.contains("CONSOLE"), "console messages: \(log.split(separator: "\n").filter { $0.contains("CONSOLE") }.prefix(3))")
@@ -271,15 +245,8 @@ struct TransferAndExportTests {
             assert st["linear.weight"].shape == (10, 64)
             print("ok", len(st))
             """
-        let proc = Process()
-        proc.executableURL = URL(fileURLWithPath: CLI.root.path + "/.build/venv-onnx/bin/python")
-        proc.arguments = ["-c", script, p("w.safetensors"), p("w.npz"), p("plain.npz")]
-        let out = Pipe()
-        proc.standardOutput = out
-        proc.standardError = out
-        try proc.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        proc.waitUntilExit()
-        #expect(proc.terminationStatus == 0 && text.hasPrefix("ok"), "\(text)")
+        let r = try CLI.exec(
+            CLI.root.path + "/.build/venv-onnx/bin/python", ["-c", script, p("w.safetensors"), p("w.npz"), p("plain.npz")])
+        #expect(r.status == 0 && r.out.hasPrefix("ok"), "\(r.out)\(r.err)")
     }
 }

@@ -104,9 +104,7 @@ struct CompareCommand: ParsableCommand {
             var r = Row(path: path)
             r.parameters = l.0.parameterCount
             r.size = l.1.fileSize
-            var shapes: [String: [Int]] = [:]
-            for n in l.0.tensorNames { shapes[n] = (l.0.parameters[n] ?? l.0.buffers[n])!.shape }
-            r.flops = ((try? l.0.graph.stats(tensorShapes: shapes, batch: 1)) ?? []).reduce(0) { $0 + $1.flops }
+            r.flops = l.0.flopsPerImage
             return r
         }
         let k = first.classCount

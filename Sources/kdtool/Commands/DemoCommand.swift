@@ -78,8 +78,7 @@ struct DemoCommand: ParsableCommand {
             let e = try reportingErrors {
                 try model.evaluate(Batcher(evalSet, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0))
             }
-            let shapes = Dictionary(uniqueKeysWithValues: bundle.tensors.map { ($0.name, $0.shape) })
-            let flops = try model.graph.stats(tensorShapes: shapes).reduce(0) { $0 + $1.flops }
+            let flops = model.flopsPerImage
             print("\(name): accuracy \(Text.fixed(100 * e.accuracy, 2))% on \(e.count) images, \(e.count - e.correct) errors")
             rows.append([
                 name, String(bundle.path.split(separator: "/").last!), Text.grouped(model.parameterCount), Text.grouped(flops),

@@ -94,7 +94,7 @@ struct QuantizeCheckCommand: ParsableCommand {
             for b in batcher.prefetching(epoch: 0) {
                 let take = min(b.labels.count, calibration - cal.images)
                 if take <= 0 { break }
-                let x = take == b.labels.count ? b.inputs : Self.firstRows(b.inputs, take)
+                let x = take == b.labels.count ? b.inputs : SpeedProbe.rows(b.inputs, take)
                 try reportingErrors { try cal.observe(model, batch: x) }
                 progress.update("calibrating \(cal.images)/\(calibration) images", fraction: Double(cal.images) / Double(calibration))
             }
@@ -171,13 +171,6 @@ struct QuantizeCheckCommand: ParsableCommand {
         var speedQuantized: Double
         var calibrated: Int
         var keptF32: [String]
-    }
-
-    static func firstRows(_ x: Tensor, _ n: Int) -> Tensor {
-        let per = x.count / max(x.shape[0], 1)
-        let out = Tensor(uninitialized: [n] + x.shape.dropFirst())
-        out.pointer.update(from: x.pointer, count: n * per)
-        return out
     }
 
     /// Images per second through the inference path (fused plan), one pass over the batches.

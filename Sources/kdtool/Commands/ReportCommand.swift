@@ -307,9 +307,7 @@ struct ReportCommand: ParsableCommand {
             h +=
                 "<h3>Teacher vs student</h3><table id=\"teacher-student\"><tr><th>model</th><th>role</th><th>accuracy</th><th>parameters</th><th>MFLOPs / image</th><th>size</th></tr>"
             for (name, role, m, b, ev) in rows {
-                var shapes: [String: [Int]] = [:]
-                for n in m.tensorNames { shapes[n] = (m.parameters[n] ?? m.buffers[n])!.shape }
-                let flops = ((try? m.graph.stats(tensorShapes: shapes, batch: 1)) ?? []).reduce(0) { $0 + $1.flops }
+                let flops = m.flopsPerImage
                 h +=
                     "<tr><td>\(SVG.escape(name))</td><td>\(role)</td><td>\(Text.fixed(100 * ev.accuracy, 2)) %</td><td>\(Text.grouped(m.parameterCount))</td><td>\(Text.fixed(Double(flops) / 1e6, 2))</td><td>\(Text.bytes(b.fileSize))</td></tr>"
             }
