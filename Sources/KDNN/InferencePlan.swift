@@ -1,3 +1,4 @@
+import Foundation
 import KDBundle
 import KDTensor
 
@@ -16,6 +17,9 @@ public final class InferencePlan: @unchecked Sendable {
     enum Step {
         /// conv2d (+ folded batchnorm) (+ relu); `output` is the name the graph uses downstream.
         case conv(input: String, weight: Tensor, bias: Tensor?, window: Window, groups: Int, relu: Bool, output: String)
+        /// The same on the direct kernel, output in channel-blocked layout; `residual` is a
+        /// following addition's other operand, added before the ReLU.
+        case direct(input: String, conv: DirectConv, relu: Bool, residual: String?, output: String)
         /// add (+ relu)
         case add(String, String, relu: Bool, output: String)
         case node(Graph.Node)
@@ -76,10 +80,15 @@ public final class InferencePlan: @unchecked Sendable {
                         separator: "+"))
                 let window = Window(
                     kernel: [w.shape[2], w.shape[3]], stride: node.ints("stride"), pads: node.ints("pads"), dilation: node.ints("dilation"))
-                steps.append(
-                    .conv(
-                        input: node.inputs[0], weight: weight, bias: bias, window: window, groups: node.int("groups"), relu: relu,
-                        output: out))
+                let groups = node.int("groups")
+                if DirectConv.applies(groups: groups) {
+                    let conv = DirectConv(
+                        weight: weight, bias: bias, window: window, inBlock: DirectConv.inBlock(forChannels: weight.shape[1]))
+                    steps.append(.direct(input: node.inputs[0], conv: conv, relu: relu, residual: nil, output: out))
+                } else {
+                    steps.append(
+                        .conv(input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, relu: relu, output: out))
+                }
             case .add:
                 var out = node.outputs[0]
                 var relu = false
@@ -95,25 +104,143 @@ public final class InferencePlan: @unchecked Sendable {
                 names.append(node.name)
             }
         }
-        self.steps = steps
-        self.stepNames = names
+        (self.steps, self.stepNames) = Self.fuseResiduals(steps, names, consumers: consumers, quantized: Set(model.activationQuant.keys))
+        // Images per slice: the largest activation of a slice stays within 256 KiB (half an L2),
+        // so a slice's layers pass their outputs to each other through the cache.
+        let largest =
+            ((try? model.graph.stats(tensorShapes: model.tensorShapes, batch: 1)) ?? []).map {
+                $0.outputShape.reduce(1, *)
+            }.max() ?? 1
+        let budget = Int(ProcessInfo.processInfo.environment["KDTOOL_SLICE"] ?? "") ?? (64 << 10)
+        sliceImages = max(1, min(16, budget / max(1, largest)))
+    }
+
+    /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
+    public let sliceImages: Int
+
+    /// `conv (no ReLU) → add (+ ReLU)` becomes one direct convolution with the add's other operand
+    /// as its residual, run where the add was (the other operand is ready by then). Only when the
+    /// convolution's output feeds nothing else and is not rounded to an activation grid.
+    static func fuseResiduals(_ steps: [Step], _ names: [String], consumers: [String: Int], quantized: Set<String>) -> ([Step], [String]) {
+        var steps = steps
+        var names = names
+        var index = 0
+        while index < steps.count {
+            guard case .add(let a, let b, let relu, let output) = steps[index] else {
+                index += 1
+                continue
+            }
+            let producer = steps[..<index].lastIndex { step in
+                if case .direct(_, _, false, nil, let out) = step {
+                    return (out == a || out == b) && consumers[out] == 1 && !quantized.contains(out)
+                }
+                return false
+            }
+            guard let j = producer, case .direct(let input, let conv, _, _, let out) = steps[j], a != b, conv.inBlock == 8 else {
+                index += 1
+                continue
+            }
+            steps[index] = .direct(input: input, conv: conv, relu: relu, residual: out == a ? b : a, output: output)
+            names[index] = names[j] + "+" + names[index]
+            steps.remove(at: j)
+            names.remove(at: j)
+        }
+        return (steps, names)
     }
 
     /// Raw outputs (logits) for a batch; `timing`, when given, receives each step's index and seconds.
+    ///
+    /// The batch runs in slices of `sliceImages`, each through the whole network: the workers
+    /// take whole slices (one thread each), and a single slice splits its layers over the workers.
     public func run(_ x: Tensor, timing: ((Int, Double) -> Void)? = nil) throws -> Tensor {
         let expected = model.graph.inputs[0].shape
         guard x.rank == expected.count, zip(x.shape.dropFirst(), expected.dropFirst()).allSatisfy({ $0 == $1 }) else {
             throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
         }
+        let n = x.shape[0]
+        let slices = (n + sliceImages - 1) / sliceImages
+        if slices <= 1 { return try runSlice(x, timing: timing) }
+        let per = x.count / n
+        func slice(_ i: Int) throws -> Tensor {
+            let lo = i * sliceImages
+            let count = min(sliceImages, n - lo)
+            let part = Tensor(uninitialized: [count] + Array(x.shape.dropFirst()))
+            part.pointer.update(from: x.pointer + lo * per, count: count * per)
+            return part
+        }
+        var outputs = [Tensor?](repeating: nil, count: slices)
+        var failure: Error?
+        if timing != nil || Parallel.threads == 1 {
+            for i in 0..<slices { outputs[i] = try runSlice(try slice(i), timing: timing) }
+        } else {
+            // Workers take the next slice as they finish one (a core slowed by a neighbour then takes
+            // fewer); which worker computes a slice does not change its result.
+            let lock = NSLock()
+            var next = 0
+            outputs.withUnsafeMutableBufferPointer { out in
+                let results = UncheckedBox(out)
+                Parallel.chunks(Parallel.threads, parts: Parallel.threads) { _, _ in
+                    let before = Parallel.threads
+                    Parallel.configure(threads: 1)
+                    defer { Parallel.configure(threads: before) }
+                    while true {
+                        lock.lock()
+                        let i = next
+                        next += 1
+                        lock.unlock()
+                        guard i < slices else { return }
+                        do {
+                            results.value[i] = try runSlice(try slice(i), timing: nil)
+                        } catch {
+                            lock.lock()
+                            failure = failure ?? error
+                            lock.unlock()
+                        }
+                    }
+                }
+            }
+        }
+        if let failure { throw failure }
+        let parts = outputs.map { $0! }
+        let rest = Array(parts[0].shape.dropFirst())
+        let y = Tensor(uninitialized: [n] + rest)
+        var offset = 0
+        for p in parts {
+            (y.pointer + offset).update(from: p.pointer, count: p.count)
+            offset += p.count
+        }
+        return y
+    }
+
+    func runSlice(_ x: Tensor, timing: ((Int, Double) -> Void)?) throws -> Tensor {
         let tape = Tape(recording: false)
         let quant = model.activationQuant
         let input = model.graph.inputs[0].name
         var values: [String: Var] = [input: tape.leaf(quant[input].map { $0.applied(to: x) } ?? x)]
+        // Convolutions, additions and max pools pass channel-blocked activations to each other;
+        // a consumer that needs NCHW gets a converted copy (made once per tensor).
+        var blocked: [String: BlockedTensor] = [:]
         func store(_ name: String, _ y: Tensor) { values[name] = tape.leaf(quant[name].map { $0.applied(to: y) } ?? y) }
         /// Conv and add outputs are fresh tensors: their grid rounding happens in place.
         func storeFresh(_ name: String, _ y: Tensor) {
             quant[name]?.applyInPlace(y)
             values[name] = tape.leaf(y)
+        }
+        func storeBlocked(_ name: String, _ y: BlockedTensor) {
+            quant[name]?.applyInPlace(y.data)
+            blocked[name] = y
+        }
+        func plain(_ name: String) -> Tensor {
+            if let v = values[name] { return tape.value(v) }
+            let t = blocked[name]!.plain()
+            values[name] = tape.leaf(t)
+            return t
+        }
+        func block(_ name: String) -> BlockedTensor {
+            if let b = blocked[name] { return b }
+            let b = BlockedTensor(plain(name))
+            blocked[name] = b
+            return b
         }
         for (name, t) in model.parameters { values[name] = tape.leaf(t) }
         var rng = RandomSource(seed: 0)
@@ -128,19 +255,50 @@ public final class InferencePlan: @unchecked Sendable {
                 }
             }
             switch step {
+            case .direct(let input, let conv, let relu, let residual, let output):
+                let r = residual.map(block)
+                let y =
+                    conv.inBlock == 8
+                    ? try conv(block(input), relu: relu, residual: r) : try conv(plain: plain(input), relu: relu, residual: r)
+                storeBlocked(output, y)
             case .conv(let input, let weight, let bias, let window, let groups, let relu, let output):
-                let y = try Conv2d.forward(x: tape.value(values[input]!), weight: weight, bias: bias, window, groups: groups)
+                let y = try Conv2d.forward(x: plain(input), weight: weight, bias: bias, window, groups: groups)
                 if relu { Elementwise.reluInPlace(y) }
                 storeFresh(output, y)
             case .add(let a, let b, let relu, let output):
-                let y = try Elementwise.add(tape.value(values[a]!), tape.value(values[b]!))
+                if blocked[a] != nil || blocked[b] != nil {
+                    storeBlocked(output, try BlockedTensor.add(block(a), block(b), relu: relu))
+                    continue
+                }
+                let y = try Elementwise.add(plain(a), plain(b))
                 if relu { Elementwise.reluInPlace(y) }
                 storeFresh(output, y)
             case .node(let node):
+                if let x = blocked[node.inputs[0]], values[node.inputs[0]] == nil {
+                    switch node.op {
+                    case .maxpool:
+                        let g = Window(
+                            kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"),
+                            dilation: node.ints("dilation"), ceilMode: node.bool("ceil_mode"))
+                        storeBlocked(node.outputs[0], try x.maxPool(g))
+                        continue
+                    case .globalavgpool:
+                        storeFresh(node.outputs[0], x.globalAveragePool())
+                        continue
+                    case .relu:
+                        let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w)
+                        y.data.pointer.update(from: x.data.pointer, count: x.data.count)
+                        y.reluInPlace()
+                        storeBlocked(node.outputs[0], y)
+                        continue
+                    default: break
+                    }
+                }
+                for i in node.inputs where values[i] == nil && blocked[i] != nil { _ = plain(i) }
                 store(node.outputs[0], tape.value(try model.apply(node, tape: tape, values: values, training: false, rng: &rng)))
             }
         }
-        return tape.value(values[model.graph.outputs[0]]!)
+        return plain(model.graph.outputs[0])
     }
 
     /// Outputs read as the graph says (softmax, sigmoid or raw).
@@ -152,4 +310,10 @@ public final class InferencePlan: @unchecked Sendable {
         case .none: return z
         }
     }
+}
+
+/// Lets workers write disjoint elements of one buffer.
+private struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -36,9 +36,9 @@ struct ConvPathTests {
         let g = Window(kernel: [c.w[2], c.w[3]], stride: [1, 1], pads: c.pads)
         var results: [(Tensor, Tensor?, Tensor)] = []
         for shifted in [false, true] {
-            let y = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowShifted: shifted)
+            let y = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowFast: shifted)
             let dy = Tensor(shape: y.shape, values: (0..<y.count).map { Float(($0 * 7) % 11) / 11 - 0.5 })
-            let grads = Conv2d.backward(dy: dy, x: x, weight: w, hasBias: true, g, groups: 1, needInput: true, allowShifted: shifted)
+            let grads = Conv2d.backward(dy: dy, x: x, weight: w, hasBias: true, g, groups: 1, needInput: true, allowFast: shifted)
             results.append((y, grads.dx, grads.dw))
         }
         #expect(close(results[1].0, results[0].0), "forward")

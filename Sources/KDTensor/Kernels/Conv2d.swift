@@ -35,11 +35,14 @@ public struct Window: Equatable, Sendable {
     }
 }
 
-/// conv2d via im2col + sgemm, images split across threads (each with its own column buffer).
+/// conv2d: dense convolutions run on the direct kernel (DirectConv.swift); grouped ones via
+/// im2col + sgemm, images split across threads (each with its own column buffer). Gradients:
+/// stride-1 dW by shifted GEMMs (Conv2d+Shifted.swift), stride-1 dX as a direct convolution of
+/// dY with the flipped weights, everything else im2col/col2im.
 public enum Conv2d {
-    /// Stride-1 convolutions use the shifted-GEMM kernel (Conv2d+Shifted.swift) unless a caller
-    /// passes `allowShifted: false` (tests and benchmarks comparing the two paths).
-    public static let useShifted = true
+    /// The direct and shifted kernels are used unless a caller passes `allowFast: false` (tests
+    /// comparing them with the reference im2col path).
+    public static let useFast = true
 
     /// Unfolds image `x` [C, H, W] into columns [C·kh·kw, Ho·Wo].
     @usableFromInline
@@ -143,10 +146,16 @@ public enum Conv2d {
     static func imagesPerChunk(kk: Int, hw: Int) -> Int { max(1, min(16, (1 << 18) / max(1, kk * hw))) }
 
     public static func forward(
-        x: Tensor, weight: Tensor, bias: Tensor?, _ g: Window, groups: Int, allowShifted: Bool = useShifted
+        x: Tensor, weight: Tensor, bias: Tensor?, _ g: Window, groups: Int, allowFast: Bool = useFast
     ) throws -> Tensor {
         let os = try outputShape(x: x.shape, weight: weight.shape, g, groups: groups)
-        if allowShifted && shiftedApplies(g, groups: groups) { return forwardShifted(x: x, weight: weight, bias: bias, g, output: os) }
+        if allowFast && DirectConv.applies(groups: groups) {
+            // The direct kernel (DirectConv.swift) through NCHW: its blocked layout in and out costs
+            // two copies, far less than the GEMM paths' column matrices at the zoo's channel counts.
+            let conv = DirectConv(weight: weight, bias: bias, window: g, inBlock: DirectConv.inBlock(forChannels: x.shape[1]))
+            return try conv(plain: x).plain()
+        }
+        if allowFast && shiftedApplies(g, groups: groups) { return forwardShifted(x: x, weight: weight, bias: bias, g, output: os) }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, ho, wo) = (os[1], os[2], os[3])
         let hw = ho * wo
@@ -210,7 +219,7 @@ public enum Conv2d {
     /// Gradients with respect to x (when `needInput`), weight and bias. Per-thread weight
     /// gradients are summed in thread order, so results depend only on the thread count.
     public static func backward(
-        dy: Tensor, x: Tensor, weight: Tensor, hasBias: Bool, _ g: Window, groups: Int, needInput: Bool, allowShifted: Bool = useShifted
+        dy: Tensor, x: Tensor, weight: Tensor, hasBias: Bool, _ g: Window, groups: Int, needInput: Bool, allowFast: Bool = useFast
     ) -> (dx: Tensor?, dw: Tensor, db: Tensor?) {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, ho, wo) = (dy.shape[1], dy.shape[2], dy.shape[3])
@@ -219,12 +228,12 @@ public enum Conv2d {
         let og = o / groups
         let kk = cg * g.kernel.h * g.kernel.w
         let pointwise = isPointwise(g)
-        if allowShifted && shiftedApplies(g, groups: groups) && (!needInput || transposedGradientApplies(g)) {
+        if allowFast && shiftedApplies(g, groups: groups) && (!needInput || transposedGradientApplies(g)) {
             // No column matrix at all: dW by shifted GEMMs, dX by the transposed convolution.
             let dw = weightGradientShifted(dy: dy, x: x, g)
             let dx =
                 needInput
-                ? inputGradientByConvolution(dy: dy, weight: weight, g, groups: groups, inputChannels: c, allowShifted: true) : nil
+                ? inputGradientByConvolution(dy: dy, weight: weight, g, groups: groups, inputChannels: c, allowFast: true) : nil
             return (dx, dw, hasBias ? biasGradient(dy) : nil)
         }
         let chunk = pointwise ? 1 : imagesPerChunk(kk: kk, hw: hw)
@@ -298,7 +307,7 @@ public enum Conv2d {
         for p in partial.dropFirst() { for j in 0..<dw.count { dw.pointer[j] += p.pointer[j] } }
         var dxOut = dx
         if transposed {
-            dxOut = inputGradientByConvolution(dy: dy, weight: weight, g, groups: groups, inputChannels: c, allowShifted: allowShifted)
+            dxOut = inputGradientByConvolution(dy: dy, weight: weight, g, groups: groups, inputChannels: c, allowFast: allowFast)
         }
         let db = hasBias ? biasGradient(dy) : nil
         return (dxOut, dw, db)
@@ -314,7 +323,7 @@ public enum Conv2d {
 
     /// dX as the convolution of dY with the flipped, transposed weights (stride 1 only).
     static func inputGradientByConvolution(
-        dy: Tensor, weight: Tensor, _ g: Window, groups: Int, inputChannels c: Int, allowShifted: Bool
+        dy: Tensor, weight: Tensor, _ g: Window, groups: Int, inputChannels c: Int, allowFast: Bool
     ) -> Tensor? {
         let (kh, kw) = g.kernel
         let o = weight.shape[0]
@@ -336,7 +345,7 @@ public enum Conv2d {
         }
         let p = g.pads
         let back = Window(kernel: [kh, kw], stride: [1, 1], pads: [kh - 1 - p[0], kw - 1 - p[1], kh - 1 - p[2], kw - 1 - p[3]])
-        return try? forward(x: dy, weight: flipped, bias: nil, back, groups: groups, allowShifted: allowShifted)
+        return try? forward(x: dy, weight: flipped, bias: nil, back, groups: groups, allowFast: allowFast)
     }
 
     /// dX by convolution needs stride 1, no dilation and padding below the kernel size.

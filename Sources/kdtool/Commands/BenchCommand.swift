@@ -18,6 +18,9 @@ struct BenchCommand: ParsableCommand {
             ReLU), summed over --runs passes at the largest batch size and sorted, with their share of the total.
             --compare-onnxruntime exports the model to ONNX, runs ONNX Runtime (the Python venv that tools/setup creates,
             or KDTOOL_ONNX_PYTHON) on the same inputs, batch sizes and thread count, and prints kdtool's speed over its.
+            The two are timed in alternating rounds (--rounds; ONNX Runtime stays loaded in a child process), so both
+            see the same machine: on a shared machine the speed drifts by tens of percent within a minute, and only
+            ratios taken side by side mean anything.
 
             Examples:
               kdtool bench student.kdb
@@ -40,6 +43,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Also run ONNX Runtime on the exported model and print the ratio.")
     var compareOnnxruntime = false
 
+    @Option(help: "With --compare-onnxruntime: alternating rounds the --runs passes are split into.")
+    var rounds: Int = 5
+
     @Flag(help: "Print one JSON document.")
     var json = false
 
@@ -56,11 +62,29 @@ struct BenchCommand: ParsableCommand {
         func input(_ n: Int) -> Tensor {
             Tensor(shape: [n] + shape, values: (0..<(n * per)).map { Float(($0 &* 2_654_435_761) % 1000) / 500 - 1 })
         }
-        var results: [(batch: Int, p50: Double, p99: Double, ips: Double)] = []
-        for n in sizes {
-            let lat = try reportingErrors { try SpeedProbe.latency(plan, input(n), runs: runs) }
-            results.append((n, lat.p50, lat.p99, Double(n) * 1000 / max(lat.p50, 1e-9)))
+        let inputs = sizes.map(input)
+        var mine = [[Double]](repeating: [], count: sizes.count)
+        var theirs = [[Double]](repeating: [], count: sizes.count)
+        if compareOnnxruntime {
+            guard rounds > 0 else { throw ValidationError("--rounds must be positive") }
+            let peer = try OnnxRuntimePeer.Session(model: m, bundle: bundle, inputs: inputs, threads: threads)
+            for r in 0..<rounds {
+                let k = runs / rounds + (r < runs % rounds ? 1 : 0)
+                guard k > 0 else { continue }
+                for i in sizes.indices {
+                    mine[i] += try reportingErrors { try SpeedProbe.samples(plan, inputs[i], runs: k, warmup: r == 0 ? 3 : 1) }
+                    theirs[i] += try peer.measure(input: i, runs: k)
+                }
+            }
+        } else {
+            for i in sizes.indices { mine[i] = try reportingErrors { try SpeedProbe.samples(plan, inputs[i], runs: runs) } }
         }
+        func summary(_ i: Int, _ t: [Double]) -> (batch: Int, p50: Double, p99: Double, ips: Double) {
+            let p50 = SpeedProbe.quantile(t, 0.5)
+            return (sizes[i], p50, SpeedProbe.quantile(t, 0.99), Double(sizes[i]) * 1000 / max(p50, 1e-9))
+        }
+        let results = sizes.indices.map { summary($0, mine[$0]) }
+        let ort = compareOnnxruntime ? sizes.indices.map { summary($0, theirs[$0]) } : []
         let big = input(sizes.max()!)
         var layer = [Double](repeating: 0, count: plan.stepNames.count)
         for _ in 0..<runs { _ = try reportingErrors { try plan.run(big) { i, s in layer[i] += s } } }
@@ -71,10 +95,6 @@ struct BenchCommand: ParsableCommand {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let peakRSS = Int(usage.ru_maxrss) * 1024
-        var ort: [(batch: Int, p50: Double, p99: Double, ips: Double)] = []
-        if compareOnnxruntime {
-            ort = try OnnxRuntimePeer.measure(model: m, bundle: bundle, inputs: sizes.map { input($0) }, threads: threads, runs: runs)
-        }
         if json {
             var doc: [(String, JSON)] = [
                 ("model", .string(model)), ("threads", .int(threads)), ("runs", .int(runs)), ("peak_rss_bytes", .int(peakRSS)),
@@ -129,28 +149,30 @@ struct BenchCommand: ParsableCommand {
 
 /// ONNX Runtime on the same model and inputs, through a Python venv (onnxruntime + numpy).
 enum OnnxRuntimePeer {
+    /// Loads the model and inputs once, then answers `INDEX RUNS` lines with a JSON list of milliseconds.
     static let script = """
         import json, sys, time
         import numpy as np
         import onnxruntime as ort
-        model, threads, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+        model, threads = sys.argv[1], int(sys.argv[2])
         o = ort.SessionOptions()
         o.intra_op_num_threads = threads
         o.inter_op_num_threads = 1
         s = ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
         name = s.get_inputs()[0].name
-        for path in sys.argv[4:]:
-            x = np.load(path)
+        xs = [np.load(p) for p in sys.argv[3:]]
+        for x in xs:
             for _ in range(3):
                 s.run(None, {name: x})
+        print("ready", flush=True)
+        for line in sys.stdin:
+            i, runs = (int(v) for v in line.split())
             t = []
             for _ in range(runs):
                 t0 = time.perf_counter()
-                s.run(None, {name: x})
+                s.run(None, {name: xs[i]})
                 t.append(1000 * (time.perf_counter() - t0))
-            t.sort()
-            q = lambda f: t[min(len(t) - 1, int(-(-f * (len(t) - 1) // 1)))]
-            print(json.dumps({"batch": int(x.shape[0]), "p50": q(0.5), "p99": q(0.99)}), flush=True)
+            print(json.dumps(t), flush=True)
         """
 
     static func python() throws -> String {
@@ -162,39 +184,101 @@ enum OnnxRuntimePeer {
         throw ExitCode.failure
     }
 
-    static func measure(model: Model, bundle: ModelBundle, inputs: [Tensor], threads: Int, runs: Int) throws
-        -> [(batch: Int, p50: Double, p99: Double, ips: Double)]
-    {
-        let py = try python()
-        let tmp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
-        var template = Array("\(tmp)/kdtool-bench-XXXXXX".utf8CString)
-        guard let dirPtr = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            warn("kdtool: error: cannot create a temporary folder")
-            throw ExitCode.failure
+    /// ONNX Runtime kept loaded in a child process, so that its timing rounds can alternate with ours.
+    final class Session {
+        let dir: String
+        let pid: pid_t
+        let toChild: Int32
+        let fromChild: Int32
+        var pending: [UInt8] = []
+
+        init(model: Model, bundle: ModelBundle, inputs: [Tensor], threads: Int) throws {
+            let py = try python()
+            let tmp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+            var template = Array("\(tmp)/kdtool-bench-XXXXXX".utf8CString)
+            guard let dirPtr = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+                warn("kdtool: error: cannot create a temporary folder")
+                throw ExitCode.failure
+            }
+            let dir = String(cString: dirPtr)
+            self.dir = dir
+            let onnx = dir + "/model.onnx"
+            var paths: [String] = []
+            do {
+                try withInteropErrors {
+                    try writeFileBytes(try OnnxExporter.export(model, bundle: bundle, options: .init(dynamicBatch: true)), to: onnx)
+                    try writeFileBytes(Array(script.utf8), to: dir + "/bench.py")
+                    for (i, x) in inputs.enumerated() {
+                        let p = dir + "/x\(i).npy"
+                        try Npy.write(p, shape: x.shape, floats: Array(UnsafeBufferPointer(start: x.pointer, count: x.count)))
+                        paths.append(p)
+                    }
+                }
+            } catch {
+                _ = try? runProcess("/bin/rm", ["-rf", dir])
+                throw error
+            }
+            var input: [Int32] = [0, 0]
+            var output: [Int32] = [0, 0]
+            guard pipe(&input) == 0, pipe(&output) == 0 else { throw ExitCode.failure }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+            posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+            posix_spawn_file_actions_addclose(&actions, input[1])
+            posix_spawn_file_actions_addclose(&actions, output[0])
+            let argv = ([py, dir + "/bench.py", onnx, String(threads)] + paths).map { strdup($0) } + [nil]
+            defer { for p in argv { free(p) } }
+            var pid: pid_t = 0
+            let rc = posix_spawnp(&pid, py, &actions, nil, argv, environ)
+            close(input[0])
+            close(output[1])
+            self.pid = pid
+            toChild = input[1]
+            fromChild = output[0]
+            guard rc == 0 else {
+                warn("kdtool: error: cannot start \(py): \(String(cString: strerror(rc)))")
+                throw ExitCode.failure
+            }
+            guard try readLine() == "ready" else { throw failed() }
         }
-        let dir = String(cString: dirPtr)
-        defer { _ = try? runProcess("/bin/rm", ["-rf", dir]) }
-        let onnx = dir + "/model.onnx"
-        try withInteropErrors {
-            try writeFileBytes(try OnnxExporter.export(model, bundle: bundle, options: .init(dynamicBatch: true)), to: onnx)
-            try writeFileBytes(Array(script.utf8), to: dir + "/bench.py")
+
+        deinit {
+            close(toChild)
+            close(fromChild)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            _ = try? OnnxRuntimePeer.runProcess("/bin/rm", ["-rf", dir])
         }
-        var paths: [String] = []
-        for (i, x) in inputs.enumerated() {
-            let p = dir + "/x\(i).npy"
-            try withInteropErrors { try Npy.write(p, shape: x.shape, floats: Array(UnsafeBufferPointer(start: x.pointer, count: x.count))) }
-            paths.append(p)
+
+        /// Milliseconds of `runs` ONNX Runtime passes over input `input`.
+        func measure(input: Int, runs: Int) throws -> [Double] {
+            let request = Array("\(input) \(runs)\n".utf8)
+            guard request.withUnsafeBytes({ write(toChild, $0.baseAddress!, $0.count) }) == request.count,
+                let line = try readLine(), let times = try? MiniJSON.parse(Array(line.utf8)) as? [Any]
+            else { throw failed() }
+            return times.compactMap { $0 as? Double }
         }
-        let (status, out) = try runProcess(py, [dir + "/bench.py", onnx, String(threads), String(runs)] + paths)
-        guard status == 0 else {
-            warn("kdtool: error: ONNX Runtime failed (exit \(status)):\n\(out.suffix(2000))")
-            throw ExitCode.failure
+
+        func readLine() throws -> String? {
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while true {
+                if let nl = pending.firstIndex(of: 10) {
+                    let line = String(decoding: pending[..<nl], as: UTF8.self)
+                    pending.removeSubrange(...nl)
+                    return line
+                }
+                let n = buf.withUnsafeMutableBytes { read(fromChild, $0.baseAddress!, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return nil }
+                pending += buf[0..<n]
+            }
         }
-        return out.split(separator: "\n").compactMap { line -> (Int, Double, Double, Double)? in
-            guard let doc = try? MiniJSON.parse(Array(line.utf8)) as? [String: Any], let b = doc["batch"] as? Double,
-                let p50 = doc["p50"] as? Double, let p99 = doc["p99"] as? Double
-            else { return nil }
-            return (Int(b), p50, p99, b * 1000 / max(p50, 1e-9))
+
+        func failed() -> Error {
+            warn("kdtool: error: ONNX Runtime stopped answering (its messages are above)")
+            return ExitCode.failure
         }
     }
 

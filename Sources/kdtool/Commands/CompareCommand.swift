@@ -12,6 +12,12 @@ import KDTensor
 struct SpeedProbe {
     /// p50 and p99 of `runs` single passes over `x`, in milliseconds.
     static func latency(_ plan: InferencePlan, _ x: Tensor, runs: Int, warmup: Int = 3) throws -> (p50: Double, p99: Double) {
+        let times = try samples(plan, x, runs: runs, warmup: warmup)
+        return (quantile(times, 0.5), quantile(times, 0.99))
+    }
+
+    /// Milliseconds of each of `runs` passes over `x` (after `warmup` untimed ones).
+    static func samples(_ plan: InferencePlan, _ x: Tensor, runs: Int, warmup: Int = 3) throws -> [Double] {
         for _ in 0..<warmup { _ = try plan.run(x) }
         var times: [Double] = []
         for _ in 0..<runs {
@@ -19,9 +25,13 @@ struct SpeedProbe {
             _ = try plan.run(x)
             times.append(1000 * (monotonic() - t0))
         }
-        times.sort()
-        func q(_ f: Double) -> Double { times[min(times.count - 1, Int((f * Double(times.count - 1)).rounded(.up)))] }
-        return (q(0.5), q(0.99))
+        return times
+    }
+
+    /// The `f` quantile (nearest rank, rounding up) of `times`.
+    static func quantile(_ times: [Double], _ f: Double) -> Double {
+        let t = times.sorted()
+        return t[min(t.count - 1, Int((f * Double(t.count - 1)).rounded(.up)))]
     }
 
     /// The first `n` rows of a batch (repeated when the batch is smaller).

@@ -1,0 +1,541 @@
+/// Activations in channel-blocked layout (NCHW8c): `[N][⌈C/8⌉][H][W][8]`, the channels past C
+/// zero. Eight channels of one pixel are one 256-bit vector, which is what the direct
+/// convolution below multiplies by a broadcast input value.
+public struct BlockedTensor: @unchecked Sendable {
+    public static let lanes = 8
+    public let data: Tensor
+    public let n: Int
+    public let channels: Int
+    public let h: Int
+    public let w: Int
+    public var blocks: Int { (channels + 7) / 8 }
+    /// The NCHW shape this tensor stands for.
+    public var shape: [Int] { [n, channels, h, w] }
+
+    public init(uninitialized n: Int, channels: Int, h: Int, w: Int) {
+        self.n = n
+        self.channels = channels
+        self.h = h
+        self.w = w
+        self.data = Tensor(uninitialized: [n * ((channels + 7) / 8) * h * w * 8])
+    }
+
+    /// The NCHW tensor `x` regrouped into blocks of eight channels.
+    public init(_ x: Tensor) {
+        precondition(x.rank == 4, "blocked layout needs NCHW, got \(x.shape)")
+        self.init(uninitialized: x.shape[0], channels: x.shape[1], h: x.shape[2], w: x.shape[3])
+        let (c, hw, cb) = (channels, h * w, blocks)
+        let src = x.pointer
+        let dst = data.pointer
+        Parallel.chunks(n * cb, parts: n * cb * hw > 1 << 14 ? Parallel.threads : 1) { _, range in
+            for u in range {
+                let (img, b) = (u / cb, u % cb)
+                let out = dst + u * hw * 8
+                for lane in 0..<8 {
+                    let ch = b * 8 + lane
+                    if ch >= c {
+                        for j in 0..<hw { out[j * 8 + lane] = 0 }
+                        continue
+                    }
+                    let s = src + (img * c + ch) * hw
+                    for j in 0..<hw { out[j * 8 + lane] = s[j] }
+                }
+            }
+        }
+    }
+
+    /// Back to NCHW (the padding channels dropped).
+    public func plain() -> Tensor {
+        let y = Tensor(uninitialized: shape)
+        let (c, hw, cb) = (channels, h * w, blocks)
+        let src = data.pointer
+        let dst = y.pointer
+        Parallel.chunks(n * cb, parts: n * cb * hw > 1 << 14 ? Parallel.threads : 1) { _, range in
+            for u in range {
+                let (img, b) = (u / cb, u % cb)
+                let s = src + u * hw * 8
+                for lane in 0..<min(8, c - b * 8) {
+                    let d = dst + (img * c + b * 8 + lane) * hw
+                    for j in 0..<hw { d[j] = s[j * 8 + lane] }
+                }
+            }
+        }
+        return y
+    }
+
+    /// a + b (+ ReLU), both blocked with the same shape.
+    public static func add(_ a: BlockedTensor, _ b: BlockedTensor, relu: Bool) throws -> BlockedTensor {
+        guard a.shape == b.shape else { throw TensorError("add: shapes \(a.shape) and \(b.shape) differ") }
+        let y = BlockedTensor(uninitialized: a.n, channels: a.channels, h: a.h, w: a.w)
+        let (pa, pb, py) = (a.data.pointer, b.data.pointer, y.data.pointer)
+        let vectors = a.data.count / 8
+        Parallel.chunks(vectors, parts: vectors > 1 << 13 ? Parallel.threads : 1) { _, range in
+            for i in range {
+                var v = SIMD8.load(pa + i * 8) + SIMD8.load(pb + i * 8)
+                if relu { v = v.replacing(with: 0, where: v .< 0) }
+                v.store(py + i * 8)
+            }
+        }
+        return y
+    }
+
+    /// Max pooling per channel block; padding never wins (as in `Pooling.maxForward`).
+    public func maxPool(_ g: Window) throws -> BlockedTensor {
+        let os = try Pooling.outputShape(shape, g)
+        let (ho, wo) = (os[2], os[3])
+        let y = BlockedTensor(uninitialized: n, channels: channels, h: ho, w: wo)
+        let (src, dst, hh, ww) = (data.pointer, y.data.pointer, h, w)
+        let simple =
+            g.kernel == (2, 2) && g.stride == (2, 2) && g.dilation == (1, 1) && g.pads == [0, 0, 0, 0] && 2 * ho <= h && 2 * wo <= w
+        Parallel.chunks(n * blocks) { _, range in
+            for u in range {
+                let s = src + u * hh * ww * 8
+                let d = dst + u * ho * wo * 8
+                if simple {
+                    // 2×2, stride 2: four vectors per output, no bounds to check.
+                    for oi in 0..<ho {
+                        let r0 = s + 2 * oi * ww * 8
+                        let r1 = r0 + ww * 8
+                        for oj in 0..<wo {
+                            let (a, b) = (SIMD8.load(r0 + 16 * oj), SIMD8.load(r0 + 16 * oj + 8))
+                            let (c, e) = (SIMD8.load(r1 + 16 * oj), SIMD8.load(r1 + 16 * oj + 8))
+                            var m = a.replacing(with: b, where: b .> a)
+                            m = m.replacing(with: c, where: c .> m)
+                            m = m.replacing(with: e, where: e .> m)
+                            let nan = (a .!= a) .| (b .!= b) .| (c .!= c) .| (e .!= e)
+                            m.replacing(with: .nan, where: nan).store(d + (oi * wo + oj) * 8)
+                        }
+                    }
+                    continue
+                }
+                for oi in 0..<ho {
+                    let i0 = oi * g.stride.h - g.pads[0]
+                    for oj in 0..<wo {
+                        let j0 = oj * g.stride.w - g.pads[1]
+                        var best = SIMD8<Float>(repeating: -.infinity)
+                        var nan = SIMDMask<SIMD8<Int32>>(repeating: false)
+                        for ki in 0..<g.kernel.h {
+                            let ii = i0 + ki * g.dilation.h
+                            if ii < 0 || ii >= hh { continue }
+                            for kj in 0..<g.kernel.w {
+                                let jj = j0 + kj * g.dilation.w
+                                if jj < 0 || jj >= ww { continue }
+                                let v = SIMD8.load(s + (ii * ww + jj) * 8)
+                                best = best.replacing(with: v, where: v .> best)
+                                nan .|= v .!= v
+                            }
+                        }
+                        best.replacing(with: .nan, where: nan).store(d + (oi * wo + oj) * 8)
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// Global average pooling to an NCHW `[N, C, 1, 1]` tensor.
+    public func globalAveragePool() -> Tensor {
+        let y = Tensor(uninitialized: [n, channels, 1, 1])
+        let hw = h * w
+        let inv = 1 / Float(hw)
+        for img in 0..<n {
+            for b in 0..<blocks {
+                let s = data.pointer + (img * blocks + b) * hw * 8
+                var acc = SIMD8<Float>()
+                for j in 0..<hw { acc += SIMD8.load(s + j * 8) }
+                for lane in 0..<min(8, channels - b * 8) { y.pointer[img * channels + b * 8 + lane] = acc[lane] * inv }
+            }
+        }
+        return y
+    }
+
+    /// max(x, 0) in place.
+    public func reluInPlace() {
+        let p = data.pointer
+        let vectors = data.count / 8
+        Parallel.chunks(vectors, parts: vectors > 1 << 13 ? Parallel.threads : 1) { _, range in
+            for i in range {
+                let v = SIMD8.load(p + i * 8)
+                v.replacing(with: 0, where: v .< 0).store(p + i * 8)
+            }
+        }
+    }
+}
+
+extension SIMD8 where Scalar == Float {
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    @inline(__always)
+    static func load(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> { load(UnsafePointer(p)) }
+    @inline(__always)
+    func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD8<Float>.self) }
+}
+
+/// A convolution whose weights are packed once for the direct kernel: every output pixel is
+/// accumulated in registers, eight output channels per 256-bit vector, from broadcast input
+/// values — no column matrix, no GEMM call, the input read from cache (MLAS's NCHWc scheme).
+/// Tiles of 6 output pixels × 16 output channels keep 12 accumulators in registers, so each
+/// weight vector loaded is used six times and each input value broadcast twice.
+///
+/// Input is either channel-blocked (`inBlock` 8) or plain NCHW (`inBlock` 1, for the few
+/// channels of an image); output is always blocked.
+public struct DirectConv: @unchecked Sendable {
+    public let outChannels: Int
+    public let inChannels: Int
+    /// Input channels per block of the input layout: 8 (blocked) or 1 (NCHW).
+    public let inBlock: Int
+    public let window: Window
+    let kh: Int
+    let kw: Int
+    let inBlocks: Int
+    let outBlocks: Int
+    /// [⌈O/8⌉][⌈C/inBlock⌉][kh][kw][inBlock][8]
+    let packed: Tensor
+    let bias: Tensor
+
+    /// Whether the direct kernel handles a convolution with these groups (dense ones only).
+    public static func applies(groups: Int) -> Bool { groups == 1 }
+
+    /// The input layout the kernel reads best for `channels` input channels.
+    public static func inBlock(forChannels c: Int) -> Int { c <= 4 ? 1 : 8 }
+
+    public init(weight: Tensor, bias: Tensor?, window: Window, inBlock: Int) {
+        precondition(inBlock == 1 || inBlock == 8)
+        let (o, c, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+        self.outChannels = o
+        self.inChannels = c
+        self.inBlock = inBlock
+        self.window = window
+        self.kh = kh
+        self.kw = kw
+        inBlocks = (c + inBlock - 1) / inBlock
+        outBlocks = (o + 7) / 8
+        packed = Tensor(zeros: [outBlocks * inBlocks * kh * kw * inBlock * 8])
+        let wp = weight.pointer
+        for oc in 0..<o {
+            for ic in 0..<c {
+                for k in 0..<(kh * kw) {
+                    let (ob, lane, icb, i) = (oc / 8, oc % 8, ic / inBlock, ic % inBlock)
+                    packed[((((ob * inBlocks + icb) * kh * kw + k) * inBlock + i) * 8) + lane] = wp[(oc * c + ic) * kh * kw + k]
+                }
+            }
+        }
+        self.bias = Tensor(zeros: [outBlocks * 8])
+        if let bias { for oc in 0..<o { self.bias[oc] = bias[oc] } }
+    }
+
+    /// Convolution of a blocked input (`inBlock` 8); `residual` (the output's shape) is added
+    /// before the ReLU — a ResNet block's `conv → add → relu` in one pass over the output.
+    public func callAsFunction(_ x: BlockedTensor, relu: Bool = false, residual: BlockedTensor? = nil) throws -> BlockedTensor {
+        precondition(inBlock == 8, "this convolution was packed for NCHW input")
+        guard x.channels == inChannels else {
+            throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
+        }
+        return try run(x.data.pointer, n: x.n, h: x.h, w: x.w, pads: window.pads, relu: relu, residual: residual)
+    }
+
+    /// Convolution of an NCHW input (any `inBlock`; converted when the packing wants blocks).
+    public func callAsFunction(plain x: Tensor, relu: Bool = false, residual: BlockedTensor? = nil) throws -> BlockedTensor {
+        guard x.rank == 4, x.shape[1] == inChannels else {
+            throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
+        }
+        if inBlock == 8 { return try self(BlockedTensor(x), relu: relu, residual: residual) }
+        let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3])
+        let p = window.pads
+        guard p.contains(where: { $0 != 0 }) else { return try run(x.pointer, n: n, h: h, w: w, pads: p, relu: relu, residual: residual) }
+        // A few NCHW channels: a zero-padded copy is cheap, and spares the border passes, which
+        // with one lane per tap would cost more than the copy.
+        let (hp, wp) = (h + p[0] + p[2], w + p[1] + p[3])
+        let padded = Tensor(zeros: [n * inChannels * hp * wp])
+        for u in 0..<(n * inChannels) {
+            for i in 0..<h { (padded.pointer + (u * hp + i + p[0]) * wp + p[1]).update(from: x.pointer + (u * h + i) * w, count: w) }
+        }
+        return try run(padded.pointer, n: n, h: hp, w: wp, pads: [0, 0, 0, 0], relu: relu, residual: residual)
+    }
+
+    /// Tile shapes the kernel has: up to `pixels` output pixels of a row × `blocks` blocks of eight
+    /// output channels, 12 accumulators at most (16 vector registers: the rest hold weights and a
+    /// broadcast input value). 12 × 1 is for convolutions with at most eight outputs.
+    static let shapes: [(pixels: Int, blocks: Int)] = [(6, 2), (4, 3), (3, 4), (12, 1)]
+
+    /// The tile shape with the fewest estimated cycles for a row of `width` pixels and `blocks`
+    /// output blocks. Per input lane a tile of p pixels × b blocks issues p·b FMAs (2 per cycle),
+    /// p + b loads (2 per cycle), and each accumulator's chain waits for the FMA latency (~4.5
+    /// cycles on Zen 2/3): small tiles are latency-bound, which is why widths split evenly.
+    static func shape(width: Int, blocks: Int) -> (pixels: Int, blocks: Int) {
+        func split(_ total: Int, _ most: Int) -> [Int] {
+            let parts = (total + most - 1) / most
+            return (0..<parts).map { total / parts + ($0 < total % parts ? 1 : 0) }
+        }
+        func cycles(_ s: (pixels: Int, blocks: Int)) -> Double {
+            var sum = 0.0
+            for p in split(width, s.pixels) {
+                for b in split(blocks, s.blocks) {
+                    sum += max(Double(p * b) / 2, Double(p + b) / 2, 4.5)
+                }
+            }
+            return sum
+        }
+        return shapes.min { cycles($0) < cycles($1) }!
+    }
+
+    func run(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, pads: [Int], relu: Bool, residual: BlockedTensor?) throws -> BlockedTensor {
+        var g = window
+        g.pads = pads
+        let ho = try g.outputSize(h, axis: 0)
+        let wo = try g.outputSize(w, axis: 1)
+        if let r = residual, r.shape != [n, outChannels, ho, wo] {
+            throw TensorError("residual \(r.shape) does not match the convolution's output \([n, outChannels, ho, wo])")
+        }
+        let (ib, cb, ob, kh, kw) = (inBlock, inBlocks, outBlocks, kh, kw)
+        let y = BlockedTensor(uninitialized: n, channels: outChannels, h: ho, w: wo)
+        let perBlock = cb * kh * kw * ib * 8
+        let tile = Tile(
+            planeStride: h * w * ib, pixelStep: g.stride.w * ib, tapH: g.dilation.h * w * ib, tapW: g.dilation.w * ib, ib: ib, cb: cb,
+            kh: kh, kw: kw, weightBlock: perBlock, outBlock: ho * wo * 8, relu: relu, unitStride: ib == 8 && g.stride.w == 1,
+            residualOffset: residual.map { $0.data.pointer - y.data.pointer })
+        let wts = UnsafePointer(packed.pointer)
+        let bias = UnsafePointer(bias.pointer)
+        let out = y.data.pointer
+        let shape = Self.shape(width: wo, blocks: ob)
+        let tiles = (wo + shape.pixels - 1) / shape.pixels
+        let groups = (ob + shape.blocks - 1) / shape.blocks
+        // Per kernel column, the output columns whose tap lands inside the input: lo ≤ oj < hi.
+        let columns: [(lo: Int, hi: Int)] = (0..<kw).map { kj in
+            let off = kj * g.dilation.w - g.pads[1]
+            let lo = max(0, (-off + g.stride.w - 1) / g.stride.w)
+            let hi = min(wo, off >= w ? 0 : (w - 1 - off) / g.stride.w + 1)
+            return (lo, max(lo, hi))
+        }
+        // Tiles as even as possible (28 = 6+6+6+5+5, 7 = 4+3), and whether each needs border passes.
+        var spans: [(oj: Int, p: Int, inside: Bool)] = []
+        var oj = 0
+        for t in 0..<tiles {
+            let p = wo / tiles + (t < wo % tiles ? 1 : 0)
+            spans.append((oj, p, columns.allSatisfy { $0.lo <= oj && oj + p <= $0.hi }))
+            oj += p
+        }
+        let blockGroups = (0..<groups).map { ob / groups + ($0 < ob % groups ? 1 : 0) }
+        Parallel.chunks(n * ho) { _, range in
+            for u in range {
+                let (img, oi) = (u / ho, u % ho)
+                // Kernel rows that land inside the input for this output row.
+                let top = oi * g.stride.h - g.pads[0]
+                let kiLo = max(0, (-top + g.dilation.h - 1) / g.dilation.h)
+                let kiHi = min(kh, top >= h ? 0 : (h - 1 - top) / g.dilation.h + 1)
+                let rowIn = x + img * cb * h * w * ib + top * w * ib
+                let taps = Tile.Taps(rows: kiLo..<max(kiLo, kiHi), columns: 0..<kw, first: true, last: true)
+                var b = 0
+                for nb in blockGroups {
+                    let d = out + ((img * ob + b) * ho + oi) * wo * 8
+                    for span in spans {
+                        let x = rowIn + (span.oj * g.stride.w - g.pads[1]) * ib
+                        let (wb, bb, db) = (wts + b * perBlock, bias + b * 8, d + span.oj * 8)
+                        if span.inside {
+                            tile.dispatch(span.p, nb, x, wb, bb, db, taps)
+                        } else {
+                            tile.border(span.p, nb, columns: columns, oj: span.oj, taps: taps, x, wb, bb, db)
+                        }
+                    }
+                    b += nb
+                }
+            }
+        }
+        return y
+    }
+
+    /// Strides of one convolution's input, packed weights and output, in floats.
+    struct Tile {
+        let planeStride: Int
+        let pixelStep: Int
+        let tapH: Int
+        let tapW: Int
+        let ib: Int
+        let cb: Int
+        let kh: Int
+        let kw: Int
+        /// Packed weights of one output block.
+        let weightBlock: Int
+        /// Output of one output block (Ho·Wo·8).
+        let outBlock: Int
+        let relu: Bool
+        let unitStride: Bool
+        /// Distance from the output to the residual added before the ReLU, when there is one.
+        let residualOffset: Int?
+
+        /// The kernel rows and columns one pass accumulates; a pixel at the input's border takes
+        /// its taps in several passes, the first starting from the bias and the last finishing.
+        struct Taps {
+            var rows: Range<Int>
+            var columns: Range<Int>
+            var first: Bool
+            var last: Bool
+        }
+
+        /// Output pixels oj..<oj+p at the input's left or right border: the bias is stored first
+        /// and each run of kernel columns with the same valid pixels is a pass over just those
+        /// pixels (reading no padding at all), then a last pass adds the residual and applies ReLU.
+        func border(
+            _ p: Int, _ nb: Int, columns: [(lo: Int, hi: Int)], oj: Int, taps: Taps, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+            _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>
+        ) {
+            for b in 0..<nb { for q in 0..<p { SIMD8.load(bias + b * 8).store(d + b * outBlock + q * 8) } }
+            var kj = 0
+            while kj < kw {
+                let (lo, hi) = (max(oj, columns[kj].lo), min(oj + p, columns[kj].hi))
+                var end = kj + 1
+                while end < kw && max(oj, columns[end].lo) == lo && min(oj + p, columns[end].hi) == hi { end += 1 }
+                if lo < hi {
+                    let pass = Taps(rows: taps.rows, columns: kj..<end, first: false, last: false)
+                    dispatch(hi - lo, nb, x + (lo - oj) * pixelStep, w, bias, d + (lo - oj) * 8, pass)
+                }
+                kj = end
+            }
+            if residualOffset != nil || relu { dispatch(p, nb, x, w, bias, d, Taps(rows: 0..<0, columns: 0..<0, first: false, last: true)) }
+        }
+
+        @inline(__always)
+        func dispatch(
+            _ p: Int, _ nb: Int, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+            _ d: UnsafeMutablePointer<Float>, _ taps: Taps
+        ) {
+            if unitStride {
+                dispatch(Stride1Blocked.self, p, nb, x, w, bias, d, taps)
+            } else if pixelStep == 1 {
+                dispatch(Stride1Plain.self, p, nb, x, w, bias, d, taps)
+            } else {
+                dispatch(AnyInput.self, p, nb, x, w, bias, d, taps)
+            }
+        }
+
+        @inline(__always)
+        func dispatch<L: TileInput>(
+            _: L.Type, _ p: Int, _ nb: Int, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+            _ d: UnsafeMutablePointer<Float>, _ taps: Taps
+        ) {
+            switch (p, nb) {
+            case (1, 1): run(Px1.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (2, 1): run(Px2.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (3, 1): run(Px3.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (4, 1): run(Px4.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (5, 1): run(Px5.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (6, 1): run(Px6.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (1, 2): run(Px1.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (2, 2): run(Px2.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (3, 2): run(Px3.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (4, 2): run(Px4.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (5, 2): run(Px5.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (6, 2): run(Px6.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (1, 3): run(Px1.self, Blocks3.self, L.self, x, w, bias, d, taps)
+            case (2, 3): run(Px2.self, Blocks3.self, L.self, x, w, bias, d, taps)
+            case (3, 3): run(Px3.self, Blocks3.self, L.self, x, w, bias, d, taps)
+            case (4, 3): run(Px4.self, Blocks3.self, L.self, x, w, bias, d, taps)
+            case (1, 4): run(Px1.self, Blocks4.self, L.self, x, w, bias, d, taps)
+            case (2, 4): run(Px2.self, Blocks4.self, L.self, x, w, bias, d, taps)
+            case (3, 4): run(Px3.self, Blocks4.self, L.self, x, w, bias, d, taps)
+            case (7, 1): run(Px7.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (8, 1): run(Px8.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (9, 1): run(Px9.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (10, 1): run(Px10.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (11, 1): run(Px11.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (12, 1): run(Px12.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            default: preconditionFailure("no \(p)×\(nb) tile")
+            }
+        }
+
+        /// `P.count` output pixels × `B.count` output blocks. Generic over the tile shape so that the
+        /// optimizer specialises each case into its own loop with the accumulators in registers
+        /// (with the sizes as runtime values they spill and every FMA sits behind a branch).
+        func run<P: TilePixels, B: TileBlocks, L: TileInput>(
+            _: P.Type, _: B.Type, _: L.Type, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+            _ d: UnsafeMutablePointer<Float>, _ taps: Taps
+        ) {
+            let (np, nb) = (P.count, B.count)
+            let ib = L.inBlock ?? self.ib
+            let s = L.pixelStep ?? pixelStep
+            var acc = InlineArray<12, SIMD8<Float>>(repeating: SIMD8())
+            for b in 0..<nb {
+                for q in 0..<np { acc[b * np + q] = taps.first ? SIMD8.load(bias + b * 8) : SIMD8.load(d + b * outBlock + q * 8) }
+            }
+            for c in 0..<cb {
+                let plane = x + c * planeStride
+                for ki in taps.rows {
+                    let row = plane + ki * tapH
+                    for kj in taps.columns {
+                        let px = row + kj * tapW
+                        let wq = w + ((c * kh + ki) * kw + kj) * ib * 8
+                        // Whichever operand is fewer stays live across the lane: 12 accumulators plus
+                        // min(pixels, blocks) + 1 operands fit the 16 registers.
+                        for i in 0..<ib {
+                            if nb <= np {
+                                var wv = InlineArray<4, SIMD8<Float>>(repeating: SIMD8())
+                                for b in 0..<nb { wv[b] = SIMD8.load(wq + (b &* weightBlock &+ i &* 8)) }
+                                for q in 0..<np {
+                                    let v = SIMD8<Float>(repeating: px[i &+ q &* s])
+                                    for b in 0..<nb { acc[b * np + q].addProduct(v, wv[b]) }
+                                }
+                            } else {
+                                var xv = InlineArray<12, SIMD8<Float>>(repeating: SIMD8())
+                                for q in 0..<np { xv[q] = SIMD8(repeating: px[i &+ q &* s]) }
+                                for b in 0..<nb {
+                                    let v = SIMD8.load(wq + (b &* weightBlock &+ i &* 8))
+                                    for q in 0..<np { acc[b * np + q].addProduct(xv[q], v) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let r = taps.last ? residualOffset : nil
+            let relu = taps.last && self.relu
+            for b in 0..<nb {
+                for q in 0..<np {
+                    let o = d + b * outBlock + q * 8
+                    var v = acc[b * np + q]
+                    if let r { v += SIMD8.load(o + r) }
+                    (relu ? v.replacing(with: 0, where: v .< 0) : v).store(o)
+                }
+            }
+        }
+    }
+}
+
+protocol TilePixels { static var count: Int { get } }
+enum Px1: TilePixels { static var count: Int { 1 } }
+enum Px2: TilePixels { static var count: Int { 2 } }
+enum Px3: TilePixels { static var count: Int { 3 } }
+enum Px4: TilePixels { static var count: Int { 4 } }
+enum Px5: TilePixels { static var count: Int { 5 } }
+enum Px6: TilePixels { static var count: Int { 6 } }
+enum Px7: TilePixels { static var count: Int { 7 } }
+enum Px8: TilePixels { static var count: Int { 8 } }
+enum Px9: TilePixels { static var count: Int { 9 } }
+enum Px10: TilePixels { static var count: Int { 10 } }
+enum Px11: TilePixels { static var count: Int { 11 } }
+enum Px12: TilePixels { static var count: Int { 12 } }
+protocol TileBlocks { static var count: Int { get } }
+enum Blocks1: TileBlocks { static var count: Int { 1 } }
+enum Blocks2: TileBlocks { static var count: Int { 2 } }
+enum Blocks3: TileBlocks { static var count: Int { 3 } }
+enum Blocks4: TileBlocks { static var count: Int { 4 } }
+
+/// What a tile knows about its input at compile time: blocked input read at stride 1 (the
+/// common case: the eight lanes of a tap and the pixels sit at constant offsets), NCHW input
+/// read at stride 1 (a network's first convolution: one lane per tap, no lane loop), or
+/// anything else (sizes read at run time).
+protocol TileInput {
+    static var inBlock: Int? { get }
+    static var pixelStep: Int? { get }
+}
+enum Stride1Blocked: TileInput {
+    static var inBlock: Int? { 8 }
+    static var pixelStep: Int? { 8 }
+}
+enum Stride1Plain: TileInput {
+    static var inBlock: Int? { 1 }
+    static var pixelStep: Int? { 1 }
+}
+enum AnyInput: TileInput {
+    static var inBlock: Int? { nil }
+    static var pixelStep: Int? { nil }
+}

@@ -1,0 +1,85 @@
+import Testing
+
+@testable import KDTensor
+
+@Suite("Direct (channel-blocked) convolution")
+struct DirectConvTests {
+    struct Case: CustomStringConvertible, Sendable {
+        let x: [Int]
+        let w: [Int]
+        let stride: [Int]
+        let pads: [Int]
+        var dilation = [1, 1]
+        var description: String { "x\(x) w\(w) stride\(stride) pads\(pads) dilation\(dilation)" }
+    }
+
+    static let cases = [
+        Case(x: [3, 1, 28, 28], w: [6, 1, 5, 5], stride: [1, 1], pads: [2, 2, 2, 2]),
+        Case(x: [2, 3, 9, 13], w: [16, 3, 3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
+        Case(x: [2, 16, 14, 14], w: [32, 16, 3, 3], stride: [2, 2], pads: [1, 1, 1, 1]),
+        Case(x: [3, 16, 8, 7], w: [32, 16, 1, 1], stride: [2, 2], pads: [0, 0, 0, 0]),
+        Case(x: [2, 6, 12, 12], w: [16, 6, 5, 5], stride: [1, 1], pads: [0, 0, 0, 0]),
+        Case(x: [1, 12, 7, 7], w: [20, 12, 3, 3], stride: [1, 1], pads: [1, 0, 2, 1]),
+        Case(x: [2, 8, 9, 9], w: [8, 8, 3, 3], stride: [1, 1], pads: [2, 2, 2, 2], dilation: [2, 2]),
+        Case(x: [1, 64, 7, 7], w: [64, 64, 3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
+    ]
+
+    static func random(_ shape: [Int], _ rng: inout RandomSource) -> Tensor {
+        Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in rng.nextFloat() - 0.5 })
+    }
+
+    @Test("matches im2col + sgemm on plain and blocked input, with and without ReLU", arguments: cases)
+    func matchesIm2col(c: Case) throws {
+        var rng = RandomSource(seed: 3)
+        let x = Self.random(c.x, &rng)
+        let w = Self.random(c.w, &rng)
+        let b = Self.random([c.w[0]], &rng)
+        let g = Window(kernel: [c.w[2], c.w[3]], stride: c.stride, pads: c.pads, dilation: c.dilation)
+        let reference = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowFast: false)
+        let scale = max(1, reference.array.map(abs).max() ?? 1)
+        for inBlock in [1, 8] {
+            let conv = DirectConv(weight: w, bias: b, window: g, inBlock: inBlock)
+            for relu in [false, true] {
+                let y = try conv(plain: x, relu: relu).plain()
+                #expect(y.shape == reference.shape)
+                let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
+                #expect(worst <= 1e-5 * scale, "inBlock \(inBlock) relu \(relu): max error \(worst)")
+            }
+        }
+    }
+
+    @Test("two threads give bit-identical output to one")
+    func threadsAgree() throws {
+        var rng = RandomSource(seed: 5)
+        let x = Self.random([3, 16, 10, 10], &rng)
+        let conv = DirectConv(
+            weight: Self.random([24, 16, 3, 3], &rng), bias: nil, window: Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
+            inBlock: 8)
+        Parallel.configure(threads: 1)
+        let one = try conv(plain: x).plain().array
+        Parallel.configure(threads: 2)
+        defer { Parallel.configure(threads: 1) }
+        let two = try conv(plain: x).plain().array
+        #expect(one == two)
+    }
+
+    @Test("blocked layout round trip, add, max pool and global average pool match the NCHW kernels")
+    func blockedOps() throws {
+        var rng = RandomSource(seed: 7)
+        let a = Self.random([2, 11, 9, 8], &rng)
+        let b = Self.random([2, 11, 9, 8], &rng)
+        #expect(BlockedTensor(a).plain().array == a.array)
+        let sum = try BlockedTensor.add(BlockedTensor(a), BlockedTensor(b), relu: true).plain()
+        #expect(sum.array == (0..<a.count).map { max(0, a[$0] + b[$0]) })
+        for g in [
+            Window(kernel: [2, 2], stride: [2, 2], pads: [0, 0, 0, 0]),
+            Window(kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1], ceilMode: true),
+        ] {
+            #expect(try BlockedTensor(a).maxPool(g).plain().array == Pooling.maxForwardInference(a, g).array)
+        }
+        let gap = BlockedTensor(a).globalAveragePool()
+        let reference = try Pooling.globalAvgForward(a)
+        #expect(gap.shape == reference.shape)
+        #expect((0..<gap.count).allSatisfy { abs(gap[$0] - reference[$0]) <= 1e-6 })
+    }
+}
