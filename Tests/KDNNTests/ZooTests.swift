@@ -104,9 +104,15 @@ struct InferencePlanTests {
         for (_, t) in m.buffers {
             for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
         }
-        let x = Tensor(shape: [3, 1, 16, 16], values: (0..<768).map { _ in rng.nextFloat() })
+        // 40 images: more than one slice, so the workers split the batch.
+        let x = Tensor(shape: [40, 1, 16, 16], values: (0..<(40 * 256)).map { _ in rng.nextFloat() })
         let plain = try m.predict(x)
-        let fused = try InferencePlan(m).run(x)
+        let plan = try InferencePlan(m)
+        #expect(plan.sliceImages < 40)
+        let fused = try plan.run(x)
+        Parallel.configure(threads: 2)
+        defer { Parallel.configure(threads: 1) }
+        #expect(try plan.run(x).array == fused.array, "\(name): two workers give other bits than one")
         let scale = max(1, plain.array.map(abs).max()!)
         for i in 0..<plain.count { #expect(abs(plain[i] - fused[i]) <= Self.tolerance * scale, "\(name) element \(i)") }
     }

@@ -48,6 +48,32 @@ struct DirectConvTests {
         }
     }
 
+    @Test("a residual is added before the ReLU; every tile shape is exercised")
+    func residual() throws {
+        var rng = RandomSource(seed: 11)
+        // Widths and block counts that select the 6×2, 4×3, 3×4 and 12×1 tiles, with borders.
+        for (c, o, hw) in [(16, 16, 28), (32, 24, 14), (64, 64, 7), (8, 8, 28)] {
+            let x = Self.random([2, c, hw, hw], &rng)
+            let w = Self.random([o, c, 3, 3], &rng)
+            let b = Self.random([o], &rng)
+            let r = Self.random([2, o, hw, hw], &rng)
+            let g = Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])
+            let conv = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowFast: false)
+            let want = (0..<conv.count).map { max(0, conv[$0] + r[$0]) }
+            let y = try DirectConv(weight: w, bias: b, window: g, inBlock: 8)(BlockedTensor(x), relu: true, residual: BlockedTensor(r))
+                .plain()
+            let worst = (0..<y.count).map { abs(y[$0] - want[$0]) }.max() ?? 0
+            #expect(worst <= 1e-5 * max(1, want.map(abs).max() ?? 1), "\(c)→\(o) at \(hw)×\(hw): max error \(worst)")
+        }
+        #expect(DirectConv.shape(width: 28, blocks: 2) == (6, 2) as (Int, Int))
+        #expect(DirectConv.shape(width: 28, blocks: 1) == (12, 1) as (Int, Int))
+        let mismatched = BlockedTensor(Self.random([1, 8, 5, 5], &rng))
+        let conv = DirectConv(
+            weight: Self.random([8, 8, 3, 3], &rng), bias: nil, window: Window(kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0]),
+            inBlock: 8)
+        #expect(throws: TensorError.self) { try conv(mismatched, residual: mismatched) }
+    }
+
     @Test("two threads give bit-identical output to one")
     func threadsAgree() throws {
         var rng = RandomSource(seed: 5)
