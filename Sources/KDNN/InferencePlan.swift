@@ -111,8 +111,7 @@ public final class InferencePlan: @unchecked Sendable {
             ((try? model.graph.stats(tensorShapes: model.tensorShapes, batch: 1)) ?? []).map {
                 $0.outputShape.reduce(1, *)
             }.max() ?? 1
-        let budget = Int(ProcessInfo.processInfo.environment["KDTOOL_SLICE"] ?? "") ?? (64 << 10)
-        sliceImages = max(1, min(16, budget / max(1, largest)))
+        sliceImages = max(1, min(16, (64 << 10) / max(1, largest)))
     }
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).

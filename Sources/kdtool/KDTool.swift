@@ -1,5 +1,9 @@
 import ArgumentParser
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @main
 struct KDTool: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,6 +25,7 @@ struct KDTool: ParsableCommand {
 
     /// Expands `--config` (possibly into a sweep of runs), then runs each command in turn.
     static func main() {
+        requireVectorUnits()
         let runs: [[String]]
         do {
             runs = try RunConfig.expand(Array(CommandLine.arguments.dropFirst()))
@@ -38,4 +43,27 @@ struct KDTool: ParsableCommand {
             }
         }
     }
+}
+
+/// KDTensor is compiled for AVX2 + FMA on x86-64 (Package.swift): on a CPU without them its
+/// first vector instruction would kill the process with SIGILL, so say so plainly instead.
+func requireVectorUnits() {
+    #if arch(x86_64) && os(Linux)
+        guard let f = fopen("/proc/cpuinfo", "r") else { return }
+        defer { fclose(f) }
+        var line: UnsafeMutablePointer<CChar>?
+        var size = 0
+        defer { free(line) }
+        while getline(&line, &size, f) > 0, let l = line {
+            let text = String(cString: l)
+            guard text.hasPrefix("flags") else { continue }
+            let flags = Set(text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init))
+            let missing = ["avx2", "fma"].filter { !flags.contains($0) }
+            if !missing.isEmpty {
+                warn("kdtool: error: this build needs a CPU with AVX2 and FMA (x86-64-v3); this one lacks \(missing.joined(separator: ", "))")
+                exit(1)
+            }
+            return
+        }
+    #endif
 }
