@@ -457,13 +457,15 @@ public struct DirectConv: @unchecked Sendable {
             for b in 0..<nb {
                 for q in 0..<np { acc[b * np + q] = taps.first ? SIMD8.load(bias + b * 8) : SIMD8.load(d + b * outBlock + q * 8) }
             }
+            // Wrapping arithmetic: the offsets were checked when the geometry was built, and an
+            // overflow trap per tap costs more than the tap's index arithmetic itself.
             for c in 0..<cb {
-                let plane = x + c * planeStride
+                let plane = x + c &* planeStride
                 for ki in taps.rows {
-                    let row = plane + ki * tapH
+                    let row = plane + ki &* tapH
                     for kj in taps.columns {
-                        let px = row + kj * tapW
-                        let wq = w + ((c * kh + ki) * kw + kj) * ib * 8
+                        let px = row + kj &* tapW
+                        let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* ib &* 8)
                         // Whichever operand is fewer stays live across the lane: 12 accumulators plus
                         // min(pixels, blocks) + 1 operands fit the 16 registers.
                         for i in 0..<ib {
