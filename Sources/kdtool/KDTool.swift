@@ -60,7 +60,9 @@ func requireVectorUnits() {
             let flags = Set(text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init))
             let missing = ["avx2", "fma"].filter { !flags.contains($0) }
             if !missing.isEmpty {
-                warn("kdtool: error: this build needs a CPU with AVX2 and FMA (x86-64-v3); this one lacks \(missing.joined(separator: ", "))")
+                warn(
+                    "kdtool: error: this build needs a CPU with AVX2 and FMA (x86-64-v3); this one lacks \(missing.joined(separator: ", "))"
+                )
                 exit(1)
             }
             return

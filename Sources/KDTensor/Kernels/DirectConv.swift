@@ -403,6 +403,8 @@ public struct DirectConv: @unchecked Sendable {
                 dispatch(Stride1Blocked.self, p, nb, x, w, bias, d, taps)
             } else if pixelStep == 1 {
                 dispatch(Stride1Plain.self, p, nb, x, w, bias, d, taps)
+            } else if pixelStep == 16 && ib == 8 {
+                dispatch(Stride2Blocked.self, p, nb, x, w, bias, d, taps)
             } else {
                 dispatch(AnyInput.self, p, nb, x, w, bias, d, taps)
             }
@@ -522,7 +524,8 @@ enum Blocks3: TileBlocks { static var count: Int { 3 } }
 enum Blocks4: TileBlocks { static var count: Int { 4 } }
 
 /// What a tile knows about its input at compile time: blocked input read at stride 1 (the
-/// common case: the eight lanes of a tap and the pixels sit at constant offsets), NCHW input
+/// common case: the eight lanes of a tap and the pixels sit at constant offsets) or 2 (a
+/// ResNet stage's first convolution and its shortcut), NCHW input
 /// read at stride 1 (a network's first convolution: one lane per tap, no lane loop), or
 /// anything else (sizes read at run time).
 protocol TileInput {
@@ -532,6 +535,10 @@ protocol TileInput {
 enum Stride1Blocked: TileInput {
     static var inBlock: Int? { 8 }
     static var pixelStep: Int? { 8 }
+}
+enum Stride2Blocked: TileInput {
+    static var inBlock: Int? { 8 }
+    static var pixelStep: Int? { 16 }
 }
 enum Stride1Plain: TileInput {
     static var inBlock: Int? { 1 }
