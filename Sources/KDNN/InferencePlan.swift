@@ -177,7 +177,7 @@ public final class InferencePlan: @unchecked Sendable {
             let lock = NSLock()
             var next = 0
             outputs.withUnsafeMutableBufferPointer { out in
-                let results = UncheckedBox(out)
+                let results = UncheckedSendable(out)
                 Parallel.chunks(Parallel.threads, parts: Parallel.threads) { _, _ in
                     let before = Parallel.threads
                     Parallel.configure(threads: 1)
@@ -309,10 +309,4 @@ public final class InferencePlan: @unchecked Sendable {
         case .none: return z
         }
     }
-}
-
-/// Lets workers write disjoint elements of one buffer.
-private struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }

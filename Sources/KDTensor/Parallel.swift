@@ -48,8 +48,7 @@ public enum Parallel {
 }
 
 /// Kernels hand raw buffers to worker threads; each worker writes a disjoint part.
-@usableFromInline
-struct UncheckedSendable<T>: @unchecked Sendable {
-    @usableFromInline let value: T
-    @usableFromInline init(_ value: T) { self.value = value }
+public struct UncheckedSendable<T>: @unchecked Sendable {
+    public let value: T
+    @inlinable public init(_ value: T) { self.value = value }
 }
