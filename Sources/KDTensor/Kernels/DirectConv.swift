@@ -255,8 +255,8 @@ public struct DirectConv: @unchecked Sendable {
 
     /// Tile shapes the kernel has: up to `pixels` output pixels of a row × `blocks` blocks of eight
     /// output channels, 12 accumulators at most (16 vector registers: the rest hold weights and a
-    /// broadcast input value). 12 × 1 is for convolutions with at most eight outputs.
-    static let shapes: [(pixels: Int, blocks: Int)] = [(6, 2), (4, 3), (3, 4), (12, 1)]
+    /// broadcast input value). 8 × 1 is for convolutions with at most eight outputs (12 × 1 spilled).
+    static let shapes: [(pixels: Int, blocks: Int)] = [(6, 2), (4, 3), (3, 4), (8, 1)]
 
     /// The tile shape with the fewest estimated cycles for a row of `width` pixels and `blocks`
     /// output blocks. Per input lane a tile of p pixels × b blocks issues p·b FMAs (2 per cycle),
@@ -437,10 +437,6 @@ public struct DirectConv: @unchecked Sendable {
             case (3, 4): run(Px3.self, Blocks4.self, L.self, x, w, bias, d, taps)
             case (7, 1): run(Px7.self, Blocks1.self, L.self, x, w, bias, d, taps)
             case (8, 1): run(Px8.self, Blocks1.self, L.self, x, w, bias, d, taps)
-            case (9, 1): run(Px9.self, Blocks1.self, L.self, x, w, bias, d, taps)
-            case (10, 1): run(Px10.self, Blocks1.self, L.self, x, w, bias, d, taps)
-            case (11, 1): run(Px11.self, Blocks1.self, L.self, x, w, bias, d, taps)
-            case (12, 1): run(Px12.self, Blocks1.self, L.self, x, w, bias, d, taps)
             default: preconditionFailure("no \(p)×\(nb) tile")
             }
         }
@@ -471,7 +467,10 @@ public struct DirectConv: @unchecked Sendable {
                         // Whichever operand is fewer stays live across the lane: 12 accumulators plus
                         // min(pixels, blocks) + 1 operands fit the 16 registers.
                         for i in 0..<ib {
-                            if nb <= np {
+                            if nb == 1 {
+                                let w0 = SIMD8.load(wq + i &* 8)
+                                for q in 0..<np { acc[q].addProduct(SIMD8(repeating: px[i &+ q &* s]), w0) }
+                            } else if nb <= np {
                                 var wv = InlineArray<4, SIMD8<Float>>(repeating: SIMD8())
                                 for b in 0..<nb { wv[b] = SIMD8.load(wq + (b &* weightBlock &+ i &* 8)) }
                                 for q in 0..<np {
@@ -479,7 +478,7 @@ public struct DirectConv: @unchecked Sendable {
                                     for b in 0..<nb { acc[b * np + q].addProduct(v, wv[b]) }
                                 }
                             } else {
-                                var xv = InlineArray<12, SIMD8<Float>>(repeating: SIMD8())
+                                var xv = InlineArray<6, SIMD8<Float>>(repeating: SIMD8())
                                 for q in 0..<np { xv[q] = SIMD8(repeating: px[i &+ q &* s]) }
                                 for b in 0..<nb {
                                     let v = SIMD8.load(wq + (b &* weightBlock &+ i &* 8))
@@ -513,10 +512,6 @@ enum Px5: TilePixels { static var count: Int { 5 } }
 enum Px6: TilePixels { static var count: Int { 6 } }
 enum Px7: TilePixels { static var count: Int { 7 } }
 enum Px8: TilePixels { static var count: Int { 8 } }
-enum Px9: TilePixels { static var count: Int { 9 } }
-enum Px10: TilePixels { static var count: Int { 10 } }
-enum Px11: TilePixels { static var count: Int { 11 } }
-enum Px12: TilePixels { static var count: Int { 12 } }
 protocol TileBlocks { static var count: Int { get } }
 enum Blocks1: TileBlocks { static var count: Int { 1 } }
 enum Blocks2: TileBlocks { static var count: Int { 2 } }
