@@ -85,7 +85,7 @@ struct BenchCommand: ParsableCommand {
         }
         let results = sizes.indices.map { summary($0, mine[$0]) }
         let ort = compareOnnxruntime ? sizes.indices.map { summary($0, theirs[$0]) } : []
-        let big = input(sizes.max()!)
+        let big = inputs[sizes.firstIndex(of: sizes.max()!)!]
         var layer = [Double](repeating: 0, count: plan.stepNames.count)
         for _ in 0..<runs { _ = try reportingErrors { try plan.run(big) { i, s in layer[i] += s } } }
         let total = layer.reduce(0, +)
@@ -218,6 +218,8 @@ enum OnnxRuntimePeer {
                 _ = try? runProcess("/bin/rm", ["-rf", dir])
                 throw error
             }
+            // A child that dies makes the next request fail with EPIPE (reported below), not kill us.
+            signal(SIGPIPE, SIG_IGN)
             var input: [Int32] = [0, 0]
             var output: [Int32] = [0, 0]
             guard pipe(&input) == 0, pipe(&output) == 0 else { throw ExitCode.failure }
