@@ -49,3 +49,65 @@ extension BLAS {
 #if canImport(Glibc)
     import Glibc
 #endif
+
+/// Which of OpenBLAS's kernel sets this process runs, and a better one when OpenBLAS fell back.
+///
+/// Debian's OpenBLAS (0.3.21) picks its kernels from the CPU model number when it loads. A CPU
+/// newer than the library (an Emerald Rapids Xeon, model 207, say) is not in its table, and it
+/// falls back to the SSE3 "Prescott" kernels: sgemm at 17 GFLOP/s per core instead of 105 with
+/// the AVX-512 ones (measured on this project's machines). OpenBLAS only reads its choice from
+/// `OPENBLAS_CORETYPE` at load time, so the fix is to set it and start the process again.
+public enum BLASCore {
+    /// The kernel set OpenBLAS chose, e.g. "SkylakeX", "Haswell", "Prescott".
+    public static var name: String {
+        guard let p = openblas_get_corename() else { return "unknown" }
+        return String(cString: p)
+    }
+
+    /// Kernel sets OpenBLAS uses when it does not recognise the CPU.
+    static let fallbacks: Set<String> = ["prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "unknown"]
+
+    /// The kernel set to ask for instead of `current`, given the CPU's feature flags (as in
+    /// /proc/cpuinfo), or nil when `current` is already a fitting one.
+    public static func better(than current: String, cpuFlags flags: Set<String>) -> String? {
+        guard fallbacks.contains(current.lowercased()) else { return nil }
+        if ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy(flags.contains) {
+            return flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX"
+        }
+        if ["avx2", "fma"].allSatisfy(flags.contains) { return "Haswell" }
+        if flags.contains("avx") { return "SandyBridge" }
+        return nil
+    }
+
+    /// The feature flags of the first CPU in /proc/cpuinfo (empty where there is none).
+    public static func cpuFlags() -> Set<String> {
+        #if os(Linux)
+            guard let f = fopen("/proc/cpuinfo", "r") else { return [] }
+            defer { fclose(f) }
+            var line: UnsafeMutablePointer<CChar>?
+            var size = 0
+            defer { free(line) }
+            while getline(&line, &size, f) > 0, let l = line {
+                let text = String(cString: l)
+                guard text.hasPrefix("flags") else { continue }
+                return Set(text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == ":" }).map(String.init))
+            }
+        #endif
+        return []
+    }
+
+    /// When OpenBLAS fell back to slow kernels and the user did not choose any
+    /// (`OPENBLAS_CORETYPE` unset), sets `OPENBLAS_CORETYPE` to the fitting kernel set and
+    /// replaces this process with a fresh copy of itself (same arguments, same descriptors).
+    /// Returns only when nothing needed doing or the restart failed.
+    public static func restartWithBetterKernelsIfNeeded() {
+        #if os(Linux)
+            guard getenv("OPENBLAS_CORETYPE") == nil,
+                let core = better(than: name, cpuFlags: cpuFlags())
+            else { return }
+            setenv("OPENBLAS_CORETYPE", core, 1)
+            execv("/proc/self/exe", CommandLine.unsafeArgv)
+            unsetenv("OPENBLAS_CORETYPE")  // exec failed: carry on with the slow kernels
+        #endif
+    }
+}

@@ -52,3 +52,23 @@ public struct UncheckedSendable<T>: @unchecked Sendable {
     public let value: T
     @inlinable public init(_ value: T) { self.value = value }
 }
+
+/// The vector instructions this build of KDTensor was compiled for (Package.swift chooses: AVX2 +
+/// FMA everywhere on x86-64, AVX-512 when the building machine has it).
+public enum VectorUnits {
+    #if KDTOOL_AVX512
+        /// Whether the direct convolution has its 16-lane (512-bit) kernels.
+        public static let wide = true
+        public static let name = "AVX-512"
+        /// The /proc/cpuinfo flags a CPU needs to run this build.
+        public static let requiredCPUFlags = ["avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"]
+    #elseif arch(x86_64)
+        public static let wide = false
+        public static let name = "AVX2"
+        public static let requiredCPUFlags = ["avx2", "fma"]
+    #else
+        public static let wide = false
+        public static let name = "native"
+        public static let requiredCPUFlags: [String] = []
+    #endif
+}

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KDTensor
 
 #if canImport(Glibc)
     import Glibc
@@ -26,6 +27,7 @@ struct KDTool: ParsableCommand {
     /// Expands `--config` (possibly into a sweep of runs), then runs each command in turn.
     static func main() {
         requireVectorUnits()
+        BLASCore.restartWithBetterKernelsIfNeeded()
         let runs: [[String]]
         do {
             runs = try RunConfig.expand(Array(CommandLine.arguments.dropFirst()))
@@ -45,27 +47,19 @@ struct KDTool: ParsableCommand {
     }
 }
 
-/// KDTensor is compiled for AVX2 + FMA on x86-64 (Package.swift): on a CPU without them its
-/// first vector instruction would kill the process with SIGILL, so say so plainly instead.
+/// KDTensor is compiled for AVX2 + FMA on x86-64, or AVX-512 when the building machine has it
+/// (Package.swift): on a CPU without them its first vector instruction would kill the process
+/// with SIGILL, so say so plainly instead.
 func requireVectorUnits() {
     #if arch(x86_64) && os(Linux)
-        guard let f = fopen("/proc/cpuinfo", "r") else { return }
-        defer { fclose(f) }
-        var line: UnsafeMutablePointer<CChar>?
-        var size = 0
-        defer { free(line) }
-        while getline(&line, &size, f) > 0, let l = line {
-            let text = String(cString: l)
-            guard text.hasPrefix("flags") else { continue }
-            let flags = Set(text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init))
-            let missing = ["avx2", "fma"].filter { !flags.contains($0) }
-            if !missing.isEmpty {
-                warn(
-                    "kdtool: error: this build needs a CPU with AVX2 and FMA (x86-64-v3); this one lacks \(missing.joined(separator: ", "))"
-                )
-                exit(1)
-            }
-            return
+        let flags = BLASCore.cpuFlags()
+        guard !flags.isEmpty else { return }
+        let missing = VectorUnits.requiredCPUFlags.filter { !flags.contains($0) }
+        if !missing.isEmpty {
+            warn(
+                "kdtool: error: this build of kdtool uses \(VectorUnits.name) and this CPU lacks \(missing.joined(separator: ", ")); "
+                    + "rebuild it on this machine (swift build -c release), or with KDTOOL_PORTABLE=1 for an AVX2 build")
+            exit(1)
         }
     #endif
 }

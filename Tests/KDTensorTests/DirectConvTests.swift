@@ -38,12 +38,14 @@ struct DirectConvTests {
         let reference = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowFast: false)
         let scale = max(1, reference.array.map(abs).max() ?? 1)
         for inBlock in [1, 8] {
-            let conv = DirectConv(weight: w, bias: b, window: g, inBlock: inBlock)
-            for relu in [false, true] {
-                let y = try conv(plain: x, relu: relu).plain()
-                #expect(y.shape == reference.shape)
-                let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
-                #expect(worst <= 1e-5 * scale, "inBlock \(inBlock) relu \(relu): max error \(worst)")
+            for lanes in DirectConv.laneChoices(outChannels: c.w[0]) {
+                let conv = DirectConv(weight: w, bias: b, window: g, inBlock: inBlock, lanes: lanes)
+                for relu in [false, true] {
+                    let y = try conv(plain: x, relu: relu).plain()
+                    #expect(y.shape == reference.shape)
+                    let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
+                    #expect(worst <= 1e-5 * scale, "inBlock \(inBlock) lanes \(lanes) relu \(relu): max error \(worst)")
+                }
             }
         }
     }
@@ -51,8 +53,9 @@ struct DirectConvTests {
     @Test("a residual is added before the ReLU; every tile shape is exercised")
     func residual() throws {
         var rng = RandomSource(seed: 11)
-        // Widths and block counts that select the 6×2, 4×3, 3×4 and 8×1 tiles, with borders.
-        for (c, o, hw) in [(16, 16, 28), (32, 24, 14), (64, 64, 7), (8, 8, 28)] {
+        // Widths and block counts that select the 6×2, 4×3, 3×4 and 8×1 tiles (and with AVX-512
+        // the 14×1 and 12×2 ones, whole and split), with borders.
+        for (c, o, hw) in [(16, 16, 28), (32, 24, 14), (64, 64, 7), (8, 8, 28), (16, 32, 32), (8, 16, 11)] {
             let x = Self.random([2, c, hw, hw], &rng)
             let w = Self.random([o, c, 3, 3], &rng)
             let b = Self.random([o], &rng)
@@ -60,13 +63,23 @@ struct DirectConvTests {
             let g = Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])
             let conv = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowFast: false)
             let want = (0..<conv.count).map { max(0, conv[$0] + r[$0]) }
-            let y = try DirectConv(weight: w, bias: b, window: g, inBlock: 8)(BlockedTensor(x), relu: true, residual: BlockedTensor(r))
-                .plain()
-            let worst = (0..<y.count).map { abs(y[$0] - want[$0]) }.max() ?? 0
-            #expect(worst <= 1e-5 * max(1, want.map(abs).max() ?? 1), "\(c)→\(o) at \(hw)×\(hw): max error \(worst)")
+            for lanes in DirectConv.laneChoices(outChannels: o) {
+                let direct = DirectConv(weight: w, bias: b, window: g, inBlock: 8, lanes: lanes)
+                let y = try direct(BlockedTensor(x), relu: true, residual: BlockedTensor(r)).plain()
+                let worst = (0..<y.count).map { abs(y[$0] - want[$0]) }.max() ?? 0
+                #expect(worst <= 1e-5 * max(1, want.map(abs).max() ?? 1), "\(c)→\(o) at \(hw)×\(hw), \(lanes) lanes: max error \(worst)")
+            }
         }
         #expect(DirectConv.shape(width: 28, blocks: 2) == (6, 2) as (Int, Int))
         #expect(DirectConv.shape(width: 28, blocks: 1) == (8, 1) as (Int, Int))
+        #expect(DirectConv.shape(width: 28, blocks: 1, lanes: 16) == (14, 1) as (Int, Int))
+        #expect(DirectConv.shape(width: 7, blocks: 4, lanes: 16) == (12, 2) as (Int, Int))
+        // Paired output blocks take the 512-bit kernel where the build has it; an odd count cannot.
+        let window = Window(kernel: [1, 1], stride: [1, 1], pads: [0, 0, 0, 0])
+        #expect(
+            DirectConv(weight: Self.random([32, 8, 1, 1], &rng), bias: nil, window: window, inBlock: 8).lanes == (VectorUnits.wide ? 16 : 8)
+        )
+        #expect(DirectConv(weight: Self.random([24, 8, 1, 1], &rng), bias: nil, window: window, inBlock: 8).lanes == 8)
         let mismatched = BlockedTensor(Self.random([1, 8, 5, 5], &rng))
         let conv = DirectConv(
             weight: Self.random([8, 8, 3, 3], &rng), bias: nil, window: Window(kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0]),
@@ -74,13 +87,13 @@ struct DirectConvTests {
         #expect(throws: TensorError.self) { try conv(mismatched, residual: mismatched) }
     }
 
-    @Test("two threads give bit-identical output to one")
-    func threadsAgree() throws {
+    @Test("two threads give bit-identical output to one", arguments: [24, 32])
+    func threadsAgree(outChannels: Int) throws {
         var rng = RandomSource(seed: 5)
         let x = Self.random([3, 16, 10, 10], &rng)
         let conv = DirectConv(
-            weight: Self.random([24, 16, 3, 3], &rng), bias: nil, window: Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
-            inBlock: 8)
+            weight: Self.random([outChannels, 16, 3, 3], &rng), bias: nil,
+            window: Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1]), inBlock: 8)
         Parallel.configure(threads: 1)
         let one = try conv(plain: x).plain().array
         Parallel.configure(threads: 2)

@@ -189,7 +189,10 @@ public struct DirectConv: @unchecked Sendable {
     let kw: Int
     let inBlocks: Int
     let outBlocks: Int
-    /// [⌈O/8⌉][⌈C/inBlock⌉][kh][kw][inBlock][8]
+    /// Output channels per vector: 16 (a 512-bit vector spanning two output blocks) where the
+    /// build has AVX-512 and the blocks pair up, else 8.
+    public let lanes: Int
+    /// [⌈O/lanes⌉][⌈C/inBlock⌉][kh][kw][inBlock][lanes]
     let packed: Tensor
     let bias: Tensor
 
@@ -199,7 +202,13 @@ public struct DirectConv: @unchecked Sendable {
     /// The input layout the kernel reads best for `channels` input channels.
     public static func inBlock(forChannels c: Int) -> Int { c <= 4 ? 1 : 8 }
 
-    public init(weight: Tensor, bias: Tensor?, window: Window, inBlock: Int) {
+    /// The vector widths (output channels per vector) this build offers for `outChannels`.
+    public static func laneChoices(outChannels: Int) -> [Int] {
+        VectorUnits.wide && ((outChannels + 7) / 8) % 2 == 0 ? [16, 8] : [8]
+    }
+
+    /// `lanes` nil picks the widest of `laneChoices` (tests pass each to cover both kernels).
+    public init(weight: Tensor, bias: Tensor?, window: Window, inBlock: Int, lanes: Int? = nil) {
         precondition(inBlock == 1 || inBlock == 8)
         let (o, c, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
         self.outChannels = o
@@ -210,13 +219,17 @@ public struct DirectConv: @unchecked Sendable {
         self.kw = kw
         inBlocks = (c + inBlock - 1) / inBlock
         outBlocks = (o + 7) / 8
+        let choices = Self.laneChoices(outChannels: o)
+        let lanes = lanes ?? choices[0]
+        precondition(choices.contains(lanes), "no \(lanes)-lane kernel for \(o) output channels in this build")
+        self.lanes = lanes
         packed = Tensor(zeros: [outBlocks * inBlocks * kh * kw * inBlock * 8])
         let wp = weight.pointer
         for oc in 0..<o {
             for ic in 0..<c {
                 for k in 0..<(kh * kw) {
-                    let (ob, lane, icb, i) = (oc / 8, oc % 8, ic / inBlock, ic % inBlock)
-                    packed[((((ob * inBlocks + icb) * kh * kw + k) * inBlock + i) * 8) + lane] = wp[(oc * c + ic) * kh * kw + k]
+                    let (ob, lane, icb, i) = (oc / lanes, oc % lanes, ic / inBlock, ic % inBlock)
+                    packed[((((ob * inBlocks + icb) * kh * kw + k) * inBlock + i) * lanes) + lane] = wp[(oc * c + ic) * kh * kw + k]
                 }
             }
         }
@@ -253,16 +266,20 @@ public struct DirectConv: @unchecked Sendable {
         return try run(padded.pointer, n: n, h: hp, w: wp, pads: [0, 0, 0, 0], relu: relu, residual: residual)
     }
 
-    /// Tile shapes the kernel has: up to `pixels` output pixels of a row × `blocks` blocks of eight
-    /// output channels, 12 accumulators at most (16 vector registers: the rest hold weights and a
-    /// broadcast input value). 8 × 1 is for convolutions with at most eight outputs (12 × 1 spilled).
-    static let shapes: [(pixels: Int, blocks: Int)] = [(6, 2), (4, 3), (3, 4), (8, 1)]
+    /// Tile shapes the kernel has, for 8-lane vectors: up to `pixels` output pixels of a row ×
+    /// `blocks` vectors of output channels, 12 accumulators at most (16 vector registers: the rest
+    /// hold weights and a broadcast input value). 8 × 1 is for convolutions with at most eight
+    /// outputs (12 × 1 spilled).
+    static let shapes8: [(pixels: Int, blocks: Int)] = [(6, 2), (4, 3), (3, 4), (8, 1)]
+    /// For 16-lane vectors (AVX-512: 32 registers): up to 24 accumulators.
+    static let shapes16: [(pixels: Int, blocks: Int)] = [(12, 2), (14, 1)]
 
     /// The tile shape with the fewest estimated cycles for a row of `width` pixels and `blocks`
-    /// output blocks. Per input lane a tile of p pixels × b blocks issues p·b FMAs (2 per cycle),
+    /// output vectors. Per input lane a tile of p pixels × b vectors issues p·b FMAs (2 per cycle),
     /// p + b loads (2 per cycle), and each accumulator's chain waits for the FMA latency (~4.5
-    /// cycles on Zen 2/3): small tiles are latency-bound, which is why widths split evenly.
-    static func shape(width: Int, blocks: Int) -> (pixels: Int, blocks: Int) {
+    /// cycles on Zen 2/3, 4 on recent Xeons): small tiles are latency-bound, which is why widths
+    /// split evenly.
+    static func shape(width: Int, blocks: Int, lanes: Int = 8) -> (pixels: Int, blocks: Int) {
         func split(_ total: Int, _ most: Int) -> [Int] {
             let parts = (total + most - 1) / most
             return (0..<parts).map { total / parts + ($0 < total % parts ? 1 : 0) }
@@ -276,7 +293,7 @@ public struct DirectConv: @unchecked Sendable {
             }
             return sum
         }
-        return shapes.min { cycles($0) < cycles($1) }!
+        return (lanes == 16 ? shapes16 : shapes8).min { cycles($0) < cycles($1) }!
     }
 
     func run(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, pads: [Int], relu: Bool, residual: BlockedTensor?) throws -> BlockedTensor {
@@ -287,17 +304,33 @@ public struct DirectConv: @unchecked Sendable {
         if let r = residual, r.shape != [n, outChannels, ho, wo] {
             throw TensorError("residual \(r.shape) does not match the convolution's output \([n, outChannels, ho, wo])")
         }
-        let (ib, cb, ob, kh, kw) = (inBlock, inBlocks, outBlocks, kh, kw)
         let y = BlockedTensor(uninitialized: n, channels: outChannels, h: ho, w: wo)
-        let perBlock = cb * kh * kw * ib * 8
-        let tile = Tile(
+        #if KDTOOL_AVX512
+            if lanes == 16 {
+                run(SIMD16<Float>.self, x, n: n, h: h, w: w, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
+                return y
+            }
+        #endif
+        run(SIMD8<Float>.self, x, n: n, h: h, w: w, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
+        return y
+    }
+
+    /// The convolution with `V.scalarCount` output channels per vector.
+    func run<V: OutputLanes>(
+        _: V.Type, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, g: Window, ho: Int, wo: Int, residual: BlockedTensor?, relu: Bool,
+        y: BlockedTensor
+    ) {
+        let (ib, cb, kh, kw) = (inBlock, inBlocks, kh, kw)
+        let ob = outBlocks * 8 / V.scalarCount  // output vectors
+        let perBlock = cb * kh * kw * ib * V.scalarCount
+        let tile = Tile<V>(
             planeStride: h * w * ib, pixelStep: g.stride.w * ib, tapH: g.dilation.h * w * ib, tapW: g.dilation.w * ib, ib: ib, cb: cb,
             kh: kh, kw: kw, weightBlock: perBlock, outBlock: ho * wo * 8, relu: relu, unitStride: ib == 8 && g.stride.w == 1,
             residualOffset: residual.map { $0.data.pointer - y.data.pointer })
         let wts = UnsafePointer(packed.pointer)
         let bias = UnsafePointer(bias.pointer)
         let out = y.data.pointer
-        let shape = Self.shape(width: wo, blocks: ob)
+        let shape = Self.shape(width: wo, blocks: ob, lanes: V.scalarCount)
         let tiles = (wo + shape.pixels - 1) / shape.pixels
         let groups = (ob + shape.blocks - 1) / shape.blocks
         // Per kernel column, the output columns whose tap lands inside the input: lo ≤ oj < hi.
@@ -324,13 +357,13 @@ public struct DirectConv: @unchecked Sendable {
                 let kiLo = max(0, (-top + g.dilation.h - 1) / g.dilation.h)
                 let kiHi = min(kh, top >= h ? 0 : (h - 1 - top) / g.dilation.h + 1)
                 let rowIn = x + img * cb * h * w * ib + top * w * ib
-                let taps = Tile.Taps(rows: kiLo..<max(kiLo, kiHi), columns: 0..<kw, first: true, last: true)
+                let taps = Tile<V>.Taps(rows: kiLo..<max(kiLo, kiHi), columns: 0..<kw, first: true, last: true)
                 var b = 0
                 for nb in blockGroups {
-                    let d = out + ((img * ob + b) * ho + oi) * wo * 8
+                    let d = out + ((img * outBlocks + b * V.scalarCount / 8) * ho + oi) * wo * 8
                     for span in spans {
                         let x = rowIn + (span.oj * g.stride.w - g.pads[1]) * ib
-                        let (wb, bb, db) = (wts + b * perBlock, bias + b * 8, d + span.oj * 8)
+                        let (wb, bb, db) = (wts + b * perBlock, bias + b * V.scalarCount, d + span.oj * 8)
                         if span.inside {
                             tile.dispatch(span.p, nb, x, wb, bb, db, taps)
                         } else {
@@ -341,11 +374,11 @@ public struct DirectConv: @unchecked Sendable {
                 }
             }
         }
-        return y
     }
 
-    /// Strides of one convolution's input, packed weights and output, in floats.
-    struct Tile {
+    /// Strides of one convolution's input, packed weights and output, in floats; `V` holds one
+    /// pixel's output channels of one tile block (one or two blocks of eight).
+    struct Tile<V: OutputLanes> {
         let planeStride: Int
         let pixelStep: Int
         let tapH: Int
@@ -354,9 +387,9 @@ public struct DirectConv: @unchecked Sendable {
         let cb: Int
         let kh: Int
         let kw: Int
-        /// Packed weights of one output block.
+        /// Packed weights of one output vector.
         let weightBlock: Int
-        /// Output of one output block (Ho·Wo·8).
+        /// Output of one output block of eight channels (Ho·Wo·8).
         let outBlock: Int
         let relu: Bool
         let unitStride: Bool
@@ -379,7 +412,9 @@ public struct DirectConv: @unchecked Sendable {
             _ p: Int, _ nb: Int, columns: [(lo: Int, hi: Int)], oj: Int, taps: Taps, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
             _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>
         ) {
-            for b in 0..<nb { for q in 0..<p { SIMD8.load(bias + b * 8).store(d + b * outBlock + q * 8) } }
+            for b in 0..<nb {
+                for q in 0..<p { V.load(bias + b * V.scalarCount).store(d + b * vectorStride + q * 8, blockStride: outBlock) }
+            }
             var kj = 0
             while kj < kw {
                 let (lo, hi) = (max(oj, columns[kj].lo), min(oj + p, columns[kj].hi))
@@ -437,6 +472,18 @@ public struct DirectConv: @unchecked Sendable {
             case (3, 4): run(Px3.self, Blocks4.self, L.self, x, w, bias, d, taps)
             case (7, 1): run(Px7.self, Blocks1.self, L.self, x, w, bias, d, taps)
             case (8, 1): run(Px8.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (9, 1): run(Px9.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (10, 1): run(Px10.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (11, 1): run(Px11.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (12, 1): run(Px12.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (13, 1): run(Px13.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (14, 1): run(Px14.self, Blocks1.self, L.self, x, w, bias, d, taps)
+            case (7, 2): run(Px7.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (8, 2): run(Px8.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (9, 2): run(Px9.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (10, 2): run(Px10.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (11, 2): run(Px11.self, Blocks2.self, L.self, x, w, bias, d, taps)
+            case (12, 2): run(Px12.self, Blocks2.self, L.self, x, w, bias, d, taps)
             default: preconditionFailure("no \(p)×\(nb) tile")
             }
         }
@@ -451,41 +498,54 @@ public struct DirectConv: @unchecked Sendable {
             let (np, nb) = (P.count, B.count)
             let ib = L.inBlock ?? self.ib
             let s = L.pixelStep ?? pixelStep
-            var acc = InlineArray<12, SIMD8<Float>>(repeating: SIMD8())
+            let lanes = V.scalarCount
+            var acc = InlineArray<24, V>(repeating: V())
             for b in 0..<nb {
-                for q in 0..<np { acc[b * np + q] = taps.first ? SIMD8.load(bias + b * 8) : SIMD8.load(d + b * outBlock + q * 8) }
+                for q in 0..<np {
+                    acc[b * np + q] =
+                        taps.first ? V.load(bias + b * lanes) : V.load(d + b * vectorStride + q * 8, blockStride: outBlock)
+                }
             }
             // Wrapping arithmetic: the offsets were checked when the geometry was built, and an
             // overflow trap per tap costs more than the tap's index arithmetic itself.
-            for c in 0..<cb {
-                let plane = x + c &* planeStride
-                for ki in taps.rows {
-                    let row = plane + ki &* tapH
-                    for kj in taps.columns {
-                        let px = row + kj &* tapW
-                        let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* ib &* 8)
-                        // Whichever operand is fewer stays live across the lane: 12 accumulators plus
-                        // min(pixels, blocks) + 1 operands fit the 16 registers.
-                        for i in 0..<ib {
-                            if nb == 1 {
-                                let w0 = SIMD8.load(wq + i &* 8)
-                                for q in 0..<np { acc[q].addProduct(SIMD8(repeating: px[i &+ q &* s]), w0) }
-                            } else if nb <= np {
-                                var wv = InlineArray<4, SIMD8<Float>>(repeating: SIMD8())
-                                for b in 0..<nb { wv[b] = SIMD8.load(wq + (b &* weightBlock &+ i &* 8)) }
-                                for q in 0..<np {
-                                    let v = SIMD8<Float>(repeating: px[i &+ q &* s])
-                                    for b in 0..<nb { acc[b * np + q].addProduct(v, wv[b]) }
-                                }
-                            } else {
-                                var xv = InlineArray<6, SIMD8<Float>>(repeating: SIMD8())
-                                for q in 0..<np { xv[q] = SIMD8(repeating: px[i &+ q &* s]) }
-                                for b in 0..<nb {
-                                    let v = SIMD8.load(wq + (b &* weightBlock &+ i &* 8))
-                                    for q in 0..<np { acc[b * np + q].addProduct(xv[q], v) }
-                                }
-                            }
+            // One loop over all taps (input block, kernel row, kernel column) rather than three
+            // nested ones: across nested loops the compiler keeps the accumulators in memory and
+            // stores and reloads them after every tap (measured: a third of the kernel's time).
+            let (rows, columns) = (taps.rows, taps.columns)
+            let count = cb &* rows.count &* columns.count
+            var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+            for _ in 0..<count {
+                let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
+                let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* ib &* lanes)
+                // Whichever operand is fewer stays live across the lane: the accumulators plus
+                // min(pixels, blocks) + 1 operands fit the vector registers.
+                for i in 0..<ib {
+                    if nb == 1 {
+                        let w0 = V.load(wq + i &* lanes)
+                        for q in 0..<np { acc[q].addProduct(V(repeating: px[i &+ q &* s]), w0) }
+                    } else if nb <= np {
+                        var wv = InlineArray<4, V>(repeating: V())
+                        for b in 0..<nb { wv[b] = V.load(wq + (b &* weightBlock &+ i &* lanes)) }
+                        for q in 0..<np {
+                            let v = V(repeating: px[i &+ q &* s])
+                            for b in 0..<nb { acc[b * np + q].addProduct(v, wv[b]) }
                         }
+                    } else {
+                        var xv = InlineArray<6, V>(repeating: V())
+                        for q in 0..<np { xv[q] = V(repeating: px[i &+ q &* s]) }
+                        for b in 0..<nb {
+                            let v = V.load(wq + (b &* weightBlock &+ i &* lanes))
+                            for q in 0..<np { acc[b * np + q].addProduct(xv[q], v) }
+                        }
+                    }
+                }
+                kj &+= 1
+                if kj == columns.upperBound {
+                    kj = columns.lowerBound
+                    ki &+= 1
+                    if ki == rows.upperBound {
+                        ki = rows.lowerBound
+                        c &+= 1
                     }
                 }
             }
@@ -493,14 +553,55 @@ public struct DirectConv: @unchecked Sendable {
             let relu = taps.last && self.relu
             for b in 0..<nb {
                 for q in 0..<np {
-                    let o = d + b * outBlock + q * 8
+                    let o = d + b * vectorStride + q * 8
                     var v = acc[b * np + q]
-                    if let r { v += SIMD8.load(o + r) }
-                    (relu ? v.replacing(with: 0, where: v .< 0) : v).store(o)
+                    if let r { v += V.load(o + r, blockStride: outBlock) }
+                    (relu ? v.relu() : v).store(o, blockStride: outBlock)
                 }
             }
         }
+
+        /// Output floats from one tile vector's first block to the next vector's.
+        var vectorStride: Int { outBlock * V.scalarCount / 8 }
     }
+}
+
+/// One pixel's output channels as the tile accumulates them: 8 lanes (one output block) or 16
+/// (two consecutive blocks, which lie `blockStride` floats apart in the NCHW8c output).
+protocol OutputLanes: SIMD where Scalar == Float {
+    /// `scalarCount` contiguous floats.
+    static func load(_ p: UnsafePointer<Float>) -> Self
+    /// The pixel's channels from blocked activations.
+    static func load(_ p: UnsafeMutablePointer<Float>, blockStride: Int) -> Self
+    func store(_ p: UnsafeMutablePointer<Float>, blockStride: Int)
+    /// max(x, 0), NaN kept. A requirement, not the generic `replacing(with:where:)`, which in
+    /// code generic over the vector type compiles to a loop over the lanes.
+    func relu() -> Self
+}
+
+extension SIMD8: OutputLanes where Scalar == Float {
+    @inline(__always)
+    static func load(_ p: UnsafeMutablePointer<Float>, blockStride: Int) -> SIMD8<Float> { load(p) }
+    @inline(__always)
+    func store(_ p: UnsafeMutablePointer<Float>, blockStride: Int) { store(p) }
+    @inline(__always)
+    func relu() -> SIMD8<Float> { replacing(with: 0, where: self .< 0) }
+}
+
+extension SIMD16: OutputLanes where Scalar == Float {
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
+    @inline(__always)
+    static func load(_ p: UnsafeMutablePointer<Float>, blockStride: Int) -> SIMD16<Float> {
+        SIMD16(lowHalf: SIMD8.load(p), highHalf: SIMD8.load(p + blockStride))
+    }
+    @inline(__always)
+    func store(_ p: UnsafeMutablePointer<Float>, blockStride: Int) {
+        lowHalf.store(p)
+        highHalf.store(p + blockStride)
+    }
+    @inline(__always)
+    func relu() -> SIMD16<Float> { replacing(with: 0, where: self .< 0) }
 }
 
 protocol TilePixels { static var count: Int { get } }
@@ -512,6 +613,12 @@ enum Px5: TilePixels { static var count: Int { 5 } }
 enum Px6: TilePixels { static var count: Int { 6 } }
 enum Px7: TilePixels { static var count: Int { 7 } }
 enum Px8: TilePixels { static var count: Int { 8 } }
+enum Px9: TilePixels { static var count: Int { 9 } }
+enum Px10: TilePixels { static var count: Int { 10 } }
+enum Px11: TilePixels { static var count: Int { 11 } }
+enum Px12: TilePixels { static var count: Int { 12 } }
+enum Px13: TilePixels { static var count: Int { 13 } }
+enum Px14: TilePixels { static var count: Int { 14 } }
 protocol TileBlocks { static var count: Int { get } }
 enum Blocks1: TileBlocks { static var count: Int { 1 } }
 enum Blocks2: TileBlocks { static var count: Int { 2 } }

@@ -97,7 +97,8 @@ struct BenchCommand: ParsableCommand {
         let peakRSS = Int(usage.ru_maxrss) * 1024
         if json {
             var doc: [(String, JSON)] = [
-                ("model", .string(model)), ("threads", .int(threads)), ("runs", .int(runs)), ("peak_rss_bytes", .int(peakRSS)),
+                ("model", .string(model)), ("threads", .int(threads)), ("vector_units", .string(VectorUnits.name)),
+                ("blas_core", .string(BLASCore.name)), ("runs", .int(runs)), ("peak_rss_bytes", .int(peakRSS)),
                 (
                     "batches",
                     .array(
@@ -127,6 +128,7 @@ struct BenchCommand: ParsableCommand {
             return
         }
         print("\(model): \(Text.grouped(m.parameterCount)) parameters, input \(shape), \(threads) threads, \(runs) runs per batch size")
+        print("kernels: \(VectorUnits.name) direct convolution, OpenBLAS \(BLASCore.name)")
         print(
             Text.table(
                 ["batch", "p50 ms", "p99 ms", "images/s"] + (ort.isEmpty ? [] : ["ORT p50 ms", "ORT images/s", "kdtool ÷ ORT"]),

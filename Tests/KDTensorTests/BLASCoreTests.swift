@@ -1,0 +1,24 @@
+import Testing
+
+@testable import KDTensor
+
+@Suite("OpenBLAS kernel choice")
+struct BLASCoreTests {
+    static let avx512: Set<String> = ["fpu", "sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"]
+
+    @Test func fallbackOnAnAVX512MachineAsksForTheAVX512Kernels() {
+        #expect(BLASCore.better(than: "Prescott", cpuFlags: Self.avx512) == "SkylakeX")
+        #expect(BLASCore.better(than: "Prescott", cpuFlags: Self.avx512.union(["avx512_bf16"])) == "Cooperlake")
+        #expect(BLASCore.better(than: "Nehalem", cpuFlags: ["avx", "avx2", "fma"]) == "Haswell")
+    }
+
+    @Test func aRecognisedCPUOrAnOldOneIsLeftAlone() {
+        #expect(BLASCore.better(than: "SkylakeX", cpuFlags: Self.avx512) == nil)
+        #expect(BLASCore.better(than: "Haswell", cpuFlags: Self.avx512) == nil)
+        #expect(BLASCore.better(than: "Prescott", cpuFlags: ["sse2", "sse3"]) == nil)
+    }
+
+    @Test func theLoadedLibraryNamesItsKernels() {
+        #expect(!BLASCore.name.isEmpty && BLASCore.name != "unknown")
+    }
+}
