@@ -19,13 +19,17 @@ import PackageDescription
     let avx512 =
         ProcessInfo.processInfo.environment["KDTOOL_PORTABLE"] == nil
         && ["avx512f", "avx512bw", "avx512dq", "avx512vl"].allSatisfy { cpuFlags.contains($0) }
-    let simdSettings: [SwiftSetting] =
+    let targetSettings: [SwiftSetting] =
         avx512
         ? [.unsafeFlags(["-target-cpu", "skylake-avx512"]), .define("KDTOOL_AVX512")]
         : [.unsafeFlags(["-target-cpu", "haswell"])]
 #else
-    let simdSettings: [SwiftSetting] = []
+    let targetSettings: [SwiftSetting] = []
 #endif
+// The kernels are generic over tile shape and vector width so that the optimizer specialises
+// each; unoptimized (a debug build, which `swift test` makes) every multiply-add would go through
+// a protocol witness. KDTensor is therefore optimized in debug builds too.
+let simdSettings = targetSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "kdtool",

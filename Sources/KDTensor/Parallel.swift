@@ -16,7 +16,7 @@ public enum Parallel {
         return Int(bitPattern: p)
     }
 
-    nonisolated(unsafe) private static let key: pthread_key_t = {
+    private static let key: pthread_key_t = {
         var k = pthread_key_t()
         pthread_key_create(&k, nil)
         return k
