@@ -1,6 +1,13 @@
 import Foundation
 import KDBundle
 import KDTensor
+import Synchronization
+
+/// Hands out slice indices 0, 1, 2, … to whichever worker asks next.
+final class SliceCounter: Sendable {
+    private let next = Atomic<Int>(0)
+    func take() -> Int { next.add(1, ordering: .relaxed).oldValue }
+}
 
 #if canImport(Glibc)
     import Glibc
@@ -157,12 +164,15 @@ public final class InferencePlan: @unchecked Sendable {
             throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
         }
         let n = x.shape[0]
-        let slices = (n + sliceImages - 1) / sliceImages
+        var slices = (n + sliceImages - 1) / sliceImages
         if slices <= 1 { return try runSlice(x, timing: timing) }
+        // An even count of equal slices, so that two workers finish together (64 images: 6 × 10–11
+        // rather than 4 × 13 + 12). It depends on the batch alone, never on the thread count.
+        if slices % 2 == 1 && n >= slices + 1 { slices += 1 }
         let per = x.count / n
         func slice(_ i: Int) throws -> Tensor {
-            let lo = i * sliceImages
-            let count = min(sliceImages, n - lo)
+            let lo = n * i / slices
+            let count = n * (i + 1) / slices - lo
             let part = Tensor(uninitialized: [count] + Array(x.shape.dropFirst()))
             part.pointer.update(from: x.pointer + lo * per, count: count * per)
             return part
@@ -174,8 +184,10 @@ public final class InferencePlan: @unchecked Sendable {
         } else {
             // Workers take the next slice as they finish one (a core slowed by a neighbour then takes
             // fewer); which worker computes a slice does not change its result.
+            // An atomic counter, not a lock: a thread that sleeps on a contended lock is woken on
+            // the waker's core, and the two workers were seen to end up taking turns on one core.
+            let next = SliceCounter()
             let lock = NSLock()
-            var next = 0
             outputs.withUnsafeMutableBufferPointer { out in
                 let results = UncheckedSendable(out)
                 Parallel.chunks(Parallel.threads, parts: Parallel.threads) { _, _ in
@@ -183,10 +195,7 @@ public final class InferencePlan: @unchecked Sendable {
                     Parallel.configure(threads: 1)
                     defer { Parallel.configure(threads: before) }
                     while true {
-                        lock.lock()
-                        let i = next
-                        next += 1
-                        lock.unlock()
+                        let i = next.take()
                         guard i < slices else { return }
                         do {
                             results.value[i] = try runSlice(try slice(i), timing: nil)

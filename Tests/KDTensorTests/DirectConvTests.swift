@@ -22,6 +22,9 @@ struct DirectConvTests {
         Case(x: [1, 12, 7, 7], w: [20, 12, 3, 3], stride: [1, 1], pads: [1, 0, 2, 1]),
         Case(x: [2, 8, 9, 9], w: [8, 8, 3, 3], stride: [1, 1], pads: [2, 2, 2, 2], dilation: [2, 2]),
         Case(x: [1, 64, 7, 7], w: [64, 64, 3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
+        // Rows of 18 pixels and 20 outputs: the pixel kernel's overlapping last span and its
+        // channel groups (7 + 7 + 6) that straddle output blocks.
+        Case(x: [2, 3, 20, 18], w: [20, 3, 3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
     ]
 
     static func random(_ shape: [Int], _ rng: inout RandomSource) -> Tensor {
@@ -39,12 +42,14 @@ struct DirectConvTests {
         let scale = max(1, reference.array.map(abs).max() ?? 1)
         for inBlock in [1, 8] {
             for lanes in DirectConv.laneChoices(outChannels: c.w[0]) {
-                let conv = DirectConv(weight: w, bias: b, window: g, inBlock: inBlock, lanes: lanes)
-                for relu in [false, true] {
-                    let y = try conv(plain: x, relu: relu).plain()
-                    #expect(y.shape == reference.shape)
-                    let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
-                    #expect(worst <= 1e-5 * scale, "inBlock \(inBlock) lanes \(lanes) relu \(relu): max error \(worst)")
+                for pixelLanes in VectorUnits.wide ? [16, 8] : [8] {
+                    let conv = DirectConv(weight: w, bias: b, window: g, inBlock: inBlock, lanes: lanes, pixelLanes: pixelLanes)
+                    for relu in [false, true] {
+                        let y = try conv(plain: x, relu: relu).plain()
+                        #expect(y.shape == reference.shape)
+                        let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
+                        #expect(worst <= 1e-5 * scale, "inBlock \(inBlock) lanes \(lanes)/\(pixelLanes) relu \(relu): max error \(worst)")
+                    }
                 }
             }
         }
@@ -85,6 +90,21 @@ struct DirectConvTests {
             weight: Self.random([8, 8, 3, 3], &rng), bias: nil, window: Window(kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0]),
             inBlock: 8)
         #expect(throws: TensorError.self) { try conv(mismatched, residual: mismatched) }
+    }
+
+    @Test("the pixel kernel leaves the blocked output's padding lanes zero")
+    func pixelPathPadding() throws {
+        var rng = RandomSource(seed: 9)
+        let x = Self.random([2, 1, 20, 20], &rng)
+        for pixelLanes in VectorUnits.wide ? [16, 8] : [8] {
+            let conv = DirectConv(
+                weight: Self.random([6, 1, 5, 5], &rng), bias: Self.random([6], &rng),
+                window: Window(kernel: [5, 5], stride: [1, 1], pads: [2, 2, 2, 2]), inBlock: 1, pixelLanes: pixelLanes)
+            let y = try conv(plain: x, relu: true)
+            let data = y.data.array
+            #expect((0..<(data.count / 8)).allSatisfy { data[$0 * 8 + 6] == 0 && data[$0 * 8 + 7] == 0 })
+            #expect(data.contains { $0 > 0 })
+        }
     }
 
     @Test("two threads give bit-identical output to one", arguments: [24, 32])

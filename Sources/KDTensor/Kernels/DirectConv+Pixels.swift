@@ -1,0 +1,175 @@
+/// A network's first convolution (one to four NCHW input channels, stride 1) vectorised over
+/// output pixels instead of output channels.
+///
+/// Over output channels, such a layer multiplies one broadcast input value per FMA and fills
+/// only as many lanes as it has outputs (LeNet-5's 6 of 8): the kernel is bound by loads, at a
+/// fifth of the machine's FMA rate. Here a vector holds `V.scalarCount` consecutive output pixels of
+/// one channel: each tap loads one input vector per output row and multiplies it by each
+/// channel's weight, held in a register across the rows, so a tile of R rows × K channels costs
+/// R + K loads for R·K FMAs, with every lane useful. The price is the store: a vector of one
+/// channel's pixels is scattered into the blocked output lane by lane.
+extension DirectConv {
+    /// Whether `run` takes the pixel-vectorised path for this geometry: NCHW input with no
+    /// padding left (the caller pads), unit stride and dilation, no residual, rows at least one
+    /// vector wide.
+    func pixelPathApplies(lanes: Int, g: Window, wo: Int, residual: BlockedTensor?) -> Bool {
+        inBlock == 1 && g.stride == (1, 1) && g.dilation == (1, 1) && g.pads.allSatisfy { $0 == 0 } && residual == nil
+            && wo >= lanes
+    }
+
+    /// Output channels per tile and rows per tile: K·R ≤ 24 accumulators, K weights and one input
+    /// vector beside them within 32 registers for 16 lanes; K·R ≤ 8 within 16 for 8 lanes.
+    static func pixelTile(channels: Int, lanes: Int) -> (channels: Int, rows: Int) {
+        lanes == 16 ? (min(channels, 8), min(channels, 8) <= 6 ? 4 : 3) : (min(channels, 4), 2)
+    }
+
+    func runPixels<V: OutputLanes>(
+        _: V.Type, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, ho: Int, wo: Int, relu: Bool, y: BlockedTensor
+    ) {
+        let (kh, kw, c, o) = (kh, kw, inChannels, outChannels)
+        let lanes = V.scalarCount
+        let tile = Self.pixelTile(channels: o, lanes: lanes)
+        // Channel groups as even as possible (16 = 8 + 8, 20 = 7 + 7 + 6), rows likewise.
+        let groups = (o + tile.channels - 1) / tile.channels
+        let rowTiles = (ho + tile.rows - 1) / tile.rows
+        // Column spans of `lanes` pixels; the last one overlaps its neighbour rather than running short.
+        let spans = (0..<((wo + lanes - 1) / lanes)).map { min($0 * lanes, wo - lanes) }
+        let wts = UnsafePointer(packed.pointer)
+        let bias = UnsafePointer(bias.pointer)
+        let out = y.data.pointer
+        let packedLanes = self.lanes
+        let geometry = PixelTile(
+            inPlane: h * w, inRow: w, kh: kh, kw: kw, inChannels: c, outPlane: ho * wo * 8, outRow: wo * 8, relu: relu,
+            weightStride: kh * kw * packedLanes, packedLanes: packedLanes)
+        Parallel.chunks(n * rowTiles) { _, range in
+            for u in range {
+                let (img, t) = (u / rowTiles, u % rowTiles)
+                let r0 = ho * t / rowTiles
+                let rows = ho * (t + 1) / rowTiles - r0
+                for gi in 0..<groups {
+                    let o0 = o * gi / groups
+                    let k = o * (gi + 1) / groups - o0
+                    for oj in spans {
+                        geometry.dispatch(
+                            V.self, rows: rows, channels: k, x: x + img * c * h * w + r0 * w + oj, o0: o0, w: wts, bias: bias,
+                            d: out + (img * outBlocks * ho + r0) * wo * 8 + oj * 8)
+                    }
+                }
+                // The last block's lanes past the output channels are zero in the blocked layout.
+                if o % 8 != 0 {
+                    let last = out + ((img * outBlocks + outBlocks - 1) * ho + r0) * wo * 8
+                    for j in 0..<(rows * wo) { for lane in (o % 8)..<8 { last[j * 8 + lane] = 0 } }
+                }
+            }
+        }
+    }
+
+    /// Strides of one pixel-vectorised convolution, in floats.
+    struct PixelTile {
+        let inPlane: Int
+        let inRow: Int
+        let kh: Int
+        let kw: Int
+        let inChannels: Int
+        /// One output block's plane (Ho·Wo·8) and one output row (Wo·8) in the blocked output.
+        let outPlane: Int
+        let outRow: Int
+        let relu: Bool
+        /// Packed weights: channel o, input c, tap k at ((o / L · C + c) · kh·kw + k) · L + o % L.
+        let weightStride: Int
+        let packedLanes: Int
+
+        @inline(__always)
+        func dispatch<V: OutputLanes>(
+            _: V.Type, rows: Int, channels: Int, x: UnsafePointer<Float>, o0: Int, w: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+            d: UnsafeMutablePointer<Float>
+        ) {
+            switch (rows, channels) {
+            case (1, 1): run(V.self, Px1.self, Px1.self, x, o0, w, bias, d)
+            case (1, 2): run(V.self, Px1.self, Px2.self, x, o0, w, bias, d)
+            case (1, 3): run(V.self, Px1.self, Px3.self, x, o0, w, bias, d)
+            case (1, 4): run(V.self, Px1.self, Px4.self, x, o0, w, bias, d)
+            case (1, 5): run(V.self, Px1.self, Px5.self, x, o0, w, bias, d)
+            case (1, 6): run(V.self, Px1.self, Px6.self, x, o0, w, bias, d)
+            case (1, 7): run(V.self, Px1.self, Px7.self, x, o0, w, bias, d)
+            case (1, 8): run(V.self, Px1.self, Px8.self, x, o0, w, bias, d)
+            case (2, 1): run(V.self, Px2.self, Px1.self, x, o0, w, bias, d)
+            case (2, 2): run(V.self, Px2.self, Px2.self, x, o0, w, bias, d)
+            case (2, 3): run(V.self, Px2.self, Px3.self, x, o0, w, bias, d)
+            case (2, 4): run(V.self, Px2.self, Px4.self, x, o0, w, bias, d)
+            case (2, 5): run(V.self, Px2.self, Px5.self, x, o0, w, bias, d)
+            case (2, 6): run(V.self, Px2.self, Px6.self, x, o0, w, bias, d)
+            case (2, 7): run(V.self, Px2.self, Px7.self, x, o0, w, bias, d)
+            case (2, 8): run(V.self, Px2.self, Px8.self, x, o0, w, bias, d)
+            case (3, 1): run(V.self, Px3.self, Px1.self, x, o0, w, bias, d)
+            case (3, 2): run(V.self, Px3.self, Px2.self, x, o0, w, bias, d)
+            case (3, 3): run(V.self, Px3.self, Px3.self, x, o0, w, bias, d)
+            case (3, 4): run(V.self, Px3.self, Px4.self, x, o0, w, bias, d)
+            case (3, 5): run(V.self, Px3.self, Px5.self, x, o0, w, bias, d)
+            case (3, 6): run(V.self, Px3.self, Px6.self, x, o0, w, bias, d)
+            case (3, 7): run(V.self, Px3.self, Px7.self, x, o0, w, bias, d)
+            case (3, 8): run(V.self, Px3.self, Px8.self, x, o0, w, bias, d)
+            case (4, 1): run(V.self, Px4.self, Px1.self, x, o0, w, bias, d)
+            case (4, 2): run(V.self, Px4.self, Px2.self, x, o0, w, bias, d)
+            case (4, 3): run(V.self, Px4.self, Px3.self, x, o0, w, bias, d)
+            case (4, 4): run(V.self, Px4.self, Px4.self, x, o0, w, bias, d)
+            case (4, 5): run(V.self, Px4.self, Px5.self, x, o0, w, bias, d)
+            case (4, 6): run(V.self, Px4.self, Px6.self, x, o0, w, bias, d)
+            default: preconditionFailure("no \(rows)-row × \(channels)-channel pixel tile")
+            }
+        }
+
+        /// `R.count` output rows × `K.count` output channels (from `o0`) × one vector of pixels.
+        func run<V: OutputLanes, R: TilePixels, K: TilePixels>(
+            _: V.Type, _: R.Type, _: K.Type, _ x: UnsafePointer<Float>, _ o0: Int, _ w: UnsafePointer<Float>,
+            _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>
+        ) {
+            let (nr, nk) = (R.count, K.count)
+            var acc = InlineArray<24, V>(repeating: V())
+            for k in 0..<nk {
+                let b = V(repeating: bias[o0 + k])
+                for r in 0..<nr { acc[k * nr + r] = b }
+            }
+            // One loop over (input channel, kernel row), then the kernel columns: with the columns
+            // innermost the accumulators stay in registers (the channel-vectorised kernel above has
+            // the same shape of loops for the same reason).
+            let rowsOfTaps = inChannels &* kh
+            let (ob0, lane0) = (o0 / packedLanes, o0 % packedLanes)
+            let nextBlock: Int = weightStride &* inChannels &- packedLanes
+            var (c, ki) = (0, 0)
+            for _ in 0..<rowsOfTaps {
+                let rowIn = x + (c &* inPlane &+ ki &* inRow)
+                let tapRow: Int = (ob0 &* inChannels &+ c) &* kh &+ ki
+                let wRow = w + (tapRow &* kw &* packedLanes &+ lane0)
+                for kj in 0..<kw {
+                    let px = rowIn + kj
+                    let wq = wRow + kj &* packedLanes
+                    var wv = InlineArray<8, V>(repeating: V())
+                    for k in 0..<nk {
+                        // Channel o0 + k: the packing's lanes run on into the next block's weights.
+                        let spill = (lane0 &+ k) / packedLanes
+                        wv[k] = V(repeating: wq[k &+ spill &* nextBlock])
+                    }
+                    for r in 0..<nr {
+                        let v = V.load(px + r &* inRow)
+                        for k in 0..<nk { acc[k * nr + r].addProduct(v, wv[k]) }
+                    }
+                }
+                ki &+= 1
+                if ki == kh {
+                    ki = 0
+                    c &+= 1
+                }
+            }
+            for k in 0..<nk {
+                let oc = o0 + k
+                let plane = d + (oc / 8) * outPlane + oc % 8
+                for r in 0..<nr {
+                    let v = relu ? acc[k * nr + r].relu() : acc[k * nr + r]
+                    let row = plane + r * outRow
+                    for p in 0..<V.scalarCount { row[p * 8] = v[p] }
+                }
+            }
+        }
+    }
+}

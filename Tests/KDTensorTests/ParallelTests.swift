@@ -1,0 +1,45 @@
+import Dispatch
+import Testing
+
+@testable import KDTensor
+
+@Suite("Parallel work splitting")
+struct ParallelTests {
+    /// Every index of 0..<count lands in exactly one chunk, and each chunk is where the fixed
+    /// partition puts it.
+    static func covered(_ count: Int, parts: Int) -> Bool {
+        let hits = UnsafeMutableBufferPointer<Int>.allocate(capacity: count)
+        hits.initialize(repeating: 0)
+        defer { hits.deallocate() }
+        let out = UncheckedSendable(hits)
+        let misplaced = UnsafeMutableBufferPointer<Int>.allocate(capacity: parts)
+        misplaced.initialize(repeating: 0)
+        defer { misplaced.deallocate() }
+        let wrong = UncheckedSendable(misplaced)
+        Parallel.chunks(count, parts: parts) { i, range in
+            if range != (count * i / parts)..<(count * (i + 1) / parts) { wrong.value[i] += 1 }
+            for j in range { out.value[j] += 1 }
+        }
+        return hits.allSatisfy { $0 == 1 } && misplaced.allSatisfy { $0 == 0 }
+    }
+
+    @Test("back-to-back jobs on the worker pool each cover their range once")
+    func manyJobs() {
+        for job in 0..<2000 { #expect(Self.covered(50 + job % 7, parts: 2 + job % 3)) }
+    }
+
+    @Test("a nested call (the pool busy) and calls from several threads at once still cover their ranges")
+    func nestedAndConcurrent() {
+        let results = UnsafeMutableBufferPointer<Bool>.allocate(capacity: 8)
+        results.initialize(repeating: false)
+        defer { results.deallocate() }
+        let out = UncheckedSendable(results)
+        Parallel.chunks(8, parts: 2) { _, range in
+            for i in range { out.value[i] = Self.covered(100 + i, parts: 2) }
+        }
+        #expect(results.allSatisfy { $0 })
+        results.initialize(repeating: false)
+        DispatchQueue.concurrentPerform(iterations: 8) { i in out.value[i] = Self.covered(300 + i, parts: 3) }
+        #expect(results.allSatisfy { $0 })
+    }
+}
