@@ -51,43 +51,43 @@ public final class Predictor {
         var start = 0
         while start < paths.count {
             let batch = Array(paths[start..<min(paths.count, start + options.batchSize)])
-            var pixels = [UInt8](repeating: 0, count: batch.count * size)
+            // Workers take the next file as they finish one (files decode at uneven cost) and write
+            // its normalized pixels straight into the batch; a file that fails leaves a zero row,
+            // whose output is not used.
+            let x = Tensor(zeros: [batch.count] + shape)
             var errors = [ImageError?](repeating: nil, count: batch.count)
-            pixels.withUnsafeMutableBufferPointer { px in
-                let out = UncheckedPointer<UInt8>(px.baseAddress!)
-                errors.withUnsafeMutableBufferPointer { errs in
-                    let e = UncheckedPointer<ImageError?>(errs.baseAddress!)
-                    Parallel.chunks(batch.count) { _, range in
-                        for i in range {
-                            do {
-                                let img = try ImageDecoder.decode(file: batch[i], maxPixels: options.maxPixels)
-                                let planar = ImageFolder.prepare(img, shape: shape, alpha: alpha, resize: resize, invert: invert)
-                                for j in 0..<size { out.pointer[i * size + j] = planar[j] }
-                            } catch let err as ImageError {
-                                e.pointer[i] = err
-                            } catch {
-                                e.pointer[i] = ImageError(path: batch[i], kind: "corrupt", message: "\(error)")
+            let plane = shape[1] * shape[2]
+            let next = WorkCounter()
+            errors.withUnsafeMutableBufferPointer { errs in
+                let e = UncheckedPointer<ImageError?>(errs.baseAddress!)
+                let out = UncheckedPointer<Float>(x.pointer)
+                Parallel.chunks(options.threads, parts: options.threads) { _, _ in
+                    while true {
+                        let i = next.take()
+                        guard i < batch.count else { return }
+                        do {
+                            let img = try ImageDecoder.decode(file: batch[i], maxPixels: options.maxPixels)
+                            let planar = ImageFolder.prepare(img, shape: shape, alpha: alpha, resize: resize, invert: invert)
+                            let row = out.pointer + i * size
+                            for j in 0..<size {
+                                let c = j / plane
+                                let v = Float(planar[j]) * norm.scale - norm.mean[c]
+                                row[j] = v / norm.std[c]
                             }
+                        } catch let err as ImageError {
+                            e.pointer[i] = err
+                        } catch {
+                            e.pointer[i] = ImageError(path: batch[i], kind: "corrupt", message: "\(error)")
                         }
                     }
                 }
             }
-            let ok = (0..<batch.count).filter { errors[$0] == nil }
             var results: [[(Int, Float)]] = Array(repeating: [], count: batch.count)
-            if !ok.isEmpty {
-                let x = Tensor(uninitialized: [ok.count] + shape)
-                let plane = shape[1] * shape[2]
-                for (row, i) in ok.enumerated() {
-                    for j in 0..<size {
-                        let c = j / plane
-                        let v = Float(pixels[i * size + j]) * norm.scale - norm.mean[c]
-                        x[row * size + j] = v / norm.std[c]
-                    }
-                }
+            if errors.contains(where: { $0 == nil }) {
                 let p = try plan.probabilities(x)
-                let classes = p.count / ok.count
-                for (row, i) in ok.enumerated() {
-                    let probs = UnsafeBufferPointer(start: p.pointer + row * classes, count: classes)
+                let classes = p.count / batch.count
+                for i in 0..<batch.count where errors[i] == nil {
+                    let probs = UnsafeBufferPointer(start: p.pointer + i * classes, count: classes)
                     results[i] = Self.topK(probs, k)
                 }
             }

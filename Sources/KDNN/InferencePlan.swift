@@ -1,13 +1,6 @@
 import Foundation
 import KDBundle
 import KDTensor
-import Synchronization
-
-/// Hands out slice indices 0, 1, 2, … to whichever worker asks next.
-final class SliceCounter: Sendable {
-    private let next = Atomic<Int>(0)
-    func take() -> Int { next.add(1, ordering: .relaxed).oldValue }
-}
 
 #if canImport(Glibc)
     import Glibc
@@ -184,9 +177,7 @@ public final class InferencePlan: @unchecked Sendable {
         } else {
             // Workers take the next slice as they finish one (a core slowed by a neighbour then takes
             // fewer); which worker computes a slice does not change its result.
-            // An atomic counter, not a lock: a thread that sleeps on a contended lock is woken on
-            // the waker's core, and the two workers were seen to end up taking turns on one core.
-            let next = SliceCounter()
+            let next = WorkCounter()
             let lock = NSLock()
             outputs.withUnsafeMutableBufferPointer { out in
                 let results = UncheckedSendable(out)

@@ -176,6 +176,15 @@ final class WorkerPool: @unchecked Sendable {
     }
 }
 
+/// Hands out indices 0, 1, 2, … to whichever worker asks next (work of uneven cost: slices of a
+/// batch, image files). An atomic, not a lock: a thread that sleeps on a contended lock is woken
+/// on the waker's core, and two workers were seen to end up taking turns on one core.
+public final class WorkCounter: Sendable {
+    private let next = Atomic<Int>(0)
+    public init() {}
+    public func take() -> Int { next.add(1, ordering: .relaxed).oldValue }
+}
+
 /// Kernels hand raw buffers to worker threads; each worker writes a disjoint part.
 public struct UncheckedSendable<T>: @unchecked Sendable {
     public let value: T
