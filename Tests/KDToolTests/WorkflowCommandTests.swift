@@ -90,6 +90,14 @@ struct WorkflowCommandTests {
         let shares = layers.compactMap { $0["share"] as? Double }
         #expect(abs(shares.reduce(0, +) - 1) < 1e-6 && shares == shares.sorted(by: >))
         #expect((doc["peak_rss_bytes"] as? Int ?? 0) > 1 << 20)
+        // Which kernels ran: the build's vector units and OpenBLAS's kernel set (never its SSE3
+        // fallback on a CPU that has AVX2, since kdtool restarts itself on better ones).
+        #expect(["AVX-512", "AVX2", "native"].contains(doc["vector_units"] as? String ?? ""))
+        let core = doc["blas_core"] as? String ?? ""
+        #expect(
+            !core.isEmpty
+                && (core != "Prescott" || !((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").contains(" avx2 ")),
+            "OpenBLAS kernels: \(core)")
         if FileManager.default.isExecutableFile(atPath: CLI.root.path + "/.build/venv-onnx/bin/python") {
             let o = try CLI.run(["bench", p("l.kdb"), "--batch", "1", "--runs", "5", "--compare-onnxruntime", "--json"])
             #expect(o.status == 0, "\(o.err)")

@@ -97,8 +97,8 @@ struct BenchCommand: ParsableCommand {
         let peakRSS = Int(usage.ru_maxrss) * 1024
         if json {
             var doc: [(String, JSON)] = [
-                ("model", .string(model)), ("threads", .int(threads)), ("vector_units", .string(VectorUnits.name)),
-                ("blas_core", .string(BLASCore.name)), ("runs", .int(runs)), ("peak_rss_bytes", .int(peakRSS)),
+                ("model", .string(model)), ("threads", .int(threads)), ("runs", .int(runs)), ("peak_rss_bytes", .int(peakRSS)),
+                ("vector_units", .string(VectorUnits.name)), ("blas_core", .string(BLASCore.name)),
                 (
                     "batches",
                     .array(
