@@ -192,8 +192,8 @@ public struct DirectConv: @unchecked Sendable {
     /// Output channels per vector: 16 (a 512-bit vector spanning two output blocks) where the
     /// build has AVX-512 and the blocks pair up, else 8.
     public let lanes: Int
-    /// Output pixels per vector of the pixel-vectorised first-layer kernel (DirectConv+Pixels.swift).
-    public let pixelLanes: Int
+    /// Whether stride-1 passes run on the pixel-vectorised kernel (DirectConv+Pixels.swift).
+    public let pixelPath: Bool
     /// [⌈O/lanes⌉][⌈C/inBlock⌉][kh][kw][inBlock][lanes]
     let packed: Tensor
     let bias: Tensor
@@ -209,9 +209,9 @@ public struct DirectConv: @unchecked Sendable {
         VectorUnits.wide && ((outChannels + 7) / 8) % 2 == 0 ? [16, 8] : [8]
     }
 
-    /// `lanes` nil picks the widest of `laneChoices`, `pixelLanes` nil 16 where the build has
-    /// AVX-512 (tests pass each to cover every kernel).
-    public init(weight: Tensor, bias: Tensor?, window: Window, inBlock: Int, lanes: Int? = nil, pixelLanes: Int? = nil) {
+    /// `lanes` nil picks the widest of `laneChoices`; `allowPixelPath` false keeps a convolution
+    /// that would take the pixel kernel on the channel one (tests use both to cover every kernel).
+    public init(weight: Tensor, bias: Tensor?, window: Window, inBlock: Int, lanes: Int? = nil, allowPixelPath: Bool = true) {
         precondition(inBlock == 1 || inBlock == 8)
         let (o, c, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
         self.outChannels = o
@@ -226,9 +226,7 @@ public struct DirectConv: @unchecked Sendable {
         let lanes = lanes ?? choices[0]
         precondition(choices.contains(lanes), "no \(lanes)-lane kernel for \(o) output channels in this build")
         self.lanes = lanes
-        self.pixelLanes = pixelLanes ?? (VectorUnits.wide ? 16 : 8)
-        precondition(
-            self.pixelLanes == 8 || (self.pixelLanes == 16 && VectorUnits.wide), "no \(self.pixelLanes)-pixel kernel in this build")
+        pixelPath = allowPixelPath && Self.pixelKernelFits(inBlock: inBlock, outChannels: o, lanes: lanes)
         packed = Tensor(zeros: [outBlocks * inBlocks * kh * kw * inBlock * 8])
         let wp = weight.pointer
         for oc in 0..<o {
@@ -311,17 +309,11 @@ public struct DirectConv: @unchecked Sendable {
             throw TensorError("residual \(r.shape) does not match the convolution's output \([n, outChannels, ho, wo])")
         }
         let y = BlockedTensor(uninitialized: n, channels: outChannels, h: ho, w: wo)
-        if pixelPathApplies(lanes: pixelLanes, g: g, wo: wo, residual: residual) {
-            #if KDTOOL_AVX512
-                if pixelLanes == 16 {
-                    runPixels(SIMD16<Float>.self, x, n: n, h: h, w: w, ho: ho, wo: wo, relu: relu, y: y)
-                    return y
-                }
-            #endif
-            runPixels(SIMD8<Float>.self, x, n: n, h: h, w: w, ho: ho, wo: wo, relu: relu, y: y)
-            return y
-        }
         #if KDTOOL_AVX512
+            if pixelPathApplies(g: g, wo: wo, residual: residual) {
+                runPixels(SIMD16<Float>.self, x, n: n, h: h, w: w, ho: ho, wo: wo, relu: relu, y: y)
+                return y
+            }
             if lanes == 16 {
                 run(SIMD16<Float>.self, x, n: n, h: h, w: w, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
                 return y
