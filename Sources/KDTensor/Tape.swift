@@ -56,6 +56,15 @@ public final class Tape {
     }
 
     public func value(_ v: Var) -> Tensor { values[v.id] }
+
+    /// Drops the tape's reference to a value nothing will read again (inference: its buffer goes
+    /// back to the pool while it is still in the cache, for the next layer's output).
+    public func discard(_ v: Var) {
+        precondition(!recording, "a recording tape keeps its values for the backward pass")
+        values[v.id] = Self.discarded
+    }
+
+    private static let discarded = Tensor(zeros: [0])
     public func grad(_ v: Var) -> Tensor? { grads[v.id] }
     public func requiresGrad(_ v: Var) -> Bool { needsGrad[v.id] }
 

@@ -33,6 +33,7 @@ final class BufferPool: @unchecked Sendable {
     init() { pthread_mutex_init(&lock, nil) }
 
     func take(_ n: Int) -> UnsafeMutablePointer<Float> {
+        if n <= ThreadPool.largestFloats, let p = ThreadPool.current.take(n) { return p }
         pthread_mutex_lock(&lock)
         if var list = free[n], let p = list.popLast() {
             free[n] = list
@@ -47,6 +48,7 @@ final class BufferPool: @unchecked Sendable {
     }
 
     func give(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
+        if n <= ThreadPool.largestFloats, ThreadPool.current.give(p, n) { return }
         pthread_mutex_lock(&lock)
         if pooledFloats + n <= limitFloats {
             free[n, default: []].append(p)
@@ -58,13 +60,80 @@ final class BufferPool: @unchecked Sendable {
         Glibc.free(p)
     }
 
-    /// Returns pooled memory to the system (between unrelated phases, e.g. after training).
+    /// Into the shared free lists only (a thread's pool handing its buffers back).
+    func giveShared(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
+        pthread_mutex_lock(&lock)
+        if pooledFloats + n <= limitFloats {
+            free[n, default: []].append(p)
+            pooledFloats += n
+            pthread_mutex_unlock(&lock)
+            return
+        }
+        pthread_mutex_unlock(&lock)
+        Glibc.free(p)
+    }
+
+    /// Returns pooled memory to the system (between unrelated phases, e.g. after training): the
+    /// shared lists and the calling thread's own.
     func drain() {
+        ThreadPool.current.drain()
         pthread_mutex_lock(&lock)
         for (_, list) in free { for p in list { Glibc.free(p) } }
         free = [:]
         pooledFloats = 0
         pthread_mutex_unlock(&lock)
+    }
+}
+
+/// Each thread's own free lists of small buffers, in front of the shared pool: a buffer released
+/// by a thread goes back to that thread's next allocation while it is still in that core's
+/// cache (an inference slice's activations are a few hundred KB each, and a buffer taken from
+/// the shared pool had often last been written by the other core).
+final class ThreadPool {
+    /// Buffers up to 1 MiB (an L2 cache) are kept per thread, at most 8 MiB in all.
+    static let largestFloats = 1 << 18
+    static let limitFloats = 1 << 21
+
+    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    private var floats = 0
+
+    static var current: ThreadPool {
+        if let p = pthread_getspecific(key) { return Unmanaged<ThreadPool>.fromOpaque(p).takeUnretainedValue() }
+        let pool = ThreadPool()
+        pthread_setspecific(key, Unmanaged.passRetained(pool).toOpaque())
+        return pool
+    }
+
+    /// At thread exit the buffers move to the shared pool.
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { raw in
+            guard let raw else { return }
+            let pool = Unmanaged<ThreadPool>.fromOpaque(raw).takeRetainedValue()
+            for (n, list) in pool.free { for p in list { BufferPool.shared.giveShared(p, n) } }
+            pool.free = [:]
+        }
+        return k
+    }()
+
+    func take(_ n: Int) -> UnsafeMutablePointer<Float>? {
+        guard var list = free[n], let p = list.popLast() else { return nil }
+        free[n] = list
+        floats -= n
+        return p
+    }
+
+    func give(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> Bool {
+        guard floats + n <= Self.limitFloats else { return false }
+        free[n, default: []].append(p)
+        floats += n
+        return true
+    }
+
+    func drain() {
+        for (n, list) in free { for p in list { BufferPool.shared.giveShared(p, n) } }
+        free = [:]
+        floats = 0
     }
 }
 

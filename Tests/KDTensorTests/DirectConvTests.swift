@@ -144,4 +144,104 @@ struct DirectConvTests {
         #expect(gap.shape == reference.shape)
         #expect((0..<gap.count).allSatisfy { abs(gap[$0] - reference[$0]) <= 1e-6 })
     }
+
+    /// Every float of `t`'s halo (and only those).
+    static func halo(_ t: BlockedTensor) -> [Float] {
+        let (rows, cols) = (t.h + 2 * t.pad, t.w + 2 * t.pad)
+        var out: [Float] = []
+        for u in 0..<(t.n * t.blocks) {
+            for i in 0..<rows {
+                for j in 0..<cols where i < t.pad || i >= rows - t.pad || j < t.pad || j >= cols - t.pad {
+                    for lane in 0..<8 { out.append(t.data[((u * rows + i) * cols + j) * 8 + lane]) }
+                }
+            }
+        }
+        return out
+    }
+
+    @Test("inputs and outputs with a zero halo: interior tiles, several rows per tile, the halo stays zero")
+    func halo() throws {
+        var rng = RandomSource(seed: 13)
+        // (x, w, stride, pads, input halo): halos that cover the padding (interior tiles only,
+        // several rows per tile for 16 outputs), a halo wider than the padding (1×1), and one
+        // narrower (border passes on a halo input).
+        let cases: [(x: [Int], w: [Int], stride: Int, pads: Int, halo: Int)] = [
+            ([2, 16, 28, 28], [16, 16, 3, 3], 1, 1, 1), ([1, 16, 32, 32], [16, 16, 3, 3], 1, 1, 1),
+            ([2, 16, 10, 10], [16, 16, 3, 3], 1, 0, 1),
+            ([2, 8, 7, 9], [16, 8, 3, 3], 1, 1, 2), ([2, 16, 14, 14], [32, 16, 3, 3], 2, 1, 1),
+            ([2, 16, 14, 14], [32, 16, 1, 1], 2, 0, 1),
+            ([2, 32, 7, 7], [64, 32, 3, 3], 1, 1, 1), ([1, 8, 9, 9], [16, 8, 5, 5], 1, 2, 1), ([2, 16, 20, 20], [16, 16, 3, 3], 2, 1, 1),
+        ]
+        for c in cases {
+            let x = Self.random(c.x, &rng)
+            let w = Self.random(c.w, &rng)
+            let b = Self.random([c.w[0]], &rng)
+            let g = Window(kernel: [c.w[2], c.w[3]], stride: [c.stride, c.stride], pads: Array(repeating: c.pads, count: 4))
+            let reference = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowFast: false)
+            let residual = Self.random(reference.shape, &rng)
+            let want = (0..<reference.count).map { max(0, reference[$0] + residual[$0]) }
+            for lanes in DirectConv.laneChoices(outChannels: c.w[0]) {
+                let conv = DirectConv(weight: w, bias: b, window: g, inBlock: 8, lanes: lanes)
+                for outPad in [0, 1] {
+                    let y = try conv(BlockedTensor(x, pad: c.halo), relu: true, residual: BlockedTensor(residual, pad: 1), outPad: outPad)
+                    #expect(y.pad == outPad)
+                    #expect(Self.halo(y).allSatisfy { $0 == 0 }, "\(c): the output halo is not zero")
+                    let got = y.plain()
+                    let worst = (0..<got.count).map { abs(got[$0] - want[$0]) }.max() ?? 0
+                    #expect(worst <= 1e-5 * max(1, want.map(abs).max() ?? 1), "\(c) lanes \(lanes) outPad \(outPad): max error \(worst)")
+                }
+            }
+        }
+        #expect(DirectConv.rowTile(width: 28, height: 28)! == (3, 8) as (Int, Int))
+        #expect(DirectConv.rowTile(width: 32, height: 32)! == (3, 8) as (Int, Int))
+        #expect(DirectConv.rowTile(width: 10, height: 10)! == (2, 12) as (Int, Int))
+        #expect(DirectConv.rowTile(width: 28, height: 1) == nil)
+        #expect(DirectConv.split(28, 8) == [7, 7, 7, 7])
+    }
+
+    @Test("blocked tensors with halos: round trip, re-padding, add across halos, pooling")
+    func haloOps() throws {
+        var rng = RandomSource(seed: 17)
+        let a = Self.random([2, 11, 9, 8], &rng)
+        let b = Self.random([2, 11, 9, 8], &rng)
+        for pad in [0, 1, 2] {
+            let x = BlockedTensor(a, pad: pad)
+            #expect(x.plain().array == a.array)
+            #expect(Self.halo(x).allSatisfy { $0 == 0 })
+            for other in [0, 1, 2] {
+                let y = x.withPad(other)
+                #expect(y.pad == other && y.plain().array == a.array && Self.halo(y).allSatisfy { $0 == 0 })
+                let sum = try BlockedTensor.add(x, BlockedTensor(b, pad: other), relu: true)
+                #expect(sum.pad == pad && Self.halo(sum).allSatisfy { $0 == 0 })
+                #expect(sum.plain().array == (0..<a.count).map { max(0, a[$0] + b[$0]) })
+            }
+            let g = Window(kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1], ceilMode: true)
+            let pooled = try x.maxPool(g, outPad: 1)
+            #expect(pooled.plain().array == (try Pooling.maxForwardInference(a, g)).array && Self.halo(pooled).allSatisfy { $0 == 0 })
+            let gap = x.globalAveragePool()
+            let reference = try Pooling.globalAvgForward(a)
+            #expect((0..<gap.count).allSatisfy { abs(gap[$0] - reference[$0]) <= 1e-6 })
+        }
+    }
+
+    @Test("packed linear layers match Linear.forward, with and without ReLU")
+    func packedLinear() throws {
+        var rng = RandomSource(seed: 19)
+        for (n, i, o) in [(5, 400, 120), (13, 37, 10), (1, 7, 33), (16, 84, 10), (24, 64, 64), (3, 5, 1)] {
+            let x = Self.random([n, i], &rng)
+            let w = Self.random([o, i], &rng)
+            let b = Self.random([o], &rng)
+            for bias in [b, nil] {
+                let reference = try Linear.forward(x: x, weight: w, bias: bias)
+                let op = PackedLinear(weight: w, bias: bias)
+                for relu in [false, true] {
+                    let y = try op(x, relu: relu)
+                    #expect(y.shape == [n, o])
+                    let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
+                    #expect(worst <= 1e-5 * max(1, reference.array.map(abs).max() ?? 1), "\(n)×\(i) → \(o): max error \(worst)")
+                }
+            }
+            #expect(throws: TensorError.self) { try PackedLinear(weight: w, bias: b)(Self.random([n, i + 1], &rng)) }
+        }
+    }
 }

@@ -33,10 +33,8 @@ extension DirectConv {
         (min(channels, 8), min(channels, 8) <= 6 ? 4 : 3)
     }
 
-    func runPixels<V: OutputLanes>(
-        _: V.Type, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, ho: Int, wo: Int, relu: Bool, y: BlockedTensor
-    ) {
-        let (kh, kw, c, o) = (kh, kw, inChannels, outChannels)
+    func runPixels<V: OutputLanes>(_: V.Type, _ x: Input, ho: Int, wo: Int, relu: Bool, y: BlockedTensor) {
+        let (kh, kw, o) = (kh, kw, outChannels)
         let lanes = V.scalarCount
         let tile = Self.pixelTile(channels: o)
         // Channel groups as even as possible (16 = 8 + 8, 20 = 7 + 7 + 6), rows likewise.
@@ -46,12 +44,12 @@ extension DirectConv {
         let spans = (0..<((wo + lanes - 1) / lanes)).map { min($0 * lanes, wo - lanes) }
         let wts = UnsafePointer(packed.pointer)
         let bias = UnsafePointer(bias.pointer)
-        let out = y.data.pointer
+        let (out, outPlane, outRow) = (y.origin, y.planeStride, y.rowStride)
         let packedLanes = self.lanes
         let geometry = PixelTile(
-            inPlane: h * w, inRow: w, kh: kh, kw: kw, inChannels: c, outPlane: ho * wo * 8, outRow: wo * 8, relu: relu,
-            weightStride: kh * kw * packedLanes, packedLanes: packedLanes)
-        Parallel.chunks(n * rowTiles) { _, range in
+            inPlane: x.planeStride, inRow: x.rowStride, kh: kh, kw: kw, inChannels: inChannels, outPlane: outPlane, outRow: outRow,
+            relu: relu, weightStride: kh * kw * packedLanes, packedLanes: packedLanes)
+        Parallel.chunks(x.n * rowTiles) { _, range in
             for u in range {
                 let (img, t) = (u / rowTiles, u % rowTiles)
                 let r0 = ho * t / rowTiles
@@ -61,14 +59,14 @@ extension DirectConv {
                     let k = o * (gi + 1) / groups - o0
                     for oj in spans {
                         geometry.dispatch(
-                            V.self, rows: rows, channels: k, x: x + img * c * h * w + r0 * w + oj, o0: o0, w: wts, bias: bias,
-                            d: out + (img * outBlocks * ho + r0) * wo * 8 + oj * 8)
+                            V.self, rows: rows, channels: k, x: x.base + img * x.imageStride + r0 * x.rowStride + oj, o0: o0, w: wts,
+                            bias: bias, d: out + img * outBlocks * outPlane + r0 * outRow + oj * 8)
                     }
                 }
                 // The last block's lanes past the output channels are zero in the blocked layout.
                 if o % 8 != 0 {
-                    let last = out + ((img * outBlocks + outBlocks - 1) * ho + r0) * wo * 8
-                    for j in 0..<(rows * wo) { for lane in (o % 8)..<8 { last[j * 8 + lane] = 0 } }
+                    let last = out + (img * outBlocks + outBlocks - 1) * outPlane + r0 * outRow
+                    for r in 0..<rows { for j in 0..<wo { for lane in (o % 8)..<8 { last[r * outRow + j * 8 + lane] = 0 } } }
                 }
             }
         }
@@ -81,7 +79,7 @@ extension DirectConv {
         let kh: Int
         let kw: Int
         let inChannels: Int
-        /// One output block's plane (Ho·Wo·8) and one output row (Wo·8) in the blocked output.
+        /// Floats from one output block's plane to the next and from one output row to the next.
         let outPlane: Int
         let outRow: Int
         let relu: Bool
@@ -135,7 +133,7 @@ extension DirectConv {
             _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>
         ) {
             let (nr, nk) = (R.count, K.count)
-            var acc = InlineArray<24, V>(repeating: V())
+            var acc = InlineArray<24, V> { _ in V() }
             for k in 0..<nk {
                 let b = V(repeating: bias[o0 + k])
                 for r in 0..<nr { acc[k * nr + r] = b }

@@ -1,176 +1,3 @@
-/// Activations in channel-blocked layout (NCHW8c): `[N][⌈C/8⌉][H][W][8]`, the channels past C
-/// zero. Eight channels of one pixel are one 256-bit vector, which is what the direct
-/// convolution below multiplies by a broadcast input value.
-public struct BlockedTensor: @unchecked Sendable {
-    public static let lanes = 8
-    public let data: Tensor
-    public let n: Int
-    public let channels: Int
-    public let h: Int
-    public let w: Int
-    public var blocks: Int { (channels + 7) / 8 }
-    /// The NCHW shape this tensor stands for.
-    public var shape: [Int] { [n, channels, h, w] }
-
-    public init(uninitialized n: Int, channels: Int, h: Int, w: Int) {
-        self.n = n
-        self.channels = channels
-        self.h = h
-        self.w = w
-        self.data = Tensor(uninitialized: [n * ((channels + 7) / 8) * h * w * 8])
-    }
-
-    /// The NCHW tensor `x` regrouped into blocks of eight channels.
-    public init(_ x: Tensor) {
-        precondition(x.rank == 4, "blocked layout needs NCHW, got \(x.shape)")
-        self.init(uninitialized: x.shape[0], channels: x.shape[1], h: x.shape[2], w: x.shape[3])
-        let (c, hw, cb) = (channels, h * w, blocks)
-        let src = x.pointer
-        let dst = data.pointer
-        Parallel.chunks(n * cb, parts: n * cb * hw > 1 << 14 ? Parallel.threads : 1) { _, range in
-            for u in range {
-                let (img, b) = (u / cb, u % cb)
-                let out = dst + u * hw * 8
-                for lane in 0..<8 {
-                    let ch = b * 8 + lane
-                    if ch >= c {
-                        for j in 0..<hw { out[j * 8 + lane] = 0 }
-                        continue
-                    }
-                    let s = src + (img * c + ch) * hw
-                    for j in 0..<hw { out[j * 8 + lane] = s[j] }
-                }
-            }
-        }
-    }
-
-    /// Back to NCHW (the padding channels dropped).
-    public func plain() -> Tensor {
-        let y = Tensor(uninitialized: shape)
-        let (c, hw, cb) = (channels, h * w, blocks)
-        let src = data.pointer
-        let dst = y.pointer
-        Parallel.chunks(n * cb, parts: n * cb * hw > 1 << 14 ? Parallel.threads : 1) { _, range in
-            for u in range {
-                let (img, b) = (u / cb, u % cb)
-                let s = src + u * hw * 8
-                for lane in 0..<min(8, c - b * 8) {
-                    let d = dst + (img * c + b * 8 + lane) * hw
-                    for j in 0..<hw { d[j] = s[j * 8 + lane] }
-                }
-            }
-        }
-        return y
-    }
-
-    /// a + b (+ ReLU), both blocked with the same shape.
-    public static func add(_ a: BlockedTensor, _ b: BlockedTensor, relu: Bool) throws -> BlockedTensor {
-        guard a.shape == b.shape else { throw TensorError("add: shapes \(a.shape) and \(b.shape) differ") }
-        let y = BlockedTensor(uninitialized: a.n, channels: a.channels, h: a.h, w: a.w)
-        let (pa, pb, py) = (a.data.pointer, b.data.pointer, y.data.pointer)
-        let vectors = a.data.count / 8
-        Parallel.chunks(vectors, parts: vectors > 1 << 13 ? Parallel.threads : 1) { _, range in
-            for i in range {
-                var v = SIMD8.load(pa + i * 8) + SIMD8.load(pb + i * 8)
-                if relu { v = v.replacing(with: 0, where: v .< 0) }
-                v.store(py + i * 8)
-            }
-        }
-        return y
-    }
-
-    /// Max pooling per channel block; padding never wins (as in `Pooling.maxForward`).
-    public func maxPool(_ g: Window) throws -> BlockedTensor {
-        let os = try Pooling.outputShape(shape, g)
-        let (ho, wo) = (os[2], os[3])
-        let y = BlockedTensor(uninitialized: n, channels: channels, h: ho, w: wo)
-        let (src, dst, hh, ww) = (data.pointer, y.data.pointer, h, w)
-        let simple =
-            g.kernel == (2, 2) && g.stride == (2, 2) && g.dilation == (1, 1) && g.pads == [0, 0, 0, 0] && 2 * ho <= h && 2 * wo <= w
-        Parallel.chunks(n * blocks) { _, range in
-            for u in range {
-                let s = src + u * hh * ww * 8
-                let d = dst + u * ho * wo * 8
-                if simple {
-                    // 2×2, stride 2: four vectors per output, no bounds to check.
-                    for oi in 0..<ho {
-                        let r0 = s + 2 * oi * ww * 8
-                        let r1 = r0 + ww * 8
-                        for oj in 0..<wo {
-                            let (a, b) = (SIMD8.load(r0 + 16 * oj), SIMD8.load(r0 + 16 * oj + 8))
-                            let (c, e) = (SIMD8.load(r1 + 16 * oj), SIMD8.load(r1 + 16 * oj + 8))
-                            var m = a.replacing(with: b, where: b .> a)
-                            m = m.replacing(with: c, where: c .> m)
-                            m = m.replacing(with: e, where: e .> m)
-                            let nan = (a .!= a) .| (b .!= b) .| (c .!= c) .| (e .!= e)
-                            m.replacing(with: .nan, where: nan).store(d + (oi * wo + oj) * 8)
-                        }
-                    }
-                    continue
-                }
-                for oi in 0..<ho {
-                    let i0 = oi * g.stride.h - g.pads[0]
-                    for oj in 0..<wo {
-                        let j0 = oj * g.stride.w - g.pads[1]
-                        var best = SIMD8<Float>(repeating: -.infinity)
-                        var nan = SIMDMask<SIMD8<Int32>>(repeating: false)
-                        for ki in 0..<g.kernel.h {
-                            let ii = i0 + ki * g.dilation.h
-                            if ii < 0 || ii >= hh { continue }
-                            for kj in 0..<g.kernel.w {
-                                let jj = j0 + kj * g.dilation.w
-                                if jj < 0 || jj >= ww { continue }
-                                let v = SIMD8.load(s + (ii * ww + jj) * 8)
-                                best = best.replacing(with: v, where: v .> best)
-                                nan .|= v .!= v
-                            }
-                        }
-                        best.replacing(with: .nan, where: nan).store(d + (oi * wo + oj) * 8)
-                    }
-                }
-            }
-        }
-        return y
-    }
-
-    /// Global average pooling to an NCHW `[N, C, 1, 1]` tensor.
-    public func globalAveragePool() -> Tensor {
-        let y = Tensor(uninitialized: [n, channels, 1, 1])
-        let hw = h * w
-        let inv = 1 / Float(hw)
-        for img in 0..<n {
-            for b in 0..<blocks {
-                let s = data.pointer + (img * blocks + b) * hw * 8
-                var acc = SIMD8<Float>()
-                for j in 0..<hw { acc += SIMD8.load(s + j * 8) }
-                for lane in 0..<min(8, channels - b * 8) { y.pointer[img * channels + b * 8 + lane] = acc[lane] * inv }
-            }
-        }
-        return y
-    }
-
-    /// max(x, 0) in place.
-    public func reluInPlace() {
-        let p = data.pointer
-        let vectors = data.count / 8
-        Parallel.chunks(vectors, parts: vectors > 1 << 13 ? Parallel.threads : 1) { _, range in
-            for i in range {
-                let v = SIMD8.load(p + i * 8)
-                v.replacing(with: 0, where: v .< 0).store(p + i * 8)
-            }
-        }
-    }
-}
-
-extension SIMD8 where Scalar == Float {
-    @inline(__always)
-    static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
-    @inline(__always)
-    static func load(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> { load(UnsafePointer(p)) }
-    @inline(__always)
-    func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD8<Float>.self) }
-}
-
 /// A convolution whose weights are packed once for the direct kernel: every output pixel is
 /// accumulated in registers, eight output channels per 256-bit vector, from broadcast input
 /// values — no column matrix, no GEMM call, the input read from cache (MLAS's NCHWc scheme).
@@ -242,32 +69,74 @@ public struct DirectConv: @unchecked Sendable {
     }
 
     /// Convolution of a blocked input (`inBlock` 8); `residual` (the output's shape) is added
-    /// before the ReLU — a ResNet block's `conv → add → relu` in one pass over the output.
-    public func callAsFunction(_ x: BlockedTensor, relu: Bool = false, residual: BlockedTensor? = nil) throws -> BlockedTensor {
+    /// before the ReLU — a ResNet block's `conv → add → relu` in one pass over the output. The
+    /// output gets a zero halo of `outPad`. Where the input's halo covers the padding, every tile
+    /// is an interior one.
+    public func callAsFunction(_ x: BlockedTensor, relu: Bool = false, residual: BlockedTensor? = nil, outPad: Int = 0) throws
+        -> BlockedTensor
+    {
         precondition(inBlock == 8, "this convolution was packed for NCHW input")
         guard x.channels == inChannels else {
             throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
         }
-        return try run(x.data.pointer, n: x.n, h: x.h, w: x.w, pads: window.pads, relu: relu, residual: residual)
+        let p = window.pads
+        var input = Input(
+            base: UnsafePointer(x.origin), n: x.n, h: x.h, w: x.w, rowStride: x.rowStride, planeStride: x.planeStride,
+            imageStride: x.imageStride)
+        if x.pad >= p.max() ?? 0 {
+            input.base -= p[0] * x.rowStride + p[1] * 8
+            input.h += p[0] + p[2]
+            input.w += p[1] + p[3]
+            return try run(input, pads: [0, 0, 0, 0], relu: relu, residual: residual, outPad: outPad)
+        }
+        return try run(input, pads: p, relu: relu, residual: residual, outPad: outPad)
     }
 
     /// Convolution of an NCHW input (any `inBlock`; converted when the packing wants blocks).
-    public func callAsFunction(plain x: Tensor, relu: Bool = false, residual: BlockedTensor? = nil) throws -> BlockedTensor {
+    public func callAsFunction(plain x: Tensor, relu: Bool = false, residual: BlockedTensor? = nil, outPad: Int = 0) throws
+        -> BlockedTensor
+    {
         guard x.rank == 4, x.shape[1] == inChannels else {
             throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
         }
-        if inBlock == 8 { return try self(BlockedTensor(x), relu: relu, residual: residual) }
-        let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3])
         let p = window.pads
-        guard p.contains(where: { $0 != 0 }) else { return try run(x.pointer, n: n, h: h, w: w, pads: p, relu: relu, residual: residual) }
+        if inBlock == 8 { return try self(BlockedTensor(x, pad: p.max() ?? 0), relu: relu, residual: residual, outPad: outPad) }
+        let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3])
+        func plainInput(_ t: Tensor, _ h: Int, _ w: Int) -> Input {
+            Input(base: UnsafePointer(t.pointer), n: n, h: h, w: w, rowStride: w, planeStride: h * w, imageStride: inChannels * h * w)
+        }
+        guard p.contains(where: { $0 != 0 }) else {
+            return try run(plainInput(x, h, w), pads: p, relu: relu, residual: residual, outPad: outPad)
+        }
         // A few NCHW channels: a zero-padded copy is cheap, and spares the border passes, which
         // with one lane per tap would cost more than the copy.
         let (hp, wp) = (h + p[0] + p[2], w + p[1] + p[3])
-        let padded = Tensor(zeros: [n * inChannels * hp * wp])
+        let padded = Tensor(uninitialized: [n * inChannels * hp * wp])
         for u in 0..<(n * inChannels) {
-            for i in 0..<h { (padded.pointer + (u * hp + i + p[0]) * wp + p[1]).update(from: x.pointer + (u * h + i) * w, count: w) }
+            let plane = padded.pointer + u * hp * wp
+            plane.update(repeating: 0, count: p[0] * wp)
+            for i in 0..<h {
+                let row = plane + (i + p[0]) * wp
+                row.update(repeating: 0, count: p[1])
+                (row + p[1]).update(from: x.pointer + (u * h + i) * w, count: w)
+                (row + p[1] + w).update(repeating: 0, count: p[3])
+            }
+            (plane + (h + p[0]) * wp).update(repeating: 0, count: p[2] * wp)
         }
-        return try run(padded.pointer, n: n, h: hp, w: wp, pads: [0, 0, 0, 0], relu: relu, residual: residual)
+        return try run(plainInput(padded, hp, wp), pads: [0, 0, 0, 0], relu: relu, residual: residual, outPad: outPad)
+    }
+
+    /// Where a convolution reads: pixel (0, 0) of channel group 0 of image 0 of the region it may
+    /// read (h × w pixels), and the strides in floats between rows, groups of `inBlock` channels
+    /// and images.
+    struct Input {
+        var base: UnsafePointer<Float>
+        var n: Int
+        var h: Int
+        var w: Int
+        var rowStride: Int
+        var planeStride: Int
+        var imageStride: Int
     }
 
     /// Tile shapes the kernel has, for 8-lane vectors: up to `pixels` output pixels of a row ×
@@ -300,44 +169,69 @@ public struct DirectConv: @unchecked Sendable {
         return (lanes == 16 ? shapes16 : shapes8).min { cycles($0) < cycles($1) }!
     }
 
-    func run(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, pads: [Int], relu: Bool, residual: BlockedTensor?) throws -> BlockedTensor {
+    /// `total` in `parts` as even as possible.
+    static func split(_ total: Int, _ most: Int) -> [Int] {
+        let parts = (total + most - 1) / most
+        return (0..<parts).map { total / parts + ($0 < total % parts ? 1 : 0) }
+    }
+
+    /// Rows × pixels of the multi-row tiles for a single output vector (16 channels) over an
+    /// interior output of `width` × `height`: the shape whose smallest tile has the most
+    /// accumulators (28 wide: 3 rows × 7; 32: 3 × 8; 10: 2 × 10), or nil when one row of up to
+    /// 14 pixels is as good.
+    static func rowTile(width: Int, height: Int) -> (rows: Int, pixels: Int)? {
+        var best: (rows: Int, pixels: Int, accumulators: Int)?
+        for (rows, most) in [(3, 8), (2, 12), (1, 14)] where rows <= height {
+            let smallest = split(width, most).min()!
+            guard rows == 1 || smallest >= 5 else { continue }
+            let accumulators = smallest * rows
+            if best == nil || accumulators > best!.accumulators { best = (rows, most, accumulators) }
+        }
+        guard let best, best.rows > 1 else { return nil }
+        return (best.rows, best.pixels)
+    }
+
+    func run(_ x: Input, pads: [Int], relu: Bool, residual: BlockedTensor?, outPad: Int) throws -> BlockedTensor {
         var g = window
         g.pads = pads
-        let ho = try g.outputSize(h, axis: 0)
-        let wo = try g.outputSize(w, axis: 1)
-        if let r = residual, r.shape != [n, outChannels, ho, wo] {
-            throw TensorError("residual \(r.shape) does not match the convolution's output \([n, outChannels, ho, wo])")
+        let ho = try g.outputSize(x.h, axis: 0)
+        let wo = try g.outputSize(x.w, axis: 1)
+        var residual = residual
+        if let r = residual {
+            guard r.shape == [x.n, outChannels, ho, wo] else {
+                throw TensorError("residual \(r.shape) does not match the convolution's output \([x.n, outChannels, ho, wo])")
+            }
+            residual = r.withPad(outPad)
         }
-        let y = BlockedTensor(uninitialized: n, channels: outChannels, h: ho, w: wo)
+        let y = BlockedTensor(uninitialized: x.n, channels: outChannels, h: ho, w: wo, pad: outPad)
         #if KDTOOL_AVX512
             if pixelPathApplies(g: g, wo: wo, residual: residual) {
-                runPixels(SIMD16<Float>.self, x, n: n, h: h, w: w, ho: ho, wo: wo, relu: relu, y: y)
+                runPixels(SIMD16<Float>.self, x, ho: ho, wo: wo, relu: relu, y: y)
                 return y
             }
             if lanes == 16 {
-                run(SIMD16<Float>.self, x, n: n, h: h, w: w, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
+                run(SIMD16<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
                 return y
             }
         #endif
-        run(SIMD8<Float>.self, x, n: n, h: h, w: w, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
+        run(SIMD8<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
         return y
     }
 
     /// The convolution with `V.scalarCount` output channels per vector.
     func run<V: OutputLanes>(
-        _: V.Type, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, g: Window, ho: Int, wo: Int, residual: BlockedTensor?, relu: Bool,
-        y: BlockedTensor
+        _: V.Type, _ x: Input, g: Window, ho: Int, wo: Int, residual: BlockedTensor?, relu: Bool, y: BlockedTensor
     ) {
-        let (ib, cb, kh, kw) = (inBlock, inBlocks, kh, kw)
+        let (ib, cb, kh, kw, h, w) = (inBlock, inBlocks, kh, kw, x.h, x.w)
         let ob = outBlocks * 8 / V.scalarCount  // output vectors
         let perBlock = cb * kh * kw * ib * V.scalarCount
         let tile = Tile<V>(
-            planeStride: h * w * ib, pixelStep: g.stride.w * ib, tapH: g.dilation.h * w * ib, tapW: g.dilation.w * ib, ib: ib, cb: cb,
-            kh: kh, kw: kw, weightBlock: perBlock, outBlock: ho * wo * 8, relu: relu, unitStride: ib == 8 && g.stride.w == 1,
-            residualOffset: residual.map { $0.data.pointer - y.data.pointer })
+            planeStride: x.planeStride, pixelStep: g.stride.w * ib, tapH: g.dilation.h * x.rowStride, tapW: g.dilation.w * ib, ib: ib,
+            cb: cb, kh: kh, kw: kw, weightBlock: perBlock, outBlock: y.planeStride, relu: relu, unitStride: ib == 8 && g.stride.w == 1,
+            residualOffset: residual.map { $0.origin - y.origin })
         let wts = UnsafePointer(packed.pointer)
         let bias = UnsafePointer(bias.pointer)
-        let out = y.data.pointer
+        let (out, outPlane, outRow) = (y.origin, y.planeStride, y.rowStride)
         let shape = Self.shape(width: wo, blocks: ob, lanes: V.scalarCount)
         let tiles = (wo + shape.pixels - 1) / shape.pixels
         let groups = (ob + shape.blocks - 1) / shape.blocks
@@ -357,18 +251,41 @@ public struct DirectConv: @unchecked Sendable {
             oj += p
         }
         let blockGroups = (0..<groups).map { ob / groups + ($0 < ob % groups ? 1 : 0) }
-        Parallel.chunks(n * ho) { _, range in
+        if ob == 1, V.scalarCount == 16, g.pads.allSatisfy({ $0 == 0 }), let rows = Self.rowTile(width: wo, height: ho) {
+            var tile = tile
+            tile.inRowStep = g.stride.h * x.rowStride
+            tile.outRowStep = outRow
+            let spans = Self.split(wo, rows.pixels)
+            let groupsPerImage = (ho + rows.rows - 1) / rows.rows
+            Parallel.chunks(x.n * groupsPerImage) { _, range in
+                for u in range {
+                    let (img, t) = (u / groupsPerImage, u % groupsPerImage)
+                    let oi = t * rows.rows
+                    let count = min(rows.rows, ho - oi)
+                    let rowIn = x.base + img * x.imageStride + oi * g.stride.h * x.rowStride
+                    let taps = Tile<V>.Taps(rows: 0..<kh, columns: 0..<kw, first: true, last: true)
+                    let d = out + img * outBlocks * outPlane + oi * outRow
+                    var oj = 0
+                    for p in spans {
+                        tile.dispatchRows(count, p, rowIn + oj * g.stride.w * ib, wts, bias, d + oj * 8, taps)
+                        oj += p
+                    }
+                }
+            }
+            return
+        }
+        Parallel.chunks(x.n * ho) { _, range in
             for u in range {
                 let (img, oi) = (u / ho, u % ho)
                 // Kernel rows that land inside the input for this output row.
                 let top = oi * g.stride.h - g.pads[0]
                 let kiLo = max(0, (-top + g.dilation.h - 1) / g.dilation.h)
                 let kiHi = min(kh, top >= h ? 0 : (h - 1 - top) / g.dilation.h + 1)
-                let rowIn = x + img * cb * h * w * ib + top * w * ib
+                let rowIn = x.base + img * x.imageStride + top * x.rowStride
                 let taps = Tile<V>.Taps(rows: kiLo..<max(kiLo, kiHi), columns: 0..<kw, first: true, last: true)
                 var b = 0
                 for nb in blockGroups {
-                    let d = out + ((img * outBlocks + b * V.scalarCount / 8) * ho + oi) * wo * 8
+                    let d = out + (img * outBlocks + b * V.scalarCount / 8) * outPlane + oi * outRow
                     for span in spans {
                         let x = rowIn + (span.oj * g.stride.w - g.pads[1]) * ib
                         let (wb, bb, db) = (wts + b * perBlock, bias + b * V.scalarCount, d + span.oj * 8)
@@ -397,12 +314,16 @@ public struct DirectConv: @unchecked Sendable {
         let kw: Int
         /// Packed weights of one output vector.
         let weightBlock: Int
-        /// Output of one output block of eight channels (Ho·Wo·8).
+        /// Floats from one output block of eight channels to the next (its plane with the halo).
         let outBlock: Int
         let relu: Bool
         let unitStride: Bool
         /// Distance from the output to the residual added before the ReLU, when there is one.
         let residualOffset: Int?
+        /// Floats from one output row's input to the next's, and from one output row to the next
+        /// (tiles of several rows).
+        var inRowStep = 0
+        var outRowStep = 0
 
         /// The kernel rows and columns one pass accumulates; a pixel at the input's border takes
         /// its taps in several passes, the first starting from the bias and the last finishing.
@@ -503,15 +424,28 @@ public struct DirectConv: @unchecked Sendable {
             _: P.Type, _: B.Type, _: L.Type, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
             _ d: UnsafeMutablePointer<Float>, _ taps: Taps
         ) {
-            let (np, nb) = (P.count, B.count)
+            run(P.self, B.self, L.self, Px1.self, x, w, bias, d, taps)
+        }
+
+        /// `R.count` rows of `P.count` output pixels × `B.count` output blocks (several rows only
+        /// with one block: a layer of 16 outputs gets 21–24 accumulators instead of at most 14).
+        func run<P: TilePixels, B: TileBlocks, L: TileInput, R: TilePixels>(
+            _: P.Type, _: B.Type, _: L.Type, _: R.Type, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+            _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, _ taps: Taps
+        ) {
+            let (np, nb, nr) = (P.count, B.count, R.count)
             let ib = L.inBlock ?? self.ib
             let s = L.pixelStep ?? pixelStep
+            let (inRow, outRow) = (inRowStep, outRowStep)
             let lanes = V.scalarCount
-            var acc = InlineArray<24, V>(repeating: V())
+            var acc = InlineArray<24, V> { _ in V() }
             for b in 0..<nb {
-                for q in 0..<np {
-                    acc[b * np + q] =
-                        taps.first ? V.load(bias + b * lanes) : V.load(d + b * vectorStride + q * 8, blockStride: outBlock)
+                for r in 0..<nr {
+                    for q in 0..<np {
+                        acc[(b * nr + r) * np + q] =
+                            taps.first
+                            ? V.load(bias + b * lanes) : V.load(d + b * vectorStride + r * outRow + q * 8, blockStride: outBlock)
+                    }
                 }
             }
             // Wrapping arithmetic: the offsets were checked when the geometry was built, and an
@@ -530,7 +464,10 @@ public struct DirectConv: @unchecked Sendable {
                 for i in 0..<ib {
                     if nb == 1 {
                         let w0 = V.load(wq + i &* lanes)
-                        for q in 0..<np { acc[q].addProduct(V(repeating: px[i &+ q &* s]), w0) }
+                        for r in 0..<nr {
+                            let row = px + r &* inRow
+                            for q in 0..<np { acc[r * np + q].addProduct(V(repeating: row[i &+ q &* s]), w0) }
+                        }
                     } else if nb <= np {
                         var wv = InlineArray<4, V>(repeating: V())
                         for b in 0..<nb { wv[b] = V.load(wq + (b &* weightBlock &+ i &* lanes)) }
@@ -557,15 +494,58 @@ public struct DirectConv: @unchecked Sendable {
                     }
                 }
             }
-            let r = taps.last ? residualOffset : nil
+            let residual = taps.last ? residualOffset : nil
             let relu = taps.last && self.relu
             for b in 0..<nb {
-                for q in 0..<np {
-                    let o = d + b * vectorStride + q * 8
-                    var v = acc[b * np + q]
-                    if let r { v += V.load(o + r, blockStride: outBlock) }
-                    (relu ? v.relu() : v).store(o, blockStride: outBlock)
+                for r in 0..<nr {
+                    for q in 0..<np {
+                        let o = d + b * vectorStride + r * outRow + q * 8
+                        var v = acc[(b * nr + r) * np + q]
+                        if let residual { v += V.load(o + residual, blockStride: outBlock) }
+                        (relu ? v.relu() : v).store(o, blockStride: outBlock)
+                    }
                 }
+            }
+        }
+
+        /// A tile of `rows` rows × `p` pixels × one output vector, interior (every tap inside the input).
+        @inline(__always)
+        func dispatchRows<L: TileInput>(
+            _: L.Type, _ rows: Int, _ p: Int, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+            _ d: UnsafeMutablePointer<Float>, _ taps: Taps
+        ) {
+            switch (rows, p) {
+            case (2, 5): run(Px5.self, Blocks1.self, L.self, Px2.self, x, w, bias, d, taps)
+            case (2, 6): run(Px6.self, Blocks1.self, L.self, Px2.self, x, w, bias, d, taps)
+            case (2, 7): run(Px7.self, Blocks1.self, L.self, Px2.self, x, w, bias, d, taps)
+            case (2, 8): run(Px8.self, Blocks1.self, L.self, Px2.self, x, w, bias, d, taps)
+            case (2, 9): run(Px9.self, Blocks1.self, L.self, Px2.self, x, w, bias, d, taps)
+            case (2, 10): run(Px10.self, Blocks1.self, L.self, Px2.self, x, w, bias, d, taps)
+            case (2, 11): run(Px11.self, Blocks1.self, L.self, Px2.self, x, w, bias, d, taps)
+            case (2, 12): run(Px12.self, Blocks1.self, L.self, Px2.self, x, w, bias, d, taps)
+            case (3, 5): run(Px5.self, Blocks1.self, L.self, Px3.self, x, w, bias, d, taps)
+            case (3, 6): run(Px6.self, Blocks1.self, L.self, Px3.self, x, w, bias, d, taps)
+            case (3, 7): run(Px7.self, Blocks1.self, L.self, Px3.self, x, w, bias, d, taps)
+            case (3, 8): run(Px8.self, Blocks1.self, L.self, Px3.self, x, w, bias, d, taps)
+            default: dispatch(L.self, p, 1, x, w, bias, d, taps)
+            }
+        }
+
+        @inline(__always)
+        func dispatchRows(
+            _ rows: Int, _ p: Int, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+            _ d: UnsafeMutablePointer<Float>, _ taps: Taps
+        ) {
+            if rows == 1 {
+                dispatch(p, 1, x, w, bias, d, taps)
+            } else if unitStride {
+                dispatchRows(Stride1Blocked.self, rows, p, x, w, bias, d, taps)
+            } else if pixelStep == 16 && ib == 8 {
+                dispatchRows(Stride2Blocked.self, rows, p, x, w, bias, d, taps)
+            } else if pixelStep == 1 {
+                dispatchRows(Stride1Plain.self, rows, p, x, w, bias, d, taps)
+            } else {
+                dispatchRows(AnyInput.self, rows, p, x, w, bias, d, taps)
             }
         }
 
@@ -582,6 +562,8 @@ protocol OutputLanes: SIMD where Scalar == Float {
     /// The pixel's channels from blocked activations.
     static func load(_ p: UnsafeMutablePointer<Float>, blockStride: Int) -> Self
     func store(_ p: UnsafeMutablePointer<Float>, blockStride: Int)
+    /// `scalarCount` contiguous floats.
+    func storeContiguous(_ p: UnsafeMutablePointer<Float>)
     /// max(x, 0), NaN kept. A requirement, not the generic `replacing(with:where:)`, which in
     /// code generic over the vector type compiles to a loop over the lanes.
     func relu() -> Self
@@ -592,6 +574,8 @@ extension SIMD8: OutputLanes where Scalar == Float {
     static func load(_ p: UnsafeMutablePointer<Float>, blockStride: Int) -> SIMD8<Float> { load(p) }
     @inline(__always)
     func store(_ p: UnsafeMutablePointer<Float>, blockStride: Int) { store(p) }
+    @inline(__always)
+    func storeContiguous(_ p: UnsafeMutablePointer<Float>) { store(p) }
     @inline(__always)
     func relu() -> SIMD8<Float> { replacing(with: 0, where: self .< 0) }
 }
@@ -608,6 +592,8 @@ extension SIMD16: OutputLanes where Scalar == Float {
         lowHalf.store(p)
         highHalf.store(p + blockStride)
     }
+    @inline(__always)
+    func storeContiguous(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD16<Float>.self) }
     @inline(__always)
     func relu() -> SIMD16<Float> { replacing(with: 0, where: self .< 0) }
 }

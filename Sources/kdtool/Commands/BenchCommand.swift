@@ -49,6 +49,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON document.")
     var json = false
 
+    /// The pause before each timing round with --compare-onnxruntime, longer than either side's spinning workers.
+    static let quietMicroseconds: UInt32 = 150_000
+
     func run() throws {
         Parallel.configure(threads: threads)
         let sizes = batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: " ")) }
@@ -72,7 +75,12 @@ struct BenchCommand: ParsableCommand {
                 let k = runs / rounds + (r < runs % rounds ? 1 : 0)
                 guard k > 0 else { continue }
                 for i in sizes.indices {
+                    // Each side starts its round on a quiet machine: ONNX Runtime's idle workers keep
+                    // spinning for tens of milliseconds after a run (measured: 40 ms of CPU in the
+                    // half second after one), and ours for a few, which would slow the other's round.
+                    usleep(Self.quietMicroseconds)
                     mine[i] += try reportingErrors { try SpeedProbe.samples(plan, inputs[i], runs: k, warmup: r == 0 ? 3 : 1) }
+                    usleep(Self.quietMicroseconds)
                     theirs[i] += try peer.measure(input: i, runs: k)
                 }
             }
@@ -169,6 +177,7 @@ enum OnnxRuntimePeer {
         print("ready", flush=True)
         for line in sys.stdin:
             i, runs = (int(v) for v in line.split())
+            s.run(None, {name: xs[i]})
             t = []
             for _ in range(runs):
                 t0 = time.perf_counter()

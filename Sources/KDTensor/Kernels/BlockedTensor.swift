@@ -1,0 +1,245 @@
+/// Activations in channel-blocked layout (NCHW8c) with a zero halo: `[N][⌈C/8⌉][H+2p][W+2p][8]`,
+/// the channels past C zero and the `pad` pixels around each plane zero. Eight channels of one
+/// pixel are one 256-bit vector, which is what the direct convolution multiplies by a broadcast
+/// input value; the halo is the zero padding of the next 3×3 convolution, already in place, so
+/// every tile of that convolution is an interior tile (one pass, no border cases: measured 1.5×
+/// faster on a 28×28 plane of 16 channels than restricting taps at the borders).
+///
+/// Every producer keeps the halo zero: it is zeroed when the tensor is made, kernels write the
+/// interior only, and element-wise operations that map 0 to 0 (add, ReLU, rounding to an
+/// activation grid that represents 0) may run over the whole buffer.
+public struct BlockedTensor: @unchecked Sendable {
+    public static let lanes = 8
+    public let data: Tensor
+    public let n: Int
+    public let channels: Int
+    public let h: Int
+    public let w: Int
+    /// Zero pixels around every plane, on each side.
+    public let pad: Int
+    public var blocks: Int { (channels + 7) / 8 }
+    /// The NCHW shape this tensor stands for.
+    public var shape: [Int] { [n, channels, h, w] }
+    /// Floats from one pixel row to the next.
+    public var rowStride: Int { (w + 2 * pad) * 8 }
+    /// Floats from one (image, block) plane to the next.
+    public var planeStride: Int { (h + 2 * pad) * (w + 2 * pad) * 8 }
+    /// Floats from one image to the next.
+    public var imageStride: Int { blocks * planeStride }
+    /// Pixel (0, 0) of block 0 of image 0.
+    public var origin: UnsafeMutablePointer<Float> { data.pointer + pad * (rowStride + 8) }
+
+    public init(uninitialized n: Int, channels: Int, h: Int, w: Int, pad: Int = 0) {
+        self.n = n
+        self.channels = channels
+        self.h = h
+        self.w = w
+        self.pad = pad
+        self.data = Tensor(uninitialized: [n * ((channels + 7) / 8) * (h + 2 * pad) * (w + 2 * pad) * 8])
+        zeroHalo()
+    }
+
+    public init(zeros n: Int, channels: Int, h: Int, w: Int, pad: Int = 0) {
+        self.init(uninitialized: n, channels: channels, h: h, w: w, pad: pad)
+        data.fill(0)
+    }
+
+    /// Zeroes the `pad` rows above and below each plane and the `pad` columns left and right of each row.
+    func zeroHalo() {
+        guard pad > 0 else { return }
+        let (rows, row, plane) = (h + 2 * pad, rowStride, planeStride)
+        let p = data.pointer
+        let zero = SIMD8<Float>()
+        let (side, right) = (pad * 8, (w + pad) * 8)
+        // Vector stores, not memset: the side columns are a few floats per row.
+        for u in 0..<(n * blocks) {
+            let base = p + u * plane
+            for j in stride(from: 0, to: pad * row, by: 8) {
+                zero.store(base + j)
+                zero.store(base + (rows - pad) * row + j)
+            }
+            for i in pad..<(rows - pad) {
+                let r = base + i * row
+                for j in stride(from: 0, to: side, by: 8) {
+                    zero.store(r + j)
+                    zero.store(r + right + j)
+                }
+            }
+        }
+    }
+
+    /// The NCHW tensor `x` regrouped into blocks of eight channels, with a halo of `pad`.
+    public init(_ x: Tensor, pad: Int = 0) {
+        precondition(x.rank == 4, "blocked layout needs NCHW, got \(x.shape)")
+        self.init(uninitialized: x.shape[0], channels: x.shape[1], h: x.shape[2], w: x.shape[3], pad: pad)
+        let (c, cb, hh, ww, row, plane) = (channels, blocks, h, w, rowStride, planeStride)
+        let src = x.pointer
+        let dst = origin
+        Parallel.chunks(n * cb, parts: n * cb * hh * ww > 1 << 14 ? Parallel.threads : 1) { _, range in
+            for u in range {
+                let (img, b) = (u / cb, u % cb)
+                let out = dst + u * plane
+                for lane in 0..<8 {
+                    let ch = b * 8 + lane
+                    for i in 0..<hh {
+                        let o = out + i * row + lane
+                        if ch >= c {
+                            for j in 0..<ww { o[j * 8] = 0 }
+                            continue
+                        }
+                        let s = src + ((img * c + ch) * hh + i) * ww
+                        for j in 0..<ww { o[j * 8] = s[j] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Back to NCHW (the padding channels and the halo dropped).
+    public func plain() -> Tensor {
+        let y = Tensor(uninitialized: shape)
+        let (c, cb, hh, ww, row, plane) = (channels, blocks, h, w, rowStride, planeStride)
+        let src = origin
+        let dst = y.pointer
+        Parallel.chunks(n * cb, parts: n * cb * hh * ww > 1 << 14 ? Parallel.threads : 1) { _, range in
+            for u in range {
+                let (img, b) = (u / cb, u % cb)
+                let s = src + u * plane
+                for lane in 0..<min(8, c - b * 8) {
+                    for i in 0..<hh {
+                        let d = dst + ((img * c + b * 8 + lane) * hh + i) * ww
+                        let si = s + i * row + lane
+                        for j in 0..<ww { d[j] = si[j * 8] }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// The same values with a halo of `pad` (self when it already has it).
+    public func withPad(_ pad: Int) -> BlockedTensor {
+        if pad == self.pad { return self }
+        let y = BlockedTensor(uninitialized: n, channels: channels, h: h, w: w, pad: pad)
+        let (hh, ww) = (h, w)
+        let (si, so, di, dout) = (rowStride, planeStride, y.rowStride, y.planeStride)
+        let (src, dst) = (origin, y.origin)
+        for u in 0..<(n * blocks) {
+            for i in 0..<hh { (dst + u * dout + i * di).update(from: src + u * so + i * si, count: ww * 8) }
+        }
+        return y
+    }
+
+    /// a + b (+ ReLU), both blocked with the same shape; the result has a's halo.
+    public static func add(_ a: BlockedTensor, _ b: BlockedTensor, relu: Bool) throws -> BlockedTensor {
+        guard a.shape == b.shape else { throw TensorError("add: shapes \(a.shape) and \(b.shape) differ") }
+        let b = b.withPad(a.pad)
+        let y = BlockedTensor(uninitialized: a.n, channels: a.channels, h: a.h, w: a.w, pad: a.pad)
+        let (pa, pb, py) = (a.data.pointer, b.data.pointer, y.data.pointer)
+        let vectors = a.data.count / 8
+        // Over the whole buffer: the halos are zero and stay zero.
+        Parallel.chunks(vectors, parts: vectors > 1 << 13 ? Parallel.threads : 1) { _, range in
+            for i in range {
+                var v = SIMD8.load(pa + i * 8) + SIMD8.load(pb + i * 8)
+                if relu { v = v.replacing(with: 0, where: v .< 0) }
+                v.store(py + i * 8)
+            }
+        }
+        return y
+    }
+
+    /// Max pooling per channel block; padding never wins (as in `Pooling.maxForward`). The
+    /// output gets a halo of `outPad`.
+    public func maxPool(_ g: Window, outPad: Int = 0) throws -> BlockedTensor {
+        let os = try Pooling.outputShape(shape, g)
+        let (ho, wo) = (os[2], os[3])
+        let y = BlockedTensor(uninitialized: n, channels: channels, h: ho, w: wo, pad: outPad)
+        let (src, dst, hh, ww) = (origin, y.origin, h, w)
+        let (row, plane, orow, oplane) = (rowStride, planeStride, y.rowStride, y.planeStride)
+        let simple =
+            g.kernel == (2, 2) && g.stride == (2, 2) && g.dilation == (1, 1) && g.pads == [0, 0, 0, 0] && 2 * ho <= h && 2 * wo <= w
+        Parallel.chunks(n * blocks) { _, range in
+            for u in range {
+                let s = src + u * plane
+                let d = dst + u * oplane
+                if simple {
+                    // 2×2, stride 2: four vectors per output, no bounds to check.
+                    for oi in 0..<ho {
+                        let r0 = s + 2 * oi * row
+                        let r1 = r0 + row
+                        for oj in 0..<wo {
+                            let (a, b) = (SIMD8.load(r0 + 16 * oj), SIMD8.load(r0 + 16 * oj + 8))
+                            let (c, e) = (SIMD8.load(r1 + 16 * oj), SIMD8.load(r1 + 16 * oj + 8))
+                            var m = a.replacing(with: b, where: b .> a)
+                            m = m.replacing(with: c, where: c .> m)
+                            m = m.replacing(with: e, where: e .> m)
+                            let nan = (a .!= a) .| (b .!= b) .| (c .!= c) .| (e .!= e)
+                            m.replacing(with: .nan, where: nan).store(d + oi * orow + oj * 8)
+                        }
+                    }
+                    continue
+                }
+                for oi in 0..<ho {
+                    let i0 = oi * g.stride.h - g.pads[0]
+                    for oj in 0..<wo {
+                        let j0 = oj * g.stride.w - g.pads[1]
+                        var best = SIMD8<Float>(repeating: -.infinity)
+                        var nan = SIMDMask<SIMD8<Int32>>(repeating: false)
+                        for ki in 0..<g.kernel.h {
+                            let ii = i0 + ki * g.dilation.h
+                            if ii < 0 || ii >= hh { continue }
+                            for kj in 0..<g.kernel.w {
+                                let jj = j0 + kj * g.dilation.w
+                                if jj < 0 || jj >= ww { continue }
+                                let v = SIMD8.load(s + ii * row + jj * 8)
+                                best = best.replacing(with: v, where: v .> best)
+                                nan .|= v .!= v
+                            }
+                        }
+                        best.replacing(with: .nan, where: nan).store(d + oi * orow + oj * 8)
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// Global average pooling to an NCHW `[N, C, 1, 1]` tensor.
+    public func globalAveragePool() -> Tensor {
+        let y = Tensor(uninitialized: [n, channels, 1, 1])
+        let inv = 1 / Float(h * w)
+        for img in 0..<n {
+            for b in 0..<blocks {
+                let s = origin + (img * blocks + b) * planeStride
+                var acc = SIMD8<Float>()
+                for i in 0..<h {
+                    let r = s + i * rowStride
+                    for j in 0..<w { acc += SIMD8.load(r + j * 8) }
+                }
+                for lane in 0..<min(8, channels - b * 8) { y.pointer[img * channels + b * 8 + lane] = acc[lane] * inv }
+            }
+        }
+        return y
+    }
+
+    /// max(x, 0) in place (the halo stays zero).
+    public func reluInPlace() {
+        let p = data.pointer
+        let vectors = data.count / 8
+        Parallel.chunks(vectors, parts: vectors > 1 << 13 ? Parallel.threads : 1) { _, range in
+            for i in range {
+                let v = SIMD8.load(p + i * 8)
+                v.replacing(with: 0, where: v .< 0).store(p + i * 8)
+            }
+        }
+    }
+}
+
+extension SIMD8 where Scalar == Float {
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    @inline(__always)
+    static func load(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> { load(UnsafePointer(p)) }
+    @inline(__always)
+    func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD8<Float>.self) }
+}
