@@ -286,6 +286,7 @@ extension Trainer {
     /// FSP stage 1: the student's FSP matrices (pairs resolved on the student) against the teacher's.
     public func fspTraining(teacher: TeacherFSP, studentPairs: [FSP.ResolvedPair]) {
         stage = "fsp"
+        objectiveReads = Set(studentPairs.flatMap { [$0.first, $0.second] })
         objective = { batch, f in
             let tape = f.tape
             var sides: [(Var, Var)] = []

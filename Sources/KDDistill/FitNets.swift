@@ -77,6 +77,7 @@ extension Trainer {
             let guidedOut = model.graph.node(named: guidedNode)?.outputs.first
         else { throw NNError("hint or guided layer not found") }
         let student = model
+        objectiveReads = [guidedOut]
         objective = { batch, f in
             let tape = f.tape
             guard let v = f.values[guidedOut], let w = f.parameter(FitNets.regressorWeight), let b = f.parameter(FitNets.regressorBias)

@@ -87,13 +87,13 @@ public final class MutualTrainer {
         let saved = peer.buffers.mapValues { $0.copy() }
         defer { for (k, v) in saved { peer.buffers[k]!.pointer.update(from: v.pointer, count: v.count) } }
         let tape = Tape(recording: false)
-        return Softmax.forward(tape.value(try peer.forward(x, training: true, tape: tape, rng: &rng).output))
+        return Softmax.forward(tape.value(try peer.forward(x, training: true, tape: tape, rng: &rng, fusing: []).output))
     }
 
     func update(_ k: Int, _ batch: Batch, others: [Tensor], lr: Float, rng: inout RandomSource) throws -> (Float, Int) {
         let peer = peers[k]
         let tape = Tape()
-        let f = try peer.forward(batch.inputs, training: true, tape: tape, rng: &rng)
+        let f = try peer.forward(batch.inputs, training: true, tape: tape, rng: &rng, fusing: [])
         let (loss, grad) = DMLLoss.evaluate(logits: tape.value(f.output), labels: batch.labels, others: others, ensemble: dml.ensemble)
         guard loss.isFinite else { throw NNError("peer \(k + 1)'s loss became \(loss); try a lower --lr") }
         try tape.backward([(f.output, grad)])

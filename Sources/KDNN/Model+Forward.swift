@@ -14,7 +14,13 @@ extension Model {
     /// Runs the graph on `x`. With `training`, batch norm uses batch statistics (and updates the
     /// running ones) and dropout draws masks from `rng`; trainable parameters get gradients when
     /// the tape records.
-    public func forward(_ x: Tensor, training: Bool, tape: Tape, rng: inout RandomSource) throws -> Forward {
+    ///
+    /// `fusing` (the names a caller will read, e.g. an objective's) lets a batch norm or an
+    /// addition and the ReLU that alone reads it run as one op: the tensor between them then has
+    /// no value, unless it is one of those names. Without it every node's output has its value.
+    public func forward(_ x: Tensor, training: Bool, tape: Tape, rng: inout RandomSource, fusing keep: Set<String>? = nil) throws
+        -> Forward
+    {
         var values: [String: Var] = [:]
         let expected = graph.inputs[0].shape
         guard x.rank == expected.count, zip(x.shape.dropFirst(), expected.dropFirst()).allSatisfy({ $0 == $1 }) else {
@@ -25,7 +31,17 @@ extension Model {
         }
         values[graph.inputs[0].name] = tape.leaf(activationQuant[graph.inputs[0].name].map { $0.applied(to: x) } ?? x)
         for (name, t) in parameters { values[name] = tape.leaf(t, requiresGrad: tape.recording && !frozen.contains(name)) }
-        for node in order {
+        let fused = keep.map { fusedReLUs(keeping: $0) } ?? [:]
+        var skipped = Set<String>()
+        for node in order where !skipped.contains(node.name) {
+            if let relu = fused[node.name] {
+                let out = try Profiler.measure("forward \(node.op.rawValue)+relu") {
+                    try applyFused(node, tape: tape, values: values, training: training)
+                }
+                skipped.insert(relu.name)
+                values[relu.outputs[0]] = out
+                continue
+            }
             var out = try Profiler.measure("forward \(node.op.rawValue)") {
                 try apply(node, tape: tape, values: values, training: training, rng: &rng)
             }
@@ -34,6 +50,38 @@ extension Model {
         }
         guard let output = values[graph.outputs[0]] else { throw NNError("graph output '\(graph.outputs[0])' was not computed") }
         return Forward(tape: tape, values: values, output: output)
+    }
+
+    /// Batch norms and additions whose output only a ReLU reads (and no one else needs), by name,
+    /// with that ReLU. Not where an activation grid rounds the tensor between them.
+    func fusedReLUs(keeping keep: Set<String>) -> [String: Graph.Node] {
+        var consumers: [String: [Graph.Node]] = [:]
+        for n in order { for i in n.inputs { consumers[i, default: []].append(n) } }
+        let outputs = Set(graph.outputs)
+        var fused: [String: Graph.Node] = [:]
+        for n in order where n.op == .batchnorm || n.op == .add {
+            let out = n.outputs[0]
+            guard !keep.contains(out), !outputs.contains(out), activationQuant[out] == nil, let readers = consumers[out],
+                readers.count == 1,
+                readers[0].op == .relu, readers[0].inputs == [out]
+            else { continue }
+            fused[n.name] = readers[0]
+        }
+        return fused
+    }
+
+    func applyFused(_ node: Graph.Node, tape: Tape, values: [String: Var], training: Bool) throws -> Var {
+        func input(_ i: Int) throws -> Var {
+            if let v = values[node.inputs[i]] { return v }
+            throw NNError("node '\(node.name)' reads '\(node.inputs[i])', which has no value")
+        }
+        if node.op == .add { return try tape.addRelu(try input(0), try input(1)) }
+        guard let mean = buffers[node.inputs[3]], let variance = buffers[node.inputs[4]] else {
+            throw NNError("batchnorm '\(node.name)' has no running statistics")
+        }
+        return try tape.batchnormRelu(
+            try input(0), scale: try input(1), bias: try input(2), runningMean: mean, runningVar: variance,
+            epsilon: Float(node.float("epsilon")), momentum: Float(node.float("momentum")), training: training)
     }
 
     /// One node's forward on the tape (shared by training, evaluation and the inference plan).

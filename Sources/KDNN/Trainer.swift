@@ -120,6 +120,9 @@ public final class Trainer {
     public let metricsPath: String?
     public var stage = "train"
     public var objective: Objective = crossEntropyObjective
+    /// The tensors the objective reads besides the output (a batch norm or addition and its ReLU
+    /// run fused where the tensor between them is not one of these).
+    public var objectiveReads: Set<String> = []
     public var onProgress: ((TrainProgress) -> Void)?
     public var onEpoch: ((EpochMetrics) -> Void)?
     /// Model selection: evaluated after every epoch; with `bestPath`, the weights of the epoch with
@@ -187,7 +190,7 @@ public final class Trainer {
                 var rng = RandomSource(seed: config.seed, stream: 0xd409, UInt64(epoch), UInt64(index))
                 let tape = Tape()
                 currentStep = step
-                let f = try model.forward(batch.inputs, training: true, tape: tape, rng: &rng)
+                let f = try model.forward(batch.inputs, training: true, tape: tape, rng: &rng, fusing: objectiveReads)
                 let (loss, seeds) = try objective(batch, f)
                 guard loss.isFinite else {
                     throw NNError("loss became \(loss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))")

@@ -22,9 +22,10 @@ public enum Profiler {
         return r
     }
 
-    /// Rows sorted by time: label, seconds, share, calls.
+    /// Rows sorted by time: label, seconds, share, calls. A label with a part in parentheses
+    /// ("backward conv2d (weight)") is time inside another row's, not counted in the total.
     public static func report() -> String {
-        let total = totals.values.reduce(0) { $0 + $1.seconds }
+        let total = totals.filter { !$0.key.contains("(") }.values.reduce(0) { $0 + $1.seconds }
         return totals.sorted { $0.value.seconds > $1.value.seconds }.map { k, v in
             let share = total > 0 ? Int((100 * v.seconds / total).rounded()) : 0
             let name = k.count < 28 ? k + String(repeating: " ", count: 28 - k.count) : k

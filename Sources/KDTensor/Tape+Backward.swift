@@ -2,76 +2,168 @@ extension Tape {
     /// Back-propagates from the given seeds (dL/dv for each v) through every recorded op.
     public func backward(_ seeds: [(Var, Tensor)]) throws {
         for (v, g) in seeds {
-            guard values[v.id].shape.reduce(1, *) == g.count else {
-                throw TensorError("gradient \(g.shape) does not match value \(values[v.id].shape)")
+            guard shape(v).reduce(1, *) == g.count else {
+                throw TensorError("gradient \(g.shape) does not match value \(shape(v))")
             }
             accumulate(v.id, g)
         }
         for record in records.reversed() {
-            guard let dy = grads[record.output] else { continue }
-            try Profiler.measure("backward \(record.op.name)") { try backward(record, dy) }
+            guard grads[record.output] != nil else { continue }
+            try Profiler.measure("backward \(record.op.name)") { try backward(record) }
         }
     }
 
-    private func accumulate(_ id: Int, _ g: Tensor) {
-        // Only the first gradient can be taken as is; later ones add into it.
+    private func accumulate(_ id: Int, _ g: Tensor) { accumulate(id, .plain(g)) }
+
+    private func accumulate(_ id: Int, _ g: BlockedTensor) { accumulate(id, .blocked(g)) }
+
+    /// Only the first gradient can be taken as is; later ones add into it (in its layout).
+    private func accumulate(_ id: Int, _ g: Grad) {
         guard needsGrad[id] else { return }
-        if let existing = grads[id] {
-            Elementwise.accumulate(existing, g)
-        } else {
-            grads[id] = g.count == 0 || g.shape == values[id].shape ? g : (try? g.reshaped(values[id].shape)) ?? g
+        switch (grads[id], g) {
+        case (nil, .plain(let t)):
+            let s = shape(Var(id: id))
+            grads[id] = .plain(t.count == 0 || t.shape == s ? t : (try? t.reshaped(s)) ?? t)
+        case (nil, .blocked):
+            grads[id] = g
+        case (.plain(let e), .plain(let t)):
+            Elementwise.accumulate(e, t)
+        case (.plain(let e), .blocked(let b)):
+            Elementwise.accumulate(e, b.plain())
+        case (.blocked(let e), .blocked(let b)):
+            BlockedOps.accumulate(e, b)
+        case (.blocked(let e), .plain(let t)):
+            BlockedOps.accumulate(e, BlockedTensor((try? t.reshaped(e.shape)) ?? t, pad: e.pad))
+        }
+    }
+
+    /// dL/d(value `id`) in NCHW (converted when it is blocked).
+    private func gradPlain(_ id: Int) -> Tensor {
+        switch grads[id]! {
+        case .plain(let t): return t
+        case .blocked(let b): return b.plain()
+        }
+    }
+
+    /// dL/d(value `id`) blocked (converted when it is in NCHW).
+    private func gradBlocked(_ id: Int) -> BlockedTensor {
+        switch grads[id]! {
+        case .blocked(let b): return b
+        case .plain(let t):
+            let s = shape(Var(id: id))
+            return BlockedTensor((try? t.reshaped(s)) ?? t, pad: halo)
         }
     }
 
     /// The backward rule of each op, next to its forward in `Tape.swift`.
-    private func backward(_ r: Record, _ dy: Tensor) throws {
+    private func backward(_ r: Record) throws {
         let ins = r.inputs
         func need(_ i: Int) -> Bool { needsGrad[ins[i]] }
+        func values(_ i: Int) -> Tensor { value(Var(id: i)) }
+        var dy: Tensor { gradPlain(r.output) }
         switch r.op {
         case .linear(let hasBias):
-            let g = Linear.backward(dy: dy, x: values[ins[0]], weight: values[ins[1]], hasBias: hasBias, needInput: need(0))
+            let g = Linear.backward(dy: dy, x: values(ins[0]), weight: values(ins[1]), hasBias: hasBias, needInput: need(0))
             if let dx = g.dx { accumulate(ins[0], dx) }
             accumulate(ins[1], g.dw)
             if let db = g.db { accumulate(ins[2], db) }
         case .conv2d(let window, let groups, let hasBias):
             let g = Conv2d.backward(
-                dy: dy, x: values[ins[0]], weight: values[ins[1]], hasBias: hasBias, window, groups: groups, needInput: need(0))
+                dy: dy, x: values(ins[0]), weight: values(ins[1]), hasBias: hasBias, window, groups: groups, needInput: need(0))
             if let dx = g.dx { accumulate(ins[0], dx) }
             accumulate(ins[1], g.dw)
             if let db = g.db { accumulate(ins[2], db) }
+        case .conv2dBlocked(let window, let hasBias, let plainInput):
+            let g = gradBlocked(r.output)
+            let weight = values(ins[1])
+            guard BlockedConvGradient.applies(window, groups: 1) else {
+                // Dilated or wide kernels: the NCHW rules.
+                let grads = Conv2d.backward(
+                    dy: g.plain(), x: values(ins[0]), weight: weight, hasBias: hasBias, window, groups: 1, needInput: need(0))
+                if let dx = grads.dx { accumulate(ins[0], dx) }
+                accumulate(ins[1], grads.dw)
+                if let db = grads.db { accumulate(ins[2], db) }
+                return
+            }
+            let x = Var(id: ins[0])
+            if need(0) {
+                let s = shape(x)
+                let dx = Profiler.measure("backward conv2d (input)") {
+                    BlockedConvGradient.input(dy: g, weight: weight, window: window, h: s[2], w: s[3], pad: halo)
+                }
+                if plainInput { accumulate(ins[0], dx.plain()) } else { accumulate(ins[0], dx) }
+            }
+            let dw = Profiler.measure("backward conv2d (weight)") {
+                plainInput
+                    ? BlockedConvGradient.weight(plain: value(x), dy: g, window: window)
+                    : BlockedConvGradient.weight(x: blockedValue(x), dy: g, window: window)
+            }
+            accumulate(ins[1], dw)
+            if hasBias { accumulate(ins[2], BlockedConvGradient.bias(g)) }
+        case .batchnormBlocked(let saved):
+            let g = BlockedOps.batchNormBackward(dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]))
+            accumulate(ins[0], g.dx)
+            accumulate(ins[1], g.dscale)
+            accumulate(ins[2], g.dbias)
+        case .batchnormReluBlocked(let saved):
+            let g = BlockedOps.batchNormBackward(
+                dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]), reluOutput: blockedValues[r.output]!)
+            accumulate(ins[0], g.dx)
+            accumulate(ins[1], g.dscale)
+            accumulate(ins[2], g.dbias)
+        case .addReluBlocked:
+            let (a, b) = BlockedOps.addReluBackward(dy: gradBlocked(r.output), y: blockedValues[r.output]!)
+            accumulate(ins[0], a)
+            accumulate(ins[1], ins[1] == ins[0] ? a : b)
+        case .maxpoolBlocked(let argmax):
+            accumulate(ins[0], BlockedOps.maxPoolBackward(dy: gradBlocked(r.output), argmax: argmax, input: blockedValue(Var(id: ins[0]))))
+        case .globalAvgPoolBlocked:
+            accumulate(ins[0], BlockedOps.globalAveragePoolBackward(dy: dy, shape: shape(Var(id: ins[0])), pad: halo))
         case .batchnorm(let saved):
-            let g = BatchNorm.backward(dy: dy, saved: saved, scale: values[ins[1]])
+            let g = BatchNorm.backward(dy: dy, saved: saved, scale: values(ins[1]))
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
         case .relu:
-            accumulate(ins[0], Elementwise.reluBackward(dy: dy, y: values[r.output]))
+            if let y = blockedValues[r.output] {
+                accumulate(ins[0], BlockedOps.reluBackward(dy: gradBlocked(r.output), y: y))
+            } else {
+                accumulate(ins[0], Elementwise.reluBackward(dy: dy, y: values(r.output)))
+            }
         case .sigmoid:
-            accumulate(ins[0], Elementwise.sigmoidBackward(dy: dy, y: values[r.output]))
+            accumulate(ins[0], Elementwise.sigmoidBackward(dy: dy, y: values(r.output)))
         case .maxpool(let argmax):
-            accumulate(ins[0], Pooling.maxBackward(dy: dy, argmax: argmax, inputShape: values[ins[0]].shape))
+            accumulate(ins[0], Pooling.maxBackward(dy: dy, argmax: argmax, inputShape: values(ins[0]).shape))
         case .avgpool(let window, let countIncludePad):
             accumulate(
-                ins[0], Pooling.avgBackward(dy: dy, inputShape: values[ins[0]].shape, window, countIncludePad: countIncludePad))
+                ins[0], Pooling.avgBackward(dy: dy, inputShape: values(ins[0]).shape, window, countIncludePad: countIncludePad))
         case .globalAvgPool:
-            accumulate(ins[0], Pooling.globalAvgBackward(dy: dy, inputShape: values[ins[0]].shape))
+            accumulate(ins[0], Pooling.globalAvgBackward(dy: dy, inputShape: values(ins[0]).shape))
         case .add:
-            accumulate(ins[0], dy.copy())
-            accumulate(ins[1], dy.copy())
+            // The first input may take the output's gradient itself: nothing reads that again, and
+            // the first input's other gradients add into it later.
+            switch grads[r.output]! {
+            case .blocked(let g):
+                accumulate(ins[0], g)
+                accumulate(ins[1], ins[1] == ins[0] ? g : BlockedOps.copy(g))
+            case .plain(let g):
+                accumulate(ins[0], g)
+                accumulate(ins[1], ins[1] == ins[0] ? g : g.copy())
+            }
         case .concat(let axis, let sizes):
             for (i, piece) in Elementwise.split(dy, axis: axis, sizes: sizes).enumerated() { accumulate(ins[i], piece) }
         case .reshape:
-            accumulate(ins[0], try dy.copy().reshaped(values[ins[0]].shape))
+            accumulate(ins[0], try dy.copy().reshaped(values(ins[0]).shape))
         case .dropout(let mask):
             accumulate(ins[0], Elementwise.multiply(dy, mask))
         case .softmax:
-            accumulate(ins[0], Softmax.backward(dy: dy, y: values[r.output]))
+            accumulate(ins[0], Softmax.backward(dy: dy, y: values(r.output)))
         case .splitLinear(let inSplits, let shared):
-            let x = values[ins[0]]
+            let x = values(ins[0])
             let dx = Tensor(zeros: x.shape)
             var offset = 0
             for k in 0..<inSplits.count {
-                let w = values[ins[1 + 2 * k]]
+                let w = values(ins[1 + 2 * k])
                 let outK = w.shape[0]
                 let dyk = Elementwise.split(dy, axis: 1, sizes: [offset, outK, dy.shape[1] - offset - outK])[1]
                 let xk = SplitLinear.gather(x, block: k, inSplits: inSplits, shared: shared)
@@ -84,7 +176,7 @@ extension Tape {
             accumulate(ins[0], dx)
         case .l2normScale(let groups, let epsilon, let norms):
             let (dx, dgamma) = SplitLinear.l2normScaleBackward(
-                dy: dy, x: values[ins[0]], gamma: values[ins[1]], groups: groups, epsilon: epsilon, norms: norms)
+                dy: dy, x: values(ins[0]), gamma: values(ins[1]), groups: groups, epsilon: epsilon, norms: norms)
             accumulate(ins[0], dx)
             accumulate(ins[1], dgamma)
         }

@@ -6,6 +6,11 @@ public struct Var: Hashable, Sendable {
 /// Reverse-mode autograd over a closed set of ops. Each op computes its forward value here and
 /// records what its backward rule (in `Tape+Backward.swift`, one case per op) needs.
 ///
+/// Convolutions, batch norm, ReLU, additions and pooling keep their values and gradients in the
+/// channel-blocked layout of the direct convolution (`BlockedTensor`, with a zero halo of
+/// `halo`), so a convolutional network's passes convert to and from NCHW only at its ends; any
+/// other reader of a value gets NCHW (`value(_:)`, converted once and kept).
+///
 ///     let tape = Tape()
 ///     let x = tape.leaf(input)
 ///     let w = tape.leaf(weight, requiresGrad: true)
@@ -16,12 +21,21 @@ public final class Tape {
     public enum Op {
         case linear(hasBias: Bool)
         case conv2d(Window, groups: Int, hasBias: Bool)
+        /// On the direct kernel, output blocked; `plainInput`: the input was read as NCHW.
+        case conv2dBlocked(Window, hasBias: Bool, plainInput: Bool)
         case batchnorm(BatchNorm.Saved)
+        case batchnormBlocked(BlockedOps.BatchNormSaved)
+        /// Batch norm and the ReLU after it, blocked; the output is the ReLU's.
+        case batchnormReluBlocked(BlockedOps.BatchNormSaved)
+        /// relu(a + b), blocked.
+        case addReluBlocked
         case relu
         case sigmoid
         case maxpool(argmax: [Int32])
+        case maxpoolBlocked(argmax: [Int32])
         case avgpool(Window, countIncludePad: Bool)
         case globalAvgPool
+        case globalAvgPoolBlocked
         case add
         case concat(axis: Int, sizes: [Int])
         case reshape
@@ -38,42 +52,97 @@ public final class Tape {
         let output: Int
     }
 
-    public private(set) var values: [Tensor] = []
+    /// A gradient in either layout.
+    enum Grad {
+        case plain(Tensor)
+        case blocked(BlockedTensor)
+    }
 
+    /// Each value in NCHW, blocked, or both (a conversion made once is kept).
+    var plainValues: [Tensor?] = []
+    var blockedValues: [BlockedTensor?] = []
     var needsGrad: [Bool] = []
-    var grads: [Tensor?] = []
+    var grads: [Grad?] = []
     var records: [Record] = []
     /// False: ops compute values only (inference, or teachers during distillation).
     public let recording: Bool
+    /// The zero halo of blocked values: the padding of a 3 × 3 convolution.
+    public let halo = 1
+    /// Whether convolutions run blocked (and with them the layers after them); false keeps every
+    /// value in NCHW (the reference path the tests compare against).
+    public let blocked: Bool
 
-    public init(recording: Bool = true) { self.recording = recording }
-
-    public func leaf(_ t: Tensor, requiresGrad: Bool = false) -> Var {
-        values.append(t)
-        needsGrad.append(requiresGrad && recording)
-        grads.append(nil)
-        return Var(id: values.count - 1)
+    public init(recording: Bool = true, blocked: Bool = true) {
+        self.recording = recording
+        self.blocked = blocked
     }
 
-    public func value(_ v: Var) -> Tensor { values[v.id] }
+    public func leaf(_ t: Tensor, requiresGrad: Bool = false) -> Var {
+        plainValues.append(t)
+        blockedValues.append(nil)
+        needsGrad.append(requiresGrad && recording)
+        grads.append(nil)
+        return Var(id: plainValues.count - 1)
+    }
+
+    /// The value in NCHW.
+    public func value(_ v: Var) -> Tensor {
+        if let t = plainValues[v.id] { return t }
+        let t = blockedValues[v.id]!.plain()
+        plainValues[v.id] = t
+        return t
+    }
+
+    /// The value in the blocked layout.
+    public func blockedValue(_ v: Var) -> BlockedTensor {
+        if let b = blockedValues[v.id] { return b }
+        let t = plainValues[v.id]!
+        let b = BlockedTensor(t.rank == 4 ? t : (try? t.reshaped(t.shape + Array(repeating: 1, count: max(0, 4 - t.rank)))) ?? t, pad: halo)
+        blockedValues[v.id] = b
+        return b
+    }
+
+    /// Whether the value exists in the blocked layout (without converting it).
+    public func isBlocked(_ v: Var) -> Bool { blockedValues[v.id] != nil }
+
+    /// The value's NCHW shape.
+    public func shape(_ v: Var) -> [Int] { plainValues[v.id]?.shape ?? blockedValues[v.id]!.shape }
+
+    public func grad(_ v: Var) -> Tensor? {
+        switch grads[v.id] {
+        case .plain(let t): t
+        case .blocked(let b): b.plain()
+        case nil: nil
+        }
+    }
+
+    public func requiresGrad(_ v: Var) -> Bool { needsGrad[v.id] }
 
     /// Drops the tape's reference to a value nothing will read again (inference: its buffer goes
     /// back to the pool while it is still in the cache, for the next layer's output).
     public func discard(_ v: Var) {
         precondition(!recording, "a recording tape keeps its values for the backward pass")
-        values[v.id] = Self.discarded
+        plainValues[v.id] = Self.discarded
+        blockedValues[v.id] = nil
     }
 
     private static let discarded = Tensor(zeros: [0])
-    public func grad(_ v: Var) -> Tensor? { grads[v.id] }
-    public func requiresGrad(_ v: Var) -> Bool { needsGrad[v.id] }
 
     func push(_ t: Tensor, _ op: @autoclosure () -> Op, _ inputs: [Var]) -> Var {
+        record(plain: t, blocked: nil, op(), inputs)
+    }
+
+    func push(_ b: BlockedTensor, _ op: @autoclosure () -> Op, _ inputs: [Var]) -> Var {
+        record(plain: nil, blocked: b, op(), inputs)
+    }
+
+    private func record(plain: Tensor?, blocked: BlockedTensor?, _ op: @autoclosure () -> Op, _ inputs: [Var]) -> Var {
         let track = recording && inputs.contains { needsGrad[$0.id] }
-        values.append(t)
+        plainValues.append(plain)
+        blockedValues.append(blocked)
         needsGrad.append(track)
         grads.append(nil)
-        let out = values.count - 1
+        let out = plainValues.count - 1
         if track { records.append(Record(op: op(), inputs: inputs.map(\.id), output: out)) }
         return Var(id: out)
     }
@@ -86,7 +155,16 @@ public final class Tape {
     }
 
     public func conv2d(_ x: Var, _ w: Var, _ b: Var?, _ g: Window, groups: Int) throws -> Var {
-        let y = try Conv2d.forward(x: value(x), weight: value(w), bias: b.map(value), g, groups: groups)
+        let weight = value(w)
+        _ = try Conv2d.outputShape(x: shape(x), weight: weight.shape, g, groups: groups)
+        if blocked && Conv2d.useFast && DirectConv.applies(groups: groups) {
+            // Blocked in and out; a network's first layer (a few NCHW channels) reads NCHW.
+            let plainInput = !isBlocked(x) && DirectConv.inBlock(forChannels: weight.shape[1]) == 1
+            let conv = DirectConv(weight: weight, bias: b.map(value), window: g, inBlock: plainInput ? 1 : 8)
+            let y = plainInput ? try conv(plain: value(x), outPad: halo) : try conv(blockedValue(x), outPad: halo)
+            return push(y, .conv2dBlocked(g, hasBias: b != nil, plainInput: plainInput), [x, w] + (b.map { [$0] } ?? []))
+        }
+        let y = try Conv2d.forward(x: value(x), weight: weight, bias: b.map(value), g, groups: groups)
         return push(y, .conv2d(g, groups: groups, hasBias: b != nil), [x, w] + (b.map { [$0] } ?? []))
     }
 
@@ -95,6 +173,17 @@ public final class Tape {
         _ x: Var, scale: Var, bias: Var, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
         training: Bool
     ) throws -> Var {
+        if isBlocked(x) && shape(x).count == 4 {
+            let (y, saved) =
+                training
+                ? try BlockedOps.batchNormTraining(
+                    blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
+                    epsilon: epsilon, momentum: momentum)
+                : try BlockedOps.batchNormInference(
+                    blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
+                    epsilon: epsilon)
+            return push(y, .batchnormBlocked(saved), [x, scale, bias])
+        }
         if training {
             let (y, saved) = try BatchNorm.forwardTraining(
                 value(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
@@ -118,10 +207,48 @@ public final class Tape {
         return push(y, .batchnorm(BatchNorm.Saved(xhat: xhat, invStd: inv, frozen: true)), [x, scale, bias])
     }
 
-    public func relu(_ x: Var) -> Var { push(Elementwise.relu(value(x)), .relu, [x]) }
+    /// relu(batchnorm(x)) in one pass where x is blocked (the batch norm's own output is not kept:
+    /// its backward rule needs only x, and the ReLU's only its output); else the two ops.
+    public func batchnormRelu(
+        _ x: Var, scale: Var, bias: Var, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
+        training: Bool
+    ) throws -> Var {
+        guard isBlocked(x) && shape(x).count == 4 else {
+            return relu(
+                try batchnorm(
+                    x, scale: scale, bias: bias, runningMean: runningMean, runningVar: runningVar, epsilon: epsilon, momentum: momentum,
+                    training: training))
+        }
+        let (y, saved) =
+            training
+            ? try BlockedOps.batchNormTraining(
+                blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
+                epsilon: epsilon, momentum: momentum, relu: true)
+            : try BlockedOps.batchNormInference(
+                blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
+                epsilon: epsilon, relu: true)
+        return push(y, .batchnormReluBlocked(saved), [x, scale, bias])
+    }
+
+    /// relu(a + b) in one pass where an operand is blocked; else the two ops.
+    public func addRelu(_ a: Var, _ b: Var) throws -> Var {
+        guard (isBlocked(a) || isBlocked(b)) && shape(a).count == 4 else { return relu(try add(a, b)) }
+        return push(try BlockedTensor.add(blockedValue(a), blockedValue(b), relu: true), .addReluBlocked, [a, b])
+    }
+
+    public func relu(_ x: Var) -> Var {
+        if isBlocked(x) { return push(BlockedOps.relu(blockedValue(x)), .relu, [x]) }
+        return push(Elementwise.relu(value(x)), .relu, [x])
+    }
+
     public func sigmoid(_ x: Var) -> Var { push(Elementwise.sigmoid(value(x)), .sigmoid, [x]) }
 
     public func maxpool(_ x: Var, _ g: Window) throws -> Var {
+        if isBlocked(x) {
+            if !recording { return push(try blockedValue(x).maxPool(g, outPad: halo), .maxpoolBlocked(argmax: []), [x]) }
+            let (y, argmax) = try BlockedOps.maxPoolTraining(blockedValue(x), g)
+            return push(y, .maxpoolBlocked(argmax: argmax), [x])
+        }
         if !recording { return push(try Pooling.maxForwardInference(value(x), g), .maxpool(argmax: []), [x]) }
         let (y, argmax) = try Pooling.maxForward(value(x), g)
         return push(y, .maxpool(argmax: argmax), [x])
@@ -132,9 +259,17 @@ public final class Tape {
         return push(y, .avgpool(g, countIncludePad: countIncludePad), [x])
     }
 
-    public func globalAvgPool(_ x: Var) throws -> Var { push(try Pooling.globalAvgForward(value(x)), .globalAvgPool, [x]) }
+    public func globalAvgPool(_ x: Var) throws -> Var {
+        if isBlocked(x) { return push(blockedValue(x).globalAveragePool(), .globalAvgPoolBlocked, [x]) }
+        return push(try Pooling.globalAvgForward(value(x)), .globalAvgPool, [x])
+    }
 
-    public func add(_ a: Var, _ b: Var) throws -> Var { push(try Elementwise.add(value(a), value(b)), .add, [a, b]) }
+    public func add(_ a: Var, _ b: Var) throws -> Var {
+        if (isBlocked(a) || isBlocked(b)) && shape(a).count == 4 {
+            return push(try BlockedTensor.add(blockedValue(a), blockedValue(b), relu: false), .add, [a, b])
+        }
+        return push(try Elementwise.add(value(a), value(b)), .add, [a, b])
+    }
 
     public func concat(_ xs: [Var], axis: Int) throws -> Var {
         let ts = xs.map(value)
@@ -193,13 +328,15 @@ extension Tape.Op {
     var name: String {
         switch self {
         case .linear: "linear"
-        case .conv2d: "conv2d"
-        case .batchnorm: "batchnorm"
+        case .conv2d, .conv2dBlocked: "conv2d"
+        case .batchnorm, .batchnormBlocked: "batchnorm"
+        case .batchnormReluBlocked: "batchnorm+relu"
+        case .addReluBlocked: "add+relu"
         case .relu: "relu"
         case .sigmoid: "sigmoid"
-        case .maxpool: "maxpool"
+        case .maxpool, .maxpoolBlocked: "maxpool"
         case .avgpool: "avgpool"
-        case .globalAvgPool: "globalavgpool"
+        case .globalAvgPool, .globalAvgPoolBlocked: "globalavgpool"
         case .add: "add"
         case .concat: "concat"
         case .reshape: "reshape"

@@ -14,8 +14,15 @@ struct BLASCoreTests {
 
     @Test func aRecognisedCPUOrAnOldOneIsLeftAlone() {
         #expect(BLASCore.better(than: "SkylakeX", cpuFlags: Self.avx512) == nil)
-        #expect(BLASCore.better(than: "Haswell", cpuFlags: Self.avx512) == nil)
+        #expect(BLASCore.better(than: "Cooperlake", cpuFlags: Self.avx512.union(["avx512_bf16"])) == nil)
+        #expect(BLASCore.better(than: "Haswell", cpuFlags: ["avx", "avx2", "fma"]) == nil)
         #expect(BLASCore.better(than: "Prescott", cpuFlags: ["sse2", "sse3"]) == nil)
+    }
+
+    /// Debian's OpenBLAS 0.3.21 on an AMD Zen 5 (AVX-512 with full-width units) picks Haswell.
+    @Test func aHaswellGuessOnAnAVX512MachineAsksForTheAVX512Kernels() {
+        #expect(BLASCore.better(than: "Haswell", cpuFlags: Self.avx512) == "SkylakeX")
+        #expect(BLASCore.better(than: "Zen", cpuFlags: Self.avx512.union(["avx512_bf16"])) == "Cooperlake")
     }
 
     @Test func theLoadedLibraryNamesItsKernels() {

@@ -209,29 +209,65 @@ public struct DirectConv: @unchecked Sendable {
                 runPixels(SIMD16<Float>.self, x, ho: ho, wo: wo, relu: relu, y: y)
                 return y
             }
+        #endif
+        run(x, g: g, ho: ho, wo: wo, into: Output(y), residual: residual, relu: relu)
+        return y
+    }
+
+    /// Where a convolution writes: pixel (0, 0) of output block 0 of image 0, and the strides in
+    /// floats between pixels of a row (8 in a blocked tensor; 16 for every other pixel), rows,
+    /// blocks of eight channels and images.
+    struct Output {
+        var origin: UnsafeMutablePointer<Float>
+        var pixelStep: Int
+        var rowStride: Int
+        var planeStride: Int
+        var imageStride: Int
+
+        init(_ y: BlockedTensor) {
+            origin = y.origin
+            pixelStep = 8
+            rowStride = y.rowStride
+            planeStride = y.planeStride
+            imageStride = y.imageStride
+        }
+
+        init(origin: UnsafeMutablePointer<Float>, pixelStep: Int, rowStride: Int, planeStride: Int, imageStride: Int) {
+            self.origin = origin
+            self.pixelStep = pixelStep
+            self.rowStride = rowStride
+            self.planeStride = planeStride
+            self.imageStride = imageStride
+        }
+    }
+
+    /// The convolution of `x` (padding `g.pads` read as zeros) into `out`, ho × wo pixels per image.
+    func run(_ x: Input, g: Window, ho: Int, wo: Int, into out: Output, residual: BlockedTensor?, relu: Bool) {
+        #if KDTOOL_AVX512
             if lanes == 16 {
-                run(SIMD16<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
-                return y
+                run(SIMD16<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, out: out)
+                return
             }
         #endif
-        run(SIMD8<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, y: y)
-        return y
+        run(SIMD8<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, out: out)
     }
 
     /// The convolution with `V.scalarCount` output channels per vector.
     func run<V: OutputLanes>(
-        _: V.Type, _ x: Input, g: Window, ho: Int, wo: Int, residual: BlockedTensor?, relu: Bool, y: BlockedTensor
+        _: V.Type, _ x: Input, g: Window, ho: Int, wo: Int, residual: BlockedTensor?, relu: Bool, out output: Output
     ) {
         let (ib, cb, kh, kw, h, w) = (inBlock, inBlocks, kh, kw, x.h, x.w)
         let ob = outBlocks * 8 / V.scalarCount  // output vectors
         let perBlock = cb * kh * kw * ib * V.scalarCount
         let tile = Tile<V>(
             planeStride: x.planeStride, pixelStep: g.stride.w * ib, tapH: g.dilation.h * x.rowStride, tapW: g.dilation.w * ib, ib: ib,
-            cb: cb, kh: kh, kw: kw, weightBlock: perBlock, outBlock: y.planeStride, relu: relu, unitStride: ib == 8 && g.stride.w == 1,
-            residualOffset: residual.map { $0.origin - y.origin })
+            cb: cb, kh: kh, kw: kw, weightBlock: perBlock, outBlock: output.planeStride, relu: relu,
+            unitStride: ib == 8 && g.stride.w == 1, residualOffset: residual.map { $0.origin - output.origin },
+            outPixel: output.pixelStep)
         let wts = UnsafePointer(packed.pointer)
         let bias = UnsafePointer(bias.pointer)
-        let (out, outPlane, outRow) = (y.origin, y.planeStride, y.rowStride)
+        let (out, outPlane, outRow, outImage, outPixel) =
+            (output.origin, output.planeStride, output.rowStride, output.imageStride, output.pixelStep)
         let shape = Self.shape(width: wo, blocks: ob, lanes: V.scalarCount)
         let tiles = (wo + shape.pixels - 1) / shape.pixels
         let groups = (ob + shape.blocks - 1) / shape.blocks
@@ -264,10 +300,10 @@ public struct DirectConv: @unchecked Sendable {
                     let count = min(rows.rows, ho - oi)
                     let rowIn = x.base + img * x.imageStride + oi * g.stride.h * x.rowStride
                     let taps = Tile<V>.Taps(rows: 0..<kh, columns: 0..<kw, first: true, last: true)
-                    let d = out + img * outBlocks * outPlane + oi * outRow
+                    let d = out + img * outImage + oi * outRow
                     var oj = 0
                     for p in spans {
-                        tile.dispatchRows(count, p, rowIn + oj * g.stride.w * ib, wts, bias, d + oj * 8, taps)
+                        tile.dispatchRows(count, p, rowIn + oj * g.stride.w * ib, wts, bias, d + oj * outPixel, taps)
                         oj += p
                     }
                 }
@@ -285,10 +321,10 @@ public struct DirectConv: @unchecked Sendable {
                 let taps = Tile<V>.Taps(rows: kiLo..<max(kiLo, kiHi), columns: 0..<kw, first: true, last: true)
                 var b = 0
                 for nb in blockGroups {
-                    let d = out + (img * outBlocks + b * V.scalarCount / 8) * outPlane + oi * outRow
+                    let d = out + img * outImage + (b * V.scalarCount / 8) * outPlane + oi * outRow
                     for span in spans {
                         let x = rowIn + (span.oj * g.stride.w - g.pads[1]) * ib
-                        let (wb, bb, db) = (wts + b * perBlock, bias + b * V.scalarCount, d + span.oj * 8)
+                        let (wb, bb, db) = (wts + b * perBlock, bias + b * V.scalarCount, d + span.oj * outPixel)
                         if span.inside {
                             tile.dispatch(span.p, nb, x, wb, bb, db, taps)
                         } else {
@@ -324,6 +360,8 @@ public struct DirectConv: @unchecked Sendable {
         /// (tiles of several rows).
         var inRowStep = 0
         var outRowStep = 0
+        /// Floats from one output pixel of a row to the next.
+        var outPixel = 8
 
         /// The kernel rows and columns one pass accumulates; a pixel at the input's border takes
         /// its taps in several passes, the first starting from the bias and the last finishing.
@@ -342,7 +380,7 @@ public struct DirectConv: @unchecked Sendable {
             _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>
         ) {
             for b in 0..<nb {
-                for q in 0..<p { V.load(bias + b * V.scalarCount).store(d + b * vectorStride + q * 8, blockStride: outBlock) }
+                for q in 0..<p { V.load(bias + b * V.scalarCount).store(d + b * vectorStride + q * outPixel, blockStride: outBlock) }
             }
             var kj = 0
             while kj < kw {
@@ -351,7 +389,7 @@ public struct DirectConv: @unchecked Sendable {
                 while end < kw && max(oj, columns[end].lo) == lo && min(oj + p, columns[end].hi) == hi { end += 1 }
                 if lo < hi {
                     let pass = Taps(rows: taps.rows, columns: kj..<end, first: false, last: false)
-                    dispatch(hi - lo, nb, x + (lo - oj) * pixelStep, w, bias, d + (lo - oj) * 8, pass)
+                    dispatch(hi - lo, nb, x + (lo - oj) * pixelStep, w, bias, d + (lo - oj) * outPixel, pass)
                 }
                 kj = end
             }
@@ -436,7 +474,7 @@ public struct DirectConv: @unchecked Sendable {
             let (np, nb, nr) = (P.count, B.count, R.count)
             let ib = L.inBlock ?? self.ib
             let s = L.pixelStep ?? pixelStep
-            let (inRow, outRow) = (inRowStep, outRowStep)
+            let (inRow, outRow, outPix) = (inRowStep, outRowStep, outPixel)
             let lanes = V.scalarCount
             var acc = InlineArray<24, V> { _ in V() }
             for b in 0..<nb {
@@ -444,7 +482,8 @@ public struct DirectConv: @unchecked Sendable {
                     for q in 0..<np {
                         acc[(b * nr + r) * np + q] =
                             taps.first
-                            ? V.load(bias + b * lanes) : V.load(d + b * vectorStride + r * outRow + q * 8, blockStride: outBlock)
+                            ? V.load(bias + b * lanes)
+                            : V.load(d + b * vectorStride + r * outRow + q * outPix, blockStride: outBlock)
                     }
                 }
             }
@@ -499,7 +538,7 @@ public struct DirectConv: @unchecked Sendable {
             for b in 0..<nb {
                 for r in 0..<nr {
                     for q in 0..<np {
-                        let o = d + b * vectorStride + r * outRow + q * 8
+                        let o = d + b * vectorStride + r * outRow + q * outPix
                         var v = acc[(b * nr + r) * np + q]
                         if let residual { v += V.load(o + residual, blockStride: outBlock) }
                         (relu ? v.relu() : v).store(o, blockStride: outBlock)
