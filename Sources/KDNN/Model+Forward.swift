@@ -34,12 +34,12 @@ extension Model {
         let fused = keep.map { fusedReLUs(keeping: $0) } ?? [:]
         var skipped = Set<String>()
         for node in order where !skipped.contains(node.name) {
-            if let relu = fused[node.name] {
-                let out = try Profiler.measure("forward \(node.op.rawValue)+relu") {
-                    try applyFused(node, tape: tape, values: values, training: training)
+            if let fusion = fused[node.name] {
+                let out = try Profiler.measure("forward \(fusion.label)") {
+                    try applyFused(node, fusion, tape: tape, values: values, training: training)
                 }
-                skipped.insert(relu.name)
-                values[relu.outputs[0]] = out
+                skipped.formUnion(fusion.absorbed.map(\.name))
+                values[fusion.absorbed.last!.outputs[0]] = out
                 continue
             }
             var out = try Profiler.measure("forward \(node.op.rawValue)") {
@@ -52,36 +52,69 @@ extension Model {
         return Forward(tape: tape, values: values, output: output)
     }
 
-    /// Batch norms and additions whose output only a ReLU reads (and no one else needs), by name,
-    /// with that ReLU. Not where an activation grid rounds the tensor between them.
-    func fusedReLUs(keeping keep: Set<String>) -> [String: Graph.Node] {
+    /// A batch norm or an addition run together with the ReLU after it (and, for a batch norm
+    /// whose output only an addition reads, with that addition too).
+    struct Fusion {
+        /// The nodes run inside the first one, in order (the last one's output is the result).
+        var absorbed: [Graph.Node]
+        /// The addition's other operand, for batch norm + add + ReLU.
+        var residual: String?
+        var label: String
+    }
+
+    /// Batch norms and additions whose output only a ReLU reads (possibly through an addition,
+    /// for a batch norm), by the first node's name. Never where a caller needs the tensors in
+    /// between (`keep`), where an activation grid rounds them, or at a graph output.
+    func fusedReLUs(keeping keep: Set<String>) -> [String: Fusion] {
         var consumers: [String: [Graph.Node]] = [:]
         for n in order { for i in n.inputs { consumers[i, default: []].append(n) } }
         let outputs = Set(graph.outputs)
-        var fused: [String: Graph.Node] = [:]
-        for n in order where n.op == .batchnorm || n.op == .add {
-            let out = n.outputs[0]
-            guard !keep.contains(out), !outputs.contains(out), activationQuant[out] == nil, let readers = consumers[out],
-                readers.count == 1,
-                readers[0].op == .relu, readers[0].inputs == [out]
-            else { continue }
-            fused[n.name] = readers[0]
+        func soleReader(_ tensor: String) -> Graph.Node? {
+            guard !keep.contains(tensor), !outputs.contains(tensor), activationQuant[tensor] == nil, let r = consumers[tensor], r.count == 1
+            else { return nil }
+            return r[0]
+        }
+        // Where in the order each tensor is made (graph inputs and parameters: before everything).
+        var madeAt: [String: Int] = [:]
+        for (i, n) in order.enumerated() { for o in n.outputs { madeAt[o] = i } }
+        var fused: [String: Fusion] = [:]
+        var taken = Set<String>()
+        for (position, n) in order.enumerated() where (n.op == .batchnorm || n.op == .add) && !taken.contains(n.name) {
+            guard let next = soleReader(n.outputs[0]) else { continue }
+            if next.op == .relu {
+                fused[n.name] = Fusion(absorbed: [next], residual: nil, label: "\(n.op.rawValue)+relu")
+                taken.insert(next.name)
+            } else if n.op == .batchnorm, next.op == .add, next.inputs.count == 2, next.inputs[0] != next.inputs[1],
+                let relu = soleReader(next.outputs[0]), relu.op == .relu,
+                (madeAt[next.inputs[0] == n.outputs[0] ? next.inputs[1] : next.inputs[0]] ?? -1) < position
+            {
+                // The addition's other operand exists by the time the batch norm runs.
+                let residual = next.inputs[0] == n.outputs[0] ? next.inputs[1] : next.inputs[0]
+                fused[n.name] = Fusion(absorbed: [next, relu], residual: residual, label: "batchnorm+add+relu")
+                taken.formUnion([next.name, relu.name])
+            }
         }
         return fused
     }
 
-    func applyFused(_ node: Graph.Node, tape: Tape, values: [String: Var], training: Bool) throws -> Var {
-        func input(_ i: Int) throws -> Var {
-            if let v = values[node.inputs[i]] { return v }
-            throw NNError("node '\(node.name)' reads '\(node.inputs[i])', which has no value")
+    func applyFused(_ node: Graph.Node, _ fusion: Fusion, tape: Tape, values: [String: Var], training: Bool) throws -> Var {
+        func value(_ name: String) throws -> Var {
+            if let v = values[name] { return v }
+            throw NNError("node '\(node.name)' reads '\(name)', which has no value")
         }
-        if node.op == .add { return try tape.addRelu(try input(0), try input(1)) }
+        if node.op == .add { return try tape.addRelu(try value(node.inputs[0]), try value(node.inputs[1])) }
         guard let mean = buffers[node.inputs[3]], let variance = buffers[node.inputs[4]] else {
             throw NNError("batchnorm '\(node.name)' has no running statistics")
         }
+        let (x, scale, bias) = (try value(node.inputs[0]), try value(node.inputs[1]), try value(node.inputs[2]))
+        let (epsilon, momentum) = (Float(node.float("epsilon")), Float(node.float("momentum")))
+        if let residual = fusion.residual {
+            return try tape.batchnormAddRelu(
+                x, scale: scale, bias: bias, runningMean: mean, runningVar: variance, epsilon: epsilon, momentum: momentum,
+                training: training, residual: try value(residual))
+        }
         return try tape.batchnormRelu(
-            try input(0), scale: try input(1), bias: try input(2), runningMean: mean, runningVar: variance,
-            epsilon: Float(node.float("epsilon")), momentum: Float(node.float("momentum")), training: training)
+            x, scale: scale, bias: bias, runningMean: mean, runningVar: variance, epsilon: epsilon, momentum: momentum, training: training)
     }
 
     /// One node's forward on the tape (shared by training, evaluation and the inference plan).

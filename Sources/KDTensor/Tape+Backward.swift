@@ -10,6 +10,9 @@ extension Tape {
         for record in records.reversed() {
             guard grads[record.output] != nil else { continue }
             try Profiler.measure("backward \(record.op.name)") { try backward(record) }
+            // An op's output gradient is not read again once its rule has run (the gradients
+            // callers read are those of leaves, which no op outputs): its memory goes back now.
+            grads[record.output] = nil
         }
     }
 
@@ -111,6 +114,13 @@ extension Tape {
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
+        case .batchnormAddReluBlocked(let saved):
+            let masked = BlockedOps.masked(gradBlocked(r.output), by: blockedValues[r.output]!)
+            let g = BlockedOps.batchNormBackward(dy: masked, saved: saved, scale: values(ins[1]))
+            accumulate(ins[0], g.dx)
+            accumulate(ins[1], g.dscale)
+            accumulate(ins[2], g.dbias)
+            accumulate(ins[3], masked)
         case .addReluBlocked:
             let (a, b) = BlockedOps.addReluBackward(dy: gradBlocked(r.output), y: blockedValues[r.output]!)
             accumulate(ins[0], a)

@@ -29,6 +29,8 @@ public final class Tape {
         case batchnormReluBlocked(BlockedOps.BatchNormSaved)
         /// relu(a + b), blocked.
         case addReluBlocked
+        /// relu(batchnorm(x) + r), blocked: a residual block's end in one pass.
+        case batchnormAddReluBlocked(BlockedOps.BatchNormSaved)
         case relu
         case sigmoid
         case maxpool(argmax: [Int32])
@@ -230,6 +232,28 @@ public final class Tape {
         return push(y, .batchnormReluBlocked(saved), [x, scale, bias])
     }
 
+    /// relu(batchnorm(x) + residual) in one pass where x is blocked; else the three ops.
+    public func batchnormAddRelu(
+        _ x: Var, scale: Var, bias: Var, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
+        training: Bool, residual: Var
+    ) throws -> Var {
+        guard isBlocked(x) && shape(x).count == 4 && shape(residual) == shape(x) else {
+            let y = try batchnorm(
+                x, scale: scale, bias: bias, runningMean: runningMean, runningVar: runningVar, epsilon: epsilon, momentum: momentum,
+                training: training)
+            return try addRelu(y, residual)
+        }
+        let (y, saved) =
+            training
+            ? try BlockedOps.batchNormTraining(
+                blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
+                epsilon: epsilon, momentum: momentum, relu: true, residual: blockedValue(residual))
+            : try BlockedOps.batchNormInference(
+                blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
+                epsilon: epsilon, relu: true, residual: blockedValue(residual))
+        return push(y, .batchnormAddReluBlocked(saved), [x, scale, bias, residual])
+    }
+
     /// relu(a + b) in one pass where an operand is blocked; else the two ops.
     public func addRelu(_ a: Var, _ b: Var) throws -> Var {
         guard (isBlocked(a) || isBlocked(b)) && shape(a).count == 4 else { return relu(try add(a, b)) }
@@ -332,6 +356,7 @@ extension Tape.Op {
         case .batchnorm, .batchnormBlocked: "batchnorm"
         case .batchnormReluBlocked: "batchnorm+relu"
         case .addReluBlocked: "add+relu"
+        case .batchnormAddReluBlocked: "batchnorm+add+relu"
         case .relu: "relu"
         case .sigmoid: "sigmoid"
         case .maxpool, .maxpoolBlocked: "maxpool"

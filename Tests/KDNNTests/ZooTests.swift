@@ -116,4 +116,44 @@ struct InferencePlanTests {
         let scale = max(1, plain.array.map(abs).max()!)
         for i in 0..<plain.count { #expect(abs(plain[i] - fused[i]) <= Self.tolerance * scale, "\(name) element \(i)") }
     }
+
+    @Test(
+        "a training step with batch norm + ReLU and batch norm + add + ReLU fused gives the bits of the unfused one",
+        arguments: ["resnet8", "resnet14", "fitnet-thin", "lenet5"])
+    func fusedStep(name: String) throws {
+        var a = try Architecture(name: name)
+        a.width = 0.5
+        let m = try a.build(input: [3, 16, 16], classes: 10, seed: 1)
+        var rng = RandomSource(seed: 3)
+        let x = Tensor(shape: [4, 3, 16, 16], values: (0..<(4 * 768)).map { _ in rng.nextFloat() })
+        func step(_ fusing: Set<String>?) throws -> (Tensor, [String: Tensor], [Float]) {
+            // Fresh running statistics each time: training mode updates them in place.
+            let saved = m.buffers.mapValues { $0.copy() }
+            defer { for (k, t) in saved { m.buffers[k]!.pointer.update(from: t.pointer, count: t.count) } }
+            var r = RandomSource(seed: 1)
+            let tape = Tape()
+            let f = try m.forward(x, training: true, tape: tape, rng: &r, fusing: fusing)
+            let z = tape.value(f.output)
+            try tape.backward([(f.output, Tensor(shape: z.shape, values: (0..<z.count).map { Float($0 % 7) - 3 }))])
+            var grads: [String: Tensor] = [:]
+            for n in m.trainableNames { grads[n] = tape.grad(f.parameter(n)!) }
+            return (z, grads, m.buffers.keys.sorted().flatMap { m.buffers[$0]!.array })
+        }
+        let plain = try step(nil)
+        let fused = try step([])
+        #expect(fused.0.array == plain.0.array, "\(name): outputs")
+        #expect(fused.2 == plain.2, "\(name): running statistics")
+        for (n, g) in plain.1 {
+            let other: [Float] = fused.1[n]?.array ?? []
+            #expect(other == g.array, "\(name): gradient of \(n)")
+        }
+        let fusions = m.fusedReLUs(keeping: [])
+        #expect(!fusions.isEmpty || ["lenet5", "fitnet-thin"].contains(name))
+        // A tensor the caller reads is never fused away: the ones inside each fusion, kept, stay.
+        func inside(_ f: [String: Model.Fusion]) -> Set<String> {
+            Set(f.flatMap { first, fusion in [m.graph.node(named: first)!.outputs[0]] + fusion.absorbed.dropLast().map { $0.outputs[0] } })
+        }
+        let kept = inside(fusions)
+        #expect(inside(m.fusedReLUs(keeping: kept)).isDisjoint(with: kept))
+    }
 }

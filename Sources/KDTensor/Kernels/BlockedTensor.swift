@@ -30,18 +30,25 @@ public struct BlockedTensor: @unchecked Sendable {
     public var origin: UnsafeMutablePointer<Float> { data.pointer + pad * (rowStride + 8) }
 
     public init(uninitialized n: Int, channels: Int, h: Int, w: Int, pad: Int = 0) {
+        self.init(uninitialized: n, channels: channels, h: h, w: w, pad: pad, zeroHalo: true)
+    }
+
+    init(uninitialized n: Int, channels: Int, h: Int, w: Int, pad: Int, zeroHalo: Bool) {
         self.n = n
         self.channels = channels
         self.h = h
         self.w = w
         self.pad = pad
         self.data = Tensor(uninitialized: [n * ((channels + 7) / 8) * (h + 2 * pad) * (w + 2 * pad) * 8])
-        zeroHalo()
+        if zeroHalo { self.zeroHalo() }
     }
 
     public init(zeros n: Int, channels: Int, h: Int, w: Int, pad: Int = 0) {
-        self.init(uninitialized: n, channels: channels, h: h, w: w, pad: pad)
-        data.fill(0)
+        self.init(uninitialized: n, channels: channels, h: h, w: w, pad: pad, zeroHalo: false)
+        let (p, count) = (data.pointer, data.count)
+        Parallel.chunks(count / 8, parts: count > 1 << 16 ? Parallel.threads : 1) { _, range in
+            (p + range.lowerBound * 8).update(repeating: 0, count: range.count * 8)
+        }
     }
 
     /// Zeroes the `pad` rows above and below each plane and the `pad` columns left and right of each row.
@@ -52,18 +59,23 @@ public struct BlockedTensor: @unchecked Sendable {
         let zero = SIMD8<Float>()
         let (side, right) = (pad * 8, (w + pad) * 8)
         // Vector stores, not memset: the side columns are a few floats per row.
-        for u in 0..<(n * blocks) {
-            let base = p + u * plane
-            for j in stride(from: 0, to: pad * row, by: 8) {
-                zero.store(base + j)
-                zero.store(base + (rows - pad) * row + j)
-            }
-            for i in pad..<(rows - pad) {
-                let r = base + i * row
-                for j in stride(from: 0, to: side, by: 8) {
-                    zero.store(r + j)
-                    zero.store(r + right + j)
-                }
+        Parallel.chunks(n * blocks, parts: data.count > 1 << 17 ? Parallel.threads : 1) { _, range in
+            for u in range { zeroHalo(plane: p + u * plane, rows: rows, row: row, side: side, right: right, zero: zero) }
+        }
+    }
+
+    private func zeroHalo(
+        plane base: UnsafeMutablePointer<Float>, rows: Int, row: Int, side: Int, right: Int, zero: SIMD8<Float>
+    ) {
+        for j in stride(from: 0, to: pad * row, by: 8) {
+            zero.store(base + j)
+            zero.store(base + (rows - pad) * row + j)
+        }
+        for i in pad..<(rows - pad) {
+            let r = base + i * row
+            for j in stride(from: 0, to: side, by: 8) {
+                zero.store(r + j)
+                zero.store(r + right + j)
             }
         }
     }

@@ -75,7 +75,9 @@ public enum BlockedOps {
     }
 
     /// y = a·x + b per channel over the interior (the halo stays zero), then max(y, 0) with `relu`.
-    static func affine(_ x: BlockedTensor, a: [Float], b: [Float], relu: Bool = false) -> BlockedTensor {
+    static func affine(_ x: BlockedTensor, a: [Float], b: [Float], relu: Bool = false, residual: BlockedTensor? = nil) -> BlockedTensor {
+        let residual = residual?.withPad(x.pad)
+        let offset = residual.map { $0.origin - x.origin } ?? 0
         let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
         var av = [Float](repeating: 0, count: x.blocks * 8)
         var bv = [Float](repeating: 0, count: x.blocks * 8)
@@ -94,7 +96,11 @@ public enum BlockedOps {
                         let (va, vb) = (SIMD8.load(ap + b * 8), SIMD8.load(bp + b * 8))
                         for i in 0..<rows {
                             let (s, d) = (src + i * row, dst + i * row)
-                            if relu {
+                            if residual != nil {
+                                for j in 0..<cols {
+                                    (SIMD8.load(s + j * 8) * va + vb + SIMD8.load(s + offset + j * 8)).relu().store(d + j * 8)
+                                }
+                            } else if relu {
                                 for j in 0..<cols { (SIMD8.load(s + j * 8) * va + vb).relu().store(d + j * 8) }
                             } else {
                                 for j in 0..<cols { (SIMD8.load(s + j * 8) * va + vb).store(d + j * 8) }
@@ -112,7 +118,7 @@ public enum BlockedOps {
     /// With `relu` the output is max(y, 0): batch norm and the ReLU after it in one pass.
     public static func batchNormTraining(
         _ x: BlockedTensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
-        relu: Bool = false
+        relu: Bool = false, residual: BlockedTensor? = nil
     ) throws -> (BlockedTensor, BatchNormSaved) {
         guard scale.shape == [x.channels], bias.shape == [x.channels] else {
             throw TensorError("batchnorm scale \(scale.shape) does not match input \(x.shape)")
@@ -130,13 +136,14 @@ public enum BlockedOps {
             runningMean[ch] = (1 - momentum) * runningMean[ch] + momentum * Float(mean[ch])
             runningVar[ch] = (1 - momentum) * runningVar[ch] + momentum * Float(unbiased)
         }
-        let y = affine(x, a: a, b: b, relu: relu)
+        let y = affine(x, a: a, b: b, relu: relu, residual: residual)
         return (y, BatchNormSaved(x: x, mean: mean.map { Float($0) }, invStd: invStd, frozen: false))
     }
 
     /// Batch norm with the running statistics.
     public static func batchNormInference(
-        _ x: BlockedTensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, relu: Bool = false
+        _ x: BlockedTensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, relu: Bool = false,
+        residual: BlockedTensor? = nil
     ) throws -> (BlockedTensor, BatchNormSaved) {
         guard scale.shape == [x.channels], bias.shape == [x.channels] else {
             throw TensorError("batchnorm scale \(scale.shape) does not match input \(x.shape)")
@@ -144,7 +151,10 @@ public enum BlockedOps {
         let invStd = (0..<x.channels).map { 1 / (runningVar[$0] + epsilon).squareRoot() }
         let a = (0..<x.channels).map { scale[$0] * invStd[$0] }
         let b = (0..<x.channels).map { bias[$0] - runningMean[$0] * a[$0] }
-        return (affine(x, a: a, b: b, relu: relu), BatchNormSaved(x: x, mean: runningMean.array, invStd: invStd, frozen: true))
+        return (
+            affine(x, a: a, b: b, relu: relu, residual: residual),
+            BatchNormSaved(x: x, mean: runningMean.array, invStd: invStd, frozen: true)
+        )
     }
 
     /// dx, dγ, dβ of batch norm: dx = γ·σ⁻¹·(dy − mean(dy) − x̂·mean(dy·x̂)), or γ·σ⁻¹·dy with frozen
@@ -287,6 +297,9 @@ public enum BlockedOps {
         }
         return (first, second)
     }
+
+    /// dy where the ReLU's output y was positive (the gradient of its input).
+    public static func masked(_ dy: BlockedTensor, by y: BlockedTensor) -> BlockedTensor { reluBackward(dy: dy, y: y) }
 
     /// a += b in place (same shape; b re-padded to a's halo if it differs).
     public static func accumulate(_ a: BlockedTensor, _ b: BlockedTensor) {
