@@ -167,7 +167,7 @@ struct DirectConvTests {
         // narrower (border passes on a halo input).
         let cases: [(x: [Int], w: [Int], stride: Int, pads: Int, halo: Int)] = [
             ([2, 16, 28, 28], [16, 16, 3, 3], 1, 1, 1), ([1, 16, 32, 32], [16, 16, 3, 3], 1, 1, 1),
-            ([2, 16, 10, 10], [16, 16, 3, 3], 1, 0, 1),
+            ([2, 16, 10, 10], [16, 16, 3, 3], 1, 0, 1), ([1, 16, 26, 26], [16, 16, 3, 3], 1, 1, 1),
             ([2, 8, 7, 9], [16, 8, 3, 3], 1, 1, 2), ([2, 16, 14, 14], [32, 16, 3, 3], 2, 1, 1),
             ([2, 16, 14, 14], [32, 16, 1, 1], 2, 0, 1),
             ([2, 32, 7, 7], [64, 32, 3, 3], 1, 1, 1), ([1, 8, 9, 9], [16, 8, 5, 5], 1, 2, 1), ([2, 16, 20, 20], [16, 16, 3, 3], 2, 1, 1),
@@ -192,9 +192,10 @@ struct DirectConvTests {
                 }
             }
         }
-        #expect(DirectConv.rowTile(width: 28, height: 28)! == (3, 8) as (Int, Int))
+        #expect(DirectConv.rowTile(width: 28, height: 28)! == (2, 14) as (Int, Int))
         #expect(DirectConv.rowTile(width: 32, height: 32)! == (3, 8) as (Int, Int))
-        #expect(DirectConv.rowTile(width: 10, height: 10)! == (2, 12) as (Int, Int))
+        #expect(DirectConv.rowTile(width: 10, height: 10)! == (2, 14) as (Int, Int))
+        #expect(DirectConv.rowTile(width: 16, height: 16)! == (3, 8) as (Int, Int))
         #expect(DirectConv.rowTile(width: 28, height: 1) == nil)
         #expect(DirectConv.split(28, 8) == [7, 7, 7, 7])
     }

@@ -177,11 +177,11 @@ public struct DirectConv: @unchecked Sendable {
 
     /// Rows × pixels of the multi-row tiles for a single output vector (16 channels) over an
     /// interior output of `width` × `height`: the shape whose smallest tile has the most
-    /// accumulators (28 wide: 3 rows × 7; 32: 3 × 8; 10: 2 × 10), or nil when one row of up to
-    /// 14 pixels is as good.
+    /// accumulators (28 wide: 2 rows × 14, 28 of the 32 registers, a stage of resnet8 6 % faster
+    /// than with 3 × 7; 32: 3 × 8; 10: 2 × 10), or nil when one row of up to 14 pixels is as good.
     static func rowTile(width: Int, height: Int) -> (rows: Int, pixels: Int)? {
         var best: (rows: Int, pixels: Int, accumulators: Int)?
-        for (rows, most) in [(3, 8), (2, 12), (1, 14)] where rows <= height {
+        for (rows, most) in [(3, 8), (2, 14), (1, 14)] where rows <= height {
             let smallest = split(width, most).min()!
             guard rows == 1 || smallest >= 5 else { continue }
             let accumulators = smallest * rows
@@ -561,6 +561,8 @@ public struct DirectConv: @unchecked Sendable {
             case (3, 6): run(Px6.self, Blocks1.self, L.self, Px3.self, InlineArray<18, V>.self, x, w, bias, d, taps)
             case (3, 7): run(Px7.self, Blocks1.self, L.self, Px3.self, InlineArray<21, V>.self, x, w, bias, d, taps)
             case (3, 8): run(Px8.self, Blocks1.self, L.self, Px3.self, InlineArray<24, V>.self, x, w, bias, d, taps)
+            case (2, 13): run(Px13.self, Blocks1.self, L.self, Px2.self, InlineArray<26, V>.self, x, w, bias, d, taps)
+            case (2, 14): run(Px14.self, Blocks1.self, L.self, Px2.self, InlineArray<28, V>.self, x, w, bias, d, taps)
             default: dispatch(L.self, p, 1, x, w, bias, d, taps)
             }
         }
