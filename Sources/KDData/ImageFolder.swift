@@ -10,39 +10,25 @@ public enum ImageFolder {
     /// (a link back to an ancestor is skipped, so loops end).
     public static func files(in dir: String, recursive: Bool = true) throws -> [String] {
         var out: [String] = []
-        var visited = Set<String>()
-        func walk(_ d: String) throws {
-            guard let real = realpath(d, nil) else { throw DataError("\(d): \(String(cString: strerror(errno)))") }
-            let key = String(cString: real)
-            free(real)
-            guard visited.insert(key).inserted else { return }
-            for name in try entries(d) {
-                let path = d.hasSuffix("/") ? d + name : d + "/" + name
-                var st = stat()
-                guard stat(path, &st) == 0 else {
-                    out.append(path)  // dangling link or vanished: reported by whoever opens it
-                    continue
-                }
-                if (st.st_mode & S_IFMT) == S_IFDIR {
-                    if recursive { try walk(path) }
-                } else {
-                    out.append(path)
-                }
-            }
-        }
-        try walk(dir)
+        var walk = try FileWalk(dir, recursive: recursive)
+        while let path = try walk.next() { out.append(path) }
         return out
     }
 
-    static func entries(_ dir: String) throws -> [String] {
+    /// The names in `dir` (no dot files), sorted.
+    static func entries(_ dir: String) throws -> [String] { try typedEntries(dir).map(\.name) }
+
+    /// The names in `dir` (no dot files), sorted, with the type `readdir` gives (`DT_UNKNOWN` and
+    /// `DT_LNK` still need a `stat`).
+    static func typedEntries(_ dir: String) throws -> [(name: String, type: UInt8)] {
         guard let d = opendir(dir) else { throw DataError("\(dir): \(String(cString: strerror(errno)))") }
         defer { closedir(d) }
-        var names: [String] = []
+        var names: [(name: String, type: UInt8)] = []
         while let e = readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            if name != "." && name != ".." && !name.hasPrefix(".") { names.append(name) }
+            if name != "." && name != ".." && !name.hasPrefix(".") { names.append((name, e.pointee.d_type)) }
         }
-        return names.sorted()
+        return names.sorted { $0.name < $1.name }
     }
 
     /// PNG or JPEG by magic bytes.
@@ -123,4 +109,66 @@ public enum ImageFolder {
 struct UncheckedBuffer<T>: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<T>
     init(_ p: UnsafeMutablePointer<T>) { pointer = p }
+}
+
+/// The regular files below a folder in the order `ImageFolder.files` lists them (sorted,
+/// depth first, symlinks followed once), one at a time: it holds the sorted names of the folders
+/// it is in, not the whole tree's paths, so memory follows the largest folder, not the file count.
+public struct FileWalk {
+    private struct Frame {
+        let dir: String
+        let names: [(name: String, type: UInt8)]
+        var index = 0
+    }
+    private var stack: [Frame] = []
+    private var visited = Set<String>()
+    private let recursive: Bool
+
+    /// An error naming `dir` when it cannot be read.
+    public init(_ dir: String, recursive: Bool = true) throws {
+        self.recursive = recursive
+        try enter(dir)
+    }
+
+    private mutating func enter(_ dir: String) throws {
+        guard let real = realpath(dir, nil) else { throw DataError("\(dir): \(String(cString: strerror(errno)))") }
+        let key = String(cString: real)
+        free(real)
+        guard visited.insert(key).inserted else { return }
+        stack.append(Frame(dir: dir, names: try ImageFolder.typedEntries(dir)))
+    }
+
+    /// The next file's path, nil at the end; an error naming a subfolder that cannot be read.
+    public mutating func next() throws -> String? {
+        while let top = stack.last {
+            guard top.index < top.names.count else {
+                stack.removeLast()
+                continue
+            }
+            let entry = top.names[top.index]
+            stack[stack.count - 1].index += 1
+            let path = top.dir.hasSuffix("/") ? top.dir + entry.name : top.dir + "/" + entry.name
+            let isDirectory: Bool
+            switch Int32(entry.type) {
+            case Int32(DT_REG): isDirectory = false
+            case Int32(DT_DIR): isDirectory = true
+            default:
+                var st = stat()
+                // A dangling link or a vanished file is a path all the same: whoever opens it reports it.
+                guard stat(path, &st) == 0 else { return path }
+                isDirectory = (st.st_mode & S_IFMT) == S_IFDIR
+            }
+            if !isDirectory { return path }
+            if recursive { try enter(path) }
+        }
+        return nil
+    }
+
+    /// How many files a walk of `dir` yields (a walk of its own: folders are read twice, files not opened).
+    public static func count(_ dir: String, recursive: Bool = true) throws -> Int {
+        var walk = try FileWalk(dir, recursive: recursive)
+        var n = 0
+        while try walk.next() != nil { n += 1 }
+        return n
+    }
 }

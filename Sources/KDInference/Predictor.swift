@@ -40,6 +40,18 @@ public final class Predictor {
     /// Runs every path; `deliver` is called once per input, in order. Returning false from it stops
     /// the run (for `--strict`). `progress` gets the count done after every batch.
     public func run(_ paths: [String], deliver: (Prediction) -> Bool, progress: ((Int) -> Void)? = nil) throws {
+        var i = 0
+        try run(
+            next: {
+                guard i < paths.count else { return nil }
+                i += 1
+                return paths[i - 1]
+            }, deliver: deliver, progress: progress)
+    }
+
+    /// The same over paths pulled one at a time from `next` (nil at the end), a batch at a time:
+    /// memory does not grow with the number of inputs.
+    public func run(next: () throws -> String?, deliver: (Prediction) -> Bool, progress: ((Int) -> Void)? = nil) throws {
         Parallel.configure(threads: options.threads)
         let shape = prep.shape
         let size = shape.reduce(1, *)
@@ -49,8 +61,12 @@ public final class Predictor {
         let invert = options.invert ?? prep.invert
         let k = min(options.topK, model.classCount)
         var start = 0
-        while start < paths.count {
-            let batch = Array(paths[start..<min(paths.count, start + options.batchSize)])
+        var batch: [String] = []
+        batch.reserveCapacity(options.batchSize)
+        while true {
+            batch.removeAll(keepingCapacity: true)
+            while batch.count < options.batchSize, let path = try next() { batch.append(path) }
+            if batch.isEmpty { break }
             // Workers take the next file as they finish one (files decode at uneven cost) and write
             // its normalized pixels straight into the batch; a file that fails leaves a zero row,
             // whose output is not used.
@@ -120,22 +136,62 @@ struct UncheckedPointer<T>: @unchecked Sendable {
     init(_ p: UnsafeMutablePointer<T>) { pointer = p }
 }
 
-/// Input lists for `infer`: folders (sorted, recursive by default), single files, or `-` for paths on stdin.
-public enum InputList {
-    public static func expand(_ args: [String], recursive: Bool, stdin: () -> String?) throws -> [String] {
-        var out: [String] = []
-        for a in args {
-            if a == "-" {
+/// Input lists for `infer`: folders (sorted, recursive by default), single files, or `-` for
+/// paths on stdin, read one path at a time (a folder is walked as the run goes, not listed first).
+public struct InputList {
+    private var args: ArraySlice<String>
+    private let recursive: Bool
+    private let stdin: () -> String?
+    private var walk: FileWalk?
+    private var readingStdin = false
+
+    public init(_ args: [String], recursive: Bool, stdin: @escaping () -> String?) {
+        self.args = args[...]
+        self.recursive = recursive
+        self.stdin = stdin
+    }
+
+    /// The next input path, nil at the end; an error naming a folder that cannot be read.
+    public mutating func next() throws -> String? {
+        while true {
+            if readingStdin {
                 while let line = stdin() {
                     let p = line.trimmingCharacters(in: " \t\r\n")
-                    if !p.isEmpty { out.append(p) }
+                    if !p.isEmpty { return p }
                 }
+                readingStdin = false
+            }
+            if walk != nil {
+                if let p = try walk!.next() { return p }
+                walk = nil
+            }
+            guard let a = args.popFirst() else { return nil }
+            if a == "-" {
+                readingStdin = true
             } else if ImageFolder.isDirectory(a) {
-                out += try ImageFolder.files(in: a, recursive: recursive)
+                walk = try FileWalk(a, recursive: recursive)
             } else {
-                out.append(a)  // a missing file is reported in its own row
+                return a  // a missing file is reported in its own row
             }
         }
+    }
+
+    /// How many paths the list yields, counted by walking the folders once more (files are not
+    /// opened); nil when it reads stdin. Unreadable folders are errors here, before any output.
+    public static func count(_ args: [String], recursive: Bool) throws -> Int? {
+        var n = 0
+        for a in args {
+            if a == "-" { return nil }
+            n += ImageFolder.isDirectory(a) ? try FileWalk.count(a, recursive: recursive) : 1
+        }
+        return n
+    }
+
+    /// Every path at once.
+    public static func expand(_ args: [String], recursive: Bool, stdin: @escaping () -> String?) throws -> [String] {
+        var list = InputList(args, recursive: recursive, stdin: stdin)
+        var out: [String] = []
+        while let p = try list.next() { out.append(p) }
         return out
     }
 }

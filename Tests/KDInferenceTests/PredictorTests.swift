@@ -115,6 +115,26 @@ struct PredictorTests {
         #expect(!files.contains { $0.contains("/loop/loop/") }, "the loop is entered at most once")
     }
 
+    @Test("inputs stream in the listing's order: nested folders, a loop, files and stdin mixed; the count matches")
+    func streamedInputs() throws {
+        let dir = Paths.temp("stream")
+        for sub in ["b", "a", "a/z", "c"] { mkdir(dir + "/" + sub, 0o755) }
+        for f in ["b/2.png", "b/1.png", "a/z/9.png", "a/3.png", "c/0.png", "top.png", ".hidden.png"] { writeFile(dir + "/" + f, [1]) }
+        symlink(dir + "/a", dir + "/a/z/up")  // back to an ancestor: entered once, via a's own walk
+        let listed = try ImageFolder.files(in: dir)
+        #expect(listed.map { String($0.dropFirst(dir.count + 1)) } == ["a/3.png", "a/z/9.png", "b/1.png", "b/2.png", "c/0.png", "top.png"])
+        var stdin = ["  /elsewhere/x.png ", "", "/elsewhere/y.jpg"].makeIterator()
+        let args = [dir + "/b", "-", dir + "/top.png", dir]
+        var list = InputList(args, recursive: true) { stdin.next() }
+        var streamed: [String] = []
+        while let p = try list.next() { streamed.append(p) }
+        #expect(streamed == [dir + "/b/1.png", dir + "/b/2.png", "/elsewhere/x.png", "/elsewhere/y.jpg", dir + "/top.png"] + listed)
+        #expect(try InputList.count(args, recursive: true) == nil, "stdin cannot be counted ahead")
+        #expect(try InputList.count([dir, dir + "/top.png"], recursive: true) == listed.count + 1)
+        #expect(try InputList.count([dir], recursive: false) == 1)
+        #expect(try InputList.count([dir + "/missing.png"], recursive: true) == 1, "a missing file is a row of its own")
+    }
+
     @Test("infer on image files matches eval on the same data (one decode path)")
     func samePathAsDataset() throws {
         let digits = try DataSource.load(Paths.data + "/digits/digits.csv.gz", .init(split: .eval))

@@ -180,8 +180,14 @@ let benchmarks: @Sendable () -> Void = {
             let (m, _) = model(.lenet5, [1, 28, 28])
             let folder = dir()
             b.startMeasurement()
-            let files = try ImageFolder.files(in: folder).filter { !$0.hasSuffix("done") }
-            try predictor(m).run(files) { blackHole($0); return true }
+            // As `kdtool infer` reads a folder: walked as the run goes, never listed whole.
+            var inputs = InputList([folder], recursive: true) { nil }
+            try predictor(m).run(next: {
+                while let p = try inputs.next() {
+                    if !p.hasSuffix("done") { return p }
+                }
+                return nil
+            }) { blackHole($0); return true }
             b.stopMeasurement()
         }
     }

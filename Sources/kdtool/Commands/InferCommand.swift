@@ -79,9 +79,10 @@ struct InferCommand: ParsableCommand {
             warn("kdtool: error: \(self.model) holds no quantized tensors (--quantized needs a bundle from quantize-check -o)")
             throw ExitCode.failure
         }
-        let files = try reportingErrors {
-            try InputList.expand(paths, recursive: recursive) { readLine(strippingNewline: true) }
-        }
+        // Paths are read as the run goes (memory does not grow with the folder); a first walk
+        // counts them for the progress line and reports unreadable folders before any output.
+        let total = try reportingErrors { try InputList.count(paths, recursive: recursive) }
+        var inputs = InputList(paths, recursive: recursive) { readLine(strippingNewline: true) }
         var options = Predictor.Options()
         options.batchSize = batch
         options.threads = threads
@@ -108,7 +109,7 @@ struct InferCommand: ParsableCommand {
         }
         try reportingErrors {
             try predictor.run(
-                files,
+                next: { try inputs.next() },
                 deliver: { p in
                     if let e = p.error {
                         failed += 1
@@ -158,9 +159,12 @@ struct InferCommand: ParsableCommand {
                 },
                 progress: { done in
                     let rate = Double(done) / max(monotonic() - started, 1e-9)
-                    progress.update(
-                        "\(done)/\(files.count) images, \(Text.grouped(Int(rate))) img/s",
-                        fraction: Double(done) / Double(max(files.count, 1)))
+                    if let total {
+                        progress.update(
+                            "\(done)/\(total) images, \(Text.grouped(Int(rate))) img/s", fraction: Double(done) / Double(max(total, 1)))
+                    } else {
+                        progress.update("\(done) images, \(Text.grouped(Int(rate))) img/s", fraction: 0)
+                    }
                 })
         }
         if format == .table { sink.write(Text.table(["path", "prediction", "error"], tableRows, indent: "") + "\n") }
