@@ -186,12 +186,4 @@ public struct InputList {
         }
         return n
     }
-
-    /// Every path at once.
-    public static func expand(_ args: [String], recursive: Bool, stdin: @escaping () -> String?) throws -> [String] {
-        var list = InputList(args, recursive: recursive, stdin: stdin)
-        var out: [String] = []
-        while let p = try list.next() { out.append(p) }
-        return out
-    }
 }
