@@ -459,7 +459,7 @@ public struct DirectConv: @unchecked Sendable {
         /// optimizer specialises each case into its own loop with the accumulators in registers
         /// (with the sizes as runtime values they spill and every FMA sits behind a branch).
         /// `R.count` rows of `P.count` output pixels × `B.count` output blocks (several rows only
-        /// with one block: a layer of 16 outputs gets 21–24 accumulators instead of at most 14).
+        /// with one block: a layer of 16 outputs gets 21–28 accumulators instead of at most 14).
         /// The accumulators are an array of exactly the tile's size (an array of 24 made zero for
         /// every tile was a 1.5 KB memset per tile: 4 % of a training step).
         func run<P: TilePixels, B: TileBlocks, L: TileInput, R: TilePixels, let N: Int>(
