@@ -47,6 +47,8 @@ def main():
         sys.exit(f"ort_profile.py: {args.model}: {e}")
     inp = session.get_inputs()[0]
     if not isinstance(inp.shape[0], str) and inp.shape[0] != args.batch:
+        os.remove(session.end_profiling())
+        os.rmdir(folder)
         sys.exit(f"ort_profile.py: {args.model}: batch fixed at {inp.shape[0]}; export with --dynamic-batch")
     x = np.random.default_rng(0).random([args.batch] + list(inp.shape[1:]), dtype=np.float32)
     for _ in range(args.runs):
