@@ -96,7 +96,8 @@ public final class InferencePlan: @unchecked Sendable {
                 let groups = node.int("groups")
                 if DirectConv.applies(groups: groups) {
                     let conv = DirectConv(
-                        weight: weight, bias: bias, window: window, inBlock: DirectConv.inBlock(forChannels: weight.shape[1]))
+                        weight: weight, bias: bias, window: window, inBlock: DirectConv.inBlock(forChannels: weight.shape[1]),
+                        winograd: Self.winograd)
                     steps.append(.direct(input: node.inputs[0], conv: conv, relu: relu, residual: nil, output: out))
                 } else {
                     steps.append(
@@ -166,6 +167,10 @@ public final class InferencePlan: @unchecked Sendable {
         let flops = max(1, model.flopsPerImage)
         sliceImages = max(1, min(16, max((64 << 10) / max(1, largest), (16_000_000 + flops - 1) / flops)))
     }
+
+    /// Whether 3×3 stride-1 convolutions run by Winograd's F(2×2, 3×3) (`KDTOOL_WINOGRAD=0` turns
+    /// it off, to compare with the direct kernel).
+    public static let winograd: Bool = ProcessInfo.processInfo.environment["KDTOOL_WINOGRAD"] != "0"
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
     public let sliceImages: Int

@@ -56,6 +56,62 @@ struct DirectConvTests {
         }
     }
 
+    @Test("Winograd F(2×2, 3×3) matches the direct kernel, the same for one or two threads")
+    func winograd() throws {
+        var rng = RandomSource(seed: 5)
+        let g = Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])
+        // Units of one and of several tile rows, channels that fill no block (5) or several, output
+        // vectors alone and in pairs, an image of a single tile row.
+        for (n, c, o, h, w) in [
+            (2, 16, 16, 8, 8), (1, 64, 64, 8, 8), (2, 5, 24, 6, 10), (1, 32, 32, 14, 14), (3, 8, 16, 2, 4), (1, 16, 48, 32, 32),
+        ] {
+            let x = Self.random([n, c, h, w], &rng)
+            let wt = Self.random([o, c, 3, 3], &rng)
+            let b = Self.random([o], &rng)
+            let r = BlockedTensor(Self.random([n, o, h, w], &rng), pad: 1)
+            let direct = DirectConv(weight: wt, bias: b, window: g, inBlock: 8)
+            let wino = DirectConv(weight: wt, bias: b, window: g, inBlock: 8, winograd: true)
+            #expect(wino.winograd != nil && direct.winograd == nil)
+            let xb = BlockedTensor(x, pad: 1)
+            for relu in [false, true] {
+                for residual in [nil, r] {
+                    for outPad in [0, 1] {
+                        let want = try direct(xb, relu: relu, residual: residual, outPad: outPad)
+                        let got = try wino(xb, relu: relu, residual: residual, outPad: outPad)
+                        #expect(got.pad == outPad)
+                        let (a, e) = (got.plain(), want.plain())
+                        let scale = max(1, e.array.map(abs).max() ?? 1)
+                        let worst = (0..<a.count).map { abs(a[$0] - e[$0]) }.max() ?? 0
+                        #expect(
+                            worst <= 1e-5 * scale, "\(c)→\(o) at \(h)×\(w), relu \(relu), residual \(residual != nil): max error \(worst)")
+                        // The halo stays zero (the next convolution reads it as padding).
+                        #expect(BlockedTensor(a, pad: outPad).data.array == got.data.array)
+                    }
+                }
+            }
+            let one = try wino(xb, relu: true, residual: r).data.array
+            Parallel.configure(threads: 2)
+            let two = try wino(xb, relu: true, residual: r).data.array
+            Parallel.configure(threads: 1)
+            #expect(one == two, "\(c)→\(o) at \(h)×\(w): two threads give other bits than one")
+        }
+        // Odd sizes and inputs without a halo take the direct kernel, bit for bit.
+        let wt = Self.random([16, 16, 3, 3], &rng)
+        let direct = DirectConv(weight: wt, bias: nil, window: g, inBlock: 8)
+        let wino = DirectConv(weight: wt, bias: nil, window: g, inBlock: 8, winograd: true)
+        for (x, pad) in [(Self.random([2, 16, 7, 7], &rng), 1), (Self.random([1, 16, 8, 8], &rng), 0)] {
+            let xb = BlockedTensor(x, pad: pad)
+            #expect(try wino(xb, relu: true).data.array == direct(xb, relu: true).data.array)
+        }
+        // Only 3×3 stride-1 convolutions with padding 1 get one.
+        for (k, stride, pad) in [(3, 2, 1), (5, 1, 2), (3, 1, 0), (1, 1, 0)] {
+            let conv = DirectConv(
+                weight: Self.random([16, 8, k, k], &rng), bias: nil,
+                window: Window(kernel: [k, k], stride: [stride, stride], pads: [pad, pad, pad, pad]), inBlock: 8, winograd: true)
+            #expect(conv.winograd == nil, "\(k)×\(k) stride \(stride) pad \(pad)")
+        }
+    }
+
     @Test("a residual is added before the ReLU; every tile shape is exercised")
     func residual() throws {
         var rng = RandomSource(seed: 11)

@@ -93,6 +93,7 @@ struct WorkflowCommandTests {
         // Which kernels ran: the build's vector units and OpenBLAS's kernel set (never its SSE3
         // fallback on a CPU that has AVX2, since kdtool restarts itself on better ones).
         #expect(["AVX-512", "AVX2", "native"].contains(doc["vector_units"] as? String ?? ""))
+        #expect(doc["winograd"] as? Bool == (ProcessInfo.processInfo.environment["KDTOOL_WINOGRAD"] != "0"))
         let core = doc["blas_core"] as? String ?? ""
         #expect(
             !core.isEmpty

@@ -24,6 +24,9 @@ public struct DirectConv: @unchecked Sendable {
     /// [⌈O/lanes⌉][⌈C/inBlock⌉][kh][kw][inBlock][lanes]
     let packed: Tensor
     let bias: Tensor
+    /// The same convolution by Winograd's F(2×2, 3×3), where asked for and the geometry allows;
+    /// blocked inputs it accepts (a halo, an even size) go there.
+    public let winograd: WinogradConv?
 
     /// Whether the direct kernel handles a convolution with these groups (dense ones only).
     public static func applies(groups: Int) -> Bool { groups == 1 }
@@ -38,7 +41,9 @@ public struct DirectConv: @unchecked Sendable {
 
     /// `lanes` nil picks the widest of `laneChoices`; `allowPixelPath` false keeps a convolution
     /// that would take the pixel kernel on the channel one (tests use both to cover every kernel).
-    public init(weight: Tensor, bias: Tensor?, window: Window, inBlock: Int, lanes: Int? = nil, allowPixelPath: Bool = true) {
+    public init(
+        weight: Tensor, bias: Tensor?, window: Window, inBlock: Int, lanes: Int? = nil, allowPixelPath: Bool = true, winograd: Bool = false
+    ) {
         precondition(inBlock == 1 || inBlock == 8)
         let (o, c, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
         self.outChannels = o
@@ -66,6 +71,9 @@ public struct DirectConv: @unchecked Sendable {
         }
         self.bias = Tensor(zeros: [outBlocks * 8])
         if let bias { for oc in 0..<o { self.bias[oc] = bias[oc] } }
+        self.winograd =
+            winograd && inBlock == 8 && WinogradConv.applies(kernel: [kh, kw], window: window, groups: 1)
+            ? WinogradConv(weight: weight, bias: bias) : nil
     }
 
     /// Convolution of a blocked input (`inBlock` 8); `residual` (the output's shape) is added
@@ -79,6 +87,7 @@ public struct DirectConv: @unchecked Sendable {
         guard x.channels == inChannels else {
             throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
         }
+        if let winograd, winograd.accepts(x) { return try winograd(x, relu: relu, residual: residual, outPad: outPad) }
         let p = window.pads
         var input = Input(
             base: UnsafePointer(x.origin), n: x.n, h: x.h, w: x.w, rowStride: x.rowStride, planeStride: x.planeStride,

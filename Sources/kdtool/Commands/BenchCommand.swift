@@ -107,6 +107,7 @@ struct BenchCommand: ParsableCommand {
             var doc: [(String, JSON)] = [
                 ("model", .string(model)), ("threads", .int(threads)), ("runs", .int(runs)), ("peak_rss_bytes", .int(peakRSS)),
                 ("vector_units", .string(VectorUnits.name)), ("blas_core", .string(BLASCore.name)),
+                ("winograd", .bool(InferencePlan.winograd)),
                 (
                     "batches",
                     .array(
@@ -136,7 +137,10 @@ struct BenchCommand: ParsableCommand {
             return
         }
         print("\(model): \(Text.grouped(m.parameterCount)) parameters, input \(shape), \(threads) threads, \(runs) runs per batch size")
-        print("kernels: \(VectorUnits.name) direct convolution, OpenBLAS \(BLASCore.name)")
+        print(
+            "kernels: \(VectorUnits.name) direct convolution"
+                + (InferencePlan.winograd ? " and Winograd F(2×2, 3×3) for 3×3 stride-1 layers" : " only (KDTOOL_WINOGRAD=0)")
+                + ", OpenBLAS \(BLASCore.name)")
         print(
             Text.table(
                 ["batch", "p50 ms", "p99 ms", "images/s"] + (ort.isEmpty ? [] : ["ORT p50 ms", "ORT images/s", "kdtool ÷ ORT"]),
