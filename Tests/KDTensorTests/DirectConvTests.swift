@@ -61,8 +61,9 @@ struct DirectConvTests {
         var rng = RandomSource(seed: 5)
         let g = Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])
         // Units of one and of several tile rows, channels that fill no block (5) or several, output
-        // vectors alone and in pairs, an image of a single tile row.
+        // vectors alone and in pairs, an image of a single tile row, odd heights and widths.
         for (n, c, o, h, w) in [
+            (1, 64, 64, 7, 7), (2, 16, 16, 5, 8), (1, 8, 32, 6, 3), (1, 16, 16, 1, 1),
             (2, 16, 16, 8, 8), (1, 64, 64, 8, 8), (2, 5, 24, 6, 10), (1, 32, 32, 14, 14), (3, 8, 16, 2, 4), (1, 16, 48, 32, 32),
         ] {
             let x = Self.random([n, c, h, w], &rng)
@@ -72,10 +73,10 @@ struct DirectConvTests {
             let direct = DirectConv(weight: wt, bias: b, window: g, inBlock: 8)
             let wino = DirectConv(weight: wt, bias: b, window: g, inBlock: 8, winograd: true)
             #expect(wino.winograd != nil && direct.winograd == nil)
-            let xb = BlockedTensor(x, pad: 1)
+            let xb = BlockedTensor(x, pad: WinogradConv.halo(h: h, w: w))
             for relu in [false, true] {
                 for residual in [nil, r] {
-                    for outPad in [0, 1] {
+                    for outPad in [0, 1, 2] {
                         let want = try direct(xb, relu: relu, residual: residual, outPad: outPad)
                         let got = try wino(xb, relu: relu, residual: residual, outPad: outPad)
                         #expect(got.pad == outPad)
@@ -95,7 +96,7 @@ struct DirectConvTests {
             Parallel.configure(threads: 1)
             #expect(one == two, "\(c)→\(o) at \(h)×\(w): two threads give other bits than one")
         }
-        // Odd sizes and inputs without a halo take the direct kernel, bit for bit.
+        // Inputs without the halo they need take the direct kernel, bit for bit.
         let wt = Self.random([16, 16, 3, 3], &rng)
         let direct = DirectConv(weight: wt, bias: nil, window: g, inBlock: 8)
         let wino = DirectConv(weight: wt, bias: nil, window: g, inBlock: 8, winograd: true)

@@ -67,10 +67,13 @@ public struct WinogradConv: @unchecked Sendable {
         if let bias { for oc in 0..<o { self.bias[oc] = bias[oc] } }
     }
 
-    /// Whether `run` takes an input of this shape: a halo of at least one pixel (the padding) and
-    /// an even height and width (whole tiles).
+    /// The zero halo an input of `h` × `w` pixels needs: the padding, and where a size is odd one
+    /// more pixel, which the last tiles read (their outputs past the edge are not stored).
+    public static func halo(h: Int, w: Int) -> Int { h % 2 == 0 && w % 2 == 0 ? 1 : 2 }
+
+    /// Whether `run` takes this input: the channels it was made for and the halo `halo(h:w:)` asks.
     public func accepts(_ x: BlockedTensor) -> Bool {
-        x.pad >= 1 && x.h % 2 == 0 && x.w % 2 == 0 && x.channels == inChannels && x.h > 0 && x.w > 0
+        x.channels == inChannels && x.h > 0 && x.w > 0 && x.pad >= Self.halo(h: x.h, w: x.w)
     }
 
     /// The convolution of `x` (see `accepts`), `residual` added before the ReLU, output with a
@@ -80,7 +83,8 @@ public struct WinogradConv: @unchecked Sendable {
     {
         guard accepts(x) else {
             throw TensorError(
-                "Winograd convolution needs \(inChannels) channels, a halo and an even size; got \(x.shape) with halo \(x.pad)")
+                "Winograd convolution needs \(inChannels) channels and a halo of \(Self.halo(h: x.h, w: x.w)); got \(x.shape) with halo \(x.pad)"
+            )
         }
         let (n, h, w) = (x.n, x.h, x.w)
         let y = BlockedTensor(uninitialized: n, channels: outChannels, h: h, w: w, pad: outPad)
@@ -109,7 +113,9 @@ public struct WinogradConv: @unchecked Sendable {
     }()
 
     func run<V: OutputLanes>(_: V.Type, _ x: BlockedTensor, y: BlockedTensor, residualOffset: Int?, relu: Bool) {
-        let (th, tw) = (x.h / 2, x.w / 2)
+        let (th, tw) = ((x.h + 1) / 2, (x.w + 1) / 2)
+        // Whether the last tile row (column) has a second output row (column) to store.
+        let (fullRows, fullColumns) = (x.h % 2 == 0, x.w % 2 == 0)
         // A unit is a few tile rows of one image, about 16 tiles: enough tiles for each vector of
         // U loaded to be used several times, few enough that V and M stay in the cache.
         let rowsPerUnit = max(1, min(th, Self.unitTiles / tw))
@@ -205,21 +211,22 @@ public struct WinogradConv: @unchecked Sendable {
                         }
                         let (c0, c1, c2, c3) = (column(0), column(1), column(2), column(3))
                         let o = out + (img &* outImage &+ ob &* outPlane &+ 2 &* ty &* outRow &+ tx &* 16)
-                        for r in 0..<2 {
+                        let second = fullColumns || tx &+ 1 < tw
+                        for r in 0..<(fullRows || ty &+ 1 < th ? 2 : 1) {
                             let (a, bb, c, e) = r == 0 ? (c0.0, c1.0, c2.0, c3.0) : (c0.1, c1.1, c2.1, c3.1)
                             var y0 = a + bb + c + b
                             var y1 = bb - c - e + b
                             let p = o + r &* outRow
                             if let residualOffset {
                                 y0 += SIMD8<Float>.load(p + residualOffset)
-                                y1 += SIMD8<Float>.load(p + 8 + residualOffset)
+                                if second { y1 += SIMD8<Float>.load(p + 8 + residualOffset) }
                             }
                             if relu {
                                 y0 = y0.relu()
                                 y1 = y1.relu()
                             }
                             y0.store(p)
-                            y1.store(p + 8)
+                            if second { y1.store(p + 8) }
                         }
                     }
                 }
