@@ -47,7 +47,8 @@ extension DirectConv {
         let (out, outPlane, outRow) = (y.origin, y.planeStride, y.rowStride)
         let packedLanes = self.lanes
         let geometry = PixelTile(
-            inPlane: x.planeStride, inRow: x.rowStride, kh: kh, kw: kw, inChannels: inChannels, outPlane: outPlane, outRow: outRow,
+            inPlane: x.planeStride, inRow: x.rowStride, kh: kh, kw: kw, inChannels: inChannels, outChannels: o, outPlane: outPlane,
+            outRow: outRow,
             relu: relu, weightStride: kh * kw * packedLanes, packedLanes: packedLanes)
         Parallel.chunks(x.n * rowTiles) { _, range in
             for u in range {
@@ -63,8 +64,9 @@ extension DirectConv {
                             bias: bias, d: out + img * outBlocks * outPlane + r0 * outRow + oj * 8)
                     }
                 }
-                // The last block's lanes past the output channels are zero in the blocked layout.
-                if o % 8 != 0 {
+                // The last block's lanes past the output channels are zero in the blocked layout
+                // (the transposed store writes them itself).
+                if o % 8 != 0 && !(V.self == SIMD16<Float>.self && geometry.wholeBlock(o0: o - o % 8, channels: o % 8) && groups == 1) {
                     let last = out + (img * outBlocks + outBlocks - 1) * outPlane + r0 * outRow
                     for r in 0..<rows { for j in 0..<wo { for lane in (o % 8)..<8 { last[r * outRow + j * 8 + lane] = 0 } } }
                 }
@@ -79,6 +81,7 @@ extension DirectConv {
         let kh: Int
         let kw: Int
         let inChannels: Int
+        let outChannels: Int
         /// Floats from one output block's plane to the next and from one output row to the next.
         let outPlane: Int
         let outRow: Int
@@ -169,6 +172,24 @@ extension DirectConv {
                     c &+= 1
                 }
             }
+            #if KDTOOL_AVX512
+                if V.self == SIMD16<Float>.self, wholeBlock(o0: o0, channels: nk) {
+                    // The tile's channels are one whole output block: per row, its (up to) eight
+                    // vectors of 16 pixels are transposed in registers into 16 pixels × 8 channels,
+                    // eight contiguous stores instead of 128 scattered ones (the lanes past the
+                    // output channels get zeros, as the layout wants).
+                    let plane = d + (o0 / 8) * outPlane
+                    for r in 0..<nr {
+                        var rows = InlineArray<8, SIMD16<Float>>(repeating: SIMD16())
+                        for k in 0..<nk {
+                            let v = unsafeBitCast(acc[k * nr + r], to: SIMD16<Float>.self)
+                            rows[k] = relu ? v.relu() : v
+                        }
+                        Self.storeTransposed(rows, plane + r * outRow)
+                    }
+                    return
+                }
+            #endif
             for k in 0..<nk {
                 let oc = o0 + k
                 let plane = d + (oc / 8) * outPlane + oc % 8
@@ -178,6 +199,49 @@ extension DirectConv {
                     for p in 0..<V.scalarCount { row[p * 8] = v[p] }
                 }
             }
+        }
+
+        /// Whether channels o0..<o0+channels are an output block, all of it or all that the layer has.
+        func wholeBlock(o0: Int, channels: Int) -> Bool {
+            o0 % 8 == 0 && (channels == 8 || o0 + channels == outChannels)
+        }
+
+        /// (x, y) interleaved: [x0, y0, x1, y1, …] from the low halves and from the high ones.
+        @inline(__always)
+        static func interleave(_ x: SIMD16<Float>, _ y: SIMD16<Float>) -> (SIMD16<Float>, SIMD16<Float>) {
+            var (lo, hi) = (SIMD16<Float>(), SIMD16<Float>())
+            lo.evenHalf = x.lowHalf
+            lo.oddHalf = y.lowHalf
+            hi.evenHalf = x.highHalf
+            hi.oddHalf = y.highHalf
+            return (lo, hi)
+        }
+
+        /// Eight channels' rows of 16 pixels (`c[k]` channel k) stored as 16 pixels × 8 channels at
+        /// `d`: three rounds of interleaving (channels k and k + 4, then k and k + 2, then k and
+        /// k + 1) turn channel-major into pixel-major.
+        @inline(__always)
+        static func storeTransposed(_ c: InlineArray<8, SIMD16<Float>>, _ d: UnsafeMutablePointer<Float>) {
+            // Round 1: (0,4) (1,5) (2,6) (3,7); lo halves hold pixels 0–7, hi 8–15.
+            let (a0, a1) = interleave(c[0], c[4])
+            let (b0, b1) = interleave(c[1], c[5])
+            let (e0, e1) = interleave(c[2], c[6])
+            let (f0, f1) = interleave(c[3], c[7])
+            // Round 2: channel pairs (0,4) with (2,6), (1,5) with (3,7); quarters of the pixels.
+            let (g0, g1) = interleave(a0, e0)  // pixels 0–3, 4–7 of channels 0 2 4 6
+            let (g2, g3) = interleave(a1, e1)  // pixels 8–11, 12–15
+            let (h0, h1) = interleave(b0, f0)  // the same of channels 1 3 5 7
+            let (h2, h3) = interleave(b1, f1)
+            // Round 3: even channels with odd: two pixels × eight channels per vector.
+            @inline(__always) func store(_ i: Int, _ g: SIMD16<Float>, _ h: SIMD16<Float>) {
+                let (lo, hi) = interleave(g, h)
+                UnsafeMutableRawPointer(d + i * 32).storeBytes(of: lo, as: SIMD16<Float>.self)
+                UnsafeMutableRawPointer(d + i * 32 + 16).storeBytes(of: hi, as: SIMD16<Float>.self)
+            }
+            store(0, g0, h0)
+            store(1, g1, h1)
+            store(2, g2, h2)
+            store(3, g3, h3)
         }
     }
 }
