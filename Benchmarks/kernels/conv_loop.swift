@@ -1,6 +1,8 @@
-// One 3×3 direct convolution (stride 1, padding 1 read from the input's halo, ReLU) timed
-// alone, as `DirectConv` runs it inside a network: C input channels, O outputs, H × H pixels,
-// N images, on one thread; prints the best and the median GFLOP/s of REPS calls.
+// One 3×3 convolution (stride 1, padding 1 read from the input's halo, ReLU) timed alone, as
+// inference runs it: C input channels, O outputs, H × H pixels, N images, on one thread; on the
+// direct kernel and by Winograd's F(2×2, 3×3), the two alternated in rounds. Prints the best and
+// the median GFLOP/s of REPS calls of each (counted as the direct convolution's 2·N·O·C·9·H²
+// operations, so the figures compare), their ratio, and the largest difference of the outputs.
 // Built and run by ./conv-loop (next to this file), against `swift build -c release`'s objects.
 import Foundation
 import KDTensor
@@ -13,19 +15,33 @@ guard args.count == 5, args.allSatisfy({ $0 > 0 }) else {
 let (c, o, h, n, reps) = (args[0], args[1], args[2], args[3], args[4])
 var rng = SystemRandomNumberGenerator()
 func uniform(_ count: Int, _ range: ClosedRange<Float>) -> [Float] { (0..<count).map { _ in Float.random(in: range, using: &rng) } }
-let conv = DirectConv(
-    weight: Tensor(shape: [o, c, 3, 3], values: uniform(o * c * 9, -0.1...0.1)), bias: Tensor(shape: [o], values: uniform(o, -0.1...0.1)),
-    window: Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1]), inBlock: 8)
-let x = BlockedTensor(Tensor(shape: [n, c, h, h], values: uniform(n * c * h * h, 0...1)), pad: 1)
-var times: [Double] = []
-for _ in 0..<reps {
-    let start = DispatchTime.now().uptimeNanoseconds
-    _ = try conv(x, relu: true, outPad: 1)
-    times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+let weight = Tensor(shape: [o, c, 3, 3], values: uniform(o * c * 9, -0.1...0.1))
+let bias = Tensor(shape: [o], values: uniform(o, -0.1...0.1))
+let window = Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])
+let direct = DirectConv(weight: weight, bias: bias, window: window, inBlock: 8)
+let winograd = DirectConv(weight: weight, bias: bias, window: window, inBlock: 8, winograd: true)
+let x = BlockedTensor(Tensor(shape: [n, c, h, h], values: uniform(n * c * h * h, 0...1)), pad: WinogradConv.halo(h: h, w: h))
+
+let (a, b) = (try direct(x, relu: true).plain(), try winograd(x, relu: true).plain())
+let difference = (0..<a.count).map { abs(a[$0] - b[$0]) }.max() ?? 0
+
+var times: [[Double]] = [[], []]
+for _ in 0..<10 {
+    for (i, conv) in [direct, winograd].enumerated() {
+        for _ in 0..<max(1, reps / 10) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try conv(x, relu: true, outPad: 1)
+            times[i].append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+    }
 }
-times.sort()
 let flops = Double(2 * n * o * c * 9 * h * h)
-print(
-    String(
-        format: "%d → %d channels, %d×%d, %d images: best %.1f GFLOP/s, median %.1f GFLOP/s (%.3f ms)", c, o, h, h, n,
-        flops / times[0] / 1e9, flops / times[times.count / 2] / 1e9, times[times.count / 2] * 1e3))
+for (name, t) in zip(["direct", "Winograd F(2×2, 3×3)"], times) {
+    let s = t.sorted()
+    print(
+        String(
+            format: "%d → %d channels, %d×%d, %d images, %@: best %.1f GFLOP/s, median %.1f GFLOP/s (%.3f ms)", c, o, h, h, n, name,
+            flops / s[0] / 1e9, flops / s[s.count / 2] / 1e9, s[s.count / 2] * 1e3))
+}
+let medians = times.map { $0.sorted()[$0.count / 2] }
+print(String(format: "Winograd ÷ direct time: %.2f; largest output difference %.2e", medians[1] / medians[0], difference))
