@@ -1,3 +1,4 @@
+import Foundation
 import KDBundle
 import KDData
 import KDNN
@@ -51,6 +52,11 @@ public final class Predictor {
 
     /// The same over paths pulled one at a time from `next` (nil at the end), a batch at a time:
     /// memory does not grow with the number of inputs.
+    ///
+    /// While the workers pull the paths of a batch and decode them, the first of them hands out
+    /// the previous batch's results (top-k, `deliver`, `progress`): those serial steps overlap the
+    /// decoding instead of leaving the other cores idle. `deliver` and `progress` are called for
+    /// one batch at a time, in input order, while the caller waits in `run`.
     public func run(next: () throws -> String?, deliver: (Prediction) -> Bool, progress: ((Int) -> Void)? = nil) throws {
         Parallel.configure(threads: options.threads)
         let shape = prep.shape
@@ -60,29 +66,66 @@ public final class Predictor {
         let resize: ImageFolder.ResizePolicy = prep.resize == .shorterSideCrop ? .shorterSideCrop : .stretch
         let invert = options.invert ?? prep.invert
         let k = min(options.topK, model.classCount)
-        var start = 0
-        var batch: [String] = []
-        batch.reserveCapacity(options.batchSize)
+        let capacity = options.batchSize
+        let plane = shape[1] * shape[2]
+        // The batch decoded and run last, not yet delivered.
+        var pending: (paths: [String], errors: [ImageError?], probabilities: Tensor?)?
+        var done = 0
+        /// Delivers `pending`; false when `deliver` asked to stop.
+        func flush() -> Bool {
+            guard let p = pending else { return true }
+            pending = nil
+            for i in 0..<p.paths.count {
+                var top: [(index: Int, probability: Float)] = []
+                if p.errors[i] == nil, let probabilities = p.probabilities {
+                    let classes = probabilities.count / p.paths.count
+                    top = Self.topK(UnsafeBufferPointer(start: probabilities.pointer + i * classes, count: classes), k).map {
+                        (index: $0.0, probability: $0.1)
+                    }
+                }
+                if !deliver(Prediction(path: p.paths[i], top: top, error: p.errors[i])) { return false }
+            }
+            done += p.paths.count
+            progress?(done)
+            return true
+        }
+        let state = Round()
         while true {
-            batch.removeAll(keepingCapacity: true)
-            while batch.count < options.batchSize, let path = try next() { batch.append(path) }
-            if batch.isEmpty { break }
-            // Workers take the next file as they finish one (files decode at uneven cost) and write
-            // its normalized pixels straight into the batch; a file that fails leaves a zero row,
-            // whose output is not used.
-            let x = Tensor(zeros: [batch.count] + shape)
-            var errors = [ImageError?](repeating: nil, count: batch.count)
-            let plane = shape[1] * shape[2]
-            let next = WorkCounter()
+            // A file that fails leaves a zero row, whose output is not used.
+            let x = Tensor(zeros: [capacity] + shape)
+            var errors = [ImageError?](repeating: nil, count: capacity)
+            state.paths.removeAll(keepingCapacity: true)
+            let first = WorkCounter()
             errors.withUnsafeMutableBufferPointer { errs in
                 let e = UncheckedPointer<ImageError?>(errs.baseAddress!)
                 let out = UncheckedPointer<Float>(x.pointer)
                 Parallel.chunks(options.threads, parts: options.threads) { _, _ in
+                    if first.take() == 0 && !flush() { state.locked { state.stopped = true } }
                     while true {
-                        let i = next.take()
-                        guard i < batch.count else { return }
+                        // Paths are pulled in order under the lock; files decode at uneven cost, so
+                        // each worker takes the next one when it finishes one.
+                        state.lock.lock()
+                        guard !state.stopped, !state.finished, state.paths.count < capacity else {
+                            state.lock.unlock()
+                            return
+                        }
+                        let path: String?
+                        do { path = try next() } catch {
+                            state.failure = error
+                            state.finished = true
+                            state.lock.unlock()
+                            return
+                        }
+                        guard let path else {
+                            state.finished = true
+                            state.lock.unlock()
+                            return
+                        }
+                        let i = state.paths.count
+                        state.paths.append(path)
+                        state.lock.unlock()
                         do {
-                            let img = try ImageDecoder.decode(file: batch[i], maxPixels: options.maxPixels)
+                            let img = try ImageDecoder.decode(file: path, maxPixels: options.maxPixels)
                             let planar = ImageFolder.prepare(img, shape: shape, alpha: alpha, resize: resize, invert: invert)
                             let row = out.pointer + i * size
                             // Channel by channel, so the inner loop is a straight pass the compiler
@@ -98,27 +141,25 @@ public final class Predictor {
                         } catch let err as ImageError {
                             e.pointer[i] = err
                         } catch {
-                            e.pointer[i] = ImageError(path: batch[i], kind: "corrupt", message: "\(error)")
+                            e.pointer[i] = ImageError(path: path, kind: "corrupt", message: "\(error)")
                         }
                     }
                 }
             }
-            var results: [[(Int, Float)]] = Array(repeating: [], count: batch.count)
-            if errors.contains(where: { $0 == nil }) {
-                let p = try plan.probabilities(x)
-                let classes = p.count / batch.count
-                for i in 0..<batch.count where errors[i] == nil {
-                    let probs = UnsafeBufferPointer(start: p.pointer + i * classes, count: classes)
-                    results[i] = Self.topK(probs, k)
-                }
+            if state.stopped { return }
+            if let failure = state.failure { throw failure }
+            let count = state.paths.count
+            if count == 0 { break }
+            var input = x
+            if count < capacity {
+                input = Tensor(uninitialized: [count] + shape)
+                input.pointer.update(from: x.pointer, count: count * size)
             }
-            for i in 0..<batch.count {
-                let pred = Prediction(path: batch[i], top: results[i].map { (index: $0.0, probability: $0.1) }, error: errors[i])
-                if !deliver(pred) { return }
-            }
-            start += batch.count
-            progress?(start)
+            let used = Array(errors[0..<count])
+            pending = (state.paths, used, used.contains { $0 == nil } ? try plan.probabilities(input) : nil)
+            if state.finished { break }
         }
+        _ = flush()
     }
 
     /// Indices of the k largest values, largest first; ties keep the lower index first.
@@ -133,6 +174,22 @@ public final class Predictor {
             }
         }
         return best
+    }
+}
+
+/// What the workers of one batch share, under `lock`: the paths pulled so far and why pulling
+/// stopped.
+final class Round: @unchecked Sendable {
+    let lock = NSLock()
+    var paths: [String] = []
+    var stopped = false
+    var finished = false
+    var failure: Error?
+
+    func locked(_ body: () -> Void) {
+        lock.lock()
+        body()
+        lock.unlock()
     }
 }
 
