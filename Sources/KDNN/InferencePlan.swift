@@ -20,10 +20,17 @@ public final class InferencePlan: @unchecked Sendable {
         /// The same on the direct kernel, output in channel-blocked layout; `residual` is a
         /// following addition's other operand, added before the ReLU.
         case direct(input: String, conv: DirectConv, relu: Bool, residual: String?, output: String)
+        /// conv2d (+ folded batchnorm) (+ relu) → 2×2 max pool at stride 2, fused on the pixel
+        /// kernel: NCHW in, NCHW out.
+        case directPool(input: String, conv: DirectConv, relu: Bool, output: String)
         /// add (+ relu)
         case add(String, String, relu: Bool, output: String)
         /// linear (+ relu) on pre-packed weights
         case linear(input: String, op: PackedLinear, relu: Bool, output: String)
+        /// flatten → linear (+ relu) on a channel-blocked input: the weight's columns are permuted
+        /// to the blocked order (zero for the lanes past the channels), so the blocked buffer,
+        /// without a halo, is the linear layer's input as it stands, with no conversion to NCHW.
+        case blockedLinear(input: String, op: PackedLinear, relu: Bool, output: String)
         case node(Graph.Node)
 
         /// The tensors the step reads.
@@ -31,8 +38,9 @@ public final class InferencePlan: @unchecked Sendable {
             switch self {
             case .conv(let input, _, _, _, _, _, _): [input]
             case .direct(let input, _, _, let residual, _): [input] + (residual.map { [$0] } ?? [])
+            case .directPool(let input, _, _, _): [input]
             case .add(let a, let b, _, _): [a, b]
-            case .linear(let input, _, _, _): [input]
+            case .linear(let input, _, _, _), .blockedLinear(let input, _, _, _): [input]
             case .node(let node): node.inputs
             }
         }
@@ -58,7 +66,26 @@ public final class InferencePlan: @unchecked Sendable {
         var skip = Set<String>()
         var steps: [Step] = []
         var names: [String] = []
+        let stats = (try? model.graph.stats(tensorShapes: model.tensorShapes, batch: 1)) ?? []
+        let shapes = Dictionary(stats.map { ($0.node.outputs[0], $0.outputShape) }, uniquingKeysWith: { a, _ in a })
+        // The tensors that `runSlice` will hold channel-blocked (the same rules as there).
+        var blockedTensors = Set<String>()
+        // The NCHW outputs of fused convolution-and-pool steps.
+        var pooledTensors = Set<String>()
         for node in model.order where !skip.contains(node.name) {
+            defer {
+                if let step = steps.last {
+                    switch step {
+                    case .direct(_, _, _, _, let out): blockedTensors.insert(out)
+                    case .directPool(_, _, _, let out): pooledTensors.insert(out)
+                    case .add(let a, let b, _, let out) where blockedTensors.contains(a) || blockedTensors.contains(b):
+                        blockedTensors.insert(out)
+                    case .node(let n) where [.maxpool, .relu].contains(n.op) && blockedTensors.contains(n.inputs[0]):
+                        blockedTensors.insert(n.outputs[0])
+                    default: break
+                    }
+                }
+            }
             switch node.op {
             case .conv2d:
                 let w = model.parameters[node.inputs[1]]!
@@ -94,11 +121,24 @@ public final class InferencePlan: @unchecked Sendable {
                 let window = Window(
                     kernel: [w.shape[2], w.shape[3]], stride: node.ints("stride"), pads: node.ints("pads"), dilation: node.ints("dilation"))
                 let groups = node.int("groups")
+                let inputShape = node.inputs[0] == model.graph.inputs[0].name ? model.inputShape : shapes[node.inputs[0]]
                 if DirectConv.applies(groups: groups) {
+                    // An NCHW input from a fused step is read as it is, unless Winograd wants blocks.
+                    let plainInput =
+                        pooledTensors.contains(node.inputs[0])
+                        && !(Self.winograd && WinogradConv.applies(kernel: [w.shape[2], w.shape[3]], window: window, groups: 1))
                     let conv = DirectConv(
-                        weight: weight, bias: bias, window: window, inBlock: DirectConv.inBlock(forChannels: weight.shape[1]),
-                        winograd: Self.winograd)
-                    steps.append(.direct(input: node.inputs[0], conv: conv, relu: relu, residual: nil, output: out))
+                        weight: weight, bias: bias, window: window,
+                        inBlock: plainInput ? 1 : DirectConv.inBlock(forChannels: weight.shape[1]), winograd: Self.winograd)
+                    if model.activationQuant[out] == nil, let pool = soleConsumer(out, .maxpool), Self.isPool2x2(pool),
+                        let s = inputShape, s.count == 4, conv.poolFuses(h: s[2], w: s[3])
+                    {
+                        skip.insert(pool.name)
+                        names[names.count - 1] += "+" + pool.name
+                        steps.append(.directPool(input: node.inputs[0], conv: conv, relu: relu, output: pool.outputs[0]))
+                    } else {
+                        steps.append(.direct(input: node.inputs[0], conv: conv, relu: relu, residual: nil, output: out))
+                    }
                 } else {
                     steps.append(
                         .conv(input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, relu: relu, output: out))
@@ -127,6 +167,23 @@ public final class InferencePlan: @unchecked Sendable {
                 }
                 steps.append(.add(node.inputs[0], node.inputs[1], relu: relu, output: out))
                 names.append(relu ? "\(node.name)+\(out)" : node.name)
+            case .flatten
+            where node.int("axis") == 1 && blockedTensors.contains(node.inputs[0]) && model.activationQuant[node.outputs[0]] == nil:
+                guard let fc = soleConsumer(node.outputs[0], .linear), let w = model.parameters[fc.inputs[1]], w.rank == 2,
+                    let s = shapes[node.inputs[0]], s.count == 4, s[1] * s[2] * s[3] == w.shape[1]
+                else { fallthrough }
+                var out = fc.outputs[0]
+                var relu = false
+                if model.activationQuant[out] == nil, let r = soleConsumer(out, .relu) {
+                    relu = true
+                    skip.insert(r.name)
+                    out = r.outputs[0]
+                }
+                skip.insert(fc.name)
+                let bias = fc.inputs.count > 2 ? model.parameters[fc.inputs[2]] : nil
+                let op = PackedLinear(weight: Self.blockedColumns(w, channels: s[1], h: s[2], w: s[3]), bias: bias)
+                steps.append(.blockedLinear(input: node.inputs[0], op: op, relu: relu, output: out))
+                names.append(([node.name, fc.name] + (relu ? [out] : [])).joined(separator: "+"))
             default:
                 steps.append(.node(node))
                 names.append(node.name)
@@ -141,6 +198,17 @@ public final class InferencePlan: @unchecked Sendable {
         var releases = [[String]](repeating: [], count: self.steps.count)
         for (name, i) in last where !keep.contains(name) { releases[i].append(name) }
         self.releases = releases.map { $0.sorted() }
+        // Tensors that only blocked linear layers read are stored without a halo.
+        var readers: [String: [Step]] = [:]
+        for step in self.steps { for name in step.reads { readers[name, default: []].append(step) } }
+        unpadded = Set(
+            readers.filter { name, steps in
+                !keep.contains(name)
+                    && steps.allSatisfy {
+                        if case .blockedLinear = $0 { return true }
+                        return false
+                    }
+            }.keys)
         nodeParameters = Set(
             self.steps.flatMap { step -> [String] in
                 if case .node(let node) = step { return node.inputs }
@@ -150,8 +218,6 @@ public final class InferencePlan: @unchecked Sendable {
         // Blocked activations carry the zero padding of the convolutions that read them, so those
         // convolutions run interior tiles only; a Winograd convolution of an odd size reads one
         // pixel more.
-        let stats = (try? model.graph.stats(tensorShapes: model.tensorShapes, batch: 1)) ?? []
-        let shapes = Dictionary(stats.map { ($0.node.outputs[0], $0.outputShape) }, uniquingKeysWith: { a, _ in a })
         halo = min(
             2,
             self.steps.reduce(0) { most, step in
@@ -177,10 +243,35 @@ public final class InferencePlan: @unchecked Sendable {
     public let sliceImages: Int
     /// The zero halo of every blocked activation: the largest padding of a convolution reading one.
     public let halo: Int
+    /// Blocked activations stored with no halo (read by blocked linear layers only).
+    let unpadded: Set<String>
     /// Per step, the activations it reads last.
     let releases: [[String]]
     /// The parameters that steps run as graph nodes read (the others are packed into their steps).
     let nodeParameters: [String]
+
+    /// Whether a max-pool node takes 2×2 windows at stride 2, unpadded, in floor mode.
+    static func isPool2x2(_ node: Graph.Node) -> Bool {
+        node.ints("kernel") == [2, 2] && node.ints("stride") == [2, 2] && node.ints("pads").allSatisfy { $0 == 0 }
+            && node.ints("dilation").allSatisfy { $0 == 1 } && !node.bool("ceil_mode")
+    }
+
+    /// A linear weight `[O, C·H·W]` over NCHW-flattened inputs, its columns reordered for inputs
+    /// flattened from the blocked layout without a halo, `[⌈C/8⌉][H][W][8]`: column
+    /// ((b·H + i)·W + j)·8 + l takes column (c·H + i)·W + j for c = 8b + l, and is zero for c ≥ C.
+    static func blockedColumns(_ weight: Tensor, channels c: Int, h: Int, w: Int) -> Tensor {
+        let (o, k) = (weight.shape[0], weight.shape[1])
+        let blocks = (c + 7) / 8
+        let wide = blocks * h * w * 8
+        let y = Tensor(zeros: [o, wide])
+        for r in 0..<o {
+            let (src, dst) = (weight.pointer + r * k, y.pointer + r * wide)
+            for ch in 0..<c {
+                for p in 0..<(h * w) { dst[((ch / 8) * h * w + p) * 8 + ch % 8] = src[ch * h * w + p] }
+            }
+        }
+        return y
+    }
 
     /// `conv (no ReLU) → add (+ ReLU)` becomes one direct convolution with the add's other operand
     /// as its residual, run where the add was (the other operand is ready by then). Only when the
@@ -290,6 +381,8 @@ public final class InferencePlan: @unchecked Sendable {
             quant[name]?.applyInPlace(y)
             values[name] = tape.leaf(y)
         }
+        /// The halo a blocked output is made with.
+        func outPad(_ name: String) -> Int { unpadded.contains(name) ? 0 : halo }
         func storeBlocked(_ name: String, _ y: BlockedTensor) {
             quant[name]?.applyInPlace(y.data)
             blocked[name] = y
@@ -327,15 +420,21 @@ public final class InferencePlan: @unchecked Sendable {
                 let r = residual.map(block)
                 let y =
                     conv.inBlock == 8
-                    ? try conv(block(input), relu: relu, residual: r, outPad: halo)
-                    : try conv(plain: plain(input), relu: relu, residual: r, outPad: halo)
+                    ? try conv(block(input), relu: relu, residual: r, outPad: outPad(output))
+                    : try conv(plain: plain(input), relu: relu, residual: r, outPad: outPad(output))
                 storeBlocked(output, y)
+            case .directPool(let input, let conv, let relu, let output):
+                storeFresh(output, try conv.pooled(plain: plain(input), relu: relu))
             case .conv(let input, let weight, let bias, let window, let groups, let relu, let output):
                 let y = try Conv2d.forward(x: plain(input), weight: weight, bias: bias, window, groups: groups)
                 if relu { Elementwise.reluInPlace(y) }
                 storeFresh(output, y)
             case .linear(let input, let op, let relu, let output):
                 storeFresh(output, try op(plain(input), relu: relu))
+            case .blockedLinear(let input, let op, let relu, let output):
+                var x = blocked[input] ?? BlockedTensor(plain(input), pad: 0)
+                if x.pad != 0 { x = x.withPad(0) }
+                storeFresh(output, try op(try x.data.reshaped([x.n, x.data.count / max(1, x.n)]), relu: relu))
             case .add(let a, let b, let relu, let output):
                 if blocked[a] != nil || blocked[b] != nil {
                     storeBlocked(output, try BlockedTensor.add(block(a), block(b), relu: relu))
@@ -351,7 +450,7 @@ public final class InferencePlan: @unchecked Sendable {
                         let g = Window(
                             kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"),
                             dilation: node.ints("dilation"), ceilMode: node.bool("ceil_mode"))
-                        storeBlocked(node.outputs[0], try x.maxPool(g, outPad: halo))
+                        storeBlocked(node.outputs[0], try x.maxPool(g, outPad: outPad(node.outputs[0])))
                         continue
                     case .globalavgpool:
                         storeFresh(node.outputs[0], x.globalAveragePool())

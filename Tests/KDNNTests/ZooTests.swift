@@ -116,6 +116,12 @@ struct InferencePlanTests {
         let plan = try InferencePlan(m)
         #expect(plan.sliceImages < 40)
         #expect(plan.halo == (["lenet5": 0, "mlp": 0][name] ?? (side == 14 ? 2 : 1)), "\(argument)")
+        if name == "lenet5" {
+            // The pool after the first convolution fuses into it (pixel kernel, AVX-512 builds),
+            // and fc1 reads pool2's blocked output through permuted weight columns.
+            #expect(plan.stepNames.contains("conv1+relu1+pool1") == VectorUnits.wide, "\(plan.stepNames)")
+            #expect(plan.stepNames.contains("flatten+fc1+relu3"), "\(plan.stepNames)")
+        }
         let fused = try plan.run(x)
         Parallel.configure(threads: 2)
         defer { Parallel.configure(threads: 1) }

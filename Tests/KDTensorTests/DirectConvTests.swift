@@ -167,6 +167,42 @@ struct DirectConvTests {
         }
     }
 
+    /// LeNet-5's first layer; odd sizes (the pool drops the last row and column, the last span
+    /// overlaps); 7 and 12 outputs (tiles of one row pair, two channel groups); 20 outputs (groups
+    /// across output blocks); a row of 14 (too narrow: the three steps run one by one).
+    static let pooledCases = [
+        Case(x: [3, 1, 28, 28], w: [6, 1, 5, 5], stride: [1, 1], pads: [2, 2, 2, 2]),
+        Case(x: [2, 3, 17, 21], w: [5, 3, 3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
+        Case(x: [2, 1, 18, 18], w: [7, 1, 3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
+        Case(x: [1, 2, 20, 16], w: [12, 2, 3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
+        Case(x: [2, 3, 19, 40], w: [20, 3, 5, 5], stride: [1, 1], pads: [0, 0, 0, 0]),
+        Case(x: [2, 1, 14, 14], w: [6, 1, 5, 5], stride: [1, 1], pads: [2, 2, 2, 2]),
+    ]
+
+    @Test("convolution, ReLU and 2×2 max pool fused give the bits of the three steps, NaN included", arguments: pooledCases)
+    func pooled(c: Case) throws {
+        var rng = RandomSource(seed: 4)
+        let x = Self.random(c.x, &rng)
+        // A NaN pixel: the pooled windows it reaches are NaN either way.
+        x[c.x[2] / 2 * c.x[3] + 3] = .nan
+        let g = Window(kernel: [c.w[2], c.w[3]], stride: c.stride, pads: c.pads)
+        let conv = DirectConv(weight: Self.random(c.w, &rng), bias: Self.random([c.w[0]], &rng), window: g, inBlock: 1)
+        let (ho, wo) = (try g.outputSize(c.x[2], axis: 0), try g.outputSize(c.x[3], axis: 1))
+        #expect(conv.poolFuses(h: c.x[2], w: c.x[3]) == (VectorUnits.wide && c.w[0] % conv.lanes != 0 && wo / 2 * 2 >= 16), "\(c)")
+        var one: [UInt32] = []
+        for relu in [false, true] {
+            let fused = try conv.pooled(plain: x, relu: relu)
+            one = fused.array.map(\.bitPattern)
+            let steps = try conv(plain: x, relu: relu).maxPool(DirectConv.pool2x2).plain()
+            #expect(fused.shape == [c.x[0], c.w[0], ho / 2, wo / 2])
+            #expect(fused.array.map(\.bitPattern) == steps.array.map(\.bitPattern), "\(c) relu \(relu)")
+            #expect(fused.array.contains { $0.isNaN } && fused.array.contains { $0 > 0 })
+        }
+        Parallel.configure(threads: 2)
+        defer { Parallel.configure(threads: 1) }
+        #expect(try conv.pooled(plain: x, relu: true).array.map(\.bitPattern) == one, "\(c): two workers give other bits than one")
+    }
+
     @Test("two threads give bit-identical output to one", arguments: [24, 32])
     func threadsAgree(outChannels: Int) throws {
         var rng = RandomSource(seed: 5)

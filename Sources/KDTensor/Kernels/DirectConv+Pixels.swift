@@ -130,11 +130,13 @@ extension DirectConv {
             }
         }
 
-        /// `R.count` output rows × `K.count` output channels (from `o0`) × one vector of pixels.
-        func run<V: OutputLanes, R: TilePixels, K: TilePixels>(
+        /// The accumulators of `R.count` output rows × `K.count` output channels (from `o0`) × one
+        /// vector of pixels, the bias included: channel k, row r at k·R + r.
+        @inline(__always)
+        func accumulate<V: OutputLanes, R: TilePixels, K: TilePixels>(
             _: V.Type, _: R.Type, _: K.Type, _ x: UnsafePointer<Float>, _ o0: Int, _ w: UnsafePointer<Float>,
-            _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>
-        ) {
+            _ bias: UnsafePointer<Float>
+        ) -> InlineArray<24, V> {
             let (nr, nk) = (R.count, K.count)
             var acc = InlineArray<24, V> { _ in V() }
             for k in 0..<nk {
@@ -146,7 +148,11 @@ extension DirectConv {
             // the same shape of loops for the same reason).
             let rowsOfTaps = inChannels &* kh
             let (ob0, lane0) = (o0 / packedLanes, o0 % packedLanes)
+            // Channel o0 + k's weights: the packing's lanes run on into the next block's. The
+            // offsets are worked out once per tile (in the tap loop they cost a division each).
             let nextBlock: Int = weightStride &* inChannels &- packedLanes
+            var offsets = InlineArray<8, Int>(repeating: 0)
+            for k in 0..<nk { offsets[k] = k &+ ((lane0 &+ k) / packedLanes) &* nextBlock }
             var (c, ki) = (0, 0)
             for _ in 0..<rowsOfTaps {
                 let rowIn = x + (c &* inPlane &+ ki &* inRow)
@@ -156,11 +162,7 @@ extension DirectConv {
                     let px = rowIn + kj
                     let wq = wRow + kj &* packedLanes
                     var wv = InlineArray<8, V>(repeating: V())
-                    for k in 0..<nk {
-                        // Channel o0 + k: the packing's lanes run on into the next block's weights.
-                        let spill = (lane0 &+ k) / packedLanes
-                        wv[k] = V(repeating: wq[k &+ spill &* nextBlock])
-                    }
+                    for k in 0..<nk { wv[k] = V(repeating: wq[offsets[k]]) }
                     for r in 0..<nr {
                         let v = V.load(px + r &* inRow)
                         for k in 0..<nk { acc[k * nr + r].addProduct(v, wv[k]) }
@@ -172,6 +174,16 @@ extension DirectConv {
                     c &+= 1
                 }
             }
+            return acc
+        }
+
+        /// `R.count` output rows × `K.count` output channels (from `o0`) × one vector of pixels.
+        func run<V: OutputLanes, R: TilePixels, K: TilePixels>(
+            _: V.Type, _: R.Type, _: K.Type, _ x: UnsafePointer<Float>, _ o0: Int, _ w: UnsafePointer<Float>,
+            _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>
+        ) {
+            let (nr, nk) = (R.count, K.count)
+            let acc = accumulate(V.self, R.self, K.self, x, o0, w, bias)
             #if KDTOOL_AVX512
                 if V.self == SIMD16<Float>.self, wholeBlock(o0: o0, channels: nk) {
                     // The tile's channels are one whole output block: per row, its (up to) eight

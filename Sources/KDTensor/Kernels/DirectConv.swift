@@ -110,15 +110,23 @@ public struct DirectConv: @unchecked Sendable {
         }
         let p = window.pads
         if inBlock == 8 { return try self(BlockedTensor(x, pad: p.max() ?? 0), relu: relu, residual: residual, outPad: outPad) }
+        let (input, storage) = paddedPlain(x)
+        return try withExtendedLifetime(storage) {
+            try run(input, pads: [0, 0, 0, 0], relu: relu, residual: residual, outPad: outPad)
+        }
+    }
+
+    /// An NCHW input (`inBlock` 1) as the kernel reads it, with the window's padding in place: a
+    /// zero-padded copy when there is padding (with a few NCHW channels it is cheap, and spares
+    /// the border passes, which with one lane per tap would cost more than the copy). The tensor
+    /// returned must outlive the reads.
+    func paddedPlain(_ x: Tensor) -> (Input, Tensor) {
+        let p = window.pads
         let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3])
         func plainInput(_ t: Tensor, _ h: Int, _ w: Int) -> Input {
             Input(base: UnsafePointer(t.pointer), n: n, h: h, w: w, rowStride: w, planeStride: h * w, imageStride: inChannels * h * w)
         }
-        guard p.contains(where: { $0 != 0 }) else {
-            return try run(plainInput(x, h, w), pads: p, relu: relu, residual: residual, outPad: outPad)
-        }
-        // A few NCHW channels: a zero-padded copy is cheap, and spares the border passes, which
-        // with one lane per tap would cost more than the copy.
+        guard p.contains(where: { $0 != 0 }) else { return (plainInput(x, h, w), x) }
         let (hp, wp) = (h + p[0] + p[2], w + p[1] + p[3])
         let padded = Tensor(uninitialized: [n * inChannels * hp * wp])
         for u in 0..<(n * inChannels) {
@@ -132,7 +140,7 @@ public struct DirectConv: @unchecked Sendable {
             }
             (plane + (h + p[0]) * wp).update(repeating: 0, count: p[2] * wp)
         }
-        return try run(plainInput(padded, hp, wp), pads: [0, 0, 0, 0], relu: relu, residual: residual, outPad: outPad)
+        return (plainInput(padded, hp, wp), padded)
     }
 
     /// Where a convolution reads: pixel (0, 0) of channel group 0 of image 0 of the region it may
