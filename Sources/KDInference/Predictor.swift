@@ -53,12 +53,15 @@ public final class Predictor {
     /// The same over paths pulled one at a time from `next` (nil at the end), a batch at a time:
     /// memory does not grow with the number of inputs.
     ///
-    /// While the workers pull the paths of a batch and decode them, the first of them hands out
-    /// the previous batch's results (top-k, `deliver`, `progress`): those serial steps overlap the
-    /// decoding instead of leaving the other cores idle. `deliver` and `progress` are called for
-    /// one batch at a time, in input order, while the caller waits in `run`.
+    /// Each worker takes the next batch's paths (in order, under a lock), decodes them and runs
+    /// the batch through the forward pass on its own thread, so the workers never wait for each
+    /// other between decoding and computing (with the phases in lockstep, measured on LeNet-5,
+    /// the two cores spent a tenth of the run at the barriers between them). Batches are
+    /// delivered in input order by whichever worker completes the next one; at most two batches
+    /// per worker are in flight. `deliver` and `progress` are called for one batch at a time, in
+    /// input order, while the caller waits in `run`. A batch's results do not depend on which
+    /// worker ran it or on how many there are: the forward pass runs its fixed slices either way.
     public func run(next: () throws -> String?, deliver: (Prediction) -> Bool, progress: ((Int) -> Void)? = nil) throws {
-        Parallel.configure(threads: options.threads)
         let shape = prep.shape
         let size = shape.reduce(1, *)
         let norm = Normalization(scale: Float(prep.scale), mean: prep.mean, std: prep.std)
@@ -68,13 +71,11 @@ public final class Predictor {
         let k = min(options.topK, model.classCount)
         let capacity = options.batchSize
         let plane = shape[1] * shape[2]
-        // The batch decoded and run last, not yet delivered.
-        var pending: (paths: [String], errors: [ImageError?], probabilities: Tensor?)?
+        let threads = max(1, options.threads)
+        let state = Round(window: 2 * threads)
         var done = 0
-        /// Delivers `pending`; false when `deliver` asked to stop.
-        func flush() -> Bool {
-            guard let p = pending else { return true }
-            pending = nil
+        /// Hands out one computed batch's rows; false when `deliver` asked to stop.
+        func deliverBatch(_ p: Round.Batch) -> Bool {
             for i in 0..<p.paths.count {
                 var top: [(index: Int, probability: Float)] = []
                 if p.errors[i] == nil, let probabilities = p.probabilities {
@@ -89,77 +90,51 @@ public final class Predictor {
             progress?(done)
             return true
         }
-        let state = Round()
-        while true {
-            // A file that fails leaves a zero row, whose output is not used.
-            let x = Tensor(zeros: [capacity] + shape)
-            var errors = [ImageError?](repeating: nil, count: capacity)
-            state.paths.removeAll(keepingCapacity: true)
-            let first = WorkCounter()
-            errors.withUnsafeMutableBufferPointer { errs in
-                let e = UncheckedPointer<ImageError?>(errs.baseAddress!)
-                let out = UncheckedPointer<Float>(x.pointer)
-                Parallel.chunks(options.threads, parts: options.threads) { _, _ in
-                    if first.take() == 0 && !flush() { state.locked { state.stopped = true } }
-                    while true {
-                        // Paths are pulled in order under the lock; files decode at uneven cost, so
-                        // each worker takes the next one when it finishes one.
-                        state.lock.lock()
-                        guard !state.stopped, !state.finished, state.paths.count < capacity else {
-                            state.lock.unlock()
-                            return
-                        }
-                        let path: String?
-                        do { path = try next() } catch {
-                            state.failure = error
-                            state.finished = true
-                            state.lock.unlock()
-                            return
-                        }
-                        guard let path else {
-                            state.finished = true
-                            state.lock.unlock()
-                            return
-                        }
-                        let i = state.paths.count
-                        state.paths.append(path)
-                        state.lock.unlock()
-                        do {
-                            let img = try ImageDecoder.decode(file: path, maxPixels: options.maxPixels)
-                            let planar = ImageFolder.prepare(img, shape: shape, alpha: alpha, resize: resize, invert: invert)
-                            let row = out.pointer + i * size
-                            // Channel by channel, so the inner loop is a straight pass the compiler
-                            // vectorizes (the same arithmetic, in the same order, as element by
-                            // element with the channel looked up).
-                            planar.withUnsafeBufferPointer { src in
-                                for c in 0..<shape[0] {
-                                    let (scale, mean, std) = (norm.scale, norm.mean[c], norm.std[c])
-                                    let (from, to) = (src.baseAddress! + c * plane, row + c * plane)
-                                    for j in 0..<plane { to[j] = (Float(from[j]) * scale - mean) / std }
-                                }
-                            }
-                        } catch let err as ImageError {
-                            e.pointer[i] = err
-                        } catch {
-                            e.pointer[i] = ImageError(path: path, kind: "corrupt", message: "\(error)")
+        /// Decodes and preprocesses `paths` into rows of `x`; the errors per path.
+        func decode(_ paths: [String], into x: Tensor) -> [ImageError?] {
+            var errors = [ImageError?](repeating: nil, count: paths.count)
+            for (i, path) in paths.enumerated() {
+                do {
+                    let img = try ImageDecoder.decode(file: path, maxPixels: options.maxPixels)
+                    let planar = ImageFolder.prepare(img, shape: shape, alpha: alpha, resize: resize, invert: invert)
+                    let row = x.pointer + i * size
+                    // Channel by channel, so the inner loop is a straight pass the compiler
+                    // vectorizes (the same arithmetic, in the same order, as element by element
+                    // with the channel looked up).
+                    planar.withUnsafeBufferPointer { src in
+                        for c in 0..<shape[0] {
+                            let (scale, mean, std) = (norm.scale, norm.mean[c], norm.std[c])
+                            let (from, to) = (src.baseAddress! + c * plane, row + c * plane)
+                            for j in 0..<plane { to[j] = (Float(from[j]) * scale - mean) / std }
                         }
                     }
+                } catch let err as ImageError {
+                    errors[i] = err
+                } catch {
+                    errors[i] = ImageError(path: path, kind: "corrupt", message: "\(error)")
                 }
             }
-            if state.stopped { return }
-            if let failure = state.failure { throw failure }
-            let count = state.paths.count
-            if count == 0 { break }
-            var input = x
-            if count < capacity {
-                input = Tensor(uninitialized: [count] + shape)
-                input.pointer.update(from: x.pointer, count: count * size)
-            }
-            let used = Array(errors[0..<count])
-            pending = (state.paths, used, used.contains { $0 == nil } ? try plan.probabilities(input) : nil)
-            if state.finished { break }
+            return errors
         }
-        _ = flush()
+        Parallel.chunks(threads, parts: threads) { _, _ in
+            let before = Parallel.threads
+            Parallel.configure(threads: 1)
+            defer { Parallel.configure(threads: before) }
+            while let (index, paths) = state.take(capacity: capacity, next: next) {
+                // A file that fails leaves a zero row, whose output is not used.
+                let x = Tensor(zeros: [paths.count] + shape)
+                let errors = decode(paths, into: x)
+                var batch = Round.Batch(paths: paths, errors: errors, probabilities: nil)
+                if errors.contains(where: { $0 == nil }) {
+                    do { batch.probabilities = try plan.probabilities(x) } catch {
+                        state.fail(error)
+                        return
+                    }
+                }
+                state.complete(index, batch, deliver: deliverBatch)
+            }
+        }
+        if let failure = state.failure { throw failure }
     }
 
     /// Indices of the k largest values, largest first; ties keep the lower index first.
@@ -177,18 +152,86 @@ public final class Predictor {
     }
 }
 
-/// What the workers of one batch share, under `lock`: the paths pulled so far and why pulling
-/// stopped.
+/// What the workers share, under `lock`: the batches pulled so far, those computed but not yet
+/// delivered, and why pulling stopped.
 final class Round: @unchecked Sendable {
-    let lock = NSLock()
-    var paths: [String] = []
+    struct Batch {
+        var paths: [String]
+        var errors: [ImageError?]
+        var probabilities: Tensor?
+    }
+
+    let lock = NSCondition()
+    /// Batches a worker may pull ahead of the next one to deliver.
+    let window: Int
+    /// The next batch to pull and the next to deliver.
+    var pulled = 0
+    var delivered = 0
+    var ready: [Int: Batch] = [:]
+    var delivering = false
     var stopped = false
     var finished = false
     var failure: Error?
 
-    func locked(_ body: () -> Void) {
+    init(window: Int) { self.window = window }
+
+    /// The next batch's index and up to `capacity` paths from `next`, in order; nil when the
+    /// input is exhausted, pulling failed, or the run was stopped. Waits while `window` batches
+    /// are in flight.
+    func take(capacity: Int, next: () throws -> String?) -> (Int, [String])? {
         lock.lock()
-        body()
+        defer { lock.unlock() }
+        while !stopped && !finished && pulled - delivered >= window { lock.wait() }
+        guard !stopped, !finished else { return nil }
+        var paths: [String] = []
+        paths.reserveCapacity(capacity)
+        while paths.count < capacity {
+            do {
+                guard let p = try next() else {
+                    finished = true
+                    break
+                }
+                paths.append(p)
+            } catch {
+                failure = failure ?? error
+                finished = true
+                stopped = true
+                lock.broadcast()
+                return nil
+            }
+        }
+        if paths.isEmpty { return nil }
+        pulled += 1
+        return (pulled - 1, paths)
+    }
+
+    /// Files batch `index` as computed; the worker that finds the next batch to deliver ready
+    /// (and no one delivering) delivers it and every one ready after it, outside the lock.
+    func complete(_ index: Int, _ batch: Batch, deliver: (Batch) -> Bool) {
+        lock.lock()
+        ready[index] = batch
+        guard !delivering else {
+            lock.unlock()
+            return
+        }
+        delivering = true
+        while !stopped, let next = ready.removeValue(forKey: delivered) {
+            lock.unlock()
+            let more = deliver(next)
+            lock.lock()
+            delivered += 1
+            if !more { stopped = true }
+            lock.broadcast()
+        }
+        delivering = false
+        lock.unlock()
+    }
+
+    func fail(_ error: Error) {
+        lock.lock()
+        failure = failure ?? error
+        stopped = true
+        lock.broadcast()
         lock.unlock()
     }
 }

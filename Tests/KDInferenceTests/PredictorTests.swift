@@ -115,6 +115,48 @@ struct PredictorTests {
         #expect(!files.contains { $0.contains("/loop/loop/") }, "the loop is entered at most once")
     }
 
+    struct SourceFailed: Error {}
+
+    @Test("false from deliver stops the run there; progress counts whole batches; a failing path source is thrown")
+    func stopAndFail() throws {
+        let dir = Paths.temp("stop")
+        let paths = (0..<30).map { i in
+            let path = dir + "/\(i).png"
+            writeFile(path, try! ImageDecoder.encodePNG(Image(width: 8, height: 8, channels: 1, pixels: Array(repeating: UInt8(i * 8), count: 64))))
+            return path
+        }
+        var o = Predictor.Options()
+        o.batchSize = 4
+        o.threads = 2
+        let predictor = try Predictor(model: try tinyModel(), options: o)
+        var seen: [String] = []
+        var counts: [Int] = []
+        try predictor.run(
+            paths,
+            deliver: {
+                seen.append($0.path)
+                return seen.count < 7
+            }, progress: { counts.append($0) })
+        #expect(seen == Array(paths.prefix(7)), "rows in order, none after the stop")
+        #expect(counts == [4], "the stopped batch is not counted")
+        counts = []
+        seen = []
+        try predictor.run(paths, deliver: { seen.append($0.path) == () }, progress: { counts.append($0) })
+        #expect(seen == paths)
+        #expect(counts == [4, 8, 12, 16, 20, 24, 28, 30])
+        var pulled = 0
+        seen = []
+        #expect(throws: SourceFailed.self) {
+            try predictor.run(
+                next: {
+                    pulled += 1
+                    if pulled == 10 { throw SourceFailed() }
+                    return paths[pulled - 1]
+                }, deliver: { seen.append($0.path) == () })
+        }
+        #expect(seen == Array(paths.prefix(seen.count)) && seen.count <= 8, "only whole batches before the failure")
+    }
+
     @Test("inputs stream in the listing's order: nested folders, a loop, files and stdin mixed; the count matches")
     func streamedInputs() throws {
         let dir = Paths.temp("stream")
