@@ -3,6 +3,11 @@ import KDBundle
 import KDData
 import KDNN
 import KDTensor
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One input's result: its top-k classes with probabilities, or why it could not be used.
 public struct Prediction: Sendable {
@@ -154,6 +159,11 @@ public final class Predictor {
 
 /// What the workers share, under `lock`: the batches pulled so far, those computed but not yet
 /// delivered, and why pulling stopped.
+///
+/// The lock spins (yielding now and then) rather than sleeping, as `WorkCounter` is an atomic: a
+/// thread woken from a futex is woken on the waker's core, where two workers were once seen
+/// taking turns while the other core idled. It is held for pulling a batch's paths and for
+/// filing a batch, never while decoding, computing or delivering.
 final class Round: @unchecked Sendable {
     struct Batch {
         var paths: [String]
@@ -161,7 +171,7 @@ final class Round: @unchecked Sendable {
         var probabilities: Tensor?
     }
 
-    let lock = NSCondition()
+    private let held = Atomic<Bool>(false)
     /// Batches a worker may pull ahead of the next one to deliver.
     let window: Int
     /// The next batch to pull and the next to deliver.
@@ -175,13 +185,27 @@ final class Round: @unchecked Sendable {
 
     init(window: Int) { self.window = window }
 
+    func lock() {
+        var spins = 0
+        while !held.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
+            spins += 1
+            if spins & 63 == 0 { sched_yield() }
+        }
+    }
+
+    func unlock() { held.store(false, ordering: .releasing) }
+
     /// The next batch's index and up to `capacity` paths from `next`, in order; nil when the
     /// input is exhausted, pulling failed, or the run was stopped. Waits while `window` batches
     /// are in flight.
     func take(capacity: Int, next: () throws -> String?) -> (Int, [String])? {
-        lock.lock()
-        defer { lock.unlock() }
-        while !stopped && !finished && pulled - delivered >= window { lock.wait() }
+        lock()
+        defer { unlock() }
+        while !stopped && !finished && pulled - delivered >= window {
+            unlock()
+            sched_yield()
+            lock()
+        }
         guard !stopped, !finished else { return nil }
         var paths: [String] = []
         paths.reserveCapacity(capacity)
@@ -196,7 +220,6 @@ final class Round: @unchecked Sendable {
                 failure = failure ?? error
                 finished = true
                 stopped = true
-                lock.broadcast()
                 return nil
             }
         }
@@ -208,31 +231,29 @@ final class Round: @unchecked Sendable {
     /// Files batch `index` as computed; the worker that finds the next batch to deliver ready
     /// (and no one delivering) delivers it and every one ready after it, outside the lock.
     func complete(_ index: Int, _ batch: Batch, deliver: (Batch) -> Bool) {
-        lock.lock()
+        lock()
         ready[index] = batch
         guard !delivering else {
-            lock.unlock()
+            unlock()
             return
         }
         delivering = true
         while !stopped, let next = ready.removeValue(forKey: delivered) {
-            lock.unlock()
+            unlock()
             let more = deliver(next)
-            lock.lock()
+            lock()
             delivered += 1
             if !more { stopped = true }
-            lock.broadcast()
         }
         delivering = false
-        lock.unlock()
+        unlock()
     }
 
     func fail(_ error: Error) {
-        lock.lock()
+        lock()
         failure = failure ?? error
         stopped = true
-        lock.broadcast()
-        lock.unlock()
+        unlock()
     }
 }
 

@@ -79,7 +79,8 @@ final class WorkerPool: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var wake = pthread_cond_t()
 
-    private init() {
+    /// A pool of its own (tests); everything else uses `shared`.
+    init() {
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&wake, nil)
     }
@@ -146,13 +147,17 @@ final class WorkerPool: @unchecked Sendable {
         let index = helpers
         let cpus = allowedCPUs()
         pinnedCPU.append(cpus.isEmpty ? -1 : cpus[index % cpus.count])
-        let context = Unmanaged.passRetained(HelperStart(pool: self, index: index)).toOpaque()
+        // The generation as the thread is made: a job published before the thread first runs is
+        // then still new to it (read in the thread, it was seen as done and the job went
+        // without the helper, which for a job as long as a whole `infer` run was half the cores).
+        let context = Unmanaged.passRetained(HelperStart(pool: self, index: index, seen: generation.load(ordering: .acquiring)))
+            .toOpaque()
         var thread = pthread_t()
         let started = pthread_create(
             &thread, nil,
             { raw in
                 let start = Unmanaged<HelperStart>.fromOpaque(raw!).takeRetainedValue()
-                start.pool.helperLoop(index: start.index)
+                start.pool.helperLoop(index: start.index, seen: start.seen)
                 return nil
             }, context)
         precondition(started == 0, "cannot start a worker thread (pthread_create: \(started))")
@@ -173,14 +178,16 @@ final class WorkerPool: @unchecked Sendable {
     private final class HelperStart {
         let pool: WorkerPool
         let index: Int
-        init(pool: WorkerPool, index: Int) {
+        let seen: Int
+        init(pool: WorkerPool, index: Int, seen: Int) {
             self.pool = pool
             self.index = index
+            self.seen = seen
         }
     }
 
-    private func helperLoop(index: Int) -> Never {
-        var seen = generation.load(ordering: .acquiring)
+    private func helperLoop(index: Int, seen first: Int) -> Never {
+        var seen = first
         while true {
             var start = timespec()
             clock_gettime(CLOCK_MONOTONIC, &start)

@@ -122,7 +122,8 @@ struct PredictorTests {
         let dir = Paths.temp("stop")
         let paths = (0..<30).map { i in
             let path = dir + "/\(i).png"
-            writeFile(path, try! ImageDecoder.encodePNG(Image(width: 8, height: 8, channels: 1, pixels: Array(repeating: UInt8(i * 8), count: 64))))
+            let image = Image(width: 8, height: 8, channels: 1, pixels: Array(repeating: UInt8(i * 8), count: 64))
+            writeFile(path, try! ImageDecoder.encodePNG(image))
             return path
         }
         var o = Predictor.Options()

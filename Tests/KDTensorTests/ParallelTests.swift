@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 import Testing
 
 @testable import KDTensor
@@ -21,6 +22,27 @@ struct ParallelTests {
             for j in range { out.value[j] += 1 }
         }
         return hits.allSatisfy { $0 == 1 } && misplaced.allSatisfy { $0 == 0 }
+    }
+
+    @Test("a new pool's first job has its helper: a job published before the helper thread first runs is not missed")
+    func firstJobHasItsHelper() {
+        for _ in 0..<5 {
+            let pool = WorkerPool()
+            let started = Atomic<Int>(0)
+            let overlapped = Atomic<Bool>(false)
+            // Iteration 0 waits (up to 2 s) for iteration 1 to start: only a helper can run it
+            // meanwhile; the caller alone would reach it after iteration 0 ends.
+            let ran = pool.perform(2) { i in
+                started.add(1, ordering: .acquiringAndReleasing)
+                guard i == 0 else { return }
+                let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000
+                while started.load(ordering: .acquiring) < 2 && DispatchTime.now().uptimeNanoseconds < deadline {}
+                overlapped.store(started.load(ordering: .acquiring) == 2, ordering: .releasing)
+            }
+            let both = overlapped.load(ordering: .acquiring)
+            #expect(ran)
+            #expect(both, "the helper missed the pool's first job")
+        }
     }
 
     @Test("back-to-back jobs on the worker pool each cover their range once")
