@@ -64,6 +64,13 @@ public final class InferencePlan: @unchecked Sendable {
             return n
         }
         var skip = Set<String>()
+        /// A linear layer's output and whether the ReLU that alone reads it fuses into it (not
+        /// when the output is rounded to an activation grid first).
+        func linearReLU(_ out: String) -> (String, Bool) {
+            guard model.activationQuant[out] == nil, let r = soleConsumer(out, .relu) else { return (out, false) }
+            skip.insert(r.name)
+            return (r.outputs[0], true)
+        }
         var steps: [Step] = []
         var names: [String] = []
         let stats = (try? model.graph.stats(tensorShapes: model.tensorShapes, batch: 1)) ?? []
@@ -144,13 +151,7 @@ public final class InferencePlan: @unchecked Sendable {
                         .conv(input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, relu: relu, output: out))
                 }
             case .linear where model.parameters[node.inputs[1]]?.rank == 2:
-                var out = node.outputs[0]
-                var relu = false
-                if model.activationQuant[out] == nil, let r = soleConsumer(out, .relu) {
-                    relu = true
-                    skip.insert(r.name)
-                    out = r.outputs[0]
-                }
+                let (out, relu) = linearReLU(node.outputs[0])
                 let bias = node.inputs.count > 2 ? model.parameters[node.inputs[2]] : nil
                 steps.append(
                     .linear(
@@ -172,13 +173,7 @@ public final class InferencePlan: @unchecked Sendable {
                 guard let fc = soleConsumer(node.outputs[0], .linear), let w = model.parameters[fc.inputs[1]], w.rank == 2,
                     let s = shapes[node.inputs[0]], s.count == 4, s[1] * s[2] * s[3] == w.shape[1]
                 else { fallthrough }
-                var out = fc.outputs[0]
-                var relu = false
-                if model.activationQuant[out] == nil, let r = soleConsumer(out, .relu) {
-                    relu = true
-                    skip.insert(r.name)
-                    out = r.outputs[0]
-                }
+                let (out, relu) = linearReLU(fc.outputs[0])
                 skip.insert(fc.name)
                 let bias = fc.inputs.count > 2 ? model.parameters[fc.inputs[2]] : nil
                 let op = PackedLinear(weight: Self.blockedColumns(w, channels: s[1], h: s[2], w: s[3]), bias: bias)
