@@ -149,7 +149,7 @@ extension DirectConv {
             let rowsOfTaps = inChannels &* kh
             let (ob0, lane0) = (o0 / packedLanes, o0 % packedLanes)
             // Channel o0 + k's weights: the packing's lanes run on into the next block's. The
-            // offsets are worked out once per tile (in the tap loop they cost a division each).
+            // offsets are worked out once per tile rather than once per tap.
             let nextBlock: Int = weightStride &* inChannels &- packedLanes
             var offsets = InlineArray<8, Int>(repeating: 0)
             for k in 0..<nk { offsets[k] = k &+ ((lane0 &+ k) / packedLanes) &* nextBlock }
