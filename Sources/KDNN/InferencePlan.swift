@@ -211,8 +211,9 @@ public final class InferencePlan: @unchecked Sendable {
             }
         ).filter { model.parameters[$0] != nil }.sorted()
         // Blocked activations carry the zero padding of the convolutions that read them, so those
-        // convolutions run interior tiles only; a Winograd convolution of an odd size reads one
-        // pixel more.
+        // convolutions run interior tiles only. A Winograd convolution reads past the edge where
+        // its tiles hang over it: F(4×4, 3×3) up to 3 pixels more, F(2×2, 3×3) 1. Beyond a halo
+        // of 2 (F(4×4, 3×3) on sizes of 4k + 1 or 4k + 2), the convolution takes F(2×2, 3×3).
         halo = min(
             2,
             self.steps.reduce(0) { most, step in
@@ -230,8 +231,8 @@ public final class InferencePlan: @unchecked Sendable {
         sliceImages = max(1, min(16, max((64 << 10) / max(1, largest), (16_000_000 + flops - 1) / flops)))
     }
 
-    /// Whether 3×3 stride-1 convolutions run by Winograd's F(2×2, 3×3) (`KDTOOL_WINOGRAD=0` turns
-    /// it off, to compare with the direct kernel).
+    /// Whether 3×3 stride-1 convolutions run by Winograd's minimal filtering (`KDTOOL_WINOGRAD=0`
+    /// turns it off, to compare with the direct kernel).
     public static let winograd: Bool = ProcessInfo.processInfo.environment["KDTOOL_WINOGRAD"] != "0"
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).

@@ -56,14 +56,16 @@ struct DirectConvTests {
         }
     }
 
-    @Test("Winograd F(2×2, 3×3) matches the direct kernel, the same for one or two threads")
+    @Test("Winograd F(2×2, 3×3) and F(4×4, 3×3) match the direct kernel, the same for one or two threads")
     func winograd() throws {
         var rng = RandomSource(seed: 5)
         let g = Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])
-        // Units of one and of several tile rows, channels that fill no block (5) or several, output
-        // vectors alone and in pairs, an image of a single tile row, odd heights and widths.
+        // Units of part of an image, of one and of several images (the 4×4 images: one tile each),
+        // a last unit shorter than the others (3 × 9 tiles), channels that fill no block (5) or
+        // several, output vectors alone and in pairs, an image of a single tile row, sizes that
+        // are no multiple of the tile.
         for (n, c, o, h, w) in [
-            (1, 64, 64, 7, 7), (2, 16, 16, 5, 8), (1, 8, 32, 6, 3), (1, 16, 16, 1, 1),
+            (1, 64, 64, 7, 7), (2, 16, 16, 5, 8), (1, 8, 32, 6, 3), (1, 16, 16, 1, 1), (5, 16, 32, 4, 4), (3, 16, 16, 12, 12),
             (2, 16, 16, 8, 8), (1, 64, 64, 8, 8), (2, 5, 24, 6, 10), (1, 32, 32, 14, 14), (3, 8, 16, 2, 4), (1, 16, 48, 32, 32),
         ] {
             let x = Self.random([n, c, h, w], &rng)
@@ -72,30 +74,52 @@ struct DirectConvTests {
             let r = BlockedTensor(Self.random([n, o, h, w], &rng), pad: 1)
             let direct = DirectConv(weight: wt, bias: b, window: g, inBlock: 8)
             let wino = DirectConv(weight: wt, bias: b, window: g, inBlock: 8, winograd: true)
-            #expect(wino.winograd != nil && direct.winograd == nil)
-            let xb = BlockedTensor(x, pad: WinogradConv.halo(h: h, w: w))
+            let kernel = try #require(wino.winograd)
+            #expect(direct.winograd == nil)
+            let xb = BlockedTensor(x, pad: max(WinogradConv.halo(h: h, w: w, tile: 2), WinogradConv.halo(h: h, w: w, tile: 4)))
             for relu in [false, true] {
                 for residual in [nil, r] {
                     for outPad in [0, 1, 2] {
                         let want = try direct(xb, relu: relu, residual: residual, outPad: outPad)
-                        let got = try wino(xb, relu: relu, residual: residual, outPad: outPad)
-                        #expect(got.pad == outPad)
-                        let (a, e) = (got.plain(), want.plain())
-                        let scale = max(1, e.array.map(abs).max() ?? 1)
-                        let worst = (0..<a.count).map { abs(a[$0] - e[$0]) }.max() ?? 0
-                        #expect(
-                            worst <= 1e-5 * scale, "\(c)→\(o) at \(h)×\(w), relu \(relu), residual \(residual != nil): max error \(worst)")
-                        // The halo stays zero (the next convolution reads it as padding).
-                        #expect(BlockedTensor(a, pad: outPad).data.array == got.data.array)
+                        for tile in [2, 4] {
+                            let got = try kernel(xb, relu: relu, residual: residual, outPad: outPad, tile: tile)
+                            #expect(got.pad == outPad)
+                            let (a, e) = (got.plain(), want.plain())
+                            let scale = max(1, e.array.map(abs).max() ?? 1)
+                            let worst = (0..<a.count).map { abs(a[$0] - e[$0]) }.max() ?? 0
+                            // Measured worst: 0.8e-6 of the scale for F(2×2), 5.5e-6 for F(4×4), whose
+                            // transforms multiply by up to 8 and divide by 24.
+                            #expect(
+                                worst <= (tile == 2 ? 1e-5 : 3e-5) * scale,
+                                "F(\(tile)×\(tile)) \(c)→\(o) at \(h)×\(w), relu \(relu), residual \(residual != nil): max error \(worst) of \(scale)"
+                            )
+                            // The halo stays zero (the next convolution reads it as padding).
+                            #expect(BlockedTensor(a, pad: outPad).data.array == got.data.array)
+                        }
+                        // Through the direct convolution, the tile size `tile(h:w:)` picks.
+                        let picked = try kernel(xb, relu: relu, residual: residual, outPad: outPad, tile: WinogradConv.tile(h: h, w: w))
+                        #expect(try wino(xb, relu: relu, residual: residual, outPad: outPad).data.array == picked.data.array)
                     }
                 }
             }
-            let one = try wino(xb, relu: true, residual: r).data.array
-            Parallel.configure(threads: 2)
-            let two = try wino(xb, relu: true, residual: r).data.array
-            Parallel.configure(threads: 1)
-            #expect(one == two, "\(c)→\(o) at \(h)×\(w): two threads give other bits than one")
+            for tile in [2, 4] {
+                let one = try kernel(xb, relu: true, residual: r, tile: tile).data.array
+                Parallel.configure(threads: 2)
+                let two = try kernel(xb, relu: true, residual: r, tile: tile).data.array
+                Parallel.configure(threads: 1)
+                #expect(one == two, "F(\(tile)×\(tile)) \(c)→\(o) at \(h)×\(w): two threads give other bits than one")
+            }
         }
+        // F(4×4, 3×3) where both sides have 3 pixels or more (but 5 × 5), and its halo; an input
+        // with too little halo for it takes F(2×2, 3×3).
+        #expect([(32, 32), (8, 8), (7, 7), (3, 3), (5, 8)].allSatisfy { WinogradConv.tile(h: $0, w: $1) == 4 })
+        #expect([(1, 1), (2, 4), (8, 2), (5, 5)].allSatisfy { WinogradConv.tile(h: $0, w: $1) == 2 })
+        #expect(WinogradConv.halo(h: 32, w: 32) == 1 && WinogradConv.halo(h: 7, w: 7) == 2 && WinogradConv.halo(h: 14, w: 14) == 3)
+        let k16 = WinogradConv(weight: Self.random([16, 16, 3, 3], &rng), bias: nil)
+        for (pad, tile) in [(1, 2), (2, 2), (3, 4)] {
+            #expect(k16.tile(for: BlockedTensor(Self.random([1, 16, 14, 14], &rng), pad: pad)) == tile, "halo \(pad)")
+        }
+        #expect(throws: TensorError.self) { try k16(BlockedTensor(Self.random([1, 16, 14, 14], &rng), pad: 2), tile: 4) }
         // Inputs without the halo they need take the direct kernel, bit for bit.
         let wt = Self.random([16, 16, 3, 3], &rng)
         let direct = DirectConv(weight: wt, bias: nil, window: g, inBlock: 8)

@@ -139,7 +139,11 @@ struct BenchCommand: ParsableCommand {
         print("\(model): \(Text.grouped(m.parameterCount)) parameters, input \(shape), \(threads) threads, \(runs) runs per batch size")
         print(
             "kernels: \(VectorUnits.name) direct convolution"
-                + (InferencePlan.winograd ? " and Winograd F(2×2, 3×3) for 3×3 stride-1 layers" : " only (KDTOOL_WINOGRAD=0)")
+                + (InferencePlan.winograd
+                    ? WinogradConv.largeTiles
+                        ? " and Winograd F(4×4, 3×3) (F(2×2, 3×3) where it takes fewer multiplications) for 3×3 stride-1 layers"
+                        : " and Winograd F(2×2, 3×3) for 3×3 stride-1 layers (KDTOOL_WINOGRAD=2)"
+                    : " only (KDTOOL_WINOGRAD=0)")
                 + ", OpenBLAS \(BLASCore.name)")
         print(
             Text.table(
