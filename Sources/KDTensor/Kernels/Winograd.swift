@@ -80,7 +80,7 @@ public struct WinogradConv: @unchecked Sendable {
     /// The tile size that needs fewer multiplications for an image of `h` × `w` pixels: 4 where
     /// both sides have 3 pixels or more (5 × 8: 4 tiles of 36 against 12 of 16), except 5 × 5 (a
     /// tie); 2 where a side has 1 or 2 (2 × 4: 2 tiles of 16 against 1 of 36).
-    static func tile(h: Int, w: Int) -> Int {
+    public static func tile(h: Int, w: Int) -> Int {
         guard largeTiles else { return 2 }
         let tiles4 = (h + 3) / 4 * ((w + 3) / 4) * 36
         let tiles2 = (h + 1) / 2 * ((w + 1) / 2) * 16
@@ -93,7 +93,7 @@ public struct WinogradConv: @unchecked Sendable {
     /// The zero halo that tiles of `m` × `m` outputs read around an image of `h` × `w`: the
     /// padding, and the pixels past the edge that the last tiles read (their outputs there are
     /// not stored).
-    static func halo(h: Int, w: Int, tile m: Int) -> Int {
+    public static func halo(h: Int, w: Int, tile m: Int) -> Int {
         1 + max((h + m - 1) / m * m - h, (w + m - 1) / m * m - w)
     }
 
