@@ -12,8 +12,8 @@
 /// (Y = Aᵀ M A). The sum over channels is α² independent matrix products, M[ξ] = V[ξ] · U[ξ]
 /// (tiles × C times C × O). Per output pixel and channel pair that is α²/m² multiplications where
 /// the direct kernel has 9: 4 for F(2×2, 3×3), 2.25 for F(4×4, 3×3). The transforms are additions
-/// (and multiplications by small powers of two) on the channel-blocked layout, eight channels of
-/// a pixel at a time.
+/// and multiply-adds by small constants (F(4×4, 3×3): 2, 4, 5 and 8) on the channel-blocked
+/// layout, eight channels of a pixel at a time, or sixteen (two blocks) with AVX-512.
 ///
 /// The result differs from the direct convolution by rounding only: F(2×2, 3×3) within a few
 /// units in the last place of the largest partial sums, F(4×4, 3×3) (whose transforms scale by
