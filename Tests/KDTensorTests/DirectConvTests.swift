@@ -227,6 +227,43 @@ struct DirectConvTests {
         #expect(try conv.pooled(plain: x, relu: true).array.map(\.bitPattern) == one, "\(c): two workers give other bits than one")
     }
 
+    @Test("sliding row tiles give the bits of tap-by-tap ones and match im2col, for 3 and 5 columns and every tile width")
+    func sliding() throws {
+        var rng = RandomSource(seed: 17)
+        // (channels, kernel, output height, output width, pads): widths 5–14 give every tile
+        // width of both kernels, whole and split (12 = 6 + 6 for 5 columns, 14 = 7 + 7 for 3),
+        // heights of 2 and 3 rows per tile and a last tile of fewer rows; LeNet-5's conv2,
+        // resnet8's and resnet20's first layers; a padded input.
+        var cases: [(c: Int, k: Int, ho: Int, wo: Int, pad: Int)] = [(6, 5, 10, 10, 0), (1, 3, 28, 28, 1), (3, 3, 32, 32, 1)]
+        for k in [3, 5] { for wo in 5...14 { cases.append((wo % 3 + 1, k, wo % 4 + 2, wo, wo == 9 ? k / 2 : 0)) } }
+        for c in cases {
+            let x = Self.random([2, c.c, c.ho + c.k - 1 - 2 * c.pad, c.wo + c.k - 1 - 2 * c.pad], &rng)
+            let w = Self.random([16, c.c, c.k, c.k], &rng)
+            let b = Self.random([16], &rng)
+            let g = Window(kernel: [c.k, c.k], stride: [1, 1], pads: Array(repeating: c.pad, count: 4))
+            let reference = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowFast: false)
+            let residual = BlockedTensor(Self.random(reference.shape, &rng))
+            let slid = DirectConv(weight: w, bias: b, window: g, inBlock: 1, allowSliding: true)
+            let tapped = DirectConv(weight: w, bias: b, window: g, inBlock: 1, allowSliding: false)
+            #expect(slid.sliding && !tapped.sliding)
+            for (relu, r) in [(false, nil), (true, residual)] as [(Bool, BlockedTensor?)] {
+                let y = try slid(plain: x, relu: relu, residual: r).plain()
+                let want = try tapped(plain: x, relu: relu, residual: r).plain()
+                #expect(y.array.map(\.bitPattern) == want.array.map(\.bitPattern), "\(c) relu \(relu)")
+                if r == nil {
+                    let worst = (0..<y.count).map { abs(y[$0] - reference[$0]) }.max() ?? 0
+                    #expect(worst <= 1e-5 * max(1, reference.array.map(abs).max() ?? 1), "\(c): max error \(worst)")
+                }
+            }
+        }
+        // NCHW input only, unit stride along the row, 3 or 5 columns.
+        let window = { (k: Int, s: Int) in Window(kernel: [k, k], stride: [s, s], pads: [0, 0, 0, 0]) }
+        #expect(DirectConv.slides(inBlock: 1, kernelWidth: 5, window: window(5, 1)))
+        #expect(!DirectConv.slides(inBlock: 8, kernelWidth: 3, window: window(3, 1)))
+        #expect(!DirectConv.slides(inBlock: 1, kernelWidth: 3, window: window(3, 2)))
+        #expect(!DirectConv.slides(inBlock: 1, kernelWidth: 7, window: window(7, 1)))
+    }
+
     @Test("two threads give bit-identical output to one", arguments: [24, 32])
     func threadsAgree(outChannels: Int) throws {
         var rng = RandomSource(seed: 5)

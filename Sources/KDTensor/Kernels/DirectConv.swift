@@ -21,6 +21,9 @@ public struct DirectConv: @unchecked Sendable {
     public let lanes: Int
     /// Whether stride-1 passes run on the pixel-vectorised kernel (DirectConv+Pixels.swift).
     public let pixelPath: Bool
+    /// Whether multi-row tiles over NCHW input at stride 1 slide along the kernel's columns
+    /// (DirectConv+Sliding.swift), where the geometry allows.
+    public let sliding: Bool
     /// [⌈O/lanes⌉][⌈C/inBlock⌉][kh][kw][inBlock][lanes]
     let packed: Tensor
     let bias: Tensor
@@ -40,9 +43,11 @@ public struct DirectConv: @unchecked Sendable {
     }
 
     /// `lanes` nil picks the widest of `laneChoices`; `allowPixelPath` false keeps a convolution
-    /// that would take the pixel kernel on the channel one (tests use both to cover every kernel).
+    /// that would take the pixel kernel on the channel one, and `allowSliding` false keeps tiles
+    /// tap by tap (tests use both to cover every kernel).
     public init(
-        weight: Tensor, bias: Tensor?, window: Window, inBlock: Int, lanes: Int? = nil, allowPixelPath: Bool = true, winograd: Bool = false
+        weight: Tensor, bias: Tensor?, window: Window, inBlock: Int, lanes: Int? = nil, allowPixelPath: Bool = true,
+        allowSliding: Bool = DirectConv.slidingColumns, winograd: Bool = false
     ) {
         precondition(inBlock == 1 || inBlock == 8)
         let (o, c, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
@@ -59,6 +64,7 @@ public struct DirectConv: @unchecked Sendable {
         precondition(choices.contains(lanes), "no \(lanes)-lane kernel for \(o) output channels in this build")
         self.lanes = lanes
         pixelPath = allowPixelPath && Self.pixelKernelFits(inBlock: inBlock, outChannels: o, lanes: lanes)
+        sliding = allowSliding && Self.slides(inBlock: inBlock, kernelWidth: kw, window: window)
         packed = Tensor(zeros: [outBlocks * inBlocks * kh * kw * inBlock * 8])
         let wp = weight.pointer
         for oc in 0..<o {
@@ -308,6 +314,7 @@ public struct DirectConv: @unchecked Sendable {
             var tile = tile
             tile.inRowStep = g.stride.h * x.rowStride
             tile.outRowStep = outRow
+            tile.slide = sliding
             let spans = Self.split(wo, rows.pixels)
             let groupsPerImage = (ho + rows.rows - 1) / rows.rows
             Parallel.chunks(x.n * groupsPerImage) { _, range in
@@ -379,6 +386,8 @@ public struct DirectConv: @unchecked Sendable {
         var outRowStep = 0
         /// Floats from one output pixel of a row to the next.
         var outPixel = 8
+        /// Whether multi-row tiles over NCHW input take the sliding kernel (`DirectConv.sliding`).
+        var slide = false
 
         /// The kernel rows and columns one pass accumulates; a pixel at the input's border takes
         /// its taps in several passes, the first starting from the bias and the last finishing.
@@ -596,7 +605,7 @@ public struct DirectConv: @unchecked Sendable {
             } else if pixelStep == 16 && ib == 8 {
                 dispatchRows(Stride2Blocked.self, rows, p, x, w, bias, d, taps)
             } else if pixelStep == 1 {
-                dispatchRows(Stride1Plain.self, rows, p, x, w, bias, d, taps)
+                if !slide || !dispatchSliding(rows, p, x, w, bias, d) { dispatchRows(Stride1Plain.self, rows, p, x, w, bias, d, taps) }
             } else {
                 dispatchRows(AnyInput.self, rows, p, x, w, bias, d, taps)
             }
