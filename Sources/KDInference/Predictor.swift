@@ -86,9 +86,7 @@ public final class Predictor {
                 var top: [(index: Int, probability: Float)] = []
                 if p.errors[i] == nil, let probabilities = p.probabilities {
                     let classes = probabilities.count / p.paths.count
-                    top = Self.topK(UnsafeBufferPointer(start: probabilities.pointer + i * classes, count: classes), k).map {
-                        (index: $0.0, probability: $0.1)
-                    }
+                    top = Self.topK(UnsafeBufferPointer(start: probabilities.pointer + i * classes, count: classes), k)
                 }
                 if !deliver(Prediction(path: p.paths[i], top: top, error: p.errors[i])) { return false }
             }
@@ -127,9 +125,11 @@ public final class Predictor {
             Parallel.configure(threads: 1)
             defer { Parallel.configure(threads: before) }
             while let (index, paths) = state.take(capacity: capacity, next: next) {
-                // A file that fails leaves a zero row, whose output is not used.
-                let x = Tensor(zeros: [paths.count] + shape)
+                // A file that fails leaves a zero row, whose output is not used. Only those are
+                // cleared: the others are written whole.
+                let x = Tensor(uninitialized: [paths.count] + shape)
                 let errors = decode(paths, into: x)
+                for (i, e) in errors.enumerated() where e != nil { (x.pointer + i * size).update(repeating: 0, count: size) }
                 var batch = Round.Batch(paths: paths, errors: errors, probabilities: nil)
                 if errors.contains(where: { $0 == nil }) {
                     do { batch.probabilities = try plan.probabilities(x) } catch {
@@ -143,9 +143,11 @@ public final class Predictor {
         if let failure = state.failure { throw failure }
     }
 
-    /// Indices of the k largest values, largest first; ties keep the lower index first.
-    static func topK(_ p: UnsafeBufferPointer<Float>, _ k: Int) -> [(Int, Float)] {
-        var best: [(Int, Float)] = []
+    /// Indices of the k largest values, largest first; ties keep the lower index first. One
+    /// allocation per call, of its final size (this runs once per image).
+    static func topK(_ p: UnsafeBufferPointer<Float>, _ k: Int) -> [(index: Int, probability: Float)] {
+        var best: [(index: Int, probability: Float)] = []
+        best.reserveCapacity(k + 1)
         for (i, v) in p.enumerated() {
             if best.count < k || v > best[best.count - 1].1 {
                 var at = best.count
