@@ -11,7 +11,8 @@ import KDInference
 import KDNN
 import KDTensor
 
-let threads = 2
+/// 2 (the setting); `KDTOOL_BENCH_THREADS=1` for one core's costs without the other's interference.
+let threads = ProcessInfo.processInfo.environment["KDTOOL_BENCH_THREADS"].flatMap { Int($0) } ?? 2
 let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
 let shared = root.deletingLastPathComponent().appendingPathComponent("shared/data").path
