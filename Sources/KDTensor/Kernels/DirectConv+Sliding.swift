@@ -32,13 +32,14 @@ extension DirectConv {
 extension DirectConv.Tile {
     /// `rows` × `p` pixels, interior and with every tap, as sliding tiles of at most
     /// `slidingPixels` pixels each (a row split evenly); false (nothing done) without 16-lane
-    /// vectors.
+    /// vectors or for fewer than 5 pixels, the narrowest tile generated (a multi-row tile is
+    /// never narrower).
     @inline(__always)
     func dispatchSliding(
         _ rows: Int, _ p: Int, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
         _ d: UnsafeMutablePointer<Float>
     ) -> Bool {
-        guard V.scalarCount == 16 else { return false }
+        guard V.scalarCount == 16, p >= 5 else { return false }
         let most = Self.slidingPixels(kernelWidth: kw)
         let parts = (p + most - 1) / most
         for r in 0..<rows {

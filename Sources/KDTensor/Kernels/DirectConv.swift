@@ -22,7 +22,8 @@ public struct DirectConv: @unchecked Sendable {
     /// Whether stride-1 passes run on the pixel-vectorised kernel (DirectConv+Pixels.swift).
     public let pixelPath: Bool
     /// Whether multi-row tiles over NCHW input at stride 1 slide along the kernel's columns
-    /// (DirectConv+Sliding.swift), where the geometry allows.
+    /// (DirectConv+Sliding.swift): where the geometry allows, in an AVX-512 build (the tiles are
+    /// 16 lanes wide).
     public let sliding: Bool
     /// [⌈O/lanes⌉][⌈C/inBlock⌉][kh][kw][inBlock][lanes]
     let packed: Tensor
@@ -64,7 +65,7 @@ public struct DirectConv: @unchecked Sendable {
         precondition(choices.contains(lanes), "no \(lanes)-lane kernel for \(o) output channels in this build")
         self.lanes = lanes
         pixelPath = allowPixelPath && Self.pixelKernelFits(inBlock: inBlock, outChannels: o, lanes: lanes)
-        sliding = allowSliding && Self.slides(inBlock: inBlock, kernelWidth: kw, window: window)
+        sliding = allowSliding && VectorUnits.wide && Self.slides(inBlock: inBlock, kernelWidth: kw, window: window)
         packed = Tensor(zeros: [outBlocks * inBlocks * kh * kw * inBlock * 8])
         let wp = weight.pointer
         for oc in 0..<o {
