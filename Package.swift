@@ -36,6 +36,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "kdtool", targets: ["kdtool"]),
+        .library(name: "KDIO", targets: ["KDIO"]),
         .library(name: "KDBundle", targets: ["KDBundle"]),
         .library(name: "KDTensor", targets: ["KDTensor"]),
         .library(name: "KDNN", targets: ["KDNN"]),
@@ -64,27 +65,30 @@ let package = Package(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
 
-        .target(name: "KDBundle", dependencies: ["CZlib"]),
+        // Untrusted input and atomic output: checked sizes, regular-file reads, atomic writes, locks.
+        .target(name: "KDIO"),
+        .target(name: "KDBundle", dependencies: ["KDIO", "CZlib"]),
         .target(name: "KDTensor", dependencies: ["CBLAS"], swiftSettings: simdSettings),
         .target(name: "KDNN", dependencies: ["KDTensor", "KDBundle"]),
-        .target(name: "KDData", dependencies: ["KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
+        .target(name: "KDData", dependencies: ["KDIO", "KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
         .target(name: "KDInference", dependencies: ["KDNN", "KDData"]),
         .target(name: "KDDistill", dependencies: ["KDNN", "KDData"]),
         .target(name: "KDQuant", dependencies: ["KDNN"]),
         // Sources/KDInterop/Generated/onnx.pb.swift is generated once by tools/gen-onnx-swift (protoc + protoc-gen-swift).
         .target(
             name: "KDInterop",
-            dependencies: ["KDNN", "CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+            dependencies: ["KDIO", "KDNN", "CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // libjpeg reports errors by longjmp, which Swift cannot catch: a few lines of C do.
         .target(name: "CImageSupport", dependencies: ["CImage"]),
         .executableTarget(
             name: "kdtool",
             dependencies: [
-                "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill", "KDQuant", "KDInterop",
+                "KDIO", "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill", "KDQuant", "KDInterop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ]),
 
+        .testTarget(name: "KDIOTests", dependencies: ["KDIO"]),
         .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], resources: [.copy("Golden")]),
         .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData"]),

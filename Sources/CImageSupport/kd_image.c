@@ -20,6 +20,15 @@ static void kd_error_exit(j_common_ptr cinfo) {
 
 static void kd_silent(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
 
+/* Decoding: a warning that the data ended early (libjpeg would pad the rest of the image with
+   grey and call it a success) is an error for that file. Other warnings stay silent. */
+static void kd_decode_message(j_common_ptr cinfo, int level) {
+    if (level == -1 && (cinfo->err->msg_code == JWRN_JPEG_EOF || cinfo->err->msg_code == JWRN_HIT_MARKER)) {
+        struct kd_error_mgr *err = (struct kd_error_mgr *)cinfo->err;
+        longjmp(err->jump, 1);
+    }
+}
+
 static int exif_orientation(j_decompress_ptr cinfo) {
     for (jpeg_saved_marker_ptr m = cinfo->marker_list; m; m = m->next) {
         if (m->marker != JPEG_APP0 + 1 || m->data_length < 14 || memcmp(m->data, "Exif\0\0", 6) != 0) continue;
@@ -54,19 +63,23 @@ int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
     *out = NULL;
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = kd_error_exit;
-    jerr.pub.emit_message = kd_silent;
+    jerr.pub.emit_message = kd_decode_message;
     if (setjmp(jerr.jump)) {
         char msg[JMSG_LENGTH_MAX];
         (*cinfo.err->format_message)((j_common_ptr)&cinfo, msg);
         snprintf(error, error_size, "%s", msg);
+        int code = cinfo.err->msg_code == JERR_OUT_OF_MEMORY ? 3 : 1;
         jpeg_destroy_decompress(&cinfo);
         free(pixels);
-        return 1;
+        return code;
     }
     jpeg_create_decompress(&cinfo);
     jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
+    /* libjpeg's own allocations (a progressive image's coefficients, 2 bytes per sample) stay
+       within what an image at the pixel limit needs; past that it fails instead of allocating. */
+    cinfo.mem->max_memory_to_use = (long)(max_pixels * 8 + (64L << 20));
     if ((size_t)cinfo.image_width * cinfo.image_height > max_pixels) {
         snprintf(error, error_size, "image of %u×%u pixels exceeds the limit of %zu", cinfo.image_width,
                  cinfo.image_height, max_pixels);

@@ -1,3 +1,4 @@
+import KDIO
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -19,8 +20,13 @@ final class Storage: @unchecked Sendable {
     deinit { unmap() }
 
     static func open(path: String, mmap useMmap: Bool) throws -> Storage {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BundleError(.io, path: path, "cannot open: \(String(cString: strerror(errno)))") }
+        // O_NONBLOCK + fstat first: a FIFO or device named like a bundle is refused, not waited on.
+        let fd: Int32
+        do {
+            fd = try SafeFile.openForReading(path)
+        } catch let e as InputError {
+            throw BundleError(.io, path: path, "cannot open: \(e.message)")
+        }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw BundleError(.io, path: path, "cannot stat: \(String(cString: strerror(errno)))") }
@@ -421,7 +427,16 @@ public final class ModelBundle: @unchecked Sendable {
 
     public func graph() throws -> Graph? {
         guard let g = try decode(Graph.self) else { return nil }
-        try wrap { try g.validate(tensorNames: Set(tensors.map(\.name)), offset: entry("GRPH")!.offset) }
+        let offset = entry("GRPH")!.offset
+        try wrap {
+            try g.validate(tensorNames: Set(tensors.map(\.name)), offset: offset)
+            // Shape inference proves that every size fits before any command runs the graph.
+            do {
+                _ = try g.stats(tensorShapes: Dictionary(tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }), batch: 1)
+            } catch let e as Graph.ShapeError {
+                throw BundleError(.invalidGraph, offset: offset, "GRPH: the graph cannot run: \(e)")
+            }
+        }
         return g
     }
 

@@ -1,3 +1,4 @@
+import KDIO
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -33,7 +34,7 @@ public enum BundleWriter {
         let (dir, base) = splitPath(path)
         let tmp = "\(dir)/.\(base).tmp-\(pid)-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw BundleError(.io, path: path, "cannot create \(tmp): \(errnoString())") }
+        guard fd >= 0 else { throw OutputError(path, "cannot create \(tmp): \(errnoString())") }
         var ok = false
         defer {
             if !ok {
@@ -65,12 +66,16 @@ public enum BundleWriter {
             }
         }
         try flush()
-        guard fsync(fd) == 0 else { throw BundleError(.io, path: path, "fsync failed: \(errnoString())") }
-        guard close(fd) == 0 else { throw BundleError(.io, path: path, "close failed: \(errnoString())") }
+        guard fsync(fd) == 0 else { throw OutputError(path, "fsync failed: \(errnoString())") }
+        guard close(fd) == 0 else {
+            ok = true
+            unlink(tmp)
+            throw OutputError(path, "close failed: \(errnoString())")
+        }
         guard rename(tmp, path) == 0 else {
             unlink(tmp)
             ok = true
-            throw BundleError(.io, path: path, "cannot rename \(tmp) into place: \(errnoString())")
+            throw OutputError(path, "cannot rename \(tmp) into place: \(errnoString())")
         }
         ok = true
         let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -272,7 +277,7 @@ public enum BundleWriter {
         while done < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw BundleError(.io, path: path, "write failed: \(errnoString())") }
+            guard n > 0 else { throw OutputError(path, "write failed: \(errnoString())") }
             done += n
         }
     }

@@ -1,3 +1,5 @@
+import KDIO
+
 /// Static shape inference and cost accounting for `inspect` (Spec §7.2 output-shape rules).
 extension Graph {
     public struct NodeStats: Equatable, Sendable {
@@ -21,16 +23,36 @@ extension Graph {
     }
 
     /// Output shape, parameter count and FLOPs of every node in topological order, for a batch of
-    /// `batch` (a `-1` batch dimension in the graph inputs takes this value).
-    public func stats(tensorShapes: [String: [Int]], batch: Int = 1) throws -> [NodeStats] {
+    /// `batch` (a `-1` batch dimension in the graph inputs takes this value). Every size is
+    /// computed with overflow checks and every attribute is checked against the input it applies
+    /// to, so a graph this accepts cannot make a kernel overflow or index out of range; each
+    /// activation must stay within `maxActivationElements` per image.
+    public func stats(tensorShapes: [String: [Int]], batch: Int = 1, maxActivationElements: Int = Caps.current.activationElements) throws
+        -> [NodeStats]
+    {
         var shapes: [String: [Int]] = tensorShapes
+        guard batch >= 1 else { throw ShapeError(description: "batch \(batch) must be at least 1") }
         for input in inputs {
+            guard input.shape.count >= 2, input.shape[0] == -1 || input.shape[0] >= 1, input.shape.dropFirst().allSatisfy({ $0 >= 1 }) else {
+                throw ShapeError(description: "graph input '\(input.name)' has shape \(input.shape): rank ≥ 2, sizes ≥ 1 (batch −1 or ≥ 1)")
+            }
+            let perImage = input.shape.dropFirst().reduce(into: 1) { n, d in n = n.multipliedReportingOverflow(by: d).overflow ? Int.max : n * d }
+            guard perImage <= maxActivationElements else {
+                throw ShapeError(
+                    description: "graph input '\(input.name)' has shape \(input.shape): \(perImage) values per image, above the limit of \(maxActivationElements)")
+            }
             shapes[input.name] = input.shape.enumerated().map { i, d in i == 0 && d == -1 ? batch : d }
         }
         var out: [NodeStats] = []
         for node in try validate(tensorNames: Set(tensorShapes.keys)) {
             let ins = node.inputs.map { shapes[$0] ?? [] }
             let (shape, flops) = try infer(node, ins)
+            let batchOf = shape.first ?? 1
+            let elements = try Self.checkedProduct(shape) { ShapeError(description: "node '\(node.name)' (\(node.op.rawValue)): output \(shape) overflows") }
+            guard shape.allSatisfy({ $0 >= 0 }), elements / max(batchOf, 1) <= maxActivationElements else {
+                throw ShapeError(
+                    description: "node '\(node.name)' (\(node.op.rawValue)): output \(shape) has more than \(maxActivationElements) values per image")
+            }
             shapes[node.outputs[0]] = shape
             // Batch-norm running statistics (inputs 4 and 5) are state, not parameters.
             let weights = node.op == .batchnorm ? Array(node.inputs[1..<3]) : Array(node.inputs.dropFirst())
@@ -40,45 +62,92 @@ extension Graph {
         return out
     }
 
+    static func checkedProduct(_ xs: [Int], _ fail: () -> ShapeError) throws -> Int {
+        var n = 1
+        for x in xs {
+            let (m, o) = n.multipliedReportingOverflow(by: x)
+            guard !o else { throw fail() }
+            n = m
+        }
+        return n
+    }
+
+    /// The output size of a sliding window along one axis (convolution and pooling alike):
+    /// `⌊(size + padBegin + padEnd − dilation·(kernel − 1) − 1) / stride⌋ + 1`, rounded up instead
+    /// with `ceil`, where (as in PyTorch and ONNX) the last window must start inside the input or
+    /// its leading padding. Nil when the window does not fit or a size overflows.
+    public static func windowOutput(size: Int, kernel: Int, stride: Int, padBegin: Int, padEnd: Int, dilation: Int, ceil: Bool) -> Int? {
+        guard size >= 1, kernel >= 1, stride >= 1, dilation >= 1, padBegin >= 0, padEnd >= 0 else { return nil }
+        let (k1, o1) = dilation.multipliedReportingOverflow(by: kernel - 1)
+        let (p, o2) = padBegin.addingReportingOverflow(padEnd)
+        let (sp, o3) = size.addingReportingOverflow(p)
+        guard !o1, !o2, !o3 else { return nil }
+        let span = sp - k1 - 1
+        guard span >= 0 else { return nil }
+        var out = span / stride + 1
+        if ceil && span % stride != 0 {
+            out += 1
+            // The last window must start inside the input or the leading padding.
+            if (out - 1) * stride >= size + padBegin { out -= 1 }
+        }
+        return out
+    }
+
     private func infer(_ node: Node, _ ins: [[Int]]) throws -> ([Int], Int) {
         func fail(_ m: String) -> ShapeError { ShapeError(description: "node '\(node.name)' (\(node.op.rawValue)): \(m)") }
         let x = ins[0]
-        let count = x.reduce(1, *)
+        guard !ins.contains(where: { $0.contains { $0 < 0 } }) else { throw fail("negative size in inputs \(ins)") }
+        let count = try Self.checkedProduct(x) { fail("input \(x) overflows") }
+        func mul(_ xs: Int...) throws -> Int { try Self.checkedProduct(xs) { fail("the operation count overflows") } }
         func window(_ k: [Int], _ s: [Int], _ p: [Int], _ d: [Int], ceil: Bool) throws -> [Int] {
             guard x.count == 4 else { throw fail("expects NCHW input, got \(x)") }
+            guard k.count == 2, s.count == 2, p.count == 4, d.count == 2 else { throw fail("window attributes have the wrong length") }
             return try (0..<2).map { a in
-                let span = x[2 + a] + p[a] + p[a + 2] - d[a] * (k[a] - 1) - 1
-                guard span >= 0 else { throw fail("window \(k) does not fit input \(x)") }
-                return (ceil ? (span + s[a] - 1) / s[a] : span / s[a]) + 1
+                guard
+                    let o = Graph.windowOutput(
+                        size: x[2 + a], kernel: k[a], stride: s[a], padBegin: p[a], padEnd: p[a + 2], dilation: d[a], ceil: ceil)
+                else { throw fail("window \(k) with stride \(s), pads \(p), dilation \(d) does not fit input \(x)") }
+                // A pad as large as the kernel would make windows that see only padding.
+                guard p[a] < k[a] * d[a] || p[a] <= x[2 + a], p[a + 2] < k[a] * d[a] || p[a + 2] <= x[2 + a] else {
+                    throw fail("pads \(p) are larger than the window \(k) and the input \(x)")
+                }
+                return o
             }
         }
         switch node.op {
         case .conv2d:
             let w = ins[1]
-            guard w.count == 4, x.count == 4, x[1] == w[1] * node.int("groups") else {
-                throw fail("input \(x) does not match weight \(w) with groups \(node.int("groups"))")
+            let groups = node.int("groups")
+            guard w.count == 4, x.count == 4, groups >= 1, w[0] % groups == 0, x[1] == (try? mul(w[1], groups)) else {
+                throw fail("input \(x) does not match weight \(w) with groups \(groups)")
             }
             let hw = try window(
                 [w[2], w[3]], node.ints("stride"), node.ints("pads"), node.ints("dilation"), ceil: false)
             let shape = [x[0], w[0], hw[0], hw[1]]
-            return (shape, 2 * shape.reduce(1, *) * w[1] * w[2] * w[3])
+            return (shape, try mul(2, shape[0], shape[1], shape[2], shape[3], w[1], w[2], w[3]))
         case .linear:
             let w = ins[1]
             guard x.count == 2, w.count == 2, x[1] == w[1] else { throw fail("input \(x) does not match weight \(w)") }
-            return ([x[0], w[0]], 2 * x[0] * w[0] * w[1])
+            return ([x[0], w[0]], try mul(2, x[0], w[0], w[1]))
         case .batchnorm:
-            guard x.count >= 2, ins[1] == [x[1]] else { throw fail("scale \(ins[1]) does not match input \(x)") }
-            return (x, 2 * count)
-        case .relu, .sigmoid, .dropout, .softmax: return (x, count)
+            guard x.count >= 2, ins[1...4].allSatisfy({ $0 == [x[1]] }) else {
+                throw fail("scale, shift and statistics \(Array(ins[1...4])) do not match input \(x)")
+            }
+            return (x, try mul(2, count))
+        case .relu, .sigmoid, .dropout: return (x, count)
         case .maxpool, .avgpool:
             let hw = try window(
                 node.ints("kernel"), node.ints("stride"), node.ints("pads"),
                 node.op == .maxpool ? node.ints("dilation") : [1, 1], ceil: node.bool("ceil_mode"))
             let shape = [x[0], x[1], hw[0], hw[1]]
-            return (shape, shape.reduce(1, *) * node.ints("kernel").reduce(1, *))
+            return (shape, try mul(shape[0], shape[1], shape[2], shape[3], node.ints("kernel")[0], node.ints("kernel")[1]))
         case .globalavgpool:
             guard x.count == 4 else { throw fail("expects NCHW input, got \(x)") }
             return ([x[0], x[1], 1, 1], count)
+        case .softmax:
+            let axis = node.int("axis")
+            guard axis >= -x.count, axis < x.count else { throw fail("axis \(axis) outside rank \(x.count)") }
+            return (x, count)
         case .add:
             guard ins[0] == ins[1] else { throw fail("shapes \(ins[0]) and \(ins[1]) differ") }
             return (x, count)
@@ -90,26 +159,39 @@ extension Graph {
                 guard s.count == x.count, (0..<x.count).allSatisfy({ $0 == axis || s[$0] == x[$0] }) else {
                     throw fail("shapes \(x) and \(s) cannot concatenate on axis \(axis)")
                 }
-                shape[axis] += s[axis]
+                let (sum, o) = shape[axis].addingReportingOverflow(s[axis])
+                guard !o else { throw fail("concatenated size overflows") }
+                shape[axis] = sum
             }
             return (shape, 0)
         case .flatten:
-            let axis = node.int("axis") < 0 ? node.int("axis") + x.count : node.int("axis")
-            guard axis >= 0, axis <= x.count else { throw fail("axis outside rank \(x.count)") }
-            return ([x[..<axis].reduce(1, *), x[axis...].reduce(1, *)], 0)
+            let raw = node.int("axis")
+            guard raw >= -x.count, raw <= x.count else { throw fail("axis \(raw) outside rank \(x.count)") }
+            let axis = raw < 0 ? raw + x.count : raw
+            // kdtool's flatten keeps the batch: the first dimension must be the batch dimension.
+            guard axis >= 1 else { throw fail("axis \(raw) would fold the batch dimension into the features") }
+            let outer = try Self.checkedProduct(Array(x[..<axis])) { fail("overflow") }
+            let inner = try Self.checkedProduct(Array(x[axis...])) { fail("overflow") }
+            guard outer == x[0] else { throw fail("axis \(raw) must be 1 for input \(x) (the batch stays the first dimension)") }
+            return ([outer, inner], 0)
         case .reshape:
-            var shape = node.ints("shape").enumerated().map { i, d in d == 0 && i < x.count ? x[i] : d }
+            let target = node.ints("shape")
+            guard target.filter({ $0 == -1 }).count <= 1, target.enumerated().allSatisfy({ $1 != 0 || $0 < x.count }) else {
+                throw fail("shape \(target) has more than one −1, or a 0 beyond the input's rank \(x.count)")
+            }
+            var shape = target.enumerated().map { i, d in d == 0 ? x[i] : d }
             if let free = shape.firstIndex(of: -1) {
-                let known = shape.filter { $0 != -1 }.reduce(1, *)
-                guard known > 0, count % known == 0 else { throw fail("cannot reshape \(x) to \(node.ints("shape"))") }
+                let known = try Self.checkedProduct(shape.filter { $0 != -1 }) { fail("shape \(target) overflows") }
+                guard known > 0, count % known == 0 else { throw fail("cannot reshape \(x) to \(target)") }
                 shape[free] = count / known
             }
-            guard shape.reduce(1, *) == count else { throw fail("cannot reshape \(x) to \(node.ints("shape"))") }
+            guard (try? Self.checkedProduct(shape) { fail("") }) == count else { throw fail("cannot reshape \(x) to \(target)") }
             return (shape, 0)
         case .splitLinear:
             let splits = node.ints("in_splits")
             let shared = node.int("shared")
-            guard x.count == 2, x[1] == splits.reduce(0, +) + shared else {
+            let total = splits.reduce(into: Int?(shared)) { acc, v in acc = acc.flatMap { a in a.addingReportingOverflow(v).overflow ? nil : a + v } }
+            guard x.count == 2, total == x[1] else {
                 throw fail("input \(x) does not match in_splits \(splits) + shared \(shared)")
             }
             var outFeatures = 0
@@ -118,18 +200,21 @@ extension Graph {
                 let w = ins[1 + 2 * k]
                 guard w.count == 2, w[1] == split + shared else { throw fail("block \(k) weight \(w) expects \(split + shared) inputs") }
                 outFeatures += w[0]
-                flops += 2 * x[0] * w[0] * w[1]
+                let (f, o) = flops.addingReportingOverflow(try mul(2, x[0], w[0], w[1]))
+                guard !o else { throw fail("the operation count overflows") }
+                flops = f
             }
             return ([x[0], outFeatures], flops)
         case .l2normScale:
-            guard x.count == 2, node.ints("groups").reduce(0, +) == x[1] else {
+            let groupSum = node.ints("groups").reduce(into: Int?(0)) { acc, v in acc = acc.flatMap { a in a.addingReportingOverflow(v).overflow ? nil : a + v } }
+            guard x.count == 2, groupSum == x[1] else {
                 throw fail("groups \(node.ints("groups")) do not sum to the \(x.count == 2 ? x[1] : -1) features")
             }
             let gamma = ins.count > 1 ? ins[1] : []
             guard gamma.count == 1, gamma[0] == node.ints("groups").count || gamma[0] == x[1] else {
                 throw fail("gamma \(gamma) must have one entry per group (\(node.ints("groups").count)) or per feature (\(x[1]))")
             }
-            return (x, 3 * count)
+            return (x, try mul(3, count))
         }
     }
 }

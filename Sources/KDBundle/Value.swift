@@ -12,7 +12,7 @@ public indirect enum Value: Equatable, Sendable {
     case floats([Float])
     case ints([Int64])
 
-    static let maxStringBytes = 1024
+    public static let maxStringBytes = 1024
     static let maxKeyBytes = 255
     static let maxDepth = 16
 

@@ -1,4 +1,9 @@
 import CArchive
+import KDIO
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// CIFAR-10/100 binary tarballs, streamed through libarchive without extracting.
 public enum CIFAR {
@@ -12,9 +17,16 @@ public enum CIFAR {
         defer { archive_read_free(a) }
         archive_read_support_filter_all(a)
         archive_read_support_format_all(a)
-        guard archive_read_open_filename(a, path, 1 << 16) == ARCHIVE_OK else {
+        // A regular file only (a FIFO would block libarchive's open); libarchive reads the descriptor.
+        let fd = try SafeFile.openForReading(path)
+        defer { close(fd) }
+        guard archive_read_open_fd(a, fd, 1 << 16) == ARCHIVE_OK else {
             throw DataError("\(path): cannot open archive: \(String(cString: archive_error_string(a)))")
         }
+        // Members are read into memory: each one's declared size, and all of them together, are
+        // checked against the cap before a byte is read (a small .tar.gz can declare terabytes).
+        let cap = Caps.current.expandedBytes
+        var total = 0
         var train: [UInt8] = []
         var test: [UInt8] = []
         var meta: [String]?
@@ -37,6 +49,11 @@ public enum CIFAR {
                 recordSize = 3074  // CIFAR-100: coarse and fine label bytes
                 labelBytes = 2
             }
+            let declared = archive_entry_size_is_set(entry) != 0 ? Int(archive_entry_size(entry)) : 0
+            let metaCap = 1 << 20
+            guard declared >= 0, declared <= (isMeta ? metaCap : cap - total) else {
+                throw DataError("\(path): \(name) declares \(declared) bytes, above the limit of \(isMeta ? metaCap : cap) bytes")
+            }
             var data: [UInt8] = []
             var buf = [UInt8](repeating: 0, count: 1 << 16)
             while true {
@@ -44,7 +61,11 @@ public enum CIFAR {
                 if n < 0 { throw DataError("\(path): \(name): \(String(cString: archive_error_string(a)))") }
                 if n == 0 { break }
                 data.append(contentsOf: buf[0..<n])
+                guard data.count <= (isMeta ? metaCap : cap - total) else {
+                    throw DataError("\(path): \(name) holds more than the limit of \(isMeta ? metaCap : cap) bytes")
+                }
             }
+            if !isMeta { total += data.count }
             if isMeta {
                 meta = String(decoding: data, as: UTF8.self).split(separator: "\n").map { String($0).trimmingCharacters(in: " \r") }
                     .filter { !$0.isEmpty }

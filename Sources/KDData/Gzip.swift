@@ -1,23 +1,55 @@
 import CZlib
+import KDIO
 
-/// Whole-file gzip (or plain) reading through zlib.
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Whole-file gzip (or plain) reading through zlib, from regular files only.
 enum Gzip {
-    /// The decompressed bytes of `path`; plain files pass through (zlib's gzread does that).
-    static func read(_ path: String, limit: Int = 1 << 30) throws -> [UInt8] {
-        guard let f = gzopen(path, "rb") else { throw DataError("\(path): cannot open") }
-        defer { gzclose(f) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { gzread(f, $0.baseAddress, UInt32($0.count)) }
-            if n < 0 {
-                var err: Int32 = 0
-                let msg = gzerror(f, &err).map { String(cString: $0) } ?? "unknown error"
-                throw DataError("\(path): corrupt or truncated gzip data (\(msg))")
+    /// A stream of a file's decompressed bytes (plain files pass through, as zlib's gzread does).
+    final class Reader {
+        let path: String
+        let file: gzFile
+
+        init(_ path: String) throws {
+            self.path = path
+            let fd = try SafeFile.openForReading(path)
+            guard let f = gzdopen(fd, "rb") else {
+                close(fd)
+                throw DataError("\(PathCoding.display(path)): cannot open")
             }
-            if n == 0 { break }
-            out.append(contentsOf: chunk[0..<Int(n)])
-            if out.count > limit { throw DataError("\(path): more than \(limit) bytes after decompression") }
+            file = f
+        }
+
+        deinit { gzclose(file) }
+
+        /// Up to `count` more bytes (fewer only at the end of the data).
+        func read(_ count: Int) throws -> [UInt8] {
+            var out: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: min(max(count, 1), 1 << 16))
+            while out.count < count {
+                let want = min(chunk.count, count - out.count)
+                let n = chunk.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32(want)) }
+                if n < 0 {
+                    var err: Int32 = 0
+                    let msg = gzerror(file, &err).map { String(cString: $0) } ?? "unknown error"
+                    throw DataError("\(PathCoding.display(path)): corrupt or truncated gzip data (\(msg))")
+                }
+                if n == 0 { break }
+                out.append(contentsOf: chunk[0..<Int(n)])
+            }
+            return out
+        }
+    }
+
+    /// The decompressed bytes of `path`, refusing more than `limit` (default: `Caps.current.expandedBytes`).
+    static func read(_ path: String, limit: Int? = nil) throws -> [UInt8] {
+        let cap = limit ?? Caps.current.expandedBytes
+        let r = try Reader(path)
+        let out = try r.read(cap)
+        if out.count == cap, try !r.read(1).isEmpty {
+            throw DataError("\(PathCoding.display(path)): more than \(cap) bytes after decompression (the limit)")
         }
         return out
     }

@@ -1,5 +1,6 @@
 import CImage
 import CImageSupport
+import KDIO
 
 #if canImport(Glibc)
     import Glibc
@@ -67,8 +68,8 @@ public enum ImageDecoder {
         let bytes: [UInt8]
         do {
             bytes = try readFile(path)
-        } catch let e as DataError {
-            throw ImageError(path: path, kind: "unreadable", message: e.description.replacingFirst("\(path): ", with: ""))
+        } catch let e as InputError {
+            throw ImageError(path: path, kind: "unreadable", message: e.message)
         }
         return try decode(bytes, path: path, maxPixels: maxPixels)
     }
@@ -91,7 +92,8 @@ public enum ImageDecoder {
         if bytes.count >= 24 && Array(bytes[12..<16]) == Array("IHDR".utf8) {
             let be = { (i: Int) in Int(bytes[i]) << 24 | Int(bytes[i + 1]) << 16 | Int(bytes[i + 2]) << 8 | Int(bytes[i + 3]) }
             let (w, h) = (be(16), be(20))
-            if w * h > maxPixels {
+            let (pixels, overflow) = w.multipliedReportingOverflow(by: h)
+            if overflow || pixels > maxPixels {
                 throw ImageError(path: path, kind: "too-large", message: "PNG of \(w)×\(h) pixels exceeds the limit of \(maxPixels)")
             }
         }
@@ -104,7 +106,7 @@ public enum ImageDecoder {
         guard began != 0 else { throw ImageError(path: path, kind: "corrupt", message: "invalid PNG: \(message())") }
         defer { png_image_free(&image) }
         let (w, h) = (Int(image.width), Int(image.height))
-        guard w > 0, h > 0, w * h <= maxPixels else {
+        guard w > 0, h > 0, !w.multipliedReportingOverflow(by: h).overflow, w * h <= maxPixels else {
             throw ImageError(path: path, kind: "too-large", message: "PNG of \(w)×\(h) pixels exceeds the limit of \(maxPixels)")
         }
         // Keep colour and alpha as the file has them; 16-bit, palette and interlacing are resolved by libpng.
@@ -115,6 +117,15 @@ public enum ImageDecoder {
         var pixels = [UInt8](repeating: 0, count: w * h * channels)
         let ok = pixels.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
         guard ok != 0 else { throw ImageError(path: path, kind: "corrupt", message: "corrupt PNG: \(message())") }
+        // The simplified API reports damage it recovered from (a short IDAT stream, a bad CRC in
+        // an ancillary chunk) as a warning in `image.warning_or_error`; a damaged image is an error.
+        // Warnings about metadata (colour profiles, text chunks) are harmless and stay warnings.
+        if image.warning_or_error & UInt32(PNG_IMAGE_WARNING) != 0 {
+            let m = message().lowercased()
+            if ["image data", "crc", "truncat", "decompress", "premature", "extra compressed"].contains(where: { m.contains($0) }) {
+                throw ImageError(path: path, kind: "corrupt", message: "damaged PNG: \(message())")
+            }
+        }
         return Image(width: w, height: h, channels: channels, pixels: pixels)
     }
 
@@ -126,7 +137,7 @@ public enum ImageDecoder {
             kd_jpeg_decode(b.baseAddress, b.count, maxPixels, &out, &w, &h, &c, &orientation, &err, err.count)
         }
         let msg = err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        if rc == 2 { throw ImageError(path: path, kind: "too-large", message: "JPEG: \(msg)") }
+        if rc == 2 || rc == 3 { throw ImageError(path: path, kind: "too-large", message: "JPEG: \(msg)") }
         guard rc == 0, let out else { throw ImageError(path: path, kind: "corrupt", message: "corrupt JPEG: \(msg)") }
         defer { free(out) }
         let img = Image(
@@ -134,24 +145,8 @@ public enum ImageDecoder {
         return img.oriented(Int(orientation))
     }
 
-    static func readFile(_ path: String) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw DataError("\(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw DataError("\(path): \(String(cString: strerror(errno)))") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw DataError("\(path): not a regular file") }
-        var out = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < out.count {
-            let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw DataError("\(path): \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            done += n
-        }
-        return Array(out[0..<done])
-    }
+    /// A regular file's bytes (never a FIFO, device or folder), at most `Caps.current.fileBytes`.
+    static func readFile(_ path: String) throws -> [UInt8] { try SafeFile.readAll(path) }
 
     /// Encodes a JPEG (for tests and for writing sample folders).
     public static func encodeJPEG(_ img: Image, quality: Int = 90, progressive: Bool = false) throws -> [UInt8] {

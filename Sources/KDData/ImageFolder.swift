@@ -1,3 +1,4 @@
+import KDIO
 import KDTensor
 
 #if canImport(Glibc)
@@ -21,29 +22,27 @@ public enum ImageFolder {
     /// The names in `dir` (no dot files), sorted, with the type `readdir` gives (`DT_UNKNOWN` and
     /// `DT_LNK` still need a `stat`).
     static func typedEntries(_ dir: String) throws -> [(name: String, type: UInt8)] {
-        guard let d = opendir(dir) else { throw DataError("\(dir): \(String(cString: strerror(errno)))") }
+        guard let d = PathCoding.withCString(dir, { opendir($0) }) else {
+            throw DataError("\(PathCoding.display(dir)): \(String(cString: strerror(errno)))")
+        }
         defer { closedir(d) }
         var names: [(name: String, type: UInt8)] = []
         while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            // Names are bytes: ones that are not UTF-8 are decoded losslessly (PathCoding) and opened as they are.
+            let name = withUnsafeBytes(of: e.pointee.d_name) { PathCoding.decode(UnsafeRawBufferPointer(rebasing: $0.prefix(while: { $0 != 0 }))) }
             if name != "." && name != ".." && !name.hasPrefix(".") { names.append((name, e.pointee.d_type)) }
         }
         return names.sorted { $0.name < $1.name }
     }
 
     /// PNG or JPEG by magic bytes.
+    /// Regular files only: a FIFO or device is never opened in a way that could block.
     static func isImageFile(_ path: String) -> Bool {
-        guard let f = fopen(path, "rb") else { return false }
-        defer { fclose(f) }
-        var b = [UInt8](repeating: 0, count: 8)
-        let n = fread(&b, 1, 8, f)
-        return (n >= 8 && b == [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]) || (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
+        guard let b = SafeFile.prefix(path, 8) else { return false }
+        return (b.count >= 8 && b == [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]) || (b.count >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
     }
 
-    public static func isDirectory(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
+    public static func isDirectory(_ path: String) -> Bool { SafeFile.fileType(path) == .directory }
 
     /// Decodes, converts and resizes every image to `shape` = [C, H, W]; any bad image is an
     /// error naming the file. Decoding runs on `Parallel.threads` workers.
@@ -131,9 +130,7 @@ public struct FileWalk {
     }
 
     private mutating func enter(_ dir: String) throws {
-        guard let real = realpath(dir, nil) else { throw DataError("\(dir): \(String(cString: strerror(errno)))") }
-        let key = String(cString: real)
-        free(real)
+        guard let key = SafeFile.realPath(dir) else { throw DataError("\(PathCoding.display(dir)): \(String(cString: strerror(errno)))") }
         guard visited.insert(key).inserted else { return }
         stack.append(Frame(dir: dir, names: try ImageFolder.typedEntries(dir)))
     }
@@ -155,7 +152,7 @@ public struct FileWalk {
             default:
                 var st = stat()
                 // A dangling link or a vanished file is a path all the same: whoever opens it reports it.
-                guard stat(path, &st) == 0 else { return path }
+                guard PathCoding.withCString(path, { stat($0, &st) }) == 0 else { return path }
                 isDirectory = (st.st_mode & S_IFMT) == S_IFDIR
             }
             if !isDirectory { return path }

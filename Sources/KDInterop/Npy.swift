@@ -1,4 +1,5 @@
 import KDBundle
+import KDIO
 
 /// NumPy `.npy` arrays (format 1.0–3.0): little-endian f32, f16, f64 and integer dtypes, C order.
 ///
@@ -35,22 +36,26 @@ public enum Npy {
         let dims = shapeText.trimmingCharacters(in: "()").split(separator: ",").map { $0.trimmingCharacters(in: " ") }.filter {
             !$0.isEmpty
         }
+        guard dims.count <= 32 else { throw InteropError(path, "shape \(shapeText.prefix(80)) has more than 32 dimensions") }
         var shape: [Int] = []
         for d in dims {
-            guard let v = Int(d), v >= 0 else { throw InteropError(path, "bad shape \(shapeText) in the .npy header") }
+            guard let v = Int(d), v >= 0 else { throw InteropError(path, "bad shape \(shapeText.prefix(80)) in the .npy header") }
             shape.append(v)
         }
         let dtype = descr.trimmingCharacters(in: "'\"")
         let (size, convert) = try converter(dtype, path: path)
-        var count = 1
-        for d in shape {
-            let (m, o) = count.multipliedReportingOverflow(by: d)
-            guard !o else { throw InteropError(path, "shape \(shape) overflows") }
-            count = m
+        let c = Checked(path)
+        let count: Int
+        let bytes: Int
+        do {
+            count = try c.product(shape, "shape", cap: Caps.current.tensorElements)
+            bytes = try c.bytes(count, each: size, "shape \(shape) of \(dtype)")
+        } catch let e as InputError {
+            throw InteropError(path, e.message)
         }
         let data = start + headerLen
-        guard count <= (b.count - data) / max(size, 1) else {
-            throw InteropError(path, "truncated: shape \(shape) of \(dtype) needs \(count * size) bytes, the file has \(b.count - data)")
+        guard bytes <= b.count - data else {
+            throw InteropError(path, "truncated: shape \(shape) of \(dtype) needs \(bytes) bytes, the file has \(b.count - data)")
         }
         let floats = b.withUnsafeBytes { raw in (0..<count).map { convert(raw, data + $0 * size) } }
         return Array(shape: shape, dtype: dtype, floats: floats)

@@ -1,5 +1,6 @@
 import Foundation
 import KDBundle
+import KDIO
 import KDNN
 import KDTensor
 import SwiftProtobuf
@@ -41,6 +42,7 @@ public enum OnnxImporter {
         var shape: [Int]
         var floats: [Float]?
         var ints: [Int64]?
+        /// Shapes of constants are proven to fit when the constant is made (`Builder.checkedCount`).
         var count: Int { shape.reduce(1, *) }
         var asInts: [Int64] { ints ?? (floats ?? []).map { Int64($0) } }
         var asFloats: [Float] { floats ?? (ints ?? []).map { Float($0) } }
@@ -60,6 +62,8 @@ public enum OnnxImporter {
         var notes = Notes()
         var names = Set<String>()
         var functions: [String: Onnx_FunctionProto] = [:]
+        /// Elements of every constant made so far (initializers and folded values), against `Caps.foldedElements`.
+        var constantElements = 0
 
         init(path: String, directory: String) {
             self.path = path
@@ -140,19 +144,31 @@ public enum OnnxImporter {
 
         // MARK: tensors
 
+        /// The element count of an untrusted shape: every dimension ≥ 0, no overflow, at most the per-tensor cap.
+        func checkedCount(_ dims: [Int64], _ what: String) throws -> Int {
+            do {
+                return try Checked(path).product(dims, what, cap: Caps.current.tensorElements)
+            } catch let e as InputError {
+                throw fail(e.message)
+            }
+        }
+
         func tensor(_ t: Onnx_TensorProto) throws -> Const {
+            let count = try checkedCount(t.dims, "tensor '\(t.name)' dims")
             let shape = t.dims.map { Int($0) }
-            guard shape.allSatisfy({ $0 >= 0 }) else { throw fail("tensor '\(t.name)' has negative dims \(t.dims)") }
-            let count = shape.reduce(1, *)
             var raw: [UInt8]? = t.hasRawData ? [UInt8](t.rawData) : nil
             if t.dataLocation == .external {
                 raw = try external(t)
             }
             func need(_ size: Int) throws -> [UInt8] {
-                guard let r = raw, r.count == count * size else {
-                    throw fail("tensor '\(t.name)' holds \(raw?.count ?? 0) bytes, shape \(shape) needs \(count * size)")
+                let bytes = count.multipliedReportingOverflow(by: size)
+                guard let r = raw, !bytes.overflow, r.count == bytes.partialValue else {
+                    throw fail("tensor '\(t.name)' holds \(raw?.count ?? 0) bytes, shape \(shape) needs \(count) × \(size)")
                 }
                 return r
+            }
+            func typed(_ n: Int) throws {
+                guard n == count else { throw fail("tensor '\(t.name)' has \(n) values for shape \(shape)") }
             }
             switch t.dataType {
             case 1:  // FLOAT
@@ -176,25 +192,37 @@ public enum OnnxImporter {
                     shape: shape,
                     floats: bits.map { t.dataType == 10 ? TensorConversion.halfToFloat($0) : TensorConversion.bf16ToFloat($0) })
             case 11:  // DOUBLE
-                if raw == nil { return Const(shape: shape, floats: t.doubleData.map { Float($0) }) }
+                if raw == nil {
+                    try typed(t.doubleData.count)
+                    return Const(shape: shape, floats: t.doubleData.map { Float($0) })
+                }
                 return Const(
                     shape: shape,
                     floats: try need(8).withUnsafeBytes { p in
                         (0..<count).map { Float(Double(bitPattern: p.loadLE(UInt64.self, at: $0 * 8))) }
                     })
             case 7:  // INT64
-                if raw == nil { return Const(shape: shape, ints: t.int64Data) }
+                if raw == nil {
+                    try typed(t.int64Data.count)
+                    return Const(shape: shape, ints: t.int64Data)
+                }
                 return Const(
                     shape: shape,
                     ints: try need(8).withUnsafeBytes { p in (0..<count).map { Int64(bitPattern: p.loadLE(UInt64.self, at: $0 * 8)) } })
             case 6:  // INT32
-                if raw == nil { return Const(shape: shape, ints: t.int32Data.map { Int64($0) }) }
+                if raw == nil {
+                    try typed(t.int32Data.count)
+                    return Const(shape: shape, ints: t.int32Data.map { Int64($0) })
+                }
                 return Const(
                     shape: shape,
                     ints: try need(4).withUnsafeBytes { p in (0..<count).map { Int64(Int32(bitPattern: p.loadLE(UInt32.self, at: $0 * 4))) }
                     })
             case 3, 2, 9:  // INT8, UINT8, BOOL
-                if raw == nil { return Const(shape: shape, ints: t.int32Data.map { Int64($0) }) }
+                if raw == nil {
+                    try typed(t.int32Data.count)
+                    return Const(shape: shape, ints: t.int32Data.map { Int64($0) })
+                }
                 let r = try need(1)
                 return Const(shape: shape, ints: r.map { t.dataType == 3 ? Int64(Int8(bitPattern: $0)) : Int64($0) })
             default:
@@ -202,26 +230,29 @@ public enum OnnxImporter {
             }
         }
 
-        /// External data: `location` relative to the model's folder (no absolute paths, no `..`), `offset`, `length`.
+        /// External data: `location` relative to the model's folder, `offset`, `length`. The file
+        /// must resolve (links followed) to a regular file inside the model's folder.
         func external(_ t: Onnx_TensorProto) throws -> [UInt8] {
             let kv = Dictionary(t.externalData.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-            guard let loc = kv["location"], !loc.isEmpty, !loc.hasPrefix("/"), !loc.split(separator: "/").contains("..") else {
-                throw fail(
-                    "tensor '\(t.name)' has an external data location that is missing or leaves the model's folder: \(kv["location"] ?? "none")"
-                )
+            guard let loc = kv["location"], !loc.isEmpty else { throw fail("tensor '\(t.name)' has external data without a location") }
+            guard let offset = Int(kv["offset"] ?? "0"), offset >= 0 else {
+                throw fail("tensor '\(t.name)': external data offset '\(kv["offset"] ?? "")' is not a valid offset")
             }
-            let file = try Files.readAll(directory + "/" + loc)
-            let offset = Int(kv["offset"] ?? "0") ?? -1
-            let length = kv["length"].flatMap { Int($0) } ?? (file.count - max(offset, 0))
-            guard offset >= 0, length >= 0, offset <= file.count, length <= file.count - offset else {
-                throw fail("tensor '\(t.name)': external data \(loc) offset \(offset) length \(length) exceeds its \(file.count) bytes")
+            let length = try kv["length"].map { v -> Int in
+                guard let l = Int(v), l >= 0 else { throw fail("tensor '\(t.name)': external data length '\(v)' is not a valid length") }
+                return l
             }
-            return Array(file[offset..<(offset + length)])
+            do {
+                return try SafeFile.readRangeInside(folder: directory, relative: loc, offset: offset, length: length)
+            } catch let e as InputError {
+                throw fail("tensor '\(t.name)': external data: \(e)")
+            }
         }
 
         // MARK: nodes
 
         mutating func convert(_ n: Onnx_NodeProto, index: Int) throws {
+            guard n.input.count <= 10_000, n.attribute.count <= 1_000 else { throw fail("node #\(index) has too many inputs or attributes") }
             let ins = n.input.map { $0.isEmpty ? "" : resolve($0) }
             let label = "\(n.name.isEmpty ? "#\(index)" : n.name) (\(n.opType))"
             if n.domain == "kdtool", let f = functions[n.opType] {
@@ -231,6 +262,8 @@ public enum OnnxImporter {
                 unsupported.append("\(label): domain '\(n.domain)' is not supported")
                 return
             }
+            guard n.output.count >= 1, !n.output[0].isEmpty else { throw fail("node \(label) has no output") }
+            guard n.opType == "Constant" || (!ins.isEmpty && !ins[0].isEmpty) else { throw fail("node \(label) has no input") }
             func attr(_ k: String) -> Onnx_AttributeProto? { n.attribute.first { $0.name == k } }
             func ints(_ k: String, _ d: [Int]) -> [Int] { attr(k).map { $0.ints.map { Int($0) } } ?? d }
             func int(_ k: String, _ d: Int) -> Int { attr(k).map { Int($0.i) } ?? d }
@@ -238,6 +271,11 @@ public enum OnnxImporter {
             let allConst = !ins.isEmpty && ins.allSatisfy { $0.isEmpty || consts[$0] != nil }
             if n.opType == "Constant" || (allConst && Self.foldable.contains(n.opType)) || n.opType == "Shape" {
                 if let c = try fold(n, ins) {
+                    let (total, o) = constantElements.addingReportingOverflow(c.count)
+                    guard !o, total <= Caps.current.foldedElements else {
+                        throw fail("constants folded at import exceed the limit of \(Caps.current.foldedElements) values (at \(label))")
+                    }
+                    constantElements = total
                     consts[n.output[0]] = c
                     notes.folded += 1
                     return
@@ -284,6 +322,9 @@ public enum OnnxImporter {
                 }
                 let w = consts[ins[1]]!
                 guard w.shape.count == 4 else { return unsupported.append("\(label): only 2-D convolutions are supported") }
+                guard ints("strides", [1, 1]).count == 2, ints("pads", [0, 0, 0, 0]).count == 4, ints("dilations", [1, 1]).count == 2,
+                    int("group", 1) >= 1
+                else { throw fail("\(label): strides, pads, dilations or group are malformed") }
                 var inputs = [ins[0], param(ins[1], "weight")]
                 if ins.count > 2 && !ins[2].isEmpty { inputs.append(param(ins[2], "bias")) }
                 node(
@@ -295,6 +336,7 @@ public enum OnnxImporter {
                     ])
             case "Gemm":
                 guard isConst(1), int("transA", 0) == 0 else { return unsupported.append("\(label): needs constant B and transA = 0") }
+                guard consts[ins[1]]!.shape.count == 2 else { throw fail("\(label): B has shape \(consts[ins[1]]!.shape), not a matrix") }
                 let alpha = float("alpha", 1)
                 let beta = float("beta", 1)
                 let transB = int("transB", 0) == 1
@@ -307,6 +349,8 @@ public enum OnnxImporter {
                 if ins.count > 2 && !ins[2].isEmpty {
                     guard isConst(2) else { return unsupported.append("\(label): bias C must be an initializer") }
                     let outF = params[wname]!.shape[0]
+                    let cCount = consts[ins[2]]!.count
+                    guard cCount == 1 || cCount == outF else { throw fail("\(label): bias C has \(cCount) values for \(outF) outputs") }
                     inputs.append(
                         param(ins[2], "bias") { k in
                             let v = k.asFloats
@@ -342,6 +386,9 @@ public enum OnnxImporter {
                 }
                 let k = ints("kernel_shape", [])
                 guard k.count == 2 else { return unsupported.append("\(label): only 2-D pooling is supported") }
+                guard ints("strides", [1, 1]).count == 2, ints("pads", [0, 0, 0, 0]).count == 4, ints("dilations", [1, 1]).count == 2 else {
+                    throw fail("\(label): strides, pads or dilations are malformed")
+                }
                 var a: [String: Value] = [
                     "kernel": .ints(k.map(Int64.init)), "stride": .ints(ints("strides", [1, 1]).map(Int64.init)),
                     "pads": .ints(ints("pads", [0, 0, 0, 0]).map(Int64.init)), "ceil_mode": .bool(int("ceil_mode", 0) == 1),
@@ -518,7 +565,11 @@ public enum OnnxImporter {
         func fold(_ n: Onnx_NodeProto, _ ins: [String]) throws -> Const? {
             func attr(_ k: String) -> Onnx_AttributeProto? { n.attribute.first { $0.name == k } }
             func c(_ i: Int) -> Const? { i < ins.count && !ins[i].isEmpty ? consts[ins[i]] : nil }
-            func axes() -> [Int]? { (attr("axes")?.ints ?? c(1)?.asInts).map { $0.map { Int($0) } } }
+            func axes() -> [Int64]? { attr("axes")?.ints ?? c(1)?.asInts }
+            func axis(_ a: Int64, _ rank: Int) throws -> Int {
+                guard a >= -Int64(rank), a < Int64(rank) else { throw fail("\(n.opType) '\(n.name)': axis \(a) is out of range for rank \(rank)") }
+                return Int(a < 0 ? a + Int64(rank) : a)
+            }
             switch n.opType {
             case "Constant":
                 if let t = attr("value") { return try tensor(t.t) }
@@ -541,25 +592,52 @@ public enum OnnxImporter {
             case "Unsqueeze":
                 guard var k = c(0), let ax = axes() else { return nil }
                 let rank = k.shape.count + ax.count
-                for a in ax.map({ $0 < 0 ? $0 + rank : $0 }).sorted() { k.shape.insert(1, at: a) }
+                let norm = try ax.map { try axis($0, rank) }
+                guard Set(norm).count == norm.count else { throw fail("Unsqueeze '\(n.name)' repeats an axis in \(ax)") }
+                for a in norm.sorted() { k.shape.insert(1, at: a) }
                 return k
             case "Squeeze":
                 guard var k = c(0) else { return nil }
                 if let ax = axes() {
-                    for a in ax.map({ $0 < 0 ? $0 + k.shape.count : $0 }).sorted(by: >) { k.shape.remove(at: a) }
+                    let norm = try ax.map { try axis($0, k.shape.count) }
+                    guard Set(norm).count == norm.count, norm.allSatisfy({ k.shape[$0] == 1 }) else {
+                        throw fail("Squeeze '\(n.name)': axes \(ax) must name distinct dimensions of size 1 in \(k.shape)")
+                    }
+                    for a in norm.sorted(by: >) { k.shape.remove(at: a) }
                 } else {
                     k.shape = k.shape.filter { $0 != 1 }
                 }
                 return k
             case "Flatten":
                 guard var k = c(0) else { return nil }
-                let a = Int(attr("axis")?.i ?? 1)
+                let raw = Int(attr("axis")?.i ?? 1)
+                guard raw >= -k.shape.count, raw <= k.shape.count else {
+                    throw fail("Flatten '\(n.name)': axis \(raw) is out of range for rank \(k.shape.count)")
+                }
+                let a = raw < 0 ? raw + k.shape.count : raw
                 k.shape = [k.shape[..<a].reduce(1, *), k.shape[a...].reduce(1, *)]
                 return k
             case "Reshape":
                 guard var k = c(0), let s = c(1)?.asInts else { return nil }
-                var shape = s.enumerated().map { i, d in d == 0 ? k.shape[i] : Int(d) }
-                if let f = shape.firstIndex(of: -1) { shape[f] = k.count / max(1, shape.filter { $0 != -1 }.reduce(1, *)) }
+                if s.contains(OnnxImporter.batchToken) { return nil }
+                guard s.filter({ $0 == -1 }).count <= 1, s.allSatisfy({ $0 >= -1 }), s.count <= 64 else {
+                    throw fail("Reshape '\(n.name)': target \(s) needs sizes ≥ 0 and at most one −1")
+                }
+                var shape = try s.enumerated().map { i, d -> Int in
+                    guard d != 0 else {
+                        guard i < k.shape.count else { throw fail("Reshape '\(n.name)': 0 at position \(i) beyond the input's rank") }
+                        return k.shape[i]
+                    }
+                    return Int(d)
+                }
+                if let f = shape.firstIndex(of: -1) {
+                    let known = try checkedCount(shape.filter { $0 != -1 }.map(Int64.init), "Reshape '\(n.name)' target")
+                    guard known > 0, k.count % known == 0 else { throw fail("Reshape '\(n.name)': cannot reshape \(k.shape) to \(s)") }
+                    shape[f] = k.count / known
+                }
+                guard try checkedCount(shape.map(Int64.init), "Reshape '\(n.name)' target") == k.count else {
+                    throw fail("Reshape '\(n.name)': cannot reshape \(k.shape) to \(s)")
+                }
                 k.shape = shape
                 return k
             case "Gather":
@@ -588,12 +666,15 @@ public enum OnnxImporter {
             case "ConstantOfShape":
                 guard let s = c(0)?.asInts else { return nil }
                 let value = attr("value").flatMap { try? tensor($0.t) }
+                let count = try checkedCount(s, "ConstantOfShape '\(n.name)' shape")
+                guard count <= Caps.current.foldedElements - constantElements else {
+                    throw fail("ConstantOfShape '\(n.name)' asks for \(count) values, above the limit of \(Caps.current.foldedElements)")
+                }
                 let shape = s.map { Int($0) }
-                let count = shape.reduce(1, *)
                 if let v = value, v.ints != nil { return Const(shape: shape, ints: Array(repeating: v.asInts.first ?? 0, count: count)) }
                 return Const(shape: shape, floats: Array(repeating: value?.asFloats.first ?? 0, count: count))
             case "Transpose":
-                guard let k = c(0), k.shape.count == 2 else { return nil }
+                guard let k = c(0), k.shape.count == 2, attr("perm").map({ $0.ints == [1, 0] }) ?? true else { return nil }
                 let t = OnnxImporter.Builder.transpose(k)
                 return Const(shape: t.shape, floats: (0..<t.count).map { t[$0] })
             case "Neg", "Sqrt", "Reciprocal":
@@ -603,12 +684,15 @@ public enum OnnxImporter {
             case "DequantizeLinear":
                 guard let q = c(0), let s = c(1) else { return nil }
                 let zp = c(2)?.asInts ?? [0]
-                let axis = Int(attr("axis")?.i ?? 1)
                 let sc = s.asFloats
-                let inner = sc.count > 1 ? q.shape[(axis + 1)...].reduce(1, *) : q.count
+                let ax = try axis(Int64(attr("axis")?.i ?? 1), max(q.shape.count, 1))
+                guard !sc.isEmpty, sc.count == 1 || (q.shape.count > ax && sc.count == q.shape[ax]), zp.count == 1 || zp.count == sc.count else {
+                    throw fail("DequantizeLinear '\(n.name)': \(sc.count) scales and \(zp.count) zero points do not fit \(q.shape) on axis \(ax)")
+                }
+                let inner = sc.count > 1 ? q.shape[(ax + 1)...].reduce(1, *) : q.count
                 let v = q.asInts.enumerated().map { i, x -> Float in
                     let ch = sc.count > 1 ? (i / inner) % sc.count : 0
-                    return sc[ch] * Float(x - zp[zp.count > 1 ? ch : 0])
+                    return sc[ch] * (Float(x) - Float(zp[zp.count > 1 ? ch : 0]))
                 }
                 return Const(shape: q.shape, floats: v)
             case "Mul", "Add", "Sub", "Div":
@@ -618,16 +702,19 @@ public enum OnnxImporter {
                     guard x.count == y.count || x.count == 1 || y.count == 1 else { return nil }
                     if (x + y).contains(OnnxImporter.batchToken) { return nil }
                     let n2 = max(x.count, y.count)
-                    let f: (Int64, Int64) -> Int64 =
+                    let f: (Int64, Int64) -> (Int64, Bool) =
                         switch n.opType {
-                        case "Mul": { $0 * $1 }
-                        case "Add": { $0 + $1 }
-                        case "Sub": { $0 - $1 }
-                        default: { $1 == 0 ? 0 : $0 / $1 }
+                        case "Mul": { $0.multipliedReportingOverflow(by: $1) }
+                        case "Add": { $0.addingReportingOverflow($1) }
+                        case "Sub": { $0.subtractingReportingOverflow($1) }
+                        default: { $1 == 0 ? (0, true) : $0.dividedReportingOverflow(by: $1) }
                         }
-                    return Const(
-                        shape: x.count >= y.count ? a.shape : b.shape,
-                        ints: (0..<n2).map { f(x[x.count == 1 ? 0 : $0], y[y.count == 1 ? 0 : $0]) })
+                    let values = try (0..<n2).map { i -> Int64 in
+                        let (v, bad) = f(x[x.count == 1 ? 0 : i], y[y.count == 1 ? 0 : i])
+                        guard !bad else { throw fail("\(n.opType) '\(n.name)' of integer constants overflows or divides by zero") }
+                        return v
+                    }
+                    return Const(shape: x.count >= y.count ? a.shape : b.shape, ints: values)
                 }
                 let (x, y) = (a.asFloats, b.asFloats)
                 guard x.count == y.count || x.count == 1 || y.count == 1 else { return nil }

@@ -1,4 +1,5 @@
 import CZlib
+import KDIO
 
 /// Reading and writing the zip archives numpy's `.npz` uses: stored or deflated members, zip64
 /// sizes and offsets, every length bounds-checked against the file.
@@ -8,7 +9,7 @@ enum Zip {
         var bytes: [UInt8]
     }
 
-    static func read(_ b: [UInt8], path: String, limit: Int = 4 << 30) throws -> [Member] {
+    static func read(_ b: [UInt8], path: String, limit: Int = Caps.current.expandedBytes) throws -> [Member] {
         let r = ByteReader(bytes: b, path: path)
         // End of central directory: the last 0x06054b50 within the final 64 KiB + 22 bytes.
         guard b.count >= 22 else { throw InteropError(path, "not a zip archive (too short)") }
@@ -71,8 +72,15 @@ enum Zip {
             guard r.u32(local) == 0x0403_4b50 else { throw InteropError(path, "corrupt local header of '\(name)'") }
             let dataStart = local + 30 + r.u16(local + 26) + r.u16(local + 28)
             try r.check(dataStart, compressed, "member '\(name)'")
+            // Sizes come from the file: checked before anything is allocated. Deflate expands at most
+            // 1032:1, so a member that declares more than that of its compressed bytes is lying.
+            guard size <= limit - total else {
+                throw InteropError(path, "member '\(name)' declares \(size) bytes; the members may hold at most \(limit) bytes in all")
+            }
+            guard method != 8 || size / 1032 <= compressed + 1 else {
+                throw InteropError(path, "member '\(name)' declares \(size) bytes from \(compressed) compressed bytes, more than deflate can expand to")
+            }
             total += size
-            guard total <= limit else { throw InteropError(path, "members inflate to more than \(limit) bytes") }
             let stored = Array(b[dataStart..<(dataStart + compressed)])
             switch method {
             case 0:

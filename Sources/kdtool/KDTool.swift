@@ -13,7 +13,7 @@ struct KDTool: ParsableCommand {
         discussion: """
             Every step reads and writes the same self-describing model bundle (.kdb, see Spec/bundle-format.md).
 
-            Exit codes: 0 success; 1 a check failed (--verify mismatch); 2 an input bundle is unreadable or invalid (the message carries the format error code, e.g. KDB-E04); 3 partial success; 4 a quality gate was exceeded; 64 usage error.
+            Exit codes: 0 success; 1 a check failed (--verify digest mismatch, --strict stop); 2 an input (bundle, model, data, image, config) is unreadable or invalid (bundle errors carry the format error code, e.g. KDB-E04); 3 partial success; 4 a quality gate was exceeded; 5 an output could not be written (the previous file is kept); 64 usage error.
             """,
         version: "kdtool 0.1.0",
         subcommands: [
@@ -33,7 +33,7 @@ struct KDTool: ParsableCommand {
             runs = try RunConfig.expand(Array(CommandLine.arguments.dropFirst()))
         } catch {
             warn("kdtool: error: \(error)")
-            exit(withError: ExitCode(64))
+            exit(withError: kdtoolExitCode(for: error) ?? Exit.usage)
         }
         for args in runs {
             Invocation.arguments = args
@@ -41,6 +41,11 @@ struct KDTool: ParsableCommand {
                 var command = try parseAsRoot(args)
                 try command.run()
             } catch {
+                // kdtool's own errors that no command caught get their code from the table.
+                if !(error is ExitCode), let code = kdtoolExitCode(for: error) {
+                    warn("kdtool: error: \(error)")
+                    exit(withError: code)
+                }
                 exit(withError: error)
             }
         }

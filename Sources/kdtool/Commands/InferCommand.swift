@@ -1,6 +1,7 @@
 import ArgumentParser
 import KDBundle
 import KDData
+import KDIO
 import KDInference
 import KDNN
 import KDTensor
@@ -100,10 +101,21 @@ struct InferCommand: ParsableCommand {
         var failed = 0
         var tableRows: [[String]] = []
         var stoppedEarly = false
+        var writeFailure: Error?
+        /// Rows are written as they are delivered; the first failed write stops the run.
+        func emit(_ row: String) -> Bool {
+            do {
+                try sink.write(row)
+                return true
+            } catch {
+                writeFailure = error
+                return false
+            }
+        }
 
         switch format {
         case .csv:
-            sink.write(
+            try sink.write(
                 (["path"] + (1...k).flatMap { ["label\($0)", "prob\($0)"] } + ["error"]).map(csvField).joined(separator: ",") + "\n")
         case .jsonl, .table: break
         }
@@ -113,7 +125,7 @@ struct InferCommand: ParsableCommand {
                 deliver: { p in
                     if let e = p.error {
                         failed += 1
-                        warn("kdtool: warning: \(e.description)")
+                        warn("kdtool: warning: \(PathCoding.display(e.path)): \(e.message)")
                     } else {
                         ok += 1
                     }
@@ -124,10 +136,12 @@ struct InferCommand: ParsableCommand {
                             fields += i < p.top.count ? [names[p.top[i].index], Text.fixed(Double(p.top[i].probability), 6)] : ["", ""]
                         }
                         fields.append(p.error.map { "\($0.kind): \($0.message)" } ?? "")
-                        sink.write(fields.map(csvField).joined(separator: ",") + "\n")
+                        if !emit(fields.map(csvField).joined(separator: ",") + "\n") { return false }
                     case .jsonl:
-                        let doc = JSON.object([
-                            ("path", .string(p.path)),
+                        // A name that is not UTF-8 is shown with \\xNN escapes; path_b64 holds its exact bytes.
+                        let doc = JSON.object(
+                            [("path", .string(PathCoding.display(p.path)))]
+                            + (PathCoding.isRaw(p.path) ? [("path_b64", JSON.string(PathCoding.base64(p.path)))] : []) + [
                             (
                                 "top",
                                 .array(
@@ -139,11 +153,11 @@ struct InferCommand: ParsableCommand {
                                     })
                             ),
                             ("error", p.error.map { .object([("kind", .string($0.kind)), ("message", .string($0.message))]) } ?? .null),
-                        ])
-                        sink.write(doc.render(pretty: false) + "\n")
+                            ])
+                        if !emit(doc.render(pretty: false) + "\n") { return false }
                     case .table:
                         tableRows.append(
-                            [p.path]
+                            [PathCoding.display(p.path)]
                                 + (p.error == nil
                                     ? [
                                         p.top.map { "\(names[$0.index]) \(Text.fixed(100 * Double($0.probability), 1))%" }.joined(
@@ -167,8 +181,9 @@ struct InferCommand: ParsableCommand {
                     }
                 })
         }
-        if format == .table { sink.write(Text.table(["path", "prediction", "error"], tableRows, indent: "") + "\n") }
-        sink.close()
+        if let writeFailure { throw writeFailure }
+        if format == .table { try sink.write(Text.table(["path", "prediction", "error"], tableRows, indent: "") + "\n") }
+        try sink.close()
         let seconds = monotonic() - started
         if !quiet {
             progress.finish(
@@ -180,50 +195,46 @@ struct InferCommand: ParsableCommand {
     }
 }
 
-/// RFC 4180 quoting when needed.
-func csvField(_ s: String) -> String {
-    guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
-    return "\"" + s.replacingAll("\"", with: "\"\"") + "\""
-}
+/// RFC 4180 quoting when needed (CR, LF, comma, quote or a control byte anywhere in the field).
+func csvField(_ s: String) -> String { PathCoding.decode(CSVField.encode(s)) }
 
-extension String {
-    func replacingAll(_ a: Character, with b: String) -> String {
-        var out = ""
-        for c in self { if c == a { out += b } else { out.append(c) } }
-        return out
-    }
-}
-
-/// stdout or a file (written atomically on close, so a failed run leaves no half file).
+/// stdout, or a file written atomically when the run ends: every write is checked, and a run
+/// that fails (or a disk that fills) leaves the previous file as it was.
 final class OutputSink {
-    private let file: UnsafeMutablePointer<FILE>?
-    private let path: String?
-    private let temp: String?
+    private let file: AtomicOutput?
 
     init(path: String?) throws {
-        self.path = path
-        guard let path else {
-            file = nil
-            temp = nil
-            return
-        }
-        let t = path + ".tmp-\(getpid())"
-        guard let f = fopen(t, "w") else {
-            warn("kdtool: error: cannot write \(path): \(String(cString: strerror(errno)))")
-            throw ExitCode.failure
-        }
-        file = f
-        temp = t
+        file = try path.map { p in try reportingErrors { try AtomicOutput(p) } }
     }
 
-    /// Standard output goes through `print`, so rows stay in order with everything else printed.
-    func write(_ s: String) {
-        if let file { fputs(s, file) } else { print(s, terminator: "") }
+    /// Standard output goes through the C stdio buffer `print` also uses, so rows stay in order
+    /// with everything else printed; file names that are not UTF-8 are written as their bytes.
+    func write(_ s: String) throws {
+        let bytes = PathCoding.bytes(s)
+        if let file {
+            try reportingErrors { try file.write(bytes) }
+        } else {
+            // Whatever `print` buffered goes first, then the row's bytes, every write checked.
+            fflush(nil)
+            var done = 0
+            while done < bytes.count {
+                let n = bytes.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + done, bytes.count - done) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else {
+                    warn("kdtool: error: cannot write to standard output: \(String(cString: strerror(errno)))")
+                    throw Exit.outputFailed
+                }
+                done += n
+            }
+        }
     }
 
-    func close() {
-        guard let file, let temp, let path else { return }
-        fclose(file)
-        rename(temp, path)
+    func close() throws {
+        if let file {
+            try reportingErrors { try file.commit() }
+        } else if fflush(nil) != 0 {
+            warn("kdtool: error: cannot write to standard output: \(String(cString: strerror(errno)))")
+            throw Exit.outputFailed
+        }
     }
 }

@@ -4,15 +4,8 @@ import KDInterop
 import KDNN
 import KDTensor
 
-/// Reports an interchange-file problem as one line with exit code 2.
-func withInteropErrors<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let e as InteropError {
-        warn("kdtool: error: \(e)")
-        throw Exit.invalidInput
-    }
-}
+/// Reports an interchange-file problem as one line with exit code 2 (5 for an output).
+func withInteropErrors<T>(_ body: () throws -> T) throws -> T { try reportingErrors(body) }
 
 struct ImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,16 +1,23 @@
 import ArgumentParser
 import KDBundle
+import KDData
+import KDIO
+import KDInterop
+import KDNN
+import KDTensor
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// Exit codes shared by every command (DESIGN.md).
+/// Exit codes shared by every command (README, "Exit codes").
 enum Exit {
     static let checkFailed = ExitCode(1)
     static let invalidInput = ExitCode(2)
     static let partial = ExitCode(3)
     static let gateExceeded = ExitCode(4)
+    static let outputFailed = ExitCode(5)
+    static let usage = ExitCode(64)
 }
 
 /// Prints one line to standard error.
@@ -20,12 +27,32 @@ func warn(_ message: String) {
     line.withCString { _ = write(2, $0, strlen($0)) }
 }
 
-/// Runs `body`, turning a bundle error into one line on stderr and exit code 2 — no stack trace.
-func withBundleErrors<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let e as BundleError {
-        warn("kdtool: error: \(e)")
-        throw Exit.invalidInput
+/// The one place that turns an error into its exit code: an output that could not be written is
+/// 5 (the old file is still there); an input that is unreadable or invalid (a bundle, a model or
+/// state dict, data, images, a config file, data that does not fit the model) is 2. Nil for
+/// errors that are not kdtool's (the argument parser's own, which it reports itself).
+func kdtoolExitCode(for error: Error) -> ExitCode? {
+    switch error {
+    case is OutputError: return Exit.outputFailed
+    case is BundleError, is InputError, is InteropError, is DataError, is ImageError, is NNError, is TensorError:
+        return Exit.invalidInput
+    case let e as RunConfig.Failure: return e.code
+    default: return nil
     }
 }
+
+/// Runs `body`, turning any kdtool error into one line on stderr and its exit code — no stack trace.
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        guard let code = kdtoolExitCode(for: error) else { throw error }
+        warn("kdtool: error: \(error)")
+        throw code
+    }
+}
+
+/// The same as `reportingErrors` (kept for call sites that read as bundle operations).
+func withBundleErrors<T>(_ body: () throws -> T) throws -> T { try reportingErrors(body) }

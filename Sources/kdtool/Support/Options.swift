@@ -1,5 +1,6 @@
 import ArgumentParser
 import KDBundle
+import KDIO
 import KDData
 import KDNN
 import KDTensor
@@ -211,28 +212,7 @@ func loadModel(_ path: String) throws -> (Model, ModelBundle) {
         warn("kdtool: error: \(e)")
         throw Exit.invalidInput
     } catch {
-        warn("kdtool: error: \(path): \(error)")
+        warn("kdtool: error: \(PathCoding.display(path)): \(error)")
         throw Exit.invalidInput
-    }
-}
-
-/// Runs `body`, reporting data and model errors as one line with exit 1 (2 for bundle errors).
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let e as BundleError {
-        warn("kdtool: error: \(e)")
-        throw Exit.invalidInput
-    } catch let e as ExitCode {
-        throw e
-    } catch let e as DataError {
-        warn("kdtool: error: \(e)")
-        throw ExitCode.failure
-    } catch let e as NNError {
-        warn("kdtool: error: \(e)")
-        throw ExitCode.failure
-    } catch let e as TensorError {
-        warn("kdtool: error: \(e)")
-        throw ExitCode.failure
     }
 }

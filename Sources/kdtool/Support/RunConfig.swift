@@ -1,5 +1,6 @@
 import ArgumentParser
 import KDBundle
+import KDIO
 import Yams
 
 #if canImport(Glibc)
@@ -21,7 +22,11 @@ enum Invocation {
 enum RunConfig {
     static let positional = ["train": "model", "distill": "bundles"]
 
-    struct Failure: Error, CustomStringConvertible { let description: String }
+    /// A config that cannot be used: unreadable or invalid (exit 2) or naming unknown flags (64).
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        var code = Exit.invalidInput
+    }
 
     /// Argument lists to run: the command line itself without `--config`, or one per sweep point.
     static func expand(_ argv: [String]) throws -> [[String]] {
@@ -40,13 +45,21 @@ enum RunConfig {
         }
         let text: String
         do {
-            text = String(decoding: try readAll(path), as: UTF8.self)
-        } catch {
-            throw Failure(description: "\(path): \(error)")
+            text = String(decoding: try SafeFile.readAll(path, limit: Caps.current.configBytes), as: UTF8.self)
+        } catch let e as InputError {
+            throw Failure(description: "\(e)")
         }
         let doc: Any?
         do {
+            // Aliases share nodes in the composed tree but are copied when values are built: count
+            // what building would make (each alias as often as it is used) before building it.
+            if let node = try Yams.compose(yaml: text) {
+                var budget = Caps.current.configNodes
+                try countNodes(node, budget: &budget, depth: 0, path: path)
+            }
             doc = try Yams.load(yaml: text)
+        } catch let e as Failure {
+            throw e
         } catch {
             throw Failure(description: "\(path): not valid YAML: \(error)")
         }
@@ -60,6 +73,10 @@ enum RunConfig {
                 }
                 sweep.append((k, values.map(scalar)))
             }
+        }
+        let runCount = sweep.reduce(into: 1) { n, kv in n = n.multipliedReportingOverflow(by: kv.1.count).overflow ? Int.max : n * kv.1.count }
+        guard runCount <= Caps.current.sweepRuns else {
+            throw Failure(description: "\(path): the sweep has \(runCount == Int.max ? "too many" : "\(runCount)") runs, above the limit of \(Caps.current.sweepRuns)")
         }
         var points: [[(String, String)]] = [[]]
         for (k, values) in sweep { points = points.flatMap { p in values.map { p + [(k, $0)] } } }
@@ -94,6 +111,12 @@ enum RunConfig {
                 }
             }
             try checkKeys(args + rest, file: path)
+            // Every argument is recorded in the output's provenance: one that could not be written
+            // there is refused now, not after the training it would have ended.
+            if let long = (args + rest).first(where: { $0.utf8.count > Value.maxStringBytes }) {
+                throw Failure(
+                    description: "\(path): the value '\(long.prefix(40))…' is \(long.utf8.count) bytes; settings are recorded in the bundle, which holds at most \(Value.maxStringBytes) bytes a string")
+            }
             runs.append(args + rest.dropFirst())
         }
         Invocation.configFile = path
@@ -132,21 +155,30 @@ enum RunConfig {
         }
         if !unknown.isEmpty {
             throw Failure(
-                description: "\(file): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))")
+                description: "\(file): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))",
+                code: Exit.usage)
         }
     }
 
-    static func readAll(_ path: String) throws -> [UInt8] {
-        guard let f = fopen(path, "rb") else { throw Failure(description: String(cString: strerror(errno))) }
-        defer { fclose(f) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            out += buf[0..<n]
+    /// A small text file (configs, metrics logs): a regular file of at most `Caps.current.configBytes` × 16.
+    static func readAll(_ path: String) throws -> [UInt8] { try SafeFile.readAll(path, limit: Caps.current.configBytes * 16) }
+
+    /// Counts the values building `node` would make, aliases expanded, against `budget`.
+    static func countNodes(_ node: Node, budget: inout Int, depth: Int, path: String) throws {
+        budget -= 1
+        guard budget >= 0 else {
+            throw Failure(description: "\(path): the config expands to more than \(Caps.current.configNodes) values (aliases counted each time they are used)")
         }
-        return out
+        guard depth < 64 else { throw Failure(description: "\(path): the config nests deeper than 64 levels") }
+        switch node {
+        case .mapping(let m):
+            for (k, v) in m {
+                try countNodes(k, budget: &budget, depth: depth + 1, path: path)
+                try countNodes(v, budget: &budget, depth: depth + 1, path: path)
+            }
+        case .sequence(let s): for v in s { try countNodes(v, budget: &budget, depth: depth + 1, path: path) }
+        case .scalar, .alias: break
+        }
     }
 
     /// The resolved settings of one run (every flag given, from the file or the command line) as YAML.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KDBundle
+import KDIO
 import KDData
 import KDNN
 import KDTensor
@@ -34,6 +35,8 @@ struct TrainingRun {
     var beforeWrite: ((Model) -> Void)?
 
     func execute(configure: (Trainer, Dataset, Augmentation) throws -> Void) throws {
+        let lock = try preflight(output: output)
+        defer { withExtendedLifetime(lock) {} }
         Interruption.install()
         let progress = ProgressLine()
         progress.quiet = quiet
@@ -162,6 +165,21 @@ struct TrainingRun {
         }
         print("\(output): \(summary), \(Text.fixed(seconds, 1)) s")
         print("content digest \(result.contentDigest)")
+    }
+}
+
+/// Before any work: the output's folder must exist and be writable, no other run may be writing
+/// the same output (the returned lock is held for the run), and what provenance will record
+/// (arguments, working folder) must fit in a bundle. A run that cannot keep its result stops here.
+func preflight(output: String) throws -> OutputLock {
+    try reportingErrors {
+        try AtomicOutput.checkWritable(output)
+        let recorded = Invocation.arguments + [currentDirectory()]
+        if let long = recorded.first(where: { $0.utf8.count > Value.maxStringBytes }) {
+            throw InputError(
+                "", "the argument or folder '\(long.prefix(40))…' is \(long.utf8.count) bytes; provenance holds at most \(Value.maxStringBytes) bytes a string")
+        }
+        return try OutputLock(output)
     }
 }
 
