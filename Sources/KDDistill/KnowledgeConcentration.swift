@@ -1,5 +1,6 @@
 import KDBundle
 import KDData
+import KDIO
 import KDNN
 import KDTensor
 
@@ -33,15 +34,12 @@ public enum KC {
     /// (`{"verticals": [{"name", "classes": [indices], "labels": [names]}]}`) or a VMAP section.
     /// Classes are matched by name when the file gives names.
     public static func verticals(json path: String, classes: [String]) throws -> VerticalMap {
-        guard let f = fopen(path, "r") else { throw NNError("\(path): cannot open the verticals file") }
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            bytes += buf[0..<n]
+        let bytes: [UInt8]
+        do {
+            bytes = try SafeFile.readAll(path, limit: 16 << 20)
+        } catch let e as InputError {
+            throw NNError("\(path): cannot read the verticals file: \(e.message)")
         }
-        fclose(f)
         let doc: Any
         do {
             doc = try MiniJSON.parse(bytes)

@@ -1,3 +1,4 @@
+import KDIO
 import KDBundle
 
 #if canImport(Glibc)
@@ -37,8 +38,7 @@ public struct TeacherLogitStore: Sendable {
 
     /// Logits [example][teacher][class], or nil when there is no matching file.
     public func load(key: String, count: Int, teachers: Int, classes: Int) -> [Float]? {
-        let fd = open(path(key), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard let fd = try? SafeFile.openForReading(path(key)) else { return nil }
         defer { close(fd) }
         let header = Self.magic + Array(key.utf8) + [10]
         let values = count * teachers * classes
@@ -78,25 +78,7 @@ public struct TeacherLogitStore: Sendable {
             let b = v.bitPattern.littleEndian
             bytes += [UInt8(b & 0xff), UInt8(b >> 8 & 0xff), UInt8(b >> 16 & 0xff), UInt8(b >> 24)]
         }
-        let tmp = path(key) + ".tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return false }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                close(fd)
-                unlink(tmp)
-                return false
-            }
-            done += n
-        }
-        close(fd)
-        guard rename(tmp, path(key)) == 0 else {
-            unlink(tmp)
-            return false
-        }
-        return true
+        // A cache: a write that fails (a full disk) only means the teacher is computed again next time.
+        return (try? AtomicOutput.write(bytes, to: path(key))) != nil
     }
 }

@@ -106,12 +106,12 @@ public enum SafeFile {
     /// `Caps.current.fileBytes` before anything is allocated.
     public static func readRangeInside(folder: String, relative: String, offset: Int, length: Int?) throws -> [UInt8] {
         let full = (folder.hasSuffix("/") ? folder : folder + "/") + relative
-        guard !relative.hasPrefix("/") else { throw InputError(full, "an absolute location is not allowed; it must be inside the model's folder") }
+        guard !relative.hasPrefix("/") else { throw InputError(full, "an absolute location leaves the model's folder") }
         guard let root = realPath(folder) else { throw InputError(folder, errnoMessage()) }
         guard let real = realPath(full) else { throw InputError(full, errnoMessage()) }
         let prefix = root.hasSuffix("/") ? root : root + "/"
         guard real.hasPrefix(prefix) else {
-            throw InputError(full, "resolves to \(PathCoding.display(real)), outside the model's folder \(PathCoding.display(root))")
+            throw InputError(full, "leaves the model's folder: it resolves to \(PathCoding.display(real)), outside \(PathCoding.display(root))")
         }
         // The resolved path is opened, so a link swapped in after the check cannot redirect the read.
         let fd = try openForReading(real)

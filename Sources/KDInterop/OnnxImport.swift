@@ -21,8 +21,10 @@ public enum OnnxImporter {
         public var producer = ""
     }
 
-    public static func load(path: String) throws -> (Model, Notes) {
-        let bytes = try Files.readAll(path)
+    public static func load(path: String) throws -> (Model, Notes) { try load(bytes: try Files.readAll(path), path: path) }
+
+    /// An ONNX model from its bytes; `path` names it in messages and locates external data.
+    public static func load(bytes: [UInt8], path: String) throws -> (Model, Notes) {
         let proto: Onnx_ModelProto
         do {
             proto = try Onnx_ModelProto(serializedBytes: bytes)

@@ -15,8 +15,10 @@ public struct StateDict: Sendable {
     public var path: String
 
     /// Reads `.safetensors` or `.npz` by content (magic bytes), not by extension.
-    public static func read(path: String) throws -> StateDict {
-        let b = try Files.readAll(path)
+    public static func read(path: String) throws -> StateDict { try read(bytes: try Files.readAll(path), path: path) }
+
+    /// `.safetensors` or `.npz` from bytes; `path` names it in messages.
+    public static func read(bytes b: [UInt8], path: String) throws -> StateDict {
         if b.count >= 4, b[0] == 0x50, b[1] == 0x4b { return try npz(b, path: path) }
         return try safetensors(b, path: path)
     }

@@ -1,4 +1,5 @@
 import KDBundle
+import KDIO
 import KDTensor
 
 #if canImport(Glibc)
@@ -343,15 +344,12 @@ public enum Checkpoint {
 
 /// The metrics JSON-lines file.
 public enum MetricsLog {
-    public static func append(_ path: String, _ line: String) throws {
-        guard let f = fopen(path, "a") else { throw NNError("\(path): cannot open for appending") }
-        defer { fclose(f) }
-        fputs(line + "\n", f)
-    }
+    /// Appends one line, every write checked (an `OutputError` when it fails).
+    public static func append(_ path: String, _ line: String) throws { try AppendLog.append(path, line) }
 
     /// Drops lines of `stage` beyond `step` (left by a run that was killed after its last checkpoint).
     static func truncate(_ path: String, afterStep step: Int, stage: String) throws {
-        guard let f = fopen(path, "r") else { return }
+        guard SafeFile.fileType(path) == .regular, let f = fopen(path, "r") else { return }
         var kept: [String] = []
         var buf = [CChar](repeating: 0, count: 1 << 16)
         while fgets(&buf, Int32(buf.count), f) != nil {
@@ -364,9 +362,7 @@ public enum MetricsLog {
             kept.append(line)
         }
         fclose(f)
-        guard let w = fopen(path, "w") else { throw NNError("\(path): cannot rewrite") }
-        for l in kept { fputs(l + "\n", w) }
-        fclose(w)
+        try AtomicOutput.write(kept.map { $0 + "\n" }.joined(), to: path)
     }
 }
 

@@ -144,7 +144,7 @@ struct TrainCommandTests {
         #expect(mismatch.status == 1)
         #expect(mismatch.err.contains("[1, 8, 8]") && mismatch.err.contains("[1, 28, 28]"))
         let missing = try CLI.run(["eval", m, "--data", "/nonexistent/data"])
-        #expect(missing.status == 1 && missing.err.contains("/nonexistent/data"))
+        #expect(missing.status == 2 && missing.err.contains("/nonexistent/data"))
         #expect(try CLI.run(["init", "--arch", "mlp", "--classes", "10", "--input", "28x28", "-o", m]).status == 64)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import KDBundle
 import KDData
+import KDIO
 import KDInference
 import KDNN
 import KDTensor
@@ -100,9 +101,7 @@ struct DemoCommand: ParsableCommand {
             let px = evalSet.pixels[(i * 784)..<((i + 1) * 784)].map { 255 - $0 }
             let file = "\(folder)/scan-\(String(100 + i)).png"
             let bytes = try ImageDecoder.encodePNG(Image(width: 28, height: 28, channels: 1, pixels: px))
-            guard let f = fopen(file, "wb") else { throw ValidationError("cannot write \(file)") }
-            _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
-            fclose(f)
+            try reportingErrors { try AtomicOutput.write(bytes, to: file) }
             truth[file] = evalSet.labels[i]
         }
         var options = Predictor.Options()

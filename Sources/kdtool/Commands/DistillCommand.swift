@@ -322,7 +322,9 @@ extension DistillCommand {
         let trainer = MutualTrainer(
             peers: loaded.map(\.1), config: config, dml: dml, train: batches, eval: evalBatches,
             checkpointPaths: (1...k).map { "\(dir)/peer\($0).ckpt.kdb" })
-        trainer.shouldStop = { Interruption.isRequested }
+        // A metrics line that cannot be written stops the run at the next step (exit 5).
+        let logFailure = FailureBox()
+        trainer.shouldStop = { Interruption.isRequested || logFailure.error != nil }
         let progress = ProgressLine()
         progress.quiet = io.quiet
         trainer.onProgress = { epoch, batch, batches in
@@ -331,7 +333,9 @@ extension DistillCommand {
                 fraction: (Double(epoch - 1) + Double(batch) / Double(batches)) / Double(config.epochs))
         }
         trainer.onEpoch = { epoch, metrics in
-            for m in metrics { try? MetricsLog.append("\(dir)/metrics.jsonl", m.json) }
+            for m in metrics where logFailure.error == nil {
+                do { try MetricsLog.append("\(dir)/metrics.jsonl", m.json) } catch { logFailure.error = error }
+            }
             let accs = metrics.map { m in
                 m.evalAccuracy.map { Text.fixed(100 * $0, 2) + "%" } ?? Text.fixed(100 * m.trainAccuracy, 2) + "% (train)"
             }
@@ -341,7 +345,12 @@ extension DistillCommand {
         }
         if !io.quiet { warn("deep mutual learning: \(k) peers on \(trainSet.count) images from \(data.data), \(config.epochs) epochs") }
         let started = monotonic()
-        try runInterruptibly(progress: progress, quiet: io.quiet) { try trainer.run(resume: training.resume) }
+        do {
+            try runInterruptibly(progress: progress, quiet: io.quiet) { try trainer.run(resume: training.resume) }
+        } catch {
+            if let e = logFailure.error { try reportingErrors { throw e } }
+            throw error
+        }
         let seconds = monotonic() - started
         for (i, (path, model, digest)) in loaded.enumerated() {
             var metrics: [String: Value] = ["seconds": .float(seconds)]
@@ -371,3 +380,8 @@ extension DistillCommand {
 #if canImport(Glibc)
     import Glibc
 #endif
+
+/// The first error a callback could not throw.
+final class FailureBox {
+    var error: Error?
+}

@@ -151,7 +151,7 @@ struct QuantizeCheckCommand: ParsableCommand {
             report: report, sizeBefore: bundle.fileSize, sizeAfter: sizeAfter, paramBytesBefore: paramBytesBefore,
             paramBytesAfter: paramBytesAfter, speedFP32: speedFP32, speedQuantized: speedQuant, calibrated: calibrated,
             keptF32: q.keptFloat32)
-        if let output { writeText(document(summary).render() + "\n", to: Companion.stem(output) + ".quantize-check.json") }
+        if let output { try writeText(document(summary).render() + "\n", to: Companion.stem(output) + ".quantize-check.json") }
         if json { print(document(summary).render()) } else { printText(summary) }
         if report.accuracyDrop > maxDrop {
             warn(

@@ -73,7 +73,7 @@ struct ReportCommand: ParsableCommand {
         html += provenanceChain(best)
         html += quantSection(runs, folder: folder)
         html += "</main></body></html>\n"
-        writeText(html, to: output)
+        try writeText(html, to: output)
         print("\(output): \(runs.count) runs, \(Text.bytes(html.utf8.count))")
     }
 

@@ -72,10 +72,7 @@ struct VerticalsCommand: ParsableCommand {
             ),
         ])
         let text = doc.render() + "\n"
-        guard let f = fopen(output + ".tmp", "w") else { throw ValidationError("cannot write \(output)") }
-        fputs(text, f)
-        fclose(f)
-        rename(output + ".tmp", output)
+        try writeText(text, to: output)
         for v in groups { print("\(v.name): \(v.classes.map { names[$0] }.joined(separator: " "))") }
         print("\(output): \(k) verticals over \(classes) classes from \(set.count) predictions")
     }

@@ -28,14 +28,16 @@ func warn(_ message: String) {
 }
 
 /// The one place that turns an error into its exit code: an output that could not be written is
-/// 5 (the old file is still there); an input that is unreadable or invalid (a bundle, a model or
-/// state dict, data, images, a config file, data that does not fit the model) is 2. Nil for
-/// errors that are not kdtool's (the argument parser's own, which it reports itself).
+/// 5 (the old file is still there); an input that is unreadable or invalid (a bundle, an ONNX
+/// model or state dict, a `.npy`, data, images, a config file) is 2; a model or method
+/// precondition that fails (data that does not fit the model, a teacher and student that do not
+/// match, an unknown layer) is 1. Nil for errors that are not kdtool's (the argument parser's own,
+/// which it reports itself).
 func kdtoolExitCode(for error: Error) -> ExitCode? {
     switch error {
     case is OutputError: return Exit.outputFailed
-    case is BundleError, is InputError, is InteropError, is DataError, is ImageError, is NNError, is TensorError:
-        return Exit.invalidInput
+    case is BundleError, is InputError, is InteropError, is DataError, is ImageError: return Exit.invalidInput
+    case is NNError, is TensorError: return Exit.checkFailed
     case let e as RunConfig.Failure: return e.code
     default: return nil
     }

@@ -1,7 +1,6 @@
 import ArgumentParser
 import KDBundle
 import KDIO
-import Yams
 
 #if canImport(Glibc)
     import Glibc
@@ -43,40 +42,12 @@ enum RunConfig {
             path = argv[at + 1]
             rest.removeSubrange(at...(at + 1))
         }
-        let text: String
+        let map: [String: Any]
+        let sweep: [(String, [String])]
         do {
-            text = String(decoding: try SafeFile.readAll(path, limit: Caps.current.configBytes), as: UTF8.self)
-        } catch let e as InputError {
-            throw Failure(description: "\(e)")
-        }
-        let doc: Any?
-        do {
-            // Aliases share nodes in the composed tree but are copied when values are built: count
-            // what building would make (each alias as often as it is used) before building it.
-            if let node = try Yams.compose(yaml: text) {
-                var budget = Caps.current.configNodes
-                try countNodes(node, budget: &budget, depth: 0, path: path)
-            }
-            doc = try Yams.load(yaml: text)
-        } catch let e as Failure {
-            throw e
-        } catch {
-            throw Failure(description: "\(path): not valid YAML: \(error)")
-        }
-        guard let map = doc as? [String: Any] else { throw Failure(description: "\(path): the config must be a mapping of flags") }
-        var sweep: [(String, [String])] = []
-        if let s = map["sweep"] {
-            guard let sm = s as? [String: Any] else { throw Failure(description: "\(path): sweep must map flags to lists of values") }
-            for k in sm.keys.sorted() {
-                guard let values = sm[k] as? [Any], !values.isEmpty else {
-                    throw Failure(description: "\(path): sweep.\(k) must be a non-empty list")
-                }
-                sweep.append((k, values.map(scalar)))
-            }
-        }
-        let runCount = sweep.reduce(into: 1) { n, kv in n = n.multipliedReportingOverflow(by: kv.1.count).overflow ? Int.max : n * kv.1.count }
-        guard runCount <= Caps.current.sweepRuns else {
-            throw Failure(description: "\(path): the sweep has \(runCount == Int.max ? "too many" : "\(runCount)") runs, above the limit of \(Caps.current.sweepRuns)")
+            (map, sweep) = try ConfigFile.load(path)
+        } catch let e as ConfigFile.Failure {
+            throw Failure(description: e.description)
         }
         var points: [[(String, String)]] = [[]]
         for (k, values) in sweep { points = points.flatMap { p in values.map { p + [(k, $0)] } } }
@@ -123,14 +94,7 @@ enum RunConfig {
         return runs
     }
 
-    static func scalar(_ v: Any) -> String {
-        switch v {
-        case let b as Bool: return b ? "true" : "false"
-        case let i as Int: return String(i)
-        case let d as Double: return d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : "\(d)"
-        default: return "\(v)"
-        }
-    }
+    static func scalar(_ v: Any) -> String { ConfigFile.scalar(v) }
 
     /// Every `--flag` the command does not know, reported at once as config keys.
     static func checkKeys(_ args: [String], file: String) throws {
@@ -162,24 +126,6 @@ enum RunConfig {
 
     /// A small text file (configs, metrics logs): a regular file of at most `Caps.current.configBytes` × 16.
     static func readAll(_ path: String) throws -> [UInt8] { try SafeFile.readAll(path, limit: Caps.current.configBytes * 16) }
-
-    /// Counts the values building `node` would make, aliases expanded, against `budget`.
-    static func countNodes(_ node: Node, budget: inout Int, depth: Int, path: String) throws {
-        budget -= 1
-        guard budget >= 0 else {
-            throw Failure(description: "\(path): the config expands to more than \(Caps.current.configNodes) values (aliases counted each time they are used)")
-        }
-        guard depth < 64 else { throw Failure(description: "\(path): the config nests deeper than 64 levels") }
-        switch node {
-        case .mapping(let m):
-            for (k, v) in m {
-                try countNodes(k, budget: &budget, depth: depth + 1, path: path)
-                try countNodes(v, budget: &budget, depth: depth + 1, path: path)
-            }
-        case .sequence(let s): for v in s { try countNodes(v, budget: &budget, depth: depth + 1, path: path) }
-        case .scalar, .alias: break
-        }
-    }
 
     /// The resolved settings of one run (every flag given, from the file or the command line) as YAML.
     static func resolved(_ args: [String]) -> String {
@@ -217,21 +163,8 @@ enum RunConfig {
     }
 }
 
-/// Writes a small text file next to an output (temporary file and rename); failures only warn.
-func writeText(_ text: String, to path: String) {
-    let tmp = path + ".tmp-\(getpid())"
-    guard let f = fopen(tmp, "wb") else {
-        warn("kdtool: warning: cannot write \(path): \(String(cString: strerror(errno)))")
-        return
-    }
-    let bytes = Array(text.utf8)
-    let ok = fwrite(bytes, 1, bytes.count, f) == bytes.count
-    fclose(f)
-    if !ok || rename(tmp, path) != 0 {
-        unlink(tmp)
-        warn("kdtool: warning: cannot write \(path)")
-    }
-}
+/// Writes a text file (a report, a config, a summary) atomically; a failure is exit 5 with the old file kept.
+func writeText(_ text: String, to path: String) throws { try reportingErrors { try AtomicOutput.write(text, to: path) } }
 
 /// `--seeds a,b,c` on train and distill: the same command once per seed, then mean ± std of the
 /// eval accuracy and, with `--baseline`, the paired difference against runs with the same seeds.
@@ -336,7 +269,7 @@ enum SeedSweep {
         }
         let stem = Companion.stem(summaryBase.hasSuffix("/") ? String(summaryBase.dropLast()) : summaryBase)
         let summary = stem + ".summary.json"
-        writeText(JSON.object(doc).render() + "\n", to: summary)
+        try writeText(JSON.object(doc).render() + "\n", to: summary)
         print("  summary \(summary)")
     }
 }

@@ -150,7 +150,7 @@ struct TrainingRun {
         beforeWrite?(model)
         let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
         if Invocation.configFile != nil, metricsFor == nil {
-            writeText(RunConfig.resolved(Invocation.arguments), to: Companion.config(output))
+            try writeText(RunConfig.resolved(Invocation.arguments), to: Companion.config(output))
         }
         var summary =
             trainer.history.last.map { m in
