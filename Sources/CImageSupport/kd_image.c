@@ -60,6 +60,8 @@ int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
     struct jpeg_decompress_struct cinfo;
     struct kd_error_mgr jerr;
     unsigned char *volatile pixels = NULL;
+    /* The row buffer lives across jpeg_read_scanlines, which may longjmp: freed by the handler too. */
+    unsigned char *volatile row = NULL;
     *out = NULL;
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = kd_error_exit;
@@ -71,6 +73,7 @@ int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
         int code = cinfo.err->msg_code == JERR_OUT_OF_MEMORY ? 3 : 1;
         jpeg_destroy_decompress(&cinfo);
         free(pixels);
+        free(row);
         return code;
     }
     jpeg_create_decompress(&cinfo);
@@ -96,7 +99,7 @@ int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
     int outc = cmyk ? 3 : comps;
     size_t w = cinfo.output_width, h = cinfo.output_height;
     pixels = malloc(w * h * (size_t)outc + 1);
-    unsigned char *row = malloc(w * (size_t)comps + 1);
+    row = malloc(w * (size_t)comps + 1);
     if (!pixels || !row) {
         free(row);
         snprintf(error, error_size, "out of memory");
@@ -124,6 +127,7 @@ int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
         }
     }
     free(row);
+    row = NULL;
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     *out = pixels;

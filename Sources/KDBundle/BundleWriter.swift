@@ -282,26 +282,8 @@ public enum BundleWriter {
         }
     }
 
-    /// Temporaries left by writers that died; ours has been renamed away by now.
-    static func removeStaleTemporaries(dir: String, base: String) {
-        guard let d = opendir(dir) else { return }
-        defer { closedir(d) }
-        let prefix = ".\(base).tmp-"
-        var stale: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name.hasPrefix(prefix) { stale.append(name) }
-        }
-        for name in stale {
-            // The pid field tells whether the writer is still alive; only dead writers' files go.
-            let rest = name.dropFirst(prefix.count)
-            if let pid = Int32(rest.split(separator: "-").first ?? ""), pid != getpid(), kill(pid, 0) == 0 { continue }
-            if rest.hasPrefix("\(getpid())-") { continue }
-            unlink("\(dir)/\(name)")
-        }
-    }
+    /// Temporaries left by writers that died (zombies included); ours has been renamed away by now.
+    static func removeStaleTemporaries(dir: String, base: String) { AtomicOutput.removeStaleTemporaries(dir: dir, base: base) }
 
     static func fileSize(_ path: String) throws -> Int {
         var st = stat()

@@ -83,6 +83,9 @@ extension Dataset {
             index[c] = k
         }
         let keep = (0..<count).filter { index[labels[$0]] != nil }
+        guard !keep.isEmpty || count == 0 else {
+            throw DataError("\(source): none of its \(count) images belongs to the classes \(names.prefix(20).joined(separator: ", "))")
+        }
         var d = subset(keep, split: split)
         d.labels = keep.map { index[labels[$0]]! }
         d.classes = names

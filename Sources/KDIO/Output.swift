@@ -116,24 +116,34 @@ public final class AtomicOutput {
             guard name.hasPrefix(prefix) else { continue }
             let rest = name.dropFirst(prefix.count)
             guard let pid = Int32(rest.split(separator: "-").first ?? "") else { continue }
-            if pid == getpid() || (kill(pid, 0) == 0 || errno == EPERM) { continue }
+            if pid == getpid() || isRunning(pid) { continue }
             stale.append(name)
         }
         closedir(d)
         for name in stale { PathCoding.withCString("\(dir)/\(name)") { _ = unlink($0) } }
     }
 
+    /// Whether `pid` is a live process: one that exists and is not a zombie (a writer killed with
+    /// -9 stays a zombie until its parent reaps it, and its temporary file is already abandoned).
+    public static func isRunning(_ pid: Int32) -> Bool {
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let stat = SafeFile.prefix("/proc/\(pid)/stat", 512) else { return true }
+        // "pid (comm) S …": the state follows the last ')'.
+        guard let close = stat.lastIndex(of: UInt8(ascii: ")")), close + 2 < stat.count else { return true }
+        return stat[close + 2] != UInt8(ascii: "Z")
+    }
+
     /// Checks before any work starts that `path` can be written: its folder exists and is a
     /// writable folder, and the path itself is not a folder. A run whose output cannot be
     /// written stops here, not after hours of work.
-    public static func checkWritable(_ path: String) throws {
+    public static func checkWritable(_ path: String, isFolder: Bool = false) throws {
         let (dir, _) = split(path)
         switch SafeFile.fileType(dir) {
         case .directory: break
         case .missing: throw OutputError(path, "the folder \(PathCoding.display(dir)) does not exist")
         default: throw OutputError(path, "\(PathCoding.display(dir)) is not a folder")
         }
-        if SafeFile.fileType(path) == .directory { throw OutputError(path, "is a folder") }
+        if !isFolder && SafeFile.fileType(path) == .directory { throw OutputError(path, "is a folder") }
         guard PathCoding.withCString(dir, { access($0, W_OK | X_OK) }) == 0 else {
             throw OutputError(path, "the folder \(PathCoding.display(dir)) is not writable: \(errnoMessage())")
         }

@@ -297,6 +297,8 @@ extension DistillCommand {
             try Compatibility.check(teachers: loaded.dropFirst().map { ($0.0, $0.1) }, student: (loaded[0].0, loaded[0].1))
         }
         let dir = io.output.hasSuffix(".kdb") ? String(io.output.dropLast(4)) : io.output
+        let lock = try preflight(output: dir, isFolder: true)
+        defer { withExtendedLifetime(lock) {} }
         mkdir(dir, 0o755)
         guard ImageFolder.isDirectory(dir) else { throw ValidationError("cannot create the output folder \(dir)") }
         let first = loaded[0].1

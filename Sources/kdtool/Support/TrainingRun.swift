@@ -171,9 +171,9 @@ struct TrainingRun {
 /// Before any work: the output's folder must exist and be writable, no other run may be writing
 /// the same output (the returned lock is held for the run), and what provenance will record
 /// (arguments, working folder) must fit in a bundle. A run that cannot keep its result stops here.
-func preflight(output: String) throws -> OutputLock {
+func preflight(output: String, isFolder: Bool = false) throws -> OutputLock {
     try reportingErrors {
-        try AtomicOutput.checkWritable(output)
+        try AtomicOutput.checkWritable(output, isFolder: isFolder)
         let recorded = Invocation.arguments + [currentDirectory()]
         if let long = recorded.first(where: { $0.utf8.count > Value.maxStringBytes }) {
             throw InputError(
