@@ -1,4 +1,5 @@
 import KDIO
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)

@@ -33,13 +33,18 @@ extension Graph {
         var shapes: [String: [Int]] = tensorShapes
         guard batch >= 1 else { throw ShapeError(description: "batch \(batch) must be at least 1") }
         for input in inputs {
-            guard input.shape.count >= 2, input.shape[0] == -1 || input.shape[0] >= 1, input.shape.dropFirst().allSatisfy({ $0 >= 1 }) else {
+            guard input.shape.count >= 2, input.shape[0] == -1 || input.shape[0] >= 1, input.shape.dropFirst().allSatisfy({ $0 >= 1 })
+            else {
                 throw ShapeError(description: "graph input '\(input.name)' has shape \(input.shape): rank ≥ 2, sizes ≥ 1 (batch −1 or ≥ 1)")
             }
-            let perImage = input.shape.dropFirst().reduce(into: 1) { n, d in n = n.multipliedReportingOverflow(by: d).overflow ? Int.max : n * d }
+            let perImage = input.shape.dropFirst().reduce(into: 1) { n, d in
+                n = n.multipliedReportingOverflow(by: d).overflow ? Int.max : n * d
+            }
             guard perImage <= maxActivationElements else {
                 throw ShapeError(
-                    description: "graph input '\(input.name)' has shape \(input.shape): \(perImage) values per image, above the limit of \(maxActivationElements)")
+                    description:
+                        "graph input '\(input.name)' has shape \(input.shape): \(perImage) values per image, above the limit of \(maxActivationElements)"
+                )
             }
             shapes[input.name] = input.shape.enumerated().map { i, d in i == 0 && d == -1 ? batch : d }
         }
@@ -48,10 +53,14 @@ extension Graph {
             let ins = node.inputs.map { shapes[$0] ?? [] }
             let (shape, flops) = try infer(node, ins)
             let batchOf = shape.first ?? 1
-            let elements = try Self.checkedProduct(shape) { ShapeError(description: "node '\(node.name)' (\(node.op.rawValue)): output \(shape) overflows") }
+            let elements = try Self.checkedProduct(shape) {
+                ShapeError(description: "node '\(node.name)' (\(node.op.rawValue)): output \(shape) overflows")
+            }
             guard shape.allSatisfy({ $0 >= 0 }), elements / max(batchOf, 1) <= maxActivationElements else {
                 throw ShapeError(
-                    description: "node '\(node.name)' (\(node.op.rawValue)): output \(shape) has more than \(maxActivationElements) values per image")
+                    description:
+                        "node '\(node.name)' (\(node.op.rawValue)): output \(shape) has more than \(maxActivationElements) values per image"
+                )
             }
             shapes[node.outputs[0]] = shape
             // Batch-norm running statistics (inputs 4 and 5) are state, not parameters.
@@ -190,7 +199,9 @@ extension Graph {
         case .splitLinear:
             let splits = node.ints("in_splits")
             let shared = node.int("shared")
-            let total = splits.reduce(into: Int?(shared)) { acc, v in acc = acc.flatMap { a in a.addingReportingOverflow(v).overflow ? nil : a + v } }
+            let total = splits.reduce(into: Int?(shared)) { acc, v in
+                acc = acc.flatMap { a in a.addingReportingOverflow(v).overflow ? nil : a + v }
+            }
             guard x.count == 2, total == x[1] else {
                 throw fail("input \(x) does not match in_splits \(splits) + shared \(shared)")
             }
@@ -206,7 +217,9 @@ extension Graph {
             }
             return ([x[0], outFeatures], flops)
         case .l2normScale:
-            let groupSum = node.ints("groups").reduce(into: Int?(0)) { acc, v in acc = acc.flatMap { a in a.addingReportingOverflow(v).overflow ? nil : a + v } }
+            let groupSum = node.ints("groups").reduce(into: Int?(0)) { acc, v in
+                acc = acc.flatMap { a in a.addingReportingOverflow(v).overflow ? nil : a + v }
+            }
             guard x.count == 2, groupSum == x[1] else {
                 throw fail("groups \(node.ints("groups")) do not sum to the \(x.count == 2 ? x[1] : -1) features")
             }

@@ -18,7 +18,9 @@ public enum IDX {
         let size = try c.product([n, h, w], "the IDX header's size", cap: Caps.current.expandedBytes)
         let pixels = try r.read(size)
         guard pixels.count == size, try r.read(1).isEmpty else {
-            throw DataError("\(path): header declares \(n) images of \(h)×\(w) (\(size) bytes of pixels) but the file holds \(pixels.count == size ? "more" : "\(pixels.count)")")
+            throw DataError(
+                "\(path): header declares \(n) images of \(h)×\(w) (\(size) bytes of pixels) but the file holds \(pixels.count == size ? "more" : "\(pixels.count)")"
+            )
         }
         return (Int(n), Int(h), Int(w), pixels)
     }

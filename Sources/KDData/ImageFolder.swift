@@ -29,7 +29,9 @@ public enum ImageFolder {
         var names: [(name: String, type: UInt8)] = []
         while let e = readdir(d) {
             // Names are bytes: ones that are not UTF-8 are decoded losslessly (PathCoding) and opened as they are.
-            let name = withUnsafeBytes(of: e.pointee.d_name) { PathCoding.decode(UnsafeRawBufferPointer(rebasing: $0.prefix(while: { $0 != 0 }))) }
+            let name = withUnsafeBytes(of: e.pointee.d_name) {
+                PathCoding.decode(UnsafeRawBufferPointer(rebasing: $0.prefix(while: { $0 != 0 })))
+            }
             if name != "." && name != ".." && !name.hasPrefix(".") { names.append((name, e.pointee.d_type)) }
         }
         return names.sorted { $0.name < $1.name }
@@ -39,7 +41,8 @@ public enum ImageFolder {
     /// Regular files only: a FIFO or device is never opened in a way that could block.
     static func isImageFile(_ path: String) -> Bool {
         guard let b = SafeFile.prefix(path, 8) else { return false }
-        return (b.count >= 8 && b == [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]) || (b.count >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
+        return (b.count >= 8 && b == [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
+            || (b.count >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
     }
 
     public static func isDirectory(_ path: String) -> Bool { SafeFile.fileType(path) == .directory }

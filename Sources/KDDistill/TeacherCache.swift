@@ -1,5 +1,5 @@
-import KDIO
 import KDBundle
+import KDIO
 
 #if canImport(Glibc)
     import Glibc

@@ -37,7 +37,9 @@ public struct Checked: Sendable {
         return n
     }
 
-    static func list<T: BinaryInteger>(_ xs: [T]) -> String { "[" + xs.prefix(16).map { "\($0)" }.joined(separator: ", ") + (xs.count > 16 ? ", …]" : "]") }
+    static func list<T: BinaryInteger>(_ xs: [T]) -> String {
+        "[" + xs.prefix(16).map { "\($0)" }.joined(separator: ", ") + (xs.count > 16 ? ", …]" : "]")
+    }
 
     /// `count × each` bytes, overflow-checked and at most `cap`.
     public func bytes(_ count: Int, each: Int, _ what: @autoclosure () -> String, cap: Int = Int.max) throws -> Int {
@@ -88,9 +90,9 @@ public struct InputError: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String { path.isEmpty ? message : "\(PathCoding.display(path)): \(message)" }
 }
 
-/// The documented caps on what an input file may ask for (README, "Security"). Every one is
-/// checked before the memory is allocated. Commands that take the matching option override them
-/// (`--max-pixels`, `--max-input-mb`); they are set once, before any work starts.
+/// The documented caps on what an input file may ask for (docs/security.md). Every one is checked
+/// before the memory is allocated. They are set once, before any work starts (the fuzz targets
+/// lower them); the pixel cap is `--max-pixels` on `infer`.
 public struct Caps: Sendable {
     /// Bytes of one input file read whole: ONNX models, state dicts, .npy, configs (4 GiB).
     public var fileBytes = 4 << 30

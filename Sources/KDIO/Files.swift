@@ -111,7 +111,8 @@ public enum SafeFile {
         guard let real = realPath(full) else { throw InputError(full, errnoMessage()) }
         let prefix = root.hasSuffix("/") ? root : root + "/"
         guard real.hasPrefix(prefix) else {
-            throw InputError(full, "leaves the model's folder: it resolves to \(PathCoding.display(real)), outside \(PathCoding.display(root))")
+            throw InputError(
+                full, "leaves the model's folder: it resolves to \(PathCoding.display(real)), outside \(PathCoding.display(root))")
         }
         // The resolved path is opened, so a link swapped in after the check cannot redirect the read.
         let fd = try openForReading(real)

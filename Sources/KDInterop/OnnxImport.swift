@@ -254,7 +254,9 @@ public enum OnnxImporter {
         // MARK: nodes
 
         mutating func convert(_ n: Onnx_NodeProto, index: Int) throws {
-            guard n.input.count <= 10_000, n.attribute.count <= 1_000 else { throw fail("node #\(index) has too many inputs or attributes") }
+            guard n.input.count <= 10_000, n.attribute.count <= 1_000 else {
+                throw fail("node #\(index) has too many inputs or attributes")
+            }
             let ins = n.input.map { $0.isEmpty ? "" : resolve($0) }
             let label = "\(n.name.isEmpty ? "#\(index)" : n.name) (\(n.opType))"
             if n.domain == "kdtool", let f = functions[n.opType] {
@@ -569,7 +571,9 @@ public enum OnnxImporter {
             func c(_ i: Int) -> Const? { i < ins.count && !ins[i].isEmpty ? consts[ins[i]] : nil }
             func axes() -> [Int64]? { attr("axes")?.ints ?? c(1)?.asInts }
             func axis(_ a: Int64, _ rank: Int) throws -> Int {
-                guard a >= -Int64(rank), a < Int64(rank) else { throw fail("\(n.opType) '\(n.name)': axis \(a) is out of range for rank \(rank)") }
+                guard a >= -Int64(rank), a < Int64(rank) else {
+                    throw fail("\(n.opType) '\(n.name)': axis \(a) is out of range for rank \(rank)")
+                }
                 return Int(a < 0 ? a + Int64(rank) : a)
             }
             switch n.opType {
@@ -688,8 +692,10 @@ public enum OnnxImporter {
                 let zp = c(2)?.asInts ?? [0]
                 let sc = s.asFloats
                 let ax = try axis(Int64(attr("axis")?.i ?? 1), max(q.shape.count, 1))
-                guard !sc.isEmpty, sc.count == 1 || (q.shape.count > ax && sc.count == q.shape[ax]), zp.count == 1 || zp.count == sc.count else {
-                    throw fail("DequantizeLinear '\(n.name)': \(sc.count) scales and \(zp.count) zero points do not fit \(q.shape) on axis \(ax)")
+                guard !sc.isEmpty, sc.count == 1 || (q.shape.count > ax && sc.count == q.shape[ax]), zp.count == 1 || zp.count == sc.count
+                else {
+                    throw fail(
+                        "DequantizeLinear '\(n.name)': \(sc.count) scales and \(zp.count) zero points do not fit \(q.shape) on axis \(ax)")
                 }
                 let inner = sc.count > 1 ? q.shape[(ax + 1)...].reduce(1, *) : q.count
                 let v = q.asInts.enumerated().map { i, x -> Float in

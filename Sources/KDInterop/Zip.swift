@@ -78,7 +78,8 @@ enum Zip {
                 throw InteropError(path, "member '\(name)' declares \(size) bytes; the members may hold at most \(limit) bytes in all")
             }
             guard method != 8 || size / 1032 <= compressed + 1 else {
-                throw InteropError(path, "member '\(name)' declares \(size) bytes from \(compressed) compressed bytes, more than deflate can expand to")
+                throw InteropError(
+                    path, "member '\(name)' declares \(size) bytes from \(compressed) compressed bytes, more than deflate can expand to")
             }
             total += size
             let stored = Array(b[dataStart..<(dataStart + compressed)])

@@ -105,7 +105,8 @@ struct HostileInputTests {
     static func prepare(_ c: Case, in work: URL) throws {
         func p(_ rel: String) -> String { work.appendingPathComponent(rel).path }
         func parent(_ rel: String) throws {
-            try FileManager.default.createDirectory(atPath: (p(rel) as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: (p(rel) as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         }
         for step in c.setup {
             for (kind, v) in step {
@@ -138,7 +139,9 @@ struct HostileInputTests {
                     if name.last != UInt8(ascii: "/") { name.append(UInt8(ascii: "/")) }
                     name += hexBytes(v.list[1])
                     let content = try Data(contentsOf: URL(fileURLWithPath: p(v.list[2])))
-                    let fd = (name.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { open($0.baseAddress!, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
+                    let fd = (name.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer {
+                        open($0.baseAddress!, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                    }
                     #expect(fd >= 0)
                     _ = content.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
                     close(fd)
@@ -160,7 +163,9 @@ struct HostileInputTests {
         func p(_ rel: String) -> String { work.appendingPathComponent(rel).path }
         if let path = keep["unchanged"]?.text {
             let now = (try? String(contentsOfFile: p(path), encoding: .utf8)) ?? ""
-            if !(now.hasPrefix("old,content") || now.hasPrefix("previous bundle")) { return "\(path) was replaced or cut: \(now.prefix(60))" }
+            if !(now.hasPrefix("old,content") || now.hasPrefix("previous bundle")) {
+                return "\(path) was replaced or cut: \(now.prefix(60))"
+            }
         }
         if let path = keep["csv_rows"]?.text, case .number(let rows)? = keep["rows"] {
             let records = csvRecords(try Data(contentsOf: URL(fileURLWithPath: p(path))))
@@ -253,6 +258,9 @@ struct HostileInputTests {
         p.waitUntilExit()
         let collected = (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data()
         let signal = p.terminationReason == .uncaughtSignal ? p.terminationStatus : 0
-        return (p.terminationReason == .exit ? p.terminationStatus : -1, timedOut ? 0 : signal, timedOut, String(decoding: collected, as: UTF8.self))
+        return (
+            p.terminationReason == .exit ? p.terminationStatus : -1, timedOut ? 0 : signal, timedOut,
+            String(decoding: collected, as: UTF8.self)
+        )
     }
 }

@@ -141,19 +141,22 @@ struct InferCommand: ParsableCommand {
                         // A name that is not UTF-8 is shown with \\xNN escapes; path_b64 holds its exact bytes.
                         let doc = JSON.object(
                             [("path", .string(PathCoding.display(p.path)))]
-                            + (PathCoding.isRaw(p.path) ? [("path_b64", JSON.string(PathCoding.base64(p.path)))] : []) + [
-                            (
-                                "top",
-                                .array(
-                                    p.top.map {
-                                        .object([
-                                            ("label", .string(names[$0.index])), ("index", .int($0.index)),
-                                            ("probability", .number(Double($0.probability))),
-                                        ])
-                                    })
-                            ),
-                            ("error", p.error.map { .object([("kind", .string($0.kind)), ("message", .string($0.message))]) } ?? .null),
-                            ])
+                                + (PathCoding.isRaw(p.path) ? [("path_b64", JSON.string(PathCoding.base64(p.path)))] : []) + [
+                                    (
+                                        "top",
+                                        .array(
+                                            p.top.map {
+                                                .object([
+                                                    ("label", .string(names[$0.index])), ("index", .int($0.index)),
+                                                    ("probability", .number(Double($0.probability))),
+                                                ])
+                                            })
+                                    ),
+                                    (
+                                        "error",
+                                        p.error.map { .object([("kind", .string($0.kind)), ("message", .string($0.message))]) } ?? .null
+                                    ),
+                                ])
                         if !emit(doc.render(pretty: false) + "\n") { return false }
                     case .table:
                         tableRows.append(

@@ -52,7 +52,8 @@ enum ConfigFile {
         let runs = sweep.reduce(into: 1) { n, kv in n = n.multipliedReportingOverflow(by: kv.1.count).overflow ? Int.max : n * kv.1.count }
         guard runs <= Caps.current.sweepRuns else {
             throw Failure(
-                description: "\(path): the sweep has \(runs == Int.max ? "too many" : "\(runs)") runs, above the limit of \(Caps.current.sweepRuns)")
+                description:
+                    "\(path): the sweep has \(runs == Int.max ? "too many" : "\(runs)") runs, above the limit of \(Caps.current.sweepRuns)")
         }
         return (map, sweep)
     }
@@ -62,7 +63,8 @@ enum ConfigFile {
         budget -= 1
         guard budget >= 0 else {
             throw Failure(
-                description: "\(path): the config expands to more than \(Caps.current.configNodes) values (aliases counted each time they are used)")
+                description:
+                    "\(path): the config expands to more than \(Caps.current.configNodes) values (aliases counted each time they are used)")
         }
         guard depth < 64 else { throw Failure(description: "\(path): the config nests deeper than 64 levels") }
         switch node {

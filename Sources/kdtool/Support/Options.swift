@@ -1,7 +1,7 @@
 import ArgumentParser
 import KDBundle
-import KDIO
 import KDData
+import KDIO
 import KDNN
 import KDTensor
 

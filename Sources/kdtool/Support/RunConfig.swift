@@ -86,7 +86,9 @@ enum RunConfig {
             // there is refused now, not after the training it would have ended.
             if let long = (args + rest).first(where: { $0.utf8.count > Value.maxStringBytes }) {
                 throw Failure(
-                    description: "\(path): the value '\(long.prefix(40))…' is \(long.utf8.count) bytes; settings are recorded in the bundle, which holds at most \(Value.maxStringBytes) bytes a string")
+                    description:
+                        "\(path): the value '\(long.prefix(40))…' is \(long.utf8.count) bytes; settings are recorded in the bundle, which holds at most \(Value.maxStringBytes) bytes a string"
+                )
             }
             runs.append(args + rest.dropFirst())
         }

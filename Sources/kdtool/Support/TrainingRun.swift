@@ -1,7 +1,7 @@
 import ArgumentParser
 import KDBundle
-import KDIO
 import KDData
+import KDIO
 import KDNN
 import KDTensor
 
@@ -177,7 +177,9 @@ func preflight(output: String, isFolder: Bool = false) throws -> OutputLock {
         let recorded = Invocation.arguments + [currentDirectory()]
         if let long = recorded.first(where: { $0.utf8.count > Value.maxStringBytes }) {
             throw InputError(
-                "", "the argument or folder '\(long.prefix(40))…' is \(long.utf8.count) bytes; provenance holds at most \(Value.maxStringBytes) bytes a string")
+                "",
+                "the argument or folder '\(long.prefix(40))…' is \(long.utf8.count) bytes; provenance holds at most \(Value.maxStringBytes) bytes a string"
+            )
         }
         return try OutputLock(output)
     }
