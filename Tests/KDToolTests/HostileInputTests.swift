@@ -264,3 +264,49 @@ struct HostileInputTests {
         )
     }
 }
+
+@Suite("outputs are never lost or shared")
+struct OutputSafetyTests {
+    @Test("a second run on the same output stops at once (exit 5) instead of interleaving; the first finishes")
+    func lock() throws {
+        let d = try Scratch.folder("lock")
+        defer { try? FileManager.default.removeItem(at: d) }
+        let m = d.appendingPathComponent("m.kdb").path
+        let out = d.appendingPathComponent("out.kdb").path
+        #expect(try CLI.run(["init", "--arch", "mlp", "--hidden", "16", "--classes", "10", "--input", "1x8x8", "-o", m]).status == 0)
+        let first = Process()
+        first.executableURL = CLI.binary
+        first.arguments = ["train", m, "--data", Scratch.digits, "--epochs", "40", "--quiet", "-o", out]
+        first.standardOutput = FileHandle.nullDevice
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        defer { if first.isRunning { first.terminate() } }
+        // The lock is taken before the data is read; wait for the first epoch's metrics line.
+        let metrics = d.appendingPathComponent("out.metrics.jsonl").path
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: metrics) && first.isRunning && Date() < deadline { usleep(5000) }
+        try #require(first.isRunning, "the first run ended before the second could start")
+        let started = Date()
+        let second = try CLI.run(["train", m, "--data", Scratch.digits, "--epochs", "1", "--quiet", "-o", out])
+        #expect(second.status == 5)
+        #expect(second.err.contains("another kdtool run"), "\(second.err)")
+        #expect(Date().timeIntervalSince(started) < 10)
+        first.terminate()
+        first.waitUntilExit()
+        // The interrupted run left a checkpoint, and only its own lines in the log.
+        let lines = try String(contentsOfFile: metrics, encoding: .utf8).split(separator: "\n")
+        #expect(lines.allSatisfy { $0.hasPrefix("{") && $0.hasSuffix("}") })
+    }
+
+    @Test("a run whose output folder is missing stops before any work, with exit 5")
+    func missingFolder() throws {
+        let d = try Scratch.folder("nodir")
+        defer { try? FileManager.default.removeItem(at: d) }
+        let m = d.appendingPathComponent("m.kdb").path
+        #expect(try CLI.run(["init", "--arch", "mlp", "--hidden", "16", "--classes", "10", "--input", "1x8x8", "-o", m]).status == 0)
+        let r = try CLI.run(["train", m, "--data", Scratch.digits, "--epochs", "30", "-o", d.appendingPathComponent("no/out.kdb").path])
+        #expect(r.status == 5)
+        #expect(r.err.contains("does not exist"), "\(r.err)")
+        #expect(!r.err.contains("epoch 1"))
+    }
+}
