@@ -195,6 +195,12 @@ def onnx_cases():
     imp("softmax-axis", onnx_model(nodes + [helper.make_node("Softmax", ["y"], ["y2"], axis=2 ** 40)], inits))
     imp("flatten-node-axis", onnx_model(nodes[:3] + [helper.make_node("Flatten", ["p"], ["f"], axis=2 ** 40)] + nodes[4:], inits))
     imp("flatten-node-neg-axis", onnx_model(nodes[:3] + [helper.make_node("Flatten", ["p"], ["f"], axis=-1)] + nodes[4:], inits))
+    # A Reshape whose target comes from float constants (NaN, ±inf, 1e30): found by tools/fuzz-parsers onnx.
+    for nm, v in (("nan", float("nan")), ("inf", float("inf")), ("1e30", 1e30)):
+        imp("reshape-float-target-" + nm, onnx_model(
+            nodes[:4] + [helper.make_node("Cast", ["tf"], ["t"], to=TensorProto.INT64),
+                         helper.make_node("Reshape", ["f", "t"], ["f2"]), helper.make_node("Gemm", ["f2", "fcw"], ["y"], transB=1)],
+            inits + [helper.make_tensor("tf", TensorProto.FLOAT, [2], [1.0, v])]))
     imp("truncated", onnx_model(nodes, inits)[:100])
     imp("garbage", bytes(range(256)) * 4)
     imp("empty", b"")

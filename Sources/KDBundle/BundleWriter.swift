@@ -274,13 +274,7 @@ public enum BundleWriter {
     }
 
     static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw OutputError(path, "write failed: \(errnoString())") }
-            done += n
-        }
+        try AtomicOutput.writeAll(fd, bytes, path: path)
     }
 
     /// Temporaries left by writers that died (zombies included); ours has been renamed away by now.

@@ -49,6 +49,13 @@ public struct Checked: Sendable {
         return m
     }
 
+    /// The element count (≤ `Caps.current.tensorElements`) and byte size of an array of `shape`
+    /// with `each` bytes an element.
+    public func array<T: BinaryInteger>(_ shape: [T], each: Int, _ what: @autoclosure () -> String) throws -> (count: Int, bytes: Int) {
+        let count = try product(shape, what(), cap: Caps.current.tensorElements)
+        return (count, try bytes(count, each: each, what()))
+    }
+
     /// `a + b` for untrusted sizes or offsets, overflow-checked.
     public func sum(_ a: Int, _ b: Int, _ what: @autoclosure () -> String) throws -> Int {
         let (s, o) = a.addingReportingOverflow(b)

@@ -82,7 +82,8 @@ public final class AtomicOutput {
 
     public static func write(_ text: String, to path: String) throws { try write(Array(text.utf8), to: path) }
 
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
+    /// Writes all of `bytes` to `fd` (retrying short writes and EINTR); an `OutputError` otherwise.
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
         var done = 0
         while done < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)

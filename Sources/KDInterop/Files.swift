@@ -8,17 +8,22 @@ import KDIO
 public struct InteropError: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ path: String, _ message: String) { description = "\(path): \(message)" }
+
+    /// Runs `body`, reporting a size check's `InputError` as an interchange-file error.
+    static func mapping<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let e as InputError {
+            throw InteropError(e.path, e.message)
+        }
+    }
 }
 
 enum Files {
     /// The whole file, refusing anything but a regular file of at most `limit` bytes (default:
     /// `Caps.current.fileBytes`).
     static func readAll(_ path: String, limit: Int? = nil) throws -> [UInt8] {
-        do {
-            return try SafeFile.readAll(path, limit: limit)
-        } catch let e as InputError {
-            throw InteropError(path, e.message)
-        }
+        try InteropError.mapping { try SafeFile.readAll(path, limit: limit) }
     }
 
     /// Writes through a temporary file in the same folder, fsync and rename: a failed or

@@ -44,15 +44,7 @@ public enum Npy {
         }
         let dtype = descr.trimmingCharacters(in: "'\"")
         let (size, convert) = try converter(dtype, path: path)
-        let c = Checked(path)
-        let count: Int
-        let bytes: Int
-        do {
-            count = try c.product(shape, "shape", cap: Caps.current.tensorElements)
-            bytes = try c.bytes(count, each: size, "shape \(shape) of \(dtype)")
-        } catch let e as InputError {
-            throw InteropError(path, e.message)
-        }
+        let (count, bytes) = try InteropError.mapping { try Checked(path).array(shape, each: size, "shape \(shape) of \(dtype)") }
         let data = start + headerLen
         guard bytes <= b.count - data else {
             throw InteropError(path, "truncated: shape \(shape) of \(dtype) needs \(bytes) bytes, the file has \(b.count - data)")

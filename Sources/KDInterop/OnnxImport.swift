@@ -46,7 +46,16 @@ public enum OnnxImporter {
         var ints: [Int64]?
         /// Shapes of constants are proven to fit when the constant is made (`Builder.checkedCount`).
         var count: Int { shape.reduce(1, *) }
-        var asInts: [Int64] { ints ?? (floats ?? []).map { Int64($0) } }
+        /// Floats as integers, truncated; NaN and values beyond Int64 saturate (to Int64.min for NaN),
+        /// so a size or axis made from them fails its range check instead of trapping.
+        var asInts: [Int64] { ints ?? (floats ?? []).map(Const.saturating) }
+
+        static func saturating(_ f: Float) -> Int64 {
+            guard f.isFinite else { return f == .infinity ? Int64.max : Int64.min }
+            if f >= 9.2e18 { return Int64.max }
+            if f <= -9.2e18 { return Int64.min }
+            return Int64(f)
+        }
         var asFloats: [Float] { floats ?? (ints ?? []).map { Float($0) } }
     }
 

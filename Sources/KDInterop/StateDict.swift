@@ -80,15 +80,7 @@ public struct StateDict: Sendable {
             case "I8", "U8", "BOOL": size = 1
             default: throw InteropError(path, "tensor '\(name)' has dtype \(dtype) (F32, F16, BF16, F64 and integers only)")
             }
-            let c = Checked(path)
-            let count: Int
-            let bytes: Int
-            do {
-                count = try c.product(shape, "tensor '\(name)' shape", cap: Caps.current.tensorElements)
-                bytes = try c.bytes(count, each: size, "tensor '\(name)'")
-            } catch let e as InputError {
-                throw InteropError(path, e.message)
-            }
+            let (count, bytes) = try InteropError.mapping { try Checked(path).array(shape, each: size, "tensor '\(name)' shape") }
             guard bytes == end - start else {
                 throw InteropError(path, "tensor '\(name)': shape \(shape) of \(dtype) needs \(bytes) bytes, offsets give \(end - start)")
             }
