@@ -71,7 +71,7 @@ let package = Package(
         .target(name: "KDTensor", dependencies: ["CBLAS"], swiftSettings: simdSettings),
         .target(name: "KDNN", dependencies: ["KDIO", "KDTensor", "KDBundle"]),
         .target(name: "KDData", dependencies: ["KDIO", "KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
-        .target(name: "KDInference", dependencies: ["KDNN", "KDData"]),
+        .target(name: "KDInference", dependencies: ["KDIO", "KDNN", "KDData"]),
         .target(name: "KDDistill", dependencies: ["KDIO", "KDNN", "KDData"]),
         .target(name: "KDQuant", dependencies: ["KDNN"]),
         // Sources/KDInterop/Generated/onnx.pb.swift is generated once by tools/gen-onnx-swift (protoc + protoc-gen-swift).

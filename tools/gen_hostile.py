@@ -568,6 +568,16 @@ def bundle_cases():
     b("input-huge-channels", lambda g, n, p: g["inputs"][0].__setitem__("shape", gf.I64s([-1, 2 ** 40, 8, 8])))
     b("input-negative", lambda g, n, p: g["inputs"][0].__setitem__("shape", gf.I64s([-1, 1, -8, 8])))
     b("input-rank1", lambda g, n, p: g["inputs"][0].__setitem__("shape", gf.I64s([-1])))
+    # Valid but large: 48 M values an image pass the proof; a batch of 64 of them does not fit, and says so.
+    r = np.random.default_rng(1)
+    put("kdb/input-48m.kdb", gf.Layout(
+        [gf.Tensor("conv3.weight", "f32", r.standard_normal((1, 3, 3, 3)).astype(np.float32))],
+        {"GRPH": {"inputs": [{"name": "x", "shape": gf.I64s([-1, 3, 4000, 4000])}],
+                  "nodes": [gf.conv_node("conv", "x", "conv3.weight", None, "c", pads=(1, 1, 1, 1)),
+                            gf.node("gap", "globalavgpool", ["c"], "g"), gf.node("flat", "flatten", ["g"], "logits", {"axis": gf.I(1)})],
+                  "opset": gf.U(1), "output_kind": "softmax", "outputs": ["logits"]}}).assemble())
+    case("verify-input-48m", ["inspect", "kdb/input-48m.kdb", "--verify"], expect=(0,))
+    case("infer-input-48m-batch-64", ["infer", "kdb/input-48m.kdb", "img/good", "--quiet"], expect=(1,))
 
 
 def main():

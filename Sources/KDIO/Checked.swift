@@ -116,9 +116,12 @@ public struct Caps: Sendable {
     public var configNodes = 100_000
     /// Runs one `--config` sweep may expand to.
     public var sweepRuns = 10_000
-    /// Elements of a graph's largest activation at batch 1 (2^30), so shape inference can prove
-    /// that a bundle's graph fits before anything runs.
-    public var activationElements = 1 << 30
+    /// Values of a graph's largest activation for one image (2^26: 256 MB of floats), so shape
+    /// inference can prove that a bundle's graph fits before anything runs.
+    public var activationElements = 1 << 26
+    /// Bytes of the largest activation of a whole batch (2 GiB): a forward pass that would need
+    /// more is refused with the batch size that fits.
+    public var batchBytes = 2 << 30
 
     public init() {}
 

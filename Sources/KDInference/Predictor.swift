@@ -1,6 +1,7 @@
 import Foundation
 import KDBundle
 import KDData
+import KDIO
 import KDNN
 import KDTensor
 import Synchronization
@@ -41,6 +42,15 @@ public final class Predictor {
         self.plan = try InferencePlan(model)
         let s = model.inputShape
         self.prep = model.preprocessing ?? Preprocessing(channels: s[1], height: s[2], width: s[3])
+        // Both a batch's activations and its decoded input must fit, checked before any output.
+        let capacity = options.batchSize
+        let shape = prep.shape
+        let size = shape.reduce(1, *)
+        try model.checkBatchFits(capacity)
+        let (inputBytes, overflow) = size.multipliedReportingOverflow(by: capacity * MemoryLayout<Float>.size)
+        guard !overflow, inputBytes <= Caps.current.batchBytes else {
+            throw NNError("a batch of \(capacity) images of \(shape) needs more than \(Caps.current.batchBytes) bytes; use a smaller --batch")
+        }
     }
 
     /// Runs every path; `deliver` is called once per input, in order. Returning false from it stops

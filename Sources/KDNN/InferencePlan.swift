@@ -310,6 +310,7 @@ public final class InferencePlan: @unchecked Sendable {
             throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
         }
         let n = x.shape[0]
+        try model.checkBatchFits(n)
         var slices = (n + sliceImages - 1) / sliceImages
         if slices <= 1 { return try runSlice(x, timing: timing) }
         // An even count of equal slices, so that two workers finish together (64 images: 6 × 10–11

@@ -26,6 +26,7 @@ extension Model {
         guard x.rank == expected.count, zip(x.shape.dropFirst(), expected.dropFirst()).allSatisfy({ $0 == $1 }) else {
             throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
         }
+        try checkBatchFits(x.shape[0])
         guard activationQuant.isEmpty || !tape.recording else {
             throw NNError("a bundle with quantized activations runs for inference only; train its fp32 original")
         }

@@ -1,4 +1,5 @@
 import KDBundle
+import KDIO
 import KDTensor
 
 /// A model is the bundle's graph plus named tensors: trainable parameters and buffers (batch-norm
@@ -109,6 +110,26 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Floating-point operations of one forward pass for one image (a multiply-add is 2).
+    /// The values of the largest activation of one image (input included), from shape inference.
+    public var peakActivationElements: Int {
+        let stats = (try? graph.stats(tensorShapes: tensorShapes, batch: 1)) ?? []
+        let input = graph.inputs.first.map { $0.shape.dropFirst().reduce(1, *) } ?? 0
+        return stats.reduce(input) { m, s in max(m, s.outputShape.reduce(1, *)) }
+    }
+
+    /// Refuses a batch whose largest activation would exceed `Caps.current.batchBytes`, with the
+    /// batch size that fits, before anything is allocated (a bundle can declare large inputs).
+    public func checkBatchFits(_ n: Int) throws {
+        let perImage = max(peakActivationElements, 1) * MemoryLayout<Float>.size
+        let (bytes, overflow) = perImage.multipliedReportingOverflow(by: max(n, 1))
+        guard !overflow, bytes <= Caps.current.batchBytes else {
+            let fits = max(1, Caps.current.batchBytes / perImage)
+            throw NNError(
+                "a batch of \(n) needs \(perImage) bytes an image for this model's largest activation, above the limit of \(Caps.current.batchBytes) bytes; use a batch of at most \(fits)"
+            )
+        }
+    }
+
     public var flopsPerImage: Int { ((try? graph.stats(tensorShapes: tensorShapes, batch: 1)) ?? []).reduce(0) { $0 + $1.flops } }
 
     /// The bundle contents for this model (weights, graph, labels, preprocessing, …).
