@@ -36,10 +36,11 @@ cases = []
 files = {}
 
 
-def case(name, args, expect=(2,), setup=(), fsize=None, keep=None, note=""):
-    """fsize: RLIMIT_FSIZE in bytes (a multiple of 1024), so writes past it fail with EFBIG."""
+def case(name, args, expect=(2,), setup=(), fsize=None, keep=None, note="", seconds=60):
+    """fsize: RLIMIT_FSIZE in bytes (a multiple of 1024), so writes past it fail with EFBIG.
+    seconds: the time limit (work that grows quadratically with a file's size is a hang too)."""
     cases.append({"name": name, "args": list(args), "expect": list(expect), "setup": list(setup),
-                  "fsize_limit": fsize, "keep": keep, "note": note})
+                  "fsize_limit": fsize, "keep": keep, "note": note, "seconds": seconds})
 
 
 def put(path, data):
@@ -201,6 +202,16 @@ def onnx_cases():
             nodes[:4] + [helper.make_node("Cast", ["tf"], ["t"], to=TensorProto.INT64),
                          helper.make_node("Reshape", ["f", "t"], ["f2"]), helper.make_node("Gemm", ["f2", "fcw"], ["y"], transB=1)],
             inits + [helper.make_tensor("tf", TensorProto.FLOAT, [2], [1.0, v])]))
+    # Size that costs quadratic time: 5000 nodes of one name, 5000 Add-by-constant nodes (each asks
+    # for a channel count). Both took 1–50 s before shape inference and naming became linear.
+    n = 5000
+    chain = [helper.make_node("Relu", ["x" if i == 0 else "r%d" % (i - 1)], ["r%d" % i], name="same") for i in range(n)]
+    put("onnx/many-same-names.onnx", onnx_model(chain + [helper.make_node("Flatten", ["r%d" % (n - 1)], ["y"])], [], out="y"))
+    case("onnx-many-same-names", ["import", "onnx/many-same-names.onnx", "-o", "out/many-names.kdb"], expect=(0, 2), seconds=10)
+    adds = [helper.make_node("Add", ["x" if i == 0 else "a%d" % (i - 1), "one"], ["a%d" % i]) for i in range(n)]
+    put("onnx/many-adds.onnx", onnx_model(adds + [helper.make_node("Flatten", ["a%d" % (n - 1)], ["y"])],
+                                          [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])], out="y"))
+    case("onnx-many-adds", ["import", "onnx/many-adds.onnx", "-o", "out/many-adds.kdb"], expect=(0, 2), seconds=10)
     imp("truncated", onnx_model(nodes, inits)[:100])
     imp("garbage", bytes(range(256)) * 4)
     imp("empty", b"")

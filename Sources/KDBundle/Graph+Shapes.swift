@@ -71,6 +71,23 @@ extension Graph {
         return out
     }
 
+    /// The output shape of one node from its inputs' shapes (attributes checked as `validate`
+    /// does, sizes as `stats` does): for building a graph node by node, where inferring the whole
+    /// graph again for every new node would cost time quadratic in its size.
+    public static func outputShape(of node: Node, inputs: [[Int]], maxActivationElements: Int = Caps.current.activationElements) throws
+        -> [Int]
+    {
+        let g = Graph(inputs: [], outputs: [], outputKind: .none, nodes: [])
+        try g.checkNode(node) { code, m in BundleError(code, m) }
+        guard inputs.count == node.inputs.count else { throw ShapeError(description: "node '\(node.name)': unknown input shapes") }
+        let (shape, _) = try g.infer(node, inputs)
+        let elements = try checkedProduct(shape) { ShapeError(description: "node '\(node.name)': output \(shape) overflows") }
+        guard elements / max(shape.first ?? 1, 1) <= maxActivationElements else {
+            throw ShapeError(description: "node '\(node.name)': output \(shape) has more than \(maxActivationElements) values per image")
+        }
+        return shape
+    }
+
     static func checkedProduct(_ xs: [Int], _ fail: () -> ShapeError) throws -> Int {
         var n = 1
         for x in xs {
@@ -102,7 +119,7 @@ extension Graph {
         return out
     }
 
-    private func infer(_ node: Node, _ ins: [[Int]]) throws -> ([Int], Int) {
+    func infer(_ node: Node, _ ins: [[Int]]) throws -> ([Int], Int) {
         func fail(_ m: String) -> ShapeError { ShapeError(description: "node '\(node.name)' (\(node.op.rawValue)): \(m)") }
         let x = ins[0]
         guard !ins.contains(where: { $0.contains { $0 < 0 } }) else { throw fail("negative size in inputs \(ins)") }
@@ -117,7 +134,9 @@ extension Graph {
                         size: x[2 + a], kernel: k[a], stride: s[a], padBegin: p[a], padEnd: p[a + 2], dilation: d[a], ceil: ceil)
                 else { throw fail("window \(k) with stride \(s), pads \(p), dilation \(d) does not fit input \(x)") }
                 // A pad as large as the kernel would make windows that see only padding.
-                guard p[a] < k[a] * d[a] || p[a] <= x[2 + a], p[a + 2] < k[a] * d[a] || p[a + 2] <= x[2 + a] else {
+                let (reach, overflow) = k[a].multipliedReportingOverflow(by: d[a])
+                let window = overflow ? Int.max : reach
+                guard p[a] < window || p[a] <= x[2 + a], p[a + 2] < window || p[a + 2] <= x[2 + a] else {
                     throw fail("pads \(p) are larger than the window \(k) and the input \(x)")
                 }
                 return o

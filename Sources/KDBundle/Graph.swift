@@ -247,7 +247,7 @@ extension Graph {
         return order
     }
 
-    private func checkNode(_ node: Node, fail: (BundleErrorCode, String) -> BundleError) throws {
+    func checkNode(_ node: Node, fail: (BundleErrorCode, String) -> BundleError) throws {
         let schema = node.op.schema
         guard schema.inputs.contains(node.inputs.count) else {
             throw fail(.invalidGraph, "node '\(node.name)' (\(node.op.rawValue)) has \(node.inputs.count) inputs")

@@ -68,7 +68,14 @@ public enum ImageFolder {
         }
         guard !items.isEmpty else { throw DataError("\(dir): no images in the class folders") }
         let size = shape.reduce(1, *)
-        var pixels = [UInt8](repeating: 0, count: items.count * size)
+        // The decoded set is held in memory as bytes: its size is checked before it is allocated.
+        let (total, overflow) = size.multipliedReportingOverflow(by: items.count)
+        guard !overflow, total <= Caps.current.expandedBytes else {
+            throw DataError(
+                "\(PathCoding.display(dir)): \(items.count) images of \(shape) need more than \(Caps.current.expandedBytes) bytes in memory"
+            )
+        }
+        var pixels = [UInt8](repeating: 0, count: total)
         var failures = [String?](repeating: nil, count: items.count)
         pixels.withUnsafeMutableBufferPointer { px in
             let out = UncheckedBuffer(px.baseAddress!)

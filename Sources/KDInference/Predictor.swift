@@ -49,7 +49,8 @@ public final class Predictor {
         try model.checkBatchFits(capacity)
         let (inputBytes, overflow) = size.multipliedReportingOverflow(by: capacity * MemoryLayout<Float>.size)
         guard !overflow, inputBytes <= Caps.current.batchBytes else {
-            throw NNError("a batch of \(capacity) images of \(shape) needs more than \(Caps.current.batchBytes) bytes; use a smaller --batch")
+            throw NNError(
+                "a batch of \(capacity) images of \(shape) needs more than \(Caps.current.batchBytes) bytes; use a smaller --batch")
         }
     }
 

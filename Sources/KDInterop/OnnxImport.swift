@@ -73,6 +73,8 @@ public enum OnnxImporter {
         var notes = Notes()
         var names = Set<String>()
         var functions: [String: Onnx_FunctionProto] = [:]
+        var nameSuffix: [String: Int] = [:]
+        let shapeCache = ShapeCache()
         /// Elements of every constant made so far (initializers and folded values), against `Caps.foldedElements`.
         var constantElements = 0
 
@@ -466,13 +468,16 @@ public enum OnnxImporter {
             }
         }
 
+        /// `base`, or `base_2`, `base_3`, … when taken; the next suffix to try is kept per base, so
+        /// many nodes of one name cost linear time, not quadratic.
         mutating func uniqueName(_ base: String) -> String {
             var n = base
-            var k = 1
+            var k = nameSuffix[base] ?? 1
             while !names.insert(n).inserted {
                 k += 1
                 n = "\(base)_\(k)"
             }
+            nameSuffix[base] = k
             return n
         }
 
@@ -558,14 +563,23 @@ public enum OnnxImporter {
         /// Dimension 1 of a value, from static shape inference over what has been built so far.
         func channelCount(of value: String) -> Int? { shape(of: value).flatMap { $0.count >= 2 ? $0[1] : nil } }
 
+        /// Static shape inference at batch 1 over the nodes built so far. Nodes are only appended
+        /// (a later bias input does not change a shape), so each node's shape is inferred once, in
+        /// order, and kept: the cost is linear in the graph, whatever the number of questions.
         func shape(of value: String) -> [Int]? {
             if value == inputName { return [1] + inputShape.dropFirst() }
-            var shapes: [String: [Int]] = [:]
-            for (k, v) in params { shapes[k] = v.shape }
-            for (k, v) in buffers { shapes[k] = v.shape }
-            let g = Graph(inputs: [.init(name: inputName, shape: inputShape)], outputs: [], outputKind: .none, nodes: nodes)
-            guard let stats = try? g.stats(tensorShapes: shapes, batch: 1) else { return nil }
-            return stats.first { $0.node.outputs[0] == value }?.outputShape
+            if let p = params[value] { return p.shape }
+            if let b = buffers[value] { return b.shape }
+            while shapeCache.inferred < nodes.count {
+                let node = nodes[shapeCache.inferred]
+                shapeCache.inferred += 1
+                let ins = node.inputs.map { i -> [Int]? in
+                    i == inputName ? [1] + inputShape.dropFirst() : params[i]?.shape ?? buffers[i]?.shape ?? shapeCache.shapes[i] ?? nil
+                }
+                guard ins.allSatisfy({ $0 != nil }), let s = try? Graph.outputShape(of: node, inputs: ins.map { $0! }) else { continue }
+                shapeCache.shapes[node.outputs[0]] = s
+            }
+            return shapeCache.shapes[value]
         }
 
         static let foldable: Set<String> = [
@@ -750,4 +764,10 @@ public enum OnnxImporter {
             }
         }
     }
+}
+
+/// Output shapes of the nodes an import has built so far (see `Builder.shape(of:)`).
+final class ShapeCache {
+    var shapes: [String: [Int]] = [:]
+    var inferred = 0
 }
