@@ -99,6 +99,7 @@ let package = Package(
         .testTarget(name: "KDInteropTests", dependencies: ["KDInterop", "KDQuant", "KDDistill"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.
-        .testTarget(name: "KDToolTests", dependencies: ["kdtool"]),
+        // Hostile/ is the hostile-input corpus the tests copy and replay from the source tree.
+        .testTarget(name: "KDToolTests", dependencies: ["kdtool"], exclude: ["Hostile"]),
     ]
 )

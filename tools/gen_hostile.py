@@ -387,6 +387,17 @@ def jpeg_header(w, h, progressive=True):
     return b"\xff\xd8" + dqt + sof + dht + sos + b"\x00" * 16
 
 
+def jpeg_many_scans(scans):
+    """An 8×8 grey progressive JPEG whose AC band is coded `scans` times (each scan a pass over the image)."""
+    seg = lambda marker, body: b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body
+    out = b"\xff\xd8" + seg(0xDB, b"\x00" + bytes([1] * 64))
+    out += seg(0xC2, struct.pack(">BHHB", 8, 8, 8, 1) + b"\x01\x11\x00")
+    out += seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00") + seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00")
+    out += seg(0xDA, b"\x01\x01\x00\x00\x00\x00") + b"\x7f"
+    out += (seg(0xDA, b"\x01\x01\x00\x01\x3f\x00") + b"\x7f") * scans
+    return out + b"\xff\xd9"
+
+
 def image_cases(real_jpeg):
     put("img/good/ok.png", png(8, 8))
     put("img/good/ok.jpg", real_jpeg)
@@ -412,6 +423,8 @@ def image_cases(real_jpeg):
     one("jpeg-truncated-60", real_jpeg[: len(real_jpeg) * 60 // 100], fname="bad.jpg")
     one("jpeg-truncated-95", real_jpeg[: len(real_jpeg) * 95 // 100], fname="bad.jpg")
     one("jpeg-soi-only", b"\xff\xd8\xff", fname="bad.jpg")
+    one("jpeg-600-scans", jpeg_many_scans(600), fname="bad.jpg")
+    one("jpeg-400-scans", jpeg_many_scans(400), fname="fine.jpg", expect=(0,))
     one("gif", b"GIF89a" + b"\0" * 20, fname="bad.gif")
     one("empty-file", b"")
     one("text-as-png", b"hello, world\n")

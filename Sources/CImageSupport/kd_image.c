@@ -13,6 +13,23 @@ struct kd_error_mgr {
     jmp_buf jump;
 };
 
+/* A progressive JPEG may hold any number of scans, each a pass over the whole image: a small file
+   of thousands of scans takes minutes to decode. Like libjpeg-turbo's TurboJPEG scan limit, more
+   than 500 scans is an error. */
+struct kd_progress_mgr {
+    struct jpeg_progress_mgr pub;
+    struct kd_error_mgr *err;
+    volatile int too_many_scans;
+};
+
+static void kd_progress(j_common_ptr cinfo) {
+    struct kd_progress_mgr *p = (struct kd_progress_mgr *)cinfo->progress;
+    if (cinfo->is_decompressor && ((j_decompress_ptr)cinfo)->input_scan_number > 500) {
+        p->too_many_scans = 1;
+        longjmp(p->err->jump, 1);
+    }
+}
+
 static void kd_error_exit(j_common_ptr cinfo) {
     struct kd_error_mgr *err = (struct kd_error_mgr *)cinfo->err;
     longjmp(err->jump, 1);
@@ -59,6 +76,7 @@ int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
                    int *height, int *channels, int *orientation, char *error, size_t error_size) {
     struct jpeg_decompress_struct cinfo;
     struct kd_error_mgr jerr;
+    struct kd_progress_mgr progress;
     unsigned char *volatile pixels = NULL;
     /* The row buffer lives across jpeg_read_scanlines, which may longjmp: freed by the handler too. */
     unsigned char *volatile row = NULL;
@@ -66,9 +84,11 @@ int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = kd_error_exit;
     jerr.pub.emit_message = kd_decode_message;
+    progress.too_many_scans = 0;
     if (setjmp(jerr.jump)) {
         char msg[JMSG_LENGTH_MAX];
-        (*cinfo.err->format_message)((j_common_ptr)&cinfo, msg);
+        if (progress.too_many_scans) snprintf(msg, sizeof msg, "progressive JPEG with more than 500 scans");
+        else (*cinfo.err->format_message)((j_common_ptr)&cinfo, msg);
         snprintf(error, error_size, "%s", msg);
         int code = cinfo.err->msg_code == JERR_OUT_OF_MEMORY ? 3 : 1;
         jpeg_destroy_decompress(&cinfo);
@@ -77,6 +97,9 @@ int kd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
         return code;
     }
     jpeg_create_decompress(&cinfo);
+    progress.pub.progress_monitor = kd_progress;
+    progress.err = &jerr;
+    cinfo.progress = &progress.pub;
     jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
