@@ -539,6 +539,11 @@ def config_cases():
          setup=[{"repeat": ["cfg/600k.yaml", "tag: \"", "x" * 1024, 600, "\"\n"]}])
     cfg("deep", "a: " + "[" * 20000 + "]" * 20000 + "\n")
     cfg("not-a-map", "- 1\n- 2\n")
+    # Keys that are not scalars: Yams force-unwraps them into strings (found by tools/fuzz-parsers config).
+    cfg("sequence-key", "\n?\r- z")
+    cfg("mapping-key", "? {a: 1}\n: 2\n")
+    cfg("set-of-lists", "!!set {? [1, 2]}\n")
+    cfg("merge-of-scalar", "a: &x 1\nb:\n  <<: *x\n")
     cfg("binary", "\x00\xff\xfe garbage")
     cfg("unknown-keys", "epochz: 3\nlearning_rate: 1\n")
     cfg("epochs-huge", "epochs: 99999999999999999999999\n")

@@ -70,6 +70,8 @@ enum ConfigFile {
         switch node {
         case .mapping(let m):
             for (k, v) in m {
+                // Yams builds dictionaries with String keys and traps on any other (`? - z`).
+                guard case .scalar = k else { throw Failure(description: "\(path): a key must be a plain name, not a list or a mapping") }
                 try countNodes(k, budget: &budget, depth: depth + 1, path: path)
                 try countNodes(v, budget: &budget, depth: depth + 1, path: path)
             }
