@@ -597,6 +597,27 @@ def bundle_cases():
     b("input-huge-channels", lambda g, n, p: g["inputs"][0].__setitem__("shape", gf.I64s([-1, 2 ** 40, 8, 8])))
     b("input-negative", lambda g, n, p: g["inputs"][0].__setitem__("shape", gf.I64s([-1, 1, -8, 8])))
     b("input-rank1", lambda g, n, p: g["inputs"][0].__setitem__("shape", gf.I64s([-1])))
+    b("reshape-two-minus-one", lambda g, n, p: n.__setitem__(2, gf.node("flat", "reshape", ["p"], "f", {"shape": gf.I64s([-1, -1])})))
+    b("reshape-huge", lambda g, n, p: n.__setitem__(2, gf.node("flat", "reshape", ["p"], "f", {"shape": gf.I64s([2 ** 62, 2 ** 62])})))
+    b("split-linear-huge", lambda g, n, p: n.__setitem__(3, gf.node("fc", "split_linear", ["f", "fc.weight", "fc.bias"], "logits",
+                                                                     {"in_splits": gf.I64s([2 ** 62, 2 ** 62]), "shared": gf.U(2 ** 63)})))
+    b("l2norm-groups-huge", lambda g, n, p: n.append(gf.node("l2", "l2norm_scale", ["logits", "fc.bias"], "l2",
+                                                               {"groups": gf.I64s([2 ** 62, 2 ** 62]), "epsilon": 1e-6})) or
+      g.__setitem__("outputs", ["l2"]))
+    # A recorded command line is data too: `rerun` must write only where it is told.
+    prov = {"data": {"source": "csv/ok.csv", "split": "train"}, "method": "train", "metrics": {}, "parents": [], "seed": gf.I(0),
+            "tool": "kdtool 0.1.0",
+            "hyperparameters": {"argv": ["train", "model8.kdb", "--data", "csv/ok.csv", "--epochs", "1", "--quiet",
+                                         "--output=out/evil.kdb", "-oout/evil2.kdb", "--teacher-cache-dir", "out/evil-cache"]}}
+    r = np.random.default_rng(2)
+    put("kdb/rerun-evil-output.kdb", gf.Layout(
+        [gf.Tensor("fc.weight", "f32", r.standard_normal((10, 64)).astype(np.float32)), gf.Tensor("fc.bias", "f32", np.zeros(10, np.float32))],
+        {"GRPH": {"inputs": [{"name": "x", "shape": gf.I64s([-1, 1, 8, 8])}],
+                  "nodes": [gf.node("flat", "flatten", ["x"], "f", {"axis": gf.I(1)}), gf.node("fc", "linear", ["f", "fc.weight", "fc.bias"], "logits")],
+                  "opset": gf.U(1), "output_kind": "softmax", "outputs": ["logits"]},
+         "LABL": {"classes": [str(i) for i in range(10)]}, "PROV": prov}).assemble())
+    case("rerun-writes-only-its-target", ["rerun", "kdb/rerun-evil-output.kdb", "-o", "out/rerun.kdb"], expect=(0, 1),
+         keep={"absent": ["out/evil.kdb", "out/evil2.kdb", "out/evil-cache"]})
     # Valid but large: 48 M values an image pass the proof; a batch of 64 of them does not fit, and says so.
     r = np.random.default_rng(1)
     put("kdb/input-48m.kdb", gf.Layout(

@@ -173,6 +173,9 @@ struct HostileInputTests {
                 return "\(path) has \(records.count) records of \(Set(records.map(\.count))) fields, expected \(rows + 1) of one width"
             }
         }
+        for path in keep["absent"]?.list ?? [] where FileManager.default.fileExists(atPath: p(path)) {
+            return "\(path) was written although no output named it"
+        }
         if let path = keep["jsonl_b64"]?.text {
             let text = try String(contentsOfFile: p(path), encoding: .utf8)
             guard let line = text.split(separator: "\n").first(where: { $0.contains("path_b64") }),

@@ -21,6 +21,9 @@ struct RerunCommand: ParsableCommand {
               kdtool rerun runs/kd-T4-s0.kdb -o /tmp/check.kdb
             """)
 
+    /// Options of a recorded command that name a place to write, other than the output.
+    static let dropped: Set<String> = ["--teacher-cache-dir"]
+
     @Argument(help: "A bundle written by train or distill.")
     var bundle: String
 
@@ -61,19 +64,24 @@ struct RerunCommand: ParsableCommand {
                 warn("kdtool: warning: \(path) has changed since the run (content digest \(d.prefix(12))… is not among PROV's parents)")
             }
         }
+        // The recorded command comes from a file: it writes nowhere but the target. Every spelling
+        // of the output option is replaced, and options that name other places to write are dropped.
+        var kept: [String] = []
         var i = 0
-        var replaced = false
         while i < args.count {
-            if args[i] == "-o" || args[i] == "--output", i + 1 < args.count {
-                args[i + 1] = target
-                replaced = true
+            let a = args[i]
+            if a == "-o" || a == "--output" || Self.dropped.contains(a) {
                 i += 2
+            } else if a.hasPrefix("--output=") || (a.hasPrefix("-o") && !a.hasPrefix("--"))
+                || Self.dropped.contains(where: { a.hasPrefix($0 + "=") }) || a == "--resume"
+            {
+                i += 1
             } else {
+                kept.append(a)
                 i += 1
             }
         }
-        if !replaced { args += ["-o", target] }
-        args.removeAll { $0 == "--resume" }
+        args = kept + ["-o", target]
         warn("replaying: kdtool \(args.joined(separator: " "))")
         Invocation.arguments = args
         Invocation.configFile = nil
