@@ -17,7 +17,7 @@ struct InferCommand: ParsableCommand {
         discussion: """
             PATH is a folder (searched recursively, in sorted order), a file, or - to read paths from stdin. Formats are recognised by content, not extension. Preprocessing (channels, alpha, resize, inversion, normalisation) comes from the bundle's PREP section. A file that cannot be used (unsupported format such as GIF or TIFF, truncated, corrupt, too many pixels, unreadable) gets a row with an error and a warning on stderr; the run goes on.
 
-            Exit codes: 0 all images classified; 3 some failed (listed); 1 with --strict at the first failure; 2 the model bundle is invalid.
+            Exit codes: 0 all images classified; 3 some failed (listed); 1 with --strict at the first failure, or a --batch too large for the model; 2 the model bundle is invalid; 5 the output could not be written (-o keeps its previous content).
 
             Output columns: CSV `path,label1,prob1,…,labelK,probK,error`; JSON lines {"path","top":[{"label","index","probability"}],"error"}; table for a terminal.
 
