@@ -480,6 +480,13 @@ def data_cases():
         put("csv/%s.csv" % name, text)
         case("eval-csv-" + name, ["eval", "model8.kdb", "--data", "csv/%s.csv" % name, "--split", "all"], expect)
     csv("ok", "".join(",".join(["0"] * 64 + [str(i % 10)]) + "\n" for i in range(8)), expect=(0,))
+    for nm, doc in (("class-1e300", {"verticals": [{"name": "a", "classes": [1e300]}]}),
+                    ("class-negative", {"verticals": [{"name": "a", "classes": [-1]}]}),
+                    ("class-fraction", {"verticals": [{"name": "a", "classes": [0.5]}]}),
+                    ("not-json", None)):
+        put("csv/verticals-%s.json" % nm, json.dumps(doc) if doc else "{\"verticals\": [")
+        case("eval-verticals-" + nm, ["eval", "model8.kdb", "--data", "csv/ok.csv", "--split", "all", "--verticals",
+                                       "csv/verticals-%s.json" % nm], expect=(1, 2))
     csv("label-255", "".join(",".join(["0"] * 64 + ["255"]) + "\n" for _ in range(4)), expect=(0, 1, 2))
     csv("ragged", "1,2,3\n1,2\n")
     csv("not-square", "".join(",".join(["0"] * 63 + ["1"]) + "\n" for _ in range(4)))

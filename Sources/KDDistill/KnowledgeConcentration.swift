@@ -66,7 +66,7 @@ public enum KC {
                 }
             } else if let cs = v["classes"] as? [Any] {
                 for c in cs {
-                    guard let k = c as? Double, k == k.rounded(), k >= 0, Int(k) < classes.count else {
+                    guard let k = c as? Double, k == k.rounded(), k >= 0, k < Double(classes.count) else {
                         throw NNError("\(path): vertical '\(name)' names class \(c), outside the student's \(classes.count) classes")
                     }
                     indices.append(Int(k))

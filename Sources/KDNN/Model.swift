@@ -110,6 +110,20 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Floating-point operations of one forward pass for one image (a multiply-add is 2).
+    /// Replaces every parameter and buffer with the same-named tensor of `bundle` (a checkpoint),
+    /// which must have the model's shape: a checkpoint is a file like any other.
+    public func load(from bundle: ModelBundle) throws {
+        func values(_ name: String, _ shape: [Int]) throws -> [Float] {
+            let v = try bundle.floats(named: name)
+            guard v.count == shape.reduce(1, *) else {
+                throw NNError("\(bundle.path): tensor '\(name)' has \(v.count) values, the model's \(shape) needs \(shape.reduce(1, *))")
+            }
+            return v
+        }
+        for (name, t) in parameters { parameters[name] = Tensor(shape: t.shape, values: try values(name, t.shape)) }
+        for (name, t) in buffers { buffers[name] = Tensor(shape: t.shape, values: try values(name, t.shape)) }
+    }
+
     /// The values of the largest activation of one image (input included), from shape inference.
     public var peakActivationElements: Int {
         let stats = (try? graph.stats(tensorShapes: tensorShapes, batch: 1)) ?? []

@@ -62,7 +62,8 @@ public struct Optimizer: Sendable {
     }
 
     private mutating func slot(_ key: String, like p: Tensor) -> Tensor {
-        if let s = state[key] { return s }
+        // State restored from a checkpoint is used only when it has the parameter's shape.
+        if let s = state[key], s.shape == p.shape { return s }
         let s = Tensor(zeros: p.shape)
         state[key] = s
         return s

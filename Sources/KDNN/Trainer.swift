@@ -248,14 +248,9 @@ public final class Trainer {
         if let path = checkpointPath { unlink(path) }
         if let bestPath, access(bestPath, F_OK) == 0 {
             let b = try ModelBundle(path: bestPath)
-            for name in model.parameters.keys {
-                model.parameters[name] = Tensor(shape: model.parameters[name]!.shape, values: try b.floats(named: name))
-            }
-            for name in model.buffers.keys {
-                model.buffers[name] = Tensor(shape: model.buffers[name]!.shape, values: try b.floats(named: name))
-            }
+            try model.load(from: b)
             if case .map(let info)? = try b.metadata()?.entries[Self.bestKey] {
-                if case .uint(let e)? = info["epoch"] { bestEpoch = Int(e) }
+                if case .uint(let e)? = info["epoch"] { bestEpoch = Int(clamping: e) }
                 if case .float(let a)? = info["val_accuracy"] { bestValidationAccuracy = a }
             }
             unlink(bestPath)
@@ -331,12 +326,8 @@ public enum Checkpoint {
                 "\(path) was written by a run with other settings (seed, epochs, batch, lr, …); rerun with the same flags or delete it")
         }
         if case .string(let s)? = info["stage"], s != stage { throw NNError("\(path) belongs to stage \(s), not \(stage)") }
-        for name in model.parameters.keys {
-            model.parameters[name] = Tensor(shape: model.parameters[name]!.shape, values: try b.floats(named: name))
-        }
-        for name in model.buffers.keys {
-            model.buffers[name] = Tensor(shape: model.buffers[name]!.shape, values: try b.floats(named: name))
-        }
+        try model.load(from: b)
+        guard step <= UInt64(Int.max), optSteps <= UInt64(Int.max) else { throw NNError("\(path): step counts out of range") }
         try optimizer.restore(from: b, steps: Int(optSteps))
         return Int(step)
     }
