@@ -10,6 +10,8 @@ enum Paths {
         parts.removeLast(3)
         return parts.joined(separator: "/")
     }()
+    /// The committed default data (MNIST test set, digits) and the larger shared data beside the clone.
+    static let local = root + "/data"
     static let data = root + "/../shared/data"
 
     static func temp(_ name: String) -> String {
@@ -29,8 +31,8 @@ func writeFile(_ path: String, _ bytes: [UInt8]) {
 struct DataSourceTests {
     @Test("the shipped MNIST splits as 8000 train / 2000 eval")
     func mnist() throws {
-        let train = try DataSource.load(Paths.data + "/mnist", .init(split: .train))
-        let eval = try DataSource.load(Paths.data + "/mnist", .init(split: .eval))
+        let train = try DataSource.load(Paths.local + "/mnist", .init(split: .train))
+        let eval = try DataSource.load(Paths.local + "/mnist", .init(split: .eval))
         #expect(train.count == 8000 && eval.count == 2000)
         #expect(train.shape == [1, 28, 28])
         #expect(train.labels[0] == 7)  // the first MNIST test image is a 7
@@ -49,7 +51,7 @@ struct DataSourceTests {
 
     @Test("the digits CSV holds out a seeded 20 %, stable across calls")
     func digits() throws {
-        let path = Paths.data + "/digits/digits.csv.gz"
+        let path = Paths.local + "/digits/digits.csv.gz"
         let a = try DataSource.load(path, .init(split: .eval))
         let b = try DataSource.load(path, .init(split: .eval))
         let t = try DataSource.load(path, .init(split: .train))
@@ -59,7 +61,7 @@ struct DataSourceTests {
 
     @Test("bad data names the file and the place")
     func badData() throws {
-        let good = try Gzip.read(Paths.data + "/mnist/t10k-labels-idx1-ubyte.gz")
+        let good = try Gzip.read(Paths.local + "/mnist/t10k-labels-idx1-ubyte.gz")
         let dir = Paths.temp("badidx")
         mkdir(dir, 0o755)
         writeFile(dir + "/t10k-images-idx3-ubyte", [0, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3])
@@ -86,7 +88,7 @@ struct DataSourceTests {
 
 @Suite("Batches")
 struct BatcherTests {
-    let data = try! DataSource.load(Paths.data + "/digits/digits.csv.gz", .init(split: .train))
+    let data = try! DataSource.load(Paths.local + "/digits/digits.csv.gz", .init(split: .train))
     let norm = Normalization(scale: 1.0 / 255, mean: [0.5], std: [0.25])
 
     @Test("a batch depends only on (seed, epoch, index)")

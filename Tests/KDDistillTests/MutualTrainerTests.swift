@@ -12,7 +12,7 @@ struct MutualTrainerTests {
     static let digits: Dataset = {
         var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
         parts.removeLast(3)
-        return try! DataSource.load(parts.joined(separator: "/") + "/../shared/data/digits/digits.csv.gz", .init(split: .train))
+        return try! DataSource.load(parts.joined(separator: "/") + "/data/digits/digits.csv.gz", .init(split: .train))
     }()
 
     func peers() throws -> [Model] {

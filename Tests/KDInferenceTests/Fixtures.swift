@@ -13,6 +13,7 @@ enum Paths {
         parts.removeLast(3)
         return parts.joined(separator: "/")
     }()
+    static let local = root + "/data"
     static let data = root + "/../shared/data"
 
     static func temp(_ name: String) -> String {

@@ -180,7 +180,7 @@ struct PredictorTests {
 
     @Test("infer on image files matches eval on the same data (one decode path)")
     func samePathAsDataset() throws {
-        let digits = try DataSource.load(Paths.data + "/digits/digits.csv.gz", .init(split: .eval))
+        let digits = try DataSource.load(Paths.local + "/digits/digits.csv.gz", .init(split: .eval))
         let dir = Paths.temp("digits")
         var files: [String] = []
         for i in 0..<40 {

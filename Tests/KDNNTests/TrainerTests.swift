@@ -6,9 +6,9 @@ import Testing
 
 @testable import KDNN
 
-/// The 8×8 digits from ../shared/data: 1,797 real images, small enough for debug-build tests.
+/// The 8×8 digits from data/ (committed): 1,797 real images, small enough for debug-build tests.
 enum Digits {
-    static let path = Repo.shared + "/data/digits/digits.csv.gz"
+    static let path = Repo.root + "/data/digits/digits.csv.gz"
     static let all: Dataset = try! DataSource.load(path, .init(split: .all))
     static let train: Dataset = try! DataSource.load(path, .init(split: .train))
     static let eval: Dataset = try! DataSource.load(path, .init(split: .eval))

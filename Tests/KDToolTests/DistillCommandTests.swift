@@ -3,7 +3,7 @@ import Testing
 
 @Suite("kdtool distill", .serialized)
 struct DistillCommandTests {
-    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let digits = CLI.root.path + "/data/digits/digits.csv.gz"
 
     func temp() throws -> URL {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-distill-\(UUID().uuidString.prefix(8))")

@@ -44,7 +44,7 @@ enum CLI {
 
 /// A fresh temporary folder, and the small digits teacher/student pair several suites start from.
 enum Scratch {
-    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let digits = CLI.root.path + "/data/digits/digits.csv.gz"
 
     static func folder(_ prefix: String) throws -> URL {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")

@@ -3,7 +3,7 @@ import Testing
 
 @Suite("kdtool init / train / eval", .serialized)
 struct TrainCommandTests {
-    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let digits = CLI.root.path + "/data/digits/digits.csv.gz"
 
     func temp() throws -> URL {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-cli-\(UUID().uuidString.prefix(8))")

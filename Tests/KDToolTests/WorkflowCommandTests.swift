@@ -3,7 +3,7 @@ import Testing
 
 @Suite("kdtool compare, bench, teacher cache", .serialized)
 struct WorkflowCommandTests {
-    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let digits = CLI.root.path + "/data/digits/digits.csv.gz"
 
     func temp() throws -> URL {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("kdtool-workflow-\(UUID().uuidString.prefix(8))")
@@ -110,7 +110,7 @@ struct WorkflowCommandTests {
 
 @Suite("kdtool --config, --seeds, rerun", .serialized)
 struct ConfigCommandTests {
-    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let digits = CLI.root.path + "/data/digits/digits.csv.gz"
 
     @Test("a YAML sweep over T × seeds: one teacher computation, summaries, resolved configs; unknown keys named; rerun matches")
     func sweep() throws {
@@ -162,7 +162,7 @@ struct ConfigCommandTests {
 
 @Suite("kdtool report", .serialized)
 struct ReportCommandTests {
-    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let digits = CLI.root.path + "/data/digits/digits.csv.gz"
     static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     @Test("one self-contained HTML file: runs, curves, confusion, teacher vs student, provenance, SQNR chart")
@@ -206,7 +206,7 @@ struct ReportCommandTests {
 
 @Suite("unlabelled transfer sets and PyTorch-side export checks", .serialized)
 struct TransferAndExportTests {
-    static let digits = CLI.root.path + "/../shared/data/digits/digits.csv.gz"
+    static let digits = CLI.root.path + "/data/digits/digits.csv.gz"
     static let images = CLI.root.path + "/../shared/data/images"
 
     @Test("distill --no-labels on a flat folder of photos; train on it is refused")

@@ -55,8 +55,8 @@ struct CompareCommand: ParsableCommand {
             throughput at batch 64 (fused inference path, --threads workers).
 
             Examples:
-              kdtool compare teacher.kdb student.kdb distilled.kdb --data ../shared/data/mnist
-              kdtool compare teacher.kdb distilled.kdb --data ../shared/data/mnist --json
+              kdtool compare teacher.kdb student.kdb distilled.kdb --data data/mnist
+              kdtool compare teacher.kdb distilled.kdb --data data/mnist --json
             """)
 
     @Argument(help: "Model bundles; the first is the reference.")

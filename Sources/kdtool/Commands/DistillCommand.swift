@@ -16,13 +16,13 @@ struct DistillCommand: ParsableCommand {
             p_T the teacher's softmax at temperature T (with several teachers, the mean of theirs). The teachers run without autograd on the same (augmented) batch the student sees; without augmentation their outputs are computed once and reused every epoch. Everything `train` accepts applies (epochs, batch, lr, optimizer, seed, threads, checkpoints, --resume). The output records the teachers and the student by content digest in its provenance.
 
             Examples:
-              kdtool distill teacher.kdb student.kdb --data ../shared/data/mnist -o distilled.kdb
+              kdtool distill teacher.kdb student.kdb --data data/mnist -o distilled.kdb
               kdtool distill t1.kdb t2.kdb student.kdb --data digits.csv.gz -T 20 --alpha 0.9 -o out.kdb
               kdtool distill teacher.kdb student.kdb --data unlabeled/ --no-labels --split all -o out.kdb
-              kdtool distill peer1.kdb peer2.kdb peer3.kdb --method dml --data ../shared/data/mnist -o dml-out/
-              kdtool distill teacher.kdb student.kdb --method fsp --stage1-epochs 3 --data ../shared/data/mnist -o fsp.kdb
-              kdtool distill spec-a.kdb spec-b.kdb spec-c.kdb student.kdb --method kc --verticals v.json --top-k 2 --head fc-sc --self-paced vertical --data ../shared/data/mnist -o kc.kdb
-              kdtool distill generalist.kdb --method specialist --verticals v.json --data ../shared/data/mnist -o specialists/
+              kdtool distill peer1.kdb peer2.kdb peer3.kdb --method dml --data data/mnist -o dml-out/
+              kdtool distill teacher.kdb student.kdb --method fsp --stage1-epochs 3 --data data/mnist -o fsp.kdb
+              kdtool distill spec-a.kdb spec-b.kdb spec-c.kdb student.kdb --method kc --verticals v.json --top-k 2 --head fc-sc --self-paced vertical --data data/mnist -o kc.kdb
+              kdtool distill generalist.kdb --method specialist --verticals v.json --data data/mnist -o specialists/
             """)
 
     enum Method: String, ExpressibleByArgument, CaseIterable { case kd, fitnets, fsp, dml, kc, specialist }

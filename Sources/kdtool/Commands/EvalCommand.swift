@@ -19,9 +19,9 @@ struct EvalCommand: ParsableCommand {
             distributions); --json then prints {"models": [...], "ensemble": {...}}.
 
             Examples:
-              kdtool eval lenet5-trained.kdb --data ../shared/data/mnist
+              kdtool eval lenet5-trained.kdb --data data/mnist
               kdtool eval model.kdb --data photos/ --split all --json
-              kdtool eval s1.kdb s2.kdb s3.kdb --data ../shared/data/mnist     # members and their ensemble
+              kdtool eval s1.kdb s2.kdb s3.kdb --data data/mnist     # members and their ensemble
             """)
 
     @Argument(help: "The model bundle (several: each, and their ensemble).")

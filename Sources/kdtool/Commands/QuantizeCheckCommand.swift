@@ -25,9 +25,9 @@ struct QuantizeCheckCommand: ParsableCommand {
             Exit code 4 when the accuracy drop exceeds --max-drop points (a pipeline gate).
 
             Examples:
-              kdtool quantize-check student.kdb --data ../shared/data/mnist -o student-int8.kdb
-              kdtool quantize-check student.kdb --data ../shared/data/mnist --scheme fp16 --json
-              kdtool quantize-check student.kdb --data ../shared/data/mnist --scheme int8 --percentile 99.99 --max-drop 0.5
+              kdtool quantize-check student.kdb --data data/mnist -o student-int8.kdb
+              kdtool quantize-check student.kdb --data data/mnist --scheme fp16 --json
+              kdtool quantize-check student.kdb --data data/mnist --scheme int8 --percentile 99.99 --max-drop 0.5
             """)
 
     @Argument(help: "The fp32 model bundle.")

@@ -20,8 +20,8 @@ struct ReportCommand: ParsableCommand {
             accuracy) and its teachers are evaluated: per-class accuracy, confusion matrix, teacher-vs-student table.
 
             Examples:
-              kdtool report distilled.kdb --data ../shared/data/mnist -o report.html
-              kdtool report runs/ --data ../shared/data/mnist -o sweep.html
+              kdtool report distilled.kdb --data data/mnist -o report.html
+              kdtool report runs/ --data data/mnist -o sweep.html
             """)
 
     @Argument(help: "A run bundle or a folder of runs.")

@@ -15,10 +15,10 @@ struct TrainCommand: ParsableCommand {
             the result is identical to an uninterrupted run with the same seed and thread count.
 
             Examples:
-              kdtool train lenet5.kdb --data ../shared/data/mnist -o lenet5-trained.kdb
+              kdtool train lenet5.kdb --data data/mnist -o lenet5-trained.kdb
               kdtool train r20.kdb --data cifar-10-binary-subset.tar.gz --epochs 30 --eval-split eval -o r20-trained.kdb
               kdtool train model.kdb --data digits.csv.gz --epochs 5 --checkpoint-every 20 --resume -o out.kdb
-              kdtool train spec.kdb --data ../shared/data/mnist --loss sigmoid --classes 3,5,8 -o specialist-358.kdb
+              kdtool train spec.kdb --data data/mnist --loss sigmoid --classes 3,5,8 -o specialist-358.kdb
 
             --loss sigmoid trains sigmoid outputs (one-vs-rest cross-entropy; the graph records the output kind, so eval, infer and export read them as sigmoids): the specialist teachers of Knowledge Concentration. --classes restricts the data to those classes (by name), in that order; the model needs exactly that many outputs.
             """)

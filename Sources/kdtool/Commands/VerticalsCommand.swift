@@ -14,7 +14,7 @@ struct VerticalsCommand: ParsableCommand {
             Runs the generalist on the data, forms the class covariance of its predicted distributions, and clusters the classes into --k groups with seeded k-means. Writes a JSON file: {"generalist": digest, "k": M, "verticals": [{"name", "classes": [indices], "labels": [names]}]}, and prints the groups.
 
             Examples:
-              kdtool verticals teacher.kdb --data ../shared/data/mnist --k 3 -o verticals.json
+              kdtool verticals teacher.kdb --data data/mnist --k 3 -o verticals.json
             """)
 
     @Argument(help: "The generalist model bundle.")
