@@ -62,7 +62,8 @@ public struct ImageError: Error, CustomStringConvertible, Sendable {
 
 /// PNG through libpng's simplified API, JPEG through libjpeg-turbo (with EXIF orientation applied).
 public enum ImageDecoder {
-    public static let defaultMaxPixels = 100_000_000
+    /// The pixel cap (`Caps.current.imagePixels`, 100 M), checked from the header before decoding.
+    public static var defaultMaxPixels: Int { Caps.current.imagePixels }
 
     public static func decode(file path: String, maxPixels: Int = defaultMaxPixels) throws -> Image {
         let bytes: [UInt8]
