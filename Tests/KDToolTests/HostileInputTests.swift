@@ -280,7 +280,7 @@ struct OutputSafetyTests {
         #expect(try CLI.run(["init", "--arch", "mlp", "--hidden", "16", "--classes", "10", "--input", "1x8x8", "-o", m]).status == 0)
         let first = Process()
         first.executableURL = CLI.binary
-        first.arguments = ["train", m, "--data", Scratch.digits, "--epochs", "40", "--quiet", "-o", out]
+        first.arguments = ["train", m, "--data", Scratch.digits, "--epochs", "300", "--quiet", "-o", out]
         first.standardOutput = FileHandle.nullDevice
         first.standardError = FileHandle.nullDevice
         try first.run()
