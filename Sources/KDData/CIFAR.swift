@@ -49,7 +49,7 @@ public enum CIFAR {
                 recordSize = 3074  // CIFAR-100: coarse and fine label bytes
                 labelBytes = 2
             }
-            let declared = archive_entry_size_is_set(entry) != 0 ? Int(archive_entry_size(entry)) : 0
+            let declared = archive_entry_size_is_set(entry) != 0 ? try Checked(path).count(archive_entry_size(entry), "\(name)'s size") : 0
             let metaCap = 1 << 20
             guard declared >= 0, declared <= (isMeta ? metaCap : cap - total) else {
                 throw DataError("\(path): \(name) declares \(declared) bytes, above the limit of \(isMeta ? metaCap : cap) bytes")

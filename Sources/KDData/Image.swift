@@ -88,15 +88,20 @@ public enum ImageDecoder {
         }
     }
 
+    /// The pixel count of a `width × height` header, checked against the cap (an `ImageError`).
+    static func checkedPixels(_ w: Int, _ h: Int, _ format: String, path: String, maxPixels: Int) throws -> Int {
+        do {
+            return try Checked(path).product([w, h], "\(format) of \(w)×\(h) pixels", cap: maxPixels)
+        } catch let e as InputError {
+            throw ImageError(path: path, kind: "too-large", message: e.message)
+        }
+    }
+
     static func png(_ bytes: [UInt8], path: String, maxPixels: Int) throws -> Image {
         // The IHDR chunk always comes first: refuse bomb dimensions before libpng sees the file.
         if bytes.count >= 24 && Array(bytes[12..<16]) == Array("IHDR".utf8) {
             let be = { (i: Int) in Int(bytes[i]) << 24 | Int(bytes[i + 1]) << 16 | Int(bytes[i + 2]) << 8 | Int(bytes[i + 3]) }
-            let (w, h) = (be(16), be(20))
-            let (pixels, overflow) = w.multipliedReportingOverflow(by: h)
-            if overflow || pixels > maxPixels {
-                throw ImageError(path: path, kind: "too-large", message: "PNG of \(w)×\(h) pixels exceeds the limit of \(maxPixels)")
-            }
+            _ = try checkedPixels(be(16), be(20), "PNG", path: path, maxPixels: maxPixels)
         }
         var image = png_image()
         image.version = UInt32(PNG_IMAGE_VERSION)
@@ -107,15 +112,14 @@ public enum ImageDecoder {
         guard began != 0 else { throw ImageError(path: path, kind: "corrupt", message: "invalid PNG: \(message())") }
         defer { png_image_free(&image) }
         let (w, h) = (Int(image.width), Int(image.height))
-        guard w > 0, h > 0, !w.multipliedReportingOverflow(by: h).overflow, w * h <= maxPixels else {
-            throw ImageError(path: path, kind: "too-large", message: "PNG of \(w)×\(h) pixels exceeds the limit of \(maxPixels)")
-        }
+        guard w > 0, h > 0 else { throw ImageError(path: path, kind: "corrupt", message: "PNG of \(w)×\(h) pixels") }
+        let count = try checkedPixels(w, h, "PNG", path: path, maxPixels: maxPixels)
         // Keep colour and alpha as the file has them; 16-bit, palette and interlacing are resolved by libpng.
         let hasColor = image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0 || image.format & UInt32(PNG_FORMAT_FLAG_COLORMAP) != 0
         let hasAlpha = image.format & UInt32(PNG_FORMAT_FLAG_ALPHA) != 0
         let channels = (hasColor ? 3 : 1) + (hasAlpha ? 1 : 0)
         image.format = (hasColor ? UInt32(PNG_FORMAT_FLAG_COLOR) : 0) | (hasAlpha ? UInt32(PNG_FORMAT_FLAG_ALPHA) : 0)
-        var pixels = [UInt8](repeating: 0, count: w * h * channels)
+        var pixels = [UInt8](repeating: 0, count: count * channels)
         let ok = pixels.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
         guard ok != 0 else { throw ImageError(path: path, kind: "corrupt", message: "corrupt PNG: \(message())") }
         // The simplified API reports damage it recovered from (a short IDAT stream, a bad CRC in
@@ -141,8 +145,9 @@ public enum ImageDecoder {
         if rc == 2 || rc == 3 { throw ImageError(path: path, kind: "too-large", message: "JPEG: \(msg)") }
         guard rc == 0, let out else { throw ImageError(path: path, kind: "corrupt", message: "corrupt JPEG: \(msg)") }
         defer { free(out) }
+        let count = try checkedPixels(Int(w), Int(h), "JPEG", path: path, maxPixels: maxPixels)
         let img = Image(
-            width: Int(w), height: Int(h), channels: Int(c), pixels: Array(UnsafeBufferPointer(start: out, count: Int(w * h * c))))
+            width: Int(w), height: Int(h), channels: Int(c), pixels: Array(UnsafeBufferPointer(start: out, count: count * Int(c))))
         return img.oriented(Int(orientation))
     }
 

@@ -46,7 +46,7 @@ public struct StateDict: Sendable {
         guard n <= UInt64(b.count - 8), n <= 100 << 20 else {
             throw InteropError(path, "not a safetensors file: header length \(n) exceeds the file (\(b.count) bytes)")
         }
-        let headerEnd = 8 + Int(n)
+        let headerEnd = try InteropError.mapping { try Checked(path).sum(8, Checked(path).count(n, "the header length"), "the header") }
         let doc: Any
         do {
             doc = try MiniJSON.parse(Array(b[8..<headerEnd]))
@@ -67,10 +67,12 @@ public struct StateDict: Sendable {
                 }
                 return Int(x)
             }
-            guard let s = offs[0] as? Double, let e = offs[1] as? Double, s >= 0, e >= s, e <= Double(dataLen) else {
+            guard let sd = offs[0] as? Double, let ed = offs[1] as? Double, let s = Int(exactly: sd), let e = Int(exactly: ed),
+                s >= 0, e >= s, e <= dataLen
+            else {
                 throw InteropError(path, "tensor '\(name)' data_offsets \(offs) fall outside the \(dataLen)-byte data block")
             }
-            let (start, end) = (Int(s), Int(e))
+            let (start, end) = (s, e)
             let size: Int
             switch dtype {
             case "F32": size = 4

@@ -11,6 +11,9 @@ enum Zip {
 
     static func read(_ b: [UInt8], path: String, limit: Int = Caps.current.expandedBytes) throws -> [Member] {
         let r = ByteReader(bytes: b, path: path)
+        let c = Checked(path)
+        // Every size and offset below comes from the file: 64-bit ones through `Checked`.
+        func u64(_ at: Int, _ what: String) throws -> Int { try InteropError.mapping { try c.count(r.u64(at), what) } }
         // End of central directory: the last 0x06054b50 within the final 64 KiB + 22 bytes.
         guard b.count >= 22 else { throw InteropError(path, "not a zip archive (too short)") }
         var eocd = -1
@@ -26,11 +29,11 @@ enum Zip {
         var count = r.u16(eocd + 10)
         var cdOffset = r.u32(eocd + 16)
         if count == 0xffff || cdOffset == 0xffff_ffff, eocd >= 20, r.u32(eocd - 20) == 0x0706_4b50 {
-            let z64 = Int(clamping: r.u64(eocd - 20 + 8))
+            let z64 = try u64(eocd - 20 + 8, "the zip64 record offset")
             try r.check(z64, 56, "the zip64 end-of-central-directory record")
             guard r.u32(z64) == 0x0606_4b50 else { throw InteropError(path, "broken zip64 end-of-central-directory record") }
-            count = Int(clamping: r.u64(z64 + 32))
-            cdOffset = Int(clamping: r.u64(z64 + 48))
+            count = try u64(z64 + 32, "the zip64 entry count")
+            cdOffset = try u64(z64 + 48, "the zip64 directory offset")
         }
         var members: [Member] = []
         var at = cdOffset
@@ -56,21 +59,21 @@ enum Zip {
                 if id == 1 {
                     var p = e + 4
                     if size == 0xffff_ffff, p + 8 <= e + 4 + len {
-                        size = Int(clamping: r.u64(p))
+                        size = try u64(p, "a zip64 size")
                         p += 8
                     }
                     if compressed == 0xffff_ffff, p + 8 <= e + 4 + len {
-                        compressed = Int(clamping: r.u64(p))
+                        compressed = try u64(p, "a zip64 compressed size")
                         p += 8
                     }
-                    if local == 0xffff_ffff, p + 8 <= e + 4 + len { local = Int(clamping: r.u64(p)) }
+                    if local == 0xffff_ffff, p + 8 <= e + 4 + len { local = try u64(p, "a zip64 header offset") }
                 }
                 e += 4 + len
             }
             at = extraEnd + commentLen
             try r.check(local, 30, "the local header of '\(name)'")
             guard r.u32(local) == 0x0403_4b50 else { throw InteropError(path, "corrupt local header of '\(name)'") }
-            let dataStart = local + 30 + r.u16(local + 26) + r.u16(local + 28)
+            let dataStart = try InteropError.mapping { try c.sum(local, 30 + r.u16(local + 26) + r.u16(local + 28), "member '\(name)'") }
             try r.check(dataStart, compressed, "member '\(name)'")
             // Sizes come from the file: checked before anything is allocated. Deflate expands at most
             // 1032:1, so a member that declares more than that of its compressed bytes is lying.
