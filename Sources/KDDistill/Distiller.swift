@@ -7,6 +7,12 @@ import KDTensor
 public enum Compatibility {
     public static func check(teachers: [(name: String, model: Model)], student: (name: String, model: Model)) throws {
         let s = student.model
+        // A fresh student (`kdtool init` numbers its classes 0…N−1) takes the teacher's class names.
+        if let tl = teachers.first?.model.labels?.classes, tl.count == s.classCount,
+            s.labels == nil || s.labels!.classes == (0..<s.classCount).map(String.init)
+        {
+            s.labels = Labels(tl)
+        }
         for (name, t) in teachers {
             guard Array(t.inputShape.dropFirst()) == Array(s.inputShape.dropFirst()) else {
                 throw NNError(
@@ -20,7 +26,9 @@ public enum Compatibility {
                 let diff = zip(tl, sl).enumerated().first { $0.element.0 != $0.element.1 }
                 throw NNError(
                     "teacher \(name) and student \(student.name) label their classes differently"
-                        + (diff.map { " (class \($0.offset): '\($0.element.0)' vs '\($0.element.1)')" } ?? ""))
+                        + (diff.map { " (class \($0.offset): '\($0.element.0)' vs '\($0.element.1)')" } ?? "")
+                        + "; models distilled together must name the same classes in the same order (`kdtool init --labels` sets a student's)"
+                )
             }
         }
     }

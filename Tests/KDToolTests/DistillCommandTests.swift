@@ -221,5 +221,10 @@ struct DistillCommandTests {
         let labels = try CLI.run(["distill", p("a.kdb"), p("c.kdb"), "--data", Self.digits, "-o", p("o.kdb")])
         #expect(labels.status == 1 && labels.err.contains("label their classes differently"))
         #expect(try CLI.run(["distill", p("a.kdb"), "--data", Self.digits, "-o", p("o.kdb")]).status == 64)
+        // A fresh student (init's numbered classes) takes the teacher's names; `distil` is the same command.
+        let fresh = try CLI.run(["distil", p("c.kdb"), p("a.kdb"), "--data", Self.digits, "--epochs", "1", "--quiet", "-o", p("n.kdb")])
+        #expect(fresh.status == 0, "\(fresh.err)")
+        let inspected = try CLI.run(["inspect", p("n.kdb")])
+        #expect(inspected.out.contains("a, b, c, d, e"), "\(inspected.out)")
     }
 }

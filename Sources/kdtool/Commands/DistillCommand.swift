@@ -23,7 +23,8 @@ struct DistillCommand: ParsableCommand {
               kdtool distill teacher.kdb student.kdb --method fsp --stage1-epochs 3 --data data/mnist -o fsp.kdb
               kdtool distill spec-a.kdb spec-b.kdb spec-c.kdb student.kdb --method kc --verticals v.json --top-k 2 --head fc-sc --self-paced vertical --data data/mnist -o kc.kdb
               kdtool distill generalist.kdb --method specialist --verticals v.json --data data/mnist -o specialists/
-            """)
+            """,
+        aliases: ["distil"])
 
     enum Method: String, ExpressibleByArgument, CaseIterable { case kd, fitnets, fsp, dml, kc, specialist }
     enum Stage2Loss: String, ExpressibleByArgument, CaseIterable { case fitnets, hinton }

@@ -38,7 +38,7 @@ struct RerunCommand: ParsableCommand {
             throw ExitCode.failure
         }
         var args = recorded.compactMap { if case .string(let s) = $0 { s } else { nil } }
-        guard let sub = args.first, ["train", "distill"].contains(sub) else {
+        guard let sub = args.first, ["train", "distill", "distil"].contains(sub) else {
             warn("kdtool: error: \(bundle): PROV names command '\(args.first ?? "")'; rerun replays train and distill")
             throw ExitCode.failure
         }

@@ -19,7 +19,7 @@ enum Invocation {
 /// combination in sequence (the output needs `{key}` placeholders, else `-key<value>` is added).
 /// Flags on the command line override the file. Unknown keys are an error naming all of them.
 enum RunConfig {
-    static let positional = ["train": "model", "distill": "bundles"]
+    static let positional = ["train": "model", "distill": "bundles", "distil": "bundles"]
 
     /// A config that cannot be used: unreadable or invalid (exit 2) or naming unknown flags (64).
     struct Failure: Error, CustomStringConvertible {
