@@ -35,7 +35,11 @@ struct KDTool: ParsableCommand {
             warn("kdtool: error: \(error)")
             exit(withError: kdtoolExitCode(for: error) ?? Exit.usage)
         }
-        for args in runs {
+        for (index, args) in runs.enumerated() {
+            if runs.count > 1, let output = RunConfig.finishedOutput(args) {
+                warn("kdtool: run \(index + 1) of \(runs.count) (\(output)) finished before this --resume; skipped")
+                continue
+            }
             Invocation.arguments = args
             do {
                 var command = try parseAsRoot(args)

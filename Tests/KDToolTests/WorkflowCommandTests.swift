@@ -160,6 +160,28 @@ struct ConfigCommandTests {
     }
 }
 
+@Suite("a resumed sweep", .serialized)
+struct SweepResumeTests {
+    @Test("--resume skips the runs of a sweep that finished, and runs the rest")
+    func skipsFinished() throws {
+        let d = try Scratch.folder("sweep-resume")
+        defer { try? FileManager.default.removeItem(at: d) }
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        #expect(
+            try CLI.run(["init", "--arch", "mlp", "--hidden", "8", "--classes", "10", "--input", "1x8x8", "-o", p("m.kdb")]).status == 0)
+        let config =
+            "model: \(p("m.kdb"))\ndata: \(Scratch.digits)\nepochs: 1\nquiet: true\noutput: \(p("s-{seed}.kdb"))\nsweep:\n  seed: [0, 1]\n"
+        try config.write(toFile: p("sweep.yaml"), atomically: true, encoding: .utf8)
+        #expect(try CLI.run(["train", "--config", p("sweep.yaml")]).status == 0)
+        try FileManager.default.removeItem(atPath: p("s-1.kdb"))
+        let resumed = try CLI.run(["train", "--config", p("sweep.yaml"), "--resume"])
+        #expect(resumed.status == 0, "\(resumed.err)")
+        #expect(resumed.err.contains("run 1 of 2") && resumed.err.contains("skipped"), "\(resumed.err)")
+        #expect(!resumed.err.contains("run 2 of 2"))
+        #expect(FileManager.default.fileExists(atPath: p("s-1.kdb")))
+    }
+}
+
 @Suite("kdtool report", .serialized)
 struct ReportCommandTests {
     static let digits = CLI.root.path + "/data/digits/digits.csv.gz"

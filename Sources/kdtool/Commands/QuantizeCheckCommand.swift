@@ -244,6 +244,9 @@ struct QuantizeCheckCommand: ParsableCommand {
         )
         print(
             "  speed            fp32 \(Text.grouped(Int(s.speedFP32))) images/s, quantized \(Text.grouped(Int(s.speedQuantized))) images/s (×\(Text.fixed(s.speedQuantized / max(s.speedFP32, 1e-9), 2)); \(threads) threads)"
+                + (s.speedQuantized < s.speedFP32
+                    ? "\n                   the quantized model is slower: the file shrinks, but kdtool has no int8 kernels yet, so its layers run dequantized to fp32"
+                    : "")
         )
         print("\nPer layer, worst output SQNR first")
         print(

@@ -98,6 +98,22 @@ enum RunConfig {
 
     static func scalar(_ v: Any) -> String { ConfigFile.scalar(v) }
 
+    /// With `--resume`, a sweep's run whose output already holds a verified bundle recording the
+    /// same command (but for `--resume`) is finished: its output path, so the sweep skips it.
+    static func finishedOutput(_ args: [String]) -> String? {
+        guard args.contains("--resume") else { return nil }
+        var output: String?
+        for (i, a) in args.enumerated() {
+            if a == "-o" || a == "--output", i + 1 < args.count { output = args[i + 1] }
+            if a.hasPrefix("--output=") { output = String(a.dropFirst(9)) }
+        }
+        guard let output, let bundle = try? ModelBundle(path: output), (try? bundle.verify()) != nil,
+            let prov = try? bundle.provenance(), case .array(let recorded)? = prov.hyperparameters["argv"]
+        else { return nil }
+        let done = recorded.compactMap { v -> String? in if case .string(let s) = v { s } else { nil } }
+        return done.filter { $0 != "--resume" } == args.filter { $0 != "--resume" } ? output : nil
+    }
+
     /// Every `--flag` the command does not know, reported at once as config keys.
     static func checkKeys(_ args: [String], file: String) throws {
         var probe = args

@@ -192,6 +192,8 @@ func runInterruptibly(progress: ProgressLine, quiet: Bool, _ body: () throws -> 
     do {
         resumedAt = try reportingErrors(body)
     } catch let e as Trainer.Interrupted {
+        // Printed even with --quiet: it is the only way to learn that the work can be continued.
+        progress.quiet = false
         progress.finish("kdtool: \(e); continue with the same command plus --resume")
         throw ExitCode(130)
     }
