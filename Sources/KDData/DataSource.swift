@@ -35,6 +35,12 @@ public enum DataSource {
         }
     }
 
+    /// A folder of images (class folders or a flat transfer set), as opposed to an MNIST IDX folder.
+    public static func isImageFolder(_ path: String) -> Bool {
+        guard ImageFolder.isDirectory(path), let names = try? ImageFolder.entries(path) else { return false }
+        return !names.contains { $0.contains("images-idx3-ubyte") }
+    }
+
     public static func load(_ path: String, _ o: Options) throws -> Dataset {
         var st = stat()
         guard stat(path, &st) == 0 else { throw DataError("\(path): \(String(cString: strerror(errno)))") }

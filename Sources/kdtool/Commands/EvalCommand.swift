@@ -29,8 +29,14 @@ struct EvalCommand: ParsableCommand {
 
     @OptionGroup var data: DataOptions
 
-    @Option(help: "Split to evaluate on.")
-    var split: Split = .eval
+    @Option(
+        name: .customLong("split"),
+        help: "Split to evaluate on (default: eval; a folder of images, which has no split of its own, is evaluated whole).")
+    var splitOption: Split?
+
+    /// The split to evaluate: as given, else `eval`, except for a folder of images, evaluated whole
+    /// (its eval split would be a seeded 20 % holdout, a surprise for someone evaluating a folder).
+    var split: Split { splitOption ?? (DataSource.isImageFolder(data.data) ? .all : .eval) }
 
     @Option(help: "Batch size.")
     var batch: Int = 256
@@ -67,6 +73,11 @@ struct EvalCommand: ParsableCommand {
             model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
         let modelClasses = model.labels?.classes ?? (0..<model.classCount).map(String.init)
         var set = try reportingErrors { try data.load(split, shape: prep.shape, prep: prep) }
+        if splitOption == nil && split == .all {
+            warn(
+                "evaluating all \(set.count) images of \(data.data) (a folder has no split of its own; --split eval evaluates the seeded holdout that train leaves out)"
+            )
+        }
         if let specialists { return try runSpecialists(generalist: model, folder: specialists, set: set, prep: prep) }
         if let verticals { return try runVerticals(model: model, file: verticals, set: set, prep: prep) }
         if let subset = classes.map({ $0.split(separator: ",").map { String($0).trimmingSpaces } })

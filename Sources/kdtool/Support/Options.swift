@@ -17,7 +17,9 @@ struct DataOptions: ParsableArguments {
     var holdoutSeed: UInt64 = 0
 
     func validate() throws {
-        guard holdout > 0, holdout < 1 else { throw ValidationError("--holdout must be in (0, 1)") }
+        guard holdout > 0, holdout < 1 else {
+            throw ValidationError("--holdout must be in (0, 1); to use every image of the data, give --split all")
+        }
     }
 
     func load(_ split: Split, shape: [Int]?, prep: Preprocessing? = nil) throws -> Dataset {
