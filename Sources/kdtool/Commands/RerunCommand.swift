@@ -56,7 +56,9 @@ struct RerunCommand: ParsableCommand {
             warn("in \(cwd)")
         }
         // Inputs must be what they were.
-        let inputs = args.dropFirst().filter { $0.hasSuffix(".kdb") && !$0.hasPrefix("-") }
+        // (The recorded output is not an input: it is the file the run wrote.)
+        let outputs = Set(args.indices.filter { $0 > 0 && (args[$0 - 1] == "-o" || args[$0 - 1] == "--output") }.map { args[$0] })
+        let inputs = args.dropFirst().filter { $0.hasSuffix(".kdb") && !$0.hasPrefix("-") && !outputs.contains($0) }
         let recordedDigests = Set(prov.parents.map(\.digest))
         for path in inputs {
             guard let b = try? ModelBundle(path: path) else { continue }

@@ -136,10 +136,45 @@ enum RunConfig {
             }
         }
         if !unknown.isEmpty {
+            let known = knownKeys(args.first ?? "")
+            let named = unknown.map { key in
+                nearest(key, in: known).map { "'\(key)' (did you mean '\($0)'?)" } ?? "'\(key)'"
+            }
             throw Failure(
-                description: "\(file): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))",
-                code: Exit.usage)
+                description: "\(file): unknown key\(unknown.count > 1 ? "s" : "") \(named.joined(separator: ", "))", code: Exit.usage)
         }
+    }
+
+    /// The config keys a command takes: its long options, spelled with underscores.
+    static func knownKeys(_ command: String) -> [String] {
+        guard
+            let type = KDTool.configuration.subcommands.first(where: {
+                $0._commandName == command || $0.configuration.aliases.contains(command)
+            })
+        else { return [] }
+        let help = KDTool.helpMessage(for: type)
+        return Set(help.matches(of: /--([a-z0-9][a-z0-9-]*)/).map { String($0.output.1).replacing("-", with: "_") }).sorted()
+    }
+
+    /// The known key closest to `key` by edit distance, when it is close (at most a third of its length).
+    static func nearest(_ key: String, in known: [String]) -> String? {
+        func distance(_ a: [Character], _ b: [Character]) -> Int {
+            var row = Array(0...b.count)
+            for (i, x) in a.enumerated() {
+                var previous = row[0]
+                row[0] = i + 1
+                for (j, y) in b.enumerated() {
+                    let substitution = previous + (x == y ? 0 : 1)
+                    previous = row[j + 1]
+                    row[j + 1] = min(substitution, row[j] + 1, row[j + 1] + 1)
+                }
+            }
+            return row[b.count]
+        }
+        let k = Array(key)
+        let best = known.map { ($0, distance(k, Array($0))) }.min { $0.1 < $1.1 }
+        guard let best, best.1 <= max(1, key.count / 3) else { return nil }
+        return best.0
     }
 
     /// A small text file (configs, metrics logs): a regular file of at most `Caps.current.configBytes` × 16.
