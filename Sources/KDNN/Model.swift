@@ -8,7 +8,9 @@ import KDTensor
 ///     let model = try Model(bundle: ModelBundle(path: "teacher.kdb"))
 ///     let logits = try model.predict(images)
 public final class Model: @unchecked Sendable {
-    public var graph: Graph
+    public var graph: Graph {
+        didSet { peakActivationElements = Self.peak(graph, tensorShapes) }
+    }
     /// Trainable tensors by dotted name (`stage2.block1.conv1.weight`).
     public var parameters: [String: Tensor]
     /// Running statistics and other state that is saved but not trained.
@@ -46,6 +48,7 @@ public final class Model: @unchecked Sendable {
         self.provenance = provenance
         self.metadata = metadata
         self.order = try graph.validate(tensorNames: Set(parameters.keys).union(buffers.keys))
+        self.peakActivationElements = Self.peak(graph, tensorShapes)
     }
 
     /// Loads a bundle: float tensors are widened and quantized ones dequantized to f32.
@@ -125,8 +128,11 @@ public final class Model: @unchecked Sendable {
     }
 
     /// The values of the largest activation of one image (input included), from shape inference.
-    public var peakActivationElements: Int {
-        let stats = (try? graph.stats(tensorShapes: tensorShapes, batch: 1)) ?? []
+    /// Computed when the model is made and whenever its graph changes, not on every forward pass.
+    public private(set) var peakActivationElements = 0
+
+    static func peak(_ graph: Graph, _ shapes: [String: [Int]]) -> Int {
+        let stats = (try? graph.stats(tensorShapes: shapes, batch: 1)) ?? []
         let input = graph.inputs.first.map { $0.shape.dropFirst().reduce(1, *) } ?? 0
         return stats.reduce(input) { m, s in max(m, s.outputShape.reduce(1, *)) }
     }
