@@ -133,7 +133,11 @@ public final class Model: @unchecked Sendable {
 
     static func peak(_ graph: Graph, _ shapes: [String: [Int]]) -> Int {
         let stats = (try? graph.stats(tensorShapes: shapes, batch: 1)) ?? []
-        let input = graph.inputs.first.map { $0.shape.dropFirst().reduce(1, *) } ?? 0
+        // Computed before any proof that the graph fits (an import builds the model first): saturating.
+        let input =
+            graph.inputs.first.map { i in
+                i.shape.dropFirst().reduce(1) { n, d in d < 0 || n.multipliedReportingOverflow(by: d).overflow ? Int.max : n * d }
+            } ?? 0
         return stats.reduce(input) { m, s in max(m, s.outputShape.reduce(1, *)) }
     }
 
