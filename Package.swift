@@ -88,18 +88,22 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]),
 
+        // Fixtures every test target can write (an image folder, a CIFAR-format tarball), so the
+        // tests need nothing beside the clone; a plain target under Tests/, in no product.
+        .target(name: "KDTestSupport", dependencies: ["KDData", "CArchive"], path: "Tests/Support"),
+
         .testTarget(name: "KDIOTests", dependencies: ["KDIO"]),
         .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], resources: [.copy("Golden")]),
-        .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData"]),
-        .testTarget(name: "KDDataTests", dependencies: ["KDData"]),
-        .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib"]),
+        .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData", "KDTestSupport"]),
+        .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDTestSupport"]),
+        .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib", "KDTestSupport"]),
         .testTarget(name: "KDDistillTests", dependencies: ["KDDistill"], resources: [.copy("Golden")]),
         .testTarget(name: "KDQuantTests", dependencies: ["KDQuant"], resources: [.copy("Golden")]),
         .testTarget(name: "KDInteropTests", dependencies: ["KDInterop", "KDQuant", "KDDistill"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.
         // Hostile/ is the hostile-input corpus the tests copy and replay from the source tree.
-        .testTarget(name: "KDToolTests", dependencies: ["kdtool"], exclude: ["Hostile"]),
+        .testTarget(name: "KDToolTests", dependencies: ["kdtool", "KDTestSupport"], exclude: ["Hostile"]),
     ]
 )

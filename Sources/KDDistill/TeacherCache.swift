@@ -1,5 +1,6 @@
 import KDBundle
 import KDIO
+import KDTensor
 
 #if canImport(Glibc)
     import Glibc
@@ -17,9 +18,9 @@ public struct TeacherLogitStore: Sendable {
 
     public init(directory: String) { self.directory = directory }
 
-    /// `$KDTOOL_CACHE`, else `$XDG_CACHE_HOME/kdtool/teachers`, else `~/.cache/kdtool/teachers`.
+    /// `$XDG_CACHE_HOME/kdtool/teachers`, else `~/.cache/kdtool/teachers` (`--teacher-cache-dir`
+    /// chooses another).
     public static func defaultDirectory() -> String {
-        if let p = getenv("KDTOOL_CACHE") { return String(cString: p) }
         if let x = getenv("XDG_CACHE_HOME") { return String(cString: x) + "/kdtool/teachers" }
         if let h = getenv("HOME") { return String(cString: h) + "/.cache/kdtool/teachers" }
         return ".kdtool-cache/teachers"
@@ -27,8 +28,12 @@ public struct TeacherLogitStore: Sendable {
 
     public static func key(teachers: [String], data: String, count: Int, classes: Int, normalization: String) -> String {
         var h = SHA256()
+        // Kernel choices that change results in the last bits (KernelPolicy) are part of the key.
+        let kernels = KernelPolicy.changes.isEmpty ? "" : "\n" + KernelPolicy.changes.joined(separator: ",")
         h.update(
-            Array("kdtool teacher logits v1\n\(teachers.joined(separator: ","))\n\(data)\n\(count)\n\(classes)\n\(normalization)".utf8))
+            Array(
+                "kdtool teacher logits v1\n\(teachers.joined(separator: ","))\n\(data)\n\(count)\n\(classes)\n\(normalization)\(kernels)"
+                    .utf8))
         return h.finalize().withUnsafeBytes { SHA256.hex($0) }
     }
 

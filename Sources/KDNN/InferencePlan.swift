@@ -232,9 +232,9 @@ public final class InferencePlan: @unchecked Sendable {
         sliceImages = max(1, min(16, max((64 << 10) / max(1, largest), (16_000_000 + flops - 1) / flops)))
     }
 
-    /// Whether 3×3 stride-1 convolutions run by Winograd's minimal filtering (`KDTOOL_WINOGRAD=0`
-    /// turns it off, to compare with the direct kernel).
-    public static let winograd: Bool = ProcessInfo.processInfo.environment["KDTOOL_WINOGRAD"] != "0"
+    /// Whether 3×3 stride-1 convolutions run by Winograd's minimal filtering (`--debug-winograd off`
+    /// turns it off, to compare with the direct kernel; KernelPolicy).
+    public static var winograd: Bool { KernelPolicy.winograd != .off }
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
     public let sliceImages: Int

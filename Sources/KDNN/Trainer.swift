@@ -22,6 +22,10 @@ public struct TrainConfig: Sendable {
     public var threads = 2
     /// Write a checkpoint every this many steps (0: only at the end of each epoch).
     public var checkpointEvery = 0
+    /// Debugging (the hidden `--debug-stop-at-checkpoint N`): after writing its N-th checkpoint the
+    /// process stops itself (SIGSTOP), so a test can kill it at a known checkpoint boundary. It
+    /// changes no result and is not part of the fingerprint.
+    public var stopAtCheckpoint = 0
     /// Method settings (temperature, teachers' digests, …) that a resumed run must share.
     public var methodSettings: [String: Value] = [:]
 
@@ -120,6 +124,8 @@ public final class Trainer {
     public let checkpointPath: String?
     public let metricsPath: String?
     public var stage = "train"
+    /// Checkpoints this trainer has written (for `TrainConfig.stopAtCheckpoint`).
+    var checkpointsWritten = 0
     public var objective: Objective = crossEntropyObjective
     /// The tensors the objective reads besides the output (a batch norm or addition and its ReLU
     /// run fused where the tensor between them is not one of these).
@@ -286,6 +292,8 @@ public final class Trainer {
     func checkpoint(step: Int) throws {
         guard let path = checkpointPath else { return }
         try Checkpoint.write(model: model, optimizer: optimizer, config: config, stage: stage, step: step, to: path)
+        checkpointsWritten += 1
+        if checkpointsWritten == config.stopAtCheckpoint { raise(SIGSTOP) }
     }
 
     func restore(_ path: String) throws -> Int {

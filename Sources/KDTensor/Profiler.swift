@@ -2,10 +2,10 @@
     import Glibc
 #endif
 
-/// Time per op kind, collected when KDTOOL_PROFILE is set in the environment (off otherwise:
+/// Time per op kind, collected when kdtool's hidden `--debug-profile` flag is given (off otherwise:
 /// one branch per op). `kdtool train` prints the table at the end of a run.
 public enum Profiler {
-    nonisolated(unsafe) public static var enabled = getenv("KDTOOL_PROFILE") != nil
+    nonisolated(unsafe) public static var enabled = false
     nonisolated(unsafe) static var totals: [String: (seconds: Double, calls: Int)] = [:]
 
     @inline(__always)

@@ -40,9 +40,10 @@ struct KDTool: ParsableCommand {
                 warn("kdtool: run \(index + 1) of \(runs.count) (\(output)) finished before this --resume; skipped")
                 continue
             }
+            // The recorded command keeps the hidden --debug-* flags (provenance, rerun); the parser does not see them.
             Invocation.arguments = args
             do {
-                var command = try parseAsRoot(args)
+                var command = try parseAsRoot(try DebugFlags.apply(args))
                 try command.run()
             } catch {
                 // kdtool's own errors that no command caught get their code from the table.
@@ -67,7 +68,8 @@ func requireVectorUnits() {
         if !missing.isEmpty {
             warn(
                 "kdtool: error: this build of kdtool uses \(VectorUnits.name) and this CPU lacks \(missing.joined(separator: ", ")); "
-                    + "rebuild it on this machine (swift build -c release), or with KDTOOL_PORTABLE=1 for an AVX2 build")
+                    + "rebuild it on this machine (swift build -c release), or build with KDTOOL_PORTABLE=1 in the environment for an AVX2 build"
+            )
             exit(1)
         }
     #endif

@@ -1,11 +1,24 @@
 import Glibc
+import KDTestSupport
 import Testing
 
 @testable import KDData
 
 @Suite("Images")
 struct ImageTests {
-    static let shipped: [String] = (try? ImageFolder.files(in: Paths.data + "/images")) ?? []
+    /// The generated folder (always there) and the shared photos (when they are beside the clone).
+    static let generated: [String] = (try? ImageFolder.files(in: TestData.imageFolder())) ?? []
+    static let shared: [String] = TestData.sharedImages.flatMap { try? ImageFolder.files(in: $0) } ?? []
+
+    @Test("the generated image folder holds all 14 files")
+    func generatedFolder() {
+        #expect(Self.generated.count == 14)
+    }
+
+    @Test("the shared photos decode; GIF and TIFF are reported unsupported", .enabled(if: TestData.sharedImages != nil), arguments: shared)
+    func sharedImages(path: String) throws {
+        try shippedImages(path: path)
+    }
 
     func gradient(_ w: Int, _ h: Int, channels: Int) -> Image {
         var px: [UInt8] = []
@@ -13,7 +26,7 @@ struct ImageTests {
         return Image(width: w, height: h, channels: channels, pixels: px)
     }
 
-    @Test("the shipped photos decode; GIF and TIFF are reported unsupported", arguments: shipped)
+    @Test("every layout decodes; GIF and TIFF are reported unsupported", arguments: generated)
     func shippedImages(path: String) throws {
         let format = ImageFormat(sniffing: Array((try ImageDecoder.readFile(path)).prefix(16)))
         if format == .png || format == .jpeg {

@@ -3,6 +3,7 @@ import KDBundle
 import KDData
 import KDNN
 import KDTensor
+import KDTestSupport
 import Testing
 
 @testable import KDInference
@@ -91,7 +92,7 @@ struct PredictorTests {
         symlink(dir, dir + "/loop")  // a symlink loop back to the folder itself
         symlink(dir + "/missing.png", dir + "/dangling.png")  // unreadable: points nowhere
         for name in ["multipage.tif", "no_time_for_that_tiny.gif", "camera.png", "china.jpg"] {
-            symlink(Paths.data + "/images/" + name, dir + "/shipped-" + name)
+            symlink(try TestData.imageFolder() + "/" + name, dir + "/shipped-" + name)
         }
         let files = try ImageFolder.files(in: dir)
         let one = try run(try tinyModel(), files, threads: 1, batch: 5)

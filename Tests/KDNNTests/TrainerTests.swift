@@ -21,7 +21,6 @@ enum Repo {
         parts.removeLast(3)
         return parts.joined(separator: "/")
     }()
-    static let shared = root + "/../shared"
 }
 
 func tinyMLP(seed: UInt64 = 0) throws -> Model {

@@ -1,9 +1,10 @@
 import Foundation
+import KDTestSupport
 import Testing
 
 @Suite("kdtool infer")
 struct InferCommandTests {
-    static let images = CLI.root.path + "/../shared/data/images"
+    static let images = try! TestData.imageFolder()
 
     /// An untrained 3×16×16 model: the CLI's plumbing is under test, not accuracy.
     func model() throws -> String {

@@ -46,7 +46,7 @@ struct TrainCommandTests {
         #expect(((prov["parents"] as? [[String: Any]])?.first?["digest"] as? String)?.count == 64)
     }
 
-    @Test("kill -9 during training, then --resume: the same model as an uninterrupted run")
+    @Test("kill -9 at a checkpoint boundary, then --resume: the same model as an uninterrupted run")
     func killAndResume() throws {
         let d = try temp()
         let initial = d.appendingPathComponent("m.kdb").path
@@ -59,23 +59,24 @@ struct TrainCommandTests {
         let checkpoint = d.appendingPathComponent("out.ckpt.kdb").path
         let p = Process()
         p.executableURL = CLI.binary
-        p.arguments = ["train", initial] + args + ["-o", out]
+        // The hidden debug flag stops the process (SIGSTOP) right after its third checkpoint; the
+        // test waits for that state, so the kill lands at a known boundary however fast the CPU is.
+        p.arguments = ["train", initial] + args + ["--debug-stop-at-checkpoint", "3", "-o", out]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
-        // Kill as soon as a checkpoint exists and some more steps have run past it.
-        let deadline = Date().addingTimeInterval(60)
-        while !FileManager.default.fileExists(atPath: checkpoint) && p.isRunning && Date() < deadline { usleep(2000) }
-        usleep(30_000)
-        let killed = p.isRunning
-        if killed { kill(p.processIdentifier, SIGKILL) }
+        let deadline = Date().addingTimeInterval(120)
+        while !processStopped(p.processIdentifier) && p.isRunning && Date() < deadline { usleep(2000) }
+        let killed = p.isRunning && processStopped(p.processIdentifier)
+        #expect(killed, "the run never stopped at its third checkpoint")
+        kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
-        #expect(killed, "training finished before it could be killed; make the run longer")
+        #expect(FileManager.default.fileExists(atPath: checkpoint), "the checkpoint is on disk when the process dies")
         #expect(!FileManager.default.fileExists(atPath: out), "no output before the run completes")
 
         let resumed = try CLI.run(["train", initial] + args.filter { $0 != "--quiet" } + ["--resume", "-o", out])
         #expect(resumed.status == 0, "\(resumed.err)")
-        #expect(resumed.err.contains("resumed from step"))
+        #expect(resumed.err.contains("resumed from step 30"), "the third checkpoint, at 10 steps each")
         #expect(digest(resumed.out) != nil && digest(resumed.out) == digest(reference.out))
     }
 
@@ -89,17 +90,20 @@ struct TrainCommandTests {
         let out = d.appendingPathComponent("out.kdb").path
         let p = Process()
         p.executableURL = CLI.binary
-        p.arguments = ["train", initial] + args + ["--checkpoint-every", "25", "-o", out]
+        // Stopped after its first checkpoint (hidden debug flag), then SIGTERM and SIGCONT: the
+        // signal always arrives mid-run, whatever the CPU's speed.
+        p.arguments = ["train", initial] + args + ["--checkpoint-every", "25", "--debug-stop-at-checkpoint", "1", "-o", out]
         p.standardOutput = FileHandle.nullDevice
         let err = Pipe()
         p.standardError = err
         try p.run()
-        let deadline = Date().addingTimeInterval(60)
-        while !FileManager.default.fileExists(atPath: d.appendingPathComponent("out.ckpt.kdb").path) && p.isRunning && Date() < deadline {
-            usleep(2000)
-        }
+        let deadline = Date().addingTimeInterval(120)
+        while !processStopped(p.processIdentifier) && p.isRunning && Date() < deadline { usleep(2000) }
         let running = p.isRunning
-        if running { kill(p.processIdentifier, SIGTERM) }
+        if running {
+            kill(p.processIdentifier, SIGTERM)
+            kill(p.processIdentifier, SIGCONT)
+        }
         let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         #expect(running, "training finished before the signal; make the run longer")
@@ -147,4 +151,12 @@ struct TrainCommandTests {
         #expect(missing.status == 2 && missing.err.contains("/nonexistent/data"))
         #expect(try CLI.run(["init", "--arch", "mlp", "--classes", "10", "--input", "28x28", "-o", m]).status == 64)
     }
+}
+
+/// Whether a process is stopped (SIGSTOP): /proc/PID/stat reads "pid (comm) T …", the state after the last ')'.
+func processStopped(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+        stat.distance(from: close, to: stat.endIndex) > 2
+    else { return false }
+    return stat[stat.index(close, offsetBy: 2)] == "T"
 }

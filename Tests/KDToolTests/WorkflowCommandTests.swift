@@ -1,4 +1,5 @@
 import Foundation
+import KDTestSupport
 import Testing
 
 @Suite("kdtool compare, bench, teacher cache", .serialized)
@@ -93,7 +94,7 @@ struct WorkflowCommandTests {
         // Which kernels ran: the build's vector units and OpenBLAS's kernel set (never its SSE3
         // fallback on a CPU that has AVX2, since kdtool restarts itself on better ones).
         #expect(["AVX-512", "AVX2", "native"].contains(doc["vector_units"] as? String ?? ""))
-        #expect(doc["winograd"] as? Bool == (ProcessInfo.processInfo.environment["KDTOOL_WINOGRAD"] != "0"))
+        #expect(doc["winograd"] as? Bool == true, "on by default (--debug-winograd off turns it off)")
         let core = doc["blas_core"] as? String ?? ""
         #expect(
             !core.isEmpty
@@ -214,7 +215,11 @@ struct ReportCommandTests {
             !html.contains("http://")
                 || html.components(separatedBy: "http://").dropFirst().allSatisfy { $0.hasPrefix("www.w3.org/2000/svg") })
         #expect(!html.contains("<script"), "no scripts, nothing fetched")
-        guard let chromium = Self.chromium else { return }
+        // CI installs Chromium (.ci/run); there its absence is a failure, not a silent pass.
+        guard let chromium = Self.chromium else {
+            #expect(ProcessInfo.processInfo.environment["CI"] == nil, "CI must render the report with headless Chromium; install chromium")
+            return
+        }
         // Headless Chromium renders it: the DOM it builds holds the charts, and the page logs no console errors.
         let (status, dom, log) = try CLI.exec(
             chromium,
@@ -229,7 +234,7 @@ struct ReportCommandTests {
 @Suite("unlabelled transfer sets and PyTorch-side export checks", .serialized)
 struct TransferAndExportTests {
     static let digits = CLI.root.path + "/data/digits/digits.csv.gz"
-    static let images = CLI.root.path + "/../shared/data/images"
+    static let images = try! TestData.imageFolder()
 
     @Test("distill --no-labels on a flat folder of photos; train on it is refused")
     func unlabelled() throws {

@@ -19,8 +19,8 @@
 /// tools/gen_sliding.py (DirectConv+Sliding.generated.swift): a multi-row tile's 2–3 rows run one
 /// after the other.
 extension DirectConv {
-    /// Set `KDTOOL_DIRECT_SLIDING=0` to keep every tile tap by tap, for comparisons.
-    public static let slidingColumns: Bool = getenv("KDTOOL_DIRECT_SLIDING").map { String(cString: $0) } != "0"
+    /// `--debug-no-sliding` keeps every tile tap by tap, for comparisons (KernelPolicy).
+    public static var slidingColumns: Bool { KernelPolicy.slidingColumns }
 
     /// Whether a convolution's row tiles can slide: NCHW input, unit stride and dilation along
     /// the row, and a kernel width with sliding tiles (3 or 5).

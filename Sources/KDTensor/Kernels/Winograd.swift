@@ -87,8 +87,8 @@ public struct WinogradConv: @unchecked Sendable {
         return tiles4 < tiles2 ? 4 : 2
     }
 
-    /// Whether F(4×4, 3×3) runs at all (`KDTOOL_WINOGRAD=2` keeps to F(2×2, 3×3), to compare).
-    public static let largeTiles: Bool = getenv("KDTOOL_WINOGRAD").map { String(cString: $0) } != "2"
+    /// Whether F(4×4, 3×3) runs at all (`--debug-winograd small` keeps to F(2×2, 3×3), to compare).
+    public static var largeTiles: Bool { KernelPolicy.winograd == .on }
 
     /// The zero halo that tiles of `m` × `m` outputs read around an image of `h` × `w`: the
     /// padding, and the pixels past the edge that the last tiles read (their outputs there are
@@ -153,11 +153,8 @@ public struct WinogradConv: @unchecked Sendable {
         return y
     }
 
-    /// Tiles per unit, at most; `KDTOOL_WINOGRAD_TILES` sets it, for measurements.
-    static let unitTiles: Int = {
-        if let s = getenv("KDTOOL_WINOGRAD_TILES"), let v = Int(String(cString: s)), v > 0 { return v }
-        return 16
-    }()
+    /// Tiles per unit, at most (`--debug-winograd-tiles` sets it, for measurements).
+    static var unitTiles: Int { max(1, KernelPolicy.winogradTiles) }
 
     func run<V: OutputLanes, T: WinogradTile>(
         _: V.Type, _: T.Type, _ x: BlockedTensor, y: BlockedTensor, residualOffset: Int?, relu: Bool

@@ -17,7 +17,7 @@ struct BenchCommand: ParsableCommand {
             Per-layer times come from the fused inference path (a convolution step includes its folded batch norm and
             ReLU), summed over --runs passes at the largest batch size and sorted, with their share of the total.
             --compare-onnxruntime exports the model to ONNX, runs ONNX Runtime (the Python venv that tools/setup creates,
-            or KDTOOL_ONNX_PYTHON) on the same inputs, batch sizes and thread count, and prints kdtool's speed over its.
+            or --python) on the same inputs, batch sizes and thread count, and prints kdtool's speed over its.
             The two are timed in alternating rounds (--rounds; ONNX Runtime stays loaded in a child process), so both
             see the same machine: on a shared machine the speed drifts by tens of percent within a minute, and only
             ratios taken side by side mean anything.
@@ -46,6 +46,10 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "With --compare-onnxruntime: alternating rounds the --runs passes are split into.")
     var rounds: Int = 5
 
+    @Option(
+        name: .customLong("python"), help: "With --compare-onnxruntime: a Python with onnxruntime (default .build/venv-onnx/bin/python).")
+    var pythonPath: String?
+
     @Flag(help: "Print one JSON document.")
     var json = false
 
@@ -70,7 +74,7 @@ struct BenchCommand: ParsableCommand {
         var theirs = [[Double]](repeating: [], count: sizes.count)
         if compareOnnxruntime {
             guard rounds > 0 else { throw ValidationError("--rounds must be positive") }
-            let peer = try OnnxRuntimePeer.Session(model: m, bundle: bundle, inputs: inputs, threads: threads)
+            let peer = try OnnxRuntimePeer.Session(model: m, bundle: bundle, inputs: inputs, threads: threads, python: pythonPath)
             for r in 0..<rounds {
                 let k = runs / rounds + (r < runs % rounds ? 1 : 0)
                 guard k > 0 else { continue }
@@ -142,8 +146,8 @@ struct BenchCommand: ParsableCommand {
                 + (InferencePlan.winograd
                     ? WinogradConv.largeTiles
                         ? " and Winograd F(4×4, 3×3) (F(2×2, 3×3) where it takes fewer multiplications) for 3×3 stride-1 layers"
-                        : " and Winograd F(2×2, 3×3) for 3×3 stride-1 layers (KDTOOL_WINOGRAD=2)"
-                    : " only (KDTOOL_WINOGRAD=0)")
+                        : " and Winograd F(2×2, 3×3) for 3×3 stride-1 layers (--debug-winograd small)"
+                    : " only (--debug-winograd off)")
                 + ", OpenBLAS \(BLASCore.name)")
         print(
             Text.table(
@@ -194,12 +198,12 @@ enum OnnxRuntimePeer {
             print(json.dumps(t), flush=True)
         """
 
-    static func python() throws -> String {
+    static func python(_ pythonPath: String?) throws -> String {
         var candidates: [String] = []
-        if let env = getenv("KDTOOL_ONNX_PYTHON") { candidates.append(String(cString: env)) }
+        if let given = pythonPath { candidates.append(given) }
         candidates.append(".build/venv-onnx/bin/python")
         for c in candidates where access(c, X_OK) == 0 { return c }
-        warn("kdtool: error: no Python with onnxruntime: run tools/setup (it creates .build/venv-onnx) or set KDTOOL_ONNX_PYTHON")
+        warn("kdtool: error: no Python with onnxruntime: run tools/setup (it creates .build/venv-onnx) or pass --python PATH")
         throw ExitCode.failure
     }
 
@@ -211,8 +215,8 @@ enum OnnxRuntimePeer {
         let fromChild: Int32
         var pending: [UInt8] = []
 
-        init(model: Model, bundle: ModelBundle, inputs: [Tensor], threads: Int) throws {
-            let py = try python()
+        init(model: Model, bundle: ModelBundle, inputs: [Tensor], threads: Int, python pythonPath: String?) throws {
+            let py = try python(pythonPath)
             let tmp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
             var template = Array("\(tmp)/kdtool-bench-XXXXXX".utf8CString)
             guard let dirPtr = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {

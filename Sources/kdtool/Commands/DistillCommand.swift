@@ -46,7 +46,7 @@ struct DistillCommand: ParsableCommand {
 
     @Option(
         help:
-            "kd: folder for teacher logits kept between runs (un-augmented data only; default $KDTOOL_CACHE, $XDG_CACHE_HOME/kdtool/teachers or ~/.cache/kdtool/teachers)."
+            "kd: folder for teacher logits kept between runs (un-augmented data only; default $XDG_CACHE_HOME/kdtool/teachers or ~/.cache/kdtool/teachers)."
     )
     var teacherCacheDir: String?
 
@@ -364,6 +364,7 @@ extension DistillCommand {
             var hp = config.hyperparameters.merging(dml.hyperparameters) { _, b in b }
             hp["peers"] = .uint(UInt64(k))
             if !Invocation.arguments.isEmpty { hp["argv"] = .array(Invocation.arguments.map { .string($0) }) }
+            if !KernelPolicy.changes.isEmpty { hp["kernels"] = .array(KernelPolicy.changes.map { .string($0) }) }
             model.provenance = Provenance(
                 method: dmlEnsemble ? "dml-e" : "dml",
                 parents: [.init(role: "init", digest: digest)]

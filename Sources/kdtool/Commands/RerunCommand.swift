@@ -87,7 +87,7 @@ struct RerunCommand: ParsableCommand {
         warn("replaying: kdtool \(args.joined(separator: " "))")
         Invocation.arguments = args
         Invocation.configFile = nil
-        var command = try KDTool.parseAsRoot(args)
+        var command = try KDTool.parseAsRoot(try DebugFlags.apply(args))
         try command.run()
         let want = try withBundleErrors { try original.contentDigest() }
         let got = try withBundleErrors { try ModelBundle(path: target).contentDigest() }

@@ -83,6 +83,9 @@ struct TrainingOptions: ParsableArguments {
     @Flag(help: "Continue from the checkpoint next to the output, if one exists.")
     var resume = false
 
+    @Option(help: .hidden)  // tests: stop (SIGSTOP) after the N-th checkpoint, to kill at a known boundary
+    var debugStopAtCheckpoint: Int = 0
+
     @Option(help: "Which weights to write: last (after the final epoch) or best (highest accuracy on the validation subset).")
     var keep: KeepChoice = .last
 
@@ -110,6 +113,7 @@ struct TrainingOptions: ParsableArguments {
         c.seed = seed
         c.threads = threads
         c.checkpointEvery = checkpointEvery
+        c.stopAtCheckpoint = debugStopAtCheckpoint
         return c
     }
 

@@ -107,7 +107,7 @@ struct TrainingRun {
         }
         let started = monotonic()
         try runInterruptibly(progress: progress, quiet: quiet) { try trainer.run(resume: training.resume) }
-        if Profiler.enabled { warn("time per op (KDTOOL_PROFILE):\n" + Profiler.report()) }
+        if Profiler.enabled { warn("time per op (--debug-profile):\n" + Profiler.report()) }
         let seconds = monotonic() - started
         var metrics: [String: Value] = ["seconds": .float(seconds)]
         if let last = trainer.history.last {
@@ -140,6 +140,7 @@ struct TrainingRun {
             hp["cwd"] = .string(currentDirectory())
         }
         if let file = Invocation.configFile { hp["config"] = .string(file) }
+        if !KernelPolicy.changes.isEmpty { hp["kernels"] = .array(KernelPolicy.changes.map { .string($0) }) }
         model.provenance = Provenance(
             method: method, parents: parents, hyperparameters: hp,
             data: [

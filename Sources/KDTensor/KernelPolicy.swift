@@ -1,0 +1,27 @@
+/// The kernel choices a debugging flag may change, in one place: every site that plans or runs a
+/// convolution reads them here. The product sets them only from kdtool's hidden `--debug-*` flags
+/// (no environment variables); `changes` lists what differs from the defaults, and kdtool records
+/// it in provenance and in the teacher-cache key, since Winograd's choice changes results in the
+/// last bits.
+public enum KernelPolicy {
+    /// Winograd for 3×3 stride-1 convolutions at inference: F(4×4, 3×3) where it applies and
+    /// F(2×2, 3×3) elsewhere (`on`), F(2×2, 3×3) only (`small`), or direct convolution (`off`).
+    public enum Winograd: String, CaseIterable, Sendable {
+        case on, small, off
+    }
+
+    nonisolated(unsafe) public static var winograd = Winograd.on
+    /// Whether direct convolutions keep a sliding window of input columns in registers.
+    nonisolated(unsafe) public static var slidingColumns = true
+    /// Winograd tiles per parallel work unit, at most (a measurement knob; does not change results).
+    nonisolated(unsafe) public static var winogradTiles = 16
+
+    /// The settings that differ from the defaults, as "name=value" (empty when all are default).
+    public static var changes: [String] {
+        var out: [String] = []
+        if winograd != .on { out.append("winograd=\(winograd.rawValue)") }
+        if !slidingColumns { out.append("sliding=off") }
+        if winogradTiles != 16 { out.append("winograd_tiles=\(winogradTiles)") }
+        return out
+    }
+}
