@@ -14,7 +14,6 @@ enum Paths {
         return parts.joined(separator: "/")
     }()
     static let local = root + "/data"
-    static let data = root + "/../shared/data"
 
     static func temp(_ name: String) -> String {
         let dir = "/tmp/kdtool-infer-tests-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
