@@ -14,11 +14,16 @@ import SwiftProtobuf
 public enum OnnxExporter {
     public struct Options: Sendable {
         public var opset: Int
-        /// A symbolic batch dimension ("N") instead of a fixed batch of 1.
+        /// A symbolic batch dimension ("N", the default) instead of a fixed batch of 1.
         public var dynamicBatch: Bool
-        public init(opset: Int = 17, dynamicBatch: Bool = false) {
+        /// Put the bundle's pixel normalisation (PREP: invert, scale, mean, std) into the graph as
+        /// its first nodes, so the model takes pixel values 0…255 (input "pixels"). Resizing and
+        /// alpha handling stay outside the graph; metadata_props describes them either way.
+        public var includePreprocessing: Bool
+        public init(opset: Int = 17, dynamicBatch: Bool = true, includePreprocessing: Bool = false) {
             self.opset = opset
             self.dynamicBatch = dynamicBatch
+            self.includePreprocessing = includePreprocessing
         }
     }
 
@@ -140,6 +145,29 @@ public enum OnnxExporter {
         var input = Onnx_ValueInfoProto()
         input.name = g.inputs[0].name
         input.type = tensorType(g.inputs[0].shape, dynamic: options.dynamicBatch)
+        if options.includePreprocessing {
+            guard let prep = model.preprocessing, g.inputs[0].shape.count == 4 else {
+                throw InteropError("export", "--include-preprocessing needs an image model with a PREP section (this one has none)")
+            }
+            // pixels (0…255) → [255 − x] → × scale → − mean → ÷ std → the model's own input.
+            let c = prep.channels
+            var x = "pixels"
+            var pre = Emitter(opset: options.opset)
+            if prep.invert {
+                pre.initializers.append(floatTensor("pixels_white", [], [255]))
+                pre.node("Sub", ["pixels_white", x], ["pixels_inverted"], name: "preprocess_invert")
+                x = "pixels_inverted"
+            }
+            pre.initializers.append(floatTensor("pixels_scale", [], [Float(prep.scale)]))
+            pre.initializers.append(floatTensor("pixels_mean", [1, c, 1, 1], prep.mean))
+            pre.initializers.append(floatTensor("pixels_std", [1, c, 1, 1], prep.std))
+            pre.node("Mul", [x, "pixels_scale"], ["pixels_scaled"], name: "preprocess_scale")
+            pre.node("Sub", ["pixels_scaled", "pixels_mean"], ["pixels_centred"], name: "preprocess_mean")
+            pre.node("Div", ["pixels_centred", "pixels_std"], [g.inputs[0].name], name: "preprocess_std")
+            graph.node = pre.nodes + graph.node
+            graph.initializer = pre.initializers + graph.initializer
+            input.name = "pixels"
+        }
         graph.input = [input]
         var output = Onnx_ValueInfoProto()
         output.name = v(g.outputs[0])
@@ -173,7 +201,39 @@ public enum OnnxExporter {
             l.value = labels.classes.joined(separator: "\n")
             m.metadataProps.append(l)
         }
+        if let prep = model.preprocessing {
+            for (key, value) in preprocessingProps(prep, inGraph: options.includePreprocessing) {
+                var p = Onnx_StringStringEntryProto()
+                p.key = key
+                p.value = value
+                m.metadataProps.append(p)
+            }
+        }
         return try [UInt8](m.serializedBytes() as Data)
+    }
+
+    /// The bundle's preprocessing as metadata_props: one JSON document (`kdtool.preprocessing`)
+    /// for programs, and one sentence (`kdtool.input`) for people, so the exported file says what
+    /// its input must be.
+    public static func preprocessingProps(_ prep: Preprocessing, inGraph: Bool) -> [(String, String)] {
+        func list(_ v: [Float]) -> String { "[" + v.map { "\($0)" }.joined(separator: ", ") + "]" }
+        let json =
+            "{\"layout\": \"NCHW\", \"channels\": \(prep.channels), \"height\": \(prep.height), \"width\": \(prep.width), "
+            + "\"channel_order\": \"\(prep.channels == 3 ? "RGB" : prep.channels == 1 ? "gray" : "as stored")\", "
+            + "\"resize\": \"\(prep.resize.rawValue)\", \"alpha\": \"\(prep.alpha.rawValue)\", \"invert\": \(prep.invert), "
+            + "\"scale\": \(prep.scale), \"mean\": \(list(prep.mean)), \"std\": \(list(prep.std)), "
+            + "\"normalization_in_graph\": \(inGraph)}"
+        let resize = prep.resize == .stretch ? "stretched" : "resized on the shorter side and centre-cropped"
+        let colour = prep.channels == 3 ? "RGB" : prep.channels == 1 ? "gray" : "\(prep.channels)-channel"
+        let steps =
+            inGraph
+            ? "pixel values 0…255 (the graph normalises them)"
+            : (prep.invert ? "x = 255 − pixel, then " : "x = pixel, then ") + "(x × \(prep.scale) − mean) ÷ std per channel, "
+                + "mean \(list(prep.mean)), std \(list(prep.std))"
+        let sentence =
+            "float32 N×\(prep.channels)×\(prep.height)×\(prep.width), \(colour), images \(resize) to \(prep.width)×\(prep.height) "
+            + (prep.alpha == .drop ? "(alpha dropped)" : "(alpha composited on \(prep.alpha.rawValue))") + "; values: \(steps)"
+        return [("kdtool.preprocessing", json), ("kdtool.input", sentence)]
     }
 
     static func tensorType(_ shape: [Int], dynamic: Bool) -> Onnx_TypeProto {

@@ -17,6 +17,8 @@ public enum OnnxImporter {
         public var folded = 0
         /// A trailing Softmax/Sigmoid that became the graph's output kind.
         public var strippedOutputActivation: String?
+        /// PREP came from a kdtool export's `kdtool.preprocessing` metadata.
+        public var preprocessingFromMetadata = false
         public var opset = 0
         public var producer = ""
     }
@@ -146,7 +148,46 @@ public enum OnnxImporter {
             if let labels = m.metadataProps.first(where: { $0.key == "kdtool.labels" })?.value {
                 model.labels = Labels(labels.split(separator: "\n", omittingEmptySubsequences: false).map(String.init))
             }
+            if let json = m.metadataProps.first(where: { $0.key == "kdtool.preprocessing" })?.value {
+                model.preprocessing = try preprocessing(json, input: inputShape)
+                notes.preprocessingFromMetadata = model.preprocessing != nil
+            }
             return (model, notes)
+        }
+
+        /// A kdtool export's `kdtool.preprocessing` metadata back into PREP, every field checked
+        /// against the graph's input (nil when the normalisation is already in the graph).
+        func preprocessing(_ json: String, input: [Int]) throws -> Preprocessing? {
+            func bad(_ why: String) -> InteropError { fail("metadata kdtool.preprocessing: \(why)") }
+            guard json.utf8.count <= 1 << 16, let doc = try? MiniJSON.parse(Array(json.utf8)) as? [String: Any] else {
+                throw bad("not a JSON object of at most 64 KiB")
+            }
+            if doc["normalization_in_graph"] as? Bool == true { return nil }
+            guard input.count == 4 else { throw bad("the graph input is not N×C×H×W") }
+            let (c, h, w) = (input[1], input[2], input[3])
+            guard doc["channels"] as? Double == Double(c), doc["height"] as? Double == Double(h), doc["width"] as? Double == Double(w)
+            else { throw bad("channels/height/width differ from the graph input \(Array(input.dropFirst()))") }
+            func floats(_ key: String) throws -> [Float] {
+                guard let a = doc[key] as? [Any], a.count == c else { throw bad("'\(key)' must list \(c) numbers") }
+                return try a.map {
+                    guard let d = $0 as? Double, d.isFinite, abs(d) <= 1e6 else {
+                        throw bad("'\(key)' holds a value that is not a finite number")
+                    }
+                    return Float(d)
+                }
+            }
+            let mean = try floats("mean")
+            let std = try floats("std")
+            guard std.allSatisfy({ $0 > 0 }) else { throw bad("'std' values must be positive") }
+            guard let scale = doc["scale"] as? Double, scale.isFinite, scale > 0, scale <= 1 else { throw bad("'scale' must be in (0, 1]") }
+            guard let r = (doc["resize"] as? String).flatMap(Preprocessing.Resize.init(rawValue:)) else {
+                throw bad("'resize' must be stretch or shorter-side-crop")
+            }
+            guard let a = (doc["alpha"] as? String).flatMap(Preprocessing.Alpha.init(rawValue:)) else {
+                throw bad("'alpha' must be white, black or drop")
+            }
+            guard let invert = doc["invert"] as? Bool else { throw bad("'invert' must be true or false") }
+            return Preprocessing(channels: c, height: h, width: w, scale: scale, mean: mean, std: std, resize: r, alpha: a, invert: invert)
         }
 
         func resolve(_ name: String) -> String {

@@ -26,18 +26,23 @@ public struct TrainConfig: Sendable {
     /// process stops itself (SIGSTOP), so a test can kill it at a known checkpoint boundary. It
     /// changes no result and is not part of the fingerprint.
     public var stopAtCheckpoint = 0
+    /// Early stopping: end training when the validation accuracy has not improved for this many
+    /// epochs (0: never). Needs a validation set and `bestPath`; the best weights are kept.
+    public var patience = 0
     /// Method settings (temperature, teachers' digests, …) that a resumed run must share.
     public var methodSettings: [String: Value] = [:]
 
     public init() {}
 
     public var hyperparameters: [String: Value] {
-        [
+        var hp: [String: Value] = [
             "epochs": .uint(UInt64(epochs)), "batch": .uint(UInt64(batchSize)), "lr": .float(decimal(lr)),
             "optimizer": .string(optimizer.rawValue), "momentum": .float(decimal(momentum)), "nesterov": .bool(nesterov),
             "weight_decay": .float(decimal(weightDecay)), "schedule": .string(schedule.rawValue),
             "warmup_steps": .uint(UInt64(warmupSteps)), "step_every": .uint(UInt64(stepEvery)), "threads": .uint(UInt64(threads)),
         ]
+        if patience > 0 { hp["patience"] = .uint(UInt64(patience)) }
+        return hp
     }
 
     /// Identifies the run for resuming: a checkpoint from other settings is refused.
@@ -126,6 +131,8 @@ public final class Trainer {
     public var stage = "train"
     /// Checkpoints this trainer has written (for `TrainConfig.stopAtCheckpoint`).
     var checkpointsWritten = 0
+    /// The epoch after which early stopping ended the run (nil: it ran every epoch).
+    public private(set) var stoppedEarly: Int?
     public var objective: Objective = crossEntropyObjective
     /// The tensors the objective reads besides the output (a batch norm or addition and its ReLU
     /// run fused where the tensor between them is not one of these).
@@ -249,6 +256,13 @@ public final class Trainer {
             if let metricsPath { try MetricsLog.append(metricsPath, m.json) }
             onEpoch?(m)
             epoch += 1
+            // Early stopping: the best epoch so far is stored with the best weights (so it survives a resume).
+            if config.patience > 0, let bestPath, let best = try Self.bestInfo(bestPath)?.epoch, epoch - best >= config.patience,
+                epoch < config.epochs
+            {
+                stoppedEarly = epoch
+                break
+            }
             if epoch < config.epochs { try checkpoint(step: step) }
         }
         if let path = checkpointPath { unlink(path) }
@@ -267,13 +281,17 @@ public final class Trainer {
     static let bestKey = "kdtool.best"
 
     /// Validation accuracy stored with the best weights so far, if any.
-    static func bestAccuracy(_ path: String) throws -> Double? {
+    static func bestAccuracy(_ path: String) throws -> Double? { try bestInfo(path)?.accuracy }
+
+    /// Validation accuracy and epoch stored with the best weights so far, if any.
+    static func bestInfo(_ path: String) throws -> (accuracy: Double, epoch: Int)? {
         guard access(path, F_OK) == 0 else { return nil }
-        guard case .map(let info)? = try ModelBundle(path: path).metadata()?.entries[bestKey], case .float(let a)? = info["val_accuracy"]
+        guard case .map(let info)? = try ModelBundle(path: path).metadata()?.entries[bestKey], case .float(let a)? = info["val_accuracy"],
+            case .uint(let e)? = info["epoch"]
         else {
             return nil
         }
-        return a
+        return (a, Int(clamping: e))
     }
 
     static func correct(_ logits: Tensor, _ labels: [Int]) -> Int {
@@ -343,8 +361,51 @@ public enum Checkpoint {
 
 /// The metrics JSON-lines file.
 public enum MetricsLog {
-    /// Appends one line, every write checked (an `OutputError` when it fails).
-    public static func append(_ path: String, _ line: String) throws { try AppendLog.append(path, line) }
+    /// Appends one line, every write checked (an `OutputError` when it fails), and rewrites the
+    /// CSV twin (`csvPath`) from the whole log.
+    public static func append(_ path: String, _ line: String) throws {
+        try AppendLog.append(path, line)
+        try writeCSV(from: path)
+    }
+
+    /// `run.metrics.jsonl` → `run.metrics.csv`.
+    public static func csvPath(_ path: String) -> String { (path.hasSuffix(".jsonl") ? String(path.dropLast(6)) : path) + ".csv" }
+
+    /// The columns every log has, in this order; any others follow in the order first seen.
+    static let leading = [
+        "epoch", "step", "stage", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "eval_loss", "eval_accuracy", "seconds",
+        "images_per_second",
+    ]
+
+    /// The JSON lines log as one CSV table (a header of every key; an empty field where a line
+    /// lacks one), for spreadsheets and plotting tools. Written atomically after every line, so it
+    /// follows the log through resumes and truncation.
+    public static func writeCSV(from path: String) throws {
+        guard SafeFile.fileType(path) == .regular, let bytes = try? SafeFile.readAll(path, limit: 1 << 26) else { return }
+        var rows: [[String: Any]] = []
+        var columns = leading
+        var present = Set<String>()
+        for line in bytes.split(separator: 0x0A) where !line.isEmpty {
+            guard let row = try? MiniJSON.parse(Array(line)) as? [String: Any] else { continue }
+            rows.append(row)
+            for key in row.keys.sorted() where !columns.contains(key) { columns.append(key) }
+            present.formUnion(row.keys)
+        }
+        columns = columns.filter { present.contains($0) }
+        var out = Array(columns.joined(separator: ",").utf8) + [0x0A]
+        for row in rows {
+            let fields = columns.map { key -> [UInt8] in
+                switch row[key] {
+                case let d as Double: return Array((d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : "\(d)").utf8)
+                case let s as String: return CSVField.encode(s)
+                case let b as Bool: return Array((b ? "true" : "false").utf8)
+                default: return []
+                }
+            }
+            out += Array(fields.joined(separator: [0x2C])) + [0x0A]
+        }
+        try AtomicOutput.write(out, to: csvPath(path))
+    }
 
     /// Drops lines of `stage` beyond `step` (left by a run that was killed after its last checkpoint).
     static func truncate(_ path: String, afterStep step: Int, stage: String) throws {
@@ -362,6 +423,7 @@ public enum MetricsLog {
         }
         fclose(f)
         try AtomicOutput.write(kept.map { $0 + "\n" }.joined(), to: path)
+        try writeCSV(from: path)
     }
 }
 

@@ -1,4 +1,6 @@
 import ArgumentParser
+import KDBundle
+import KDIO
 import KDTensor
 
 #if canImport(Glibc)
@@ -15,7 +17,7 @@ struct KDTool: ParsableCommand {
 
             Exit codes: 0 success; 1 a check failed (--verify digest mismatch, --strict stop); 2 an input (bundle, model, data, image, config) is unreadable or invalid (bundle errors carry the format error code, e.g. KDB-E04); 3 partial success; 4 a quality gate was exceeded; 5 an output could not be written (the previous file is kept); 64 usage error.
             """,
-        version: "kdtool 0.1.0",
+        version: "kdtool \(kdtoolVersion)",
         subcommands: [
             DemoCommand.self, InitCommand.self, TrainCommand.self, DistillCommand.self, VerticalsCommand.self, EvalCommand.self,
             InferCommand.self, QuantizeCheckCommand.self, ImportCommand.self, ExportCommand.self, RunCommand.self, CompareCommand.self,
@@ -52,6 +54,14 @@ struct KDTool: ParsableCommand {
                     exit(withError: code)
                 }
                 exit(withError: error)
+            }
+        }
+        if runs.count > 1, runs.allSatisfy({ RunConfig.output($0) != nil }) {
+            let (table, csv) = RunConfig.summary(runs)
+            print("sweep of \(runs.count) runs:\n" + table)
+            if let config = Invocation.configFile {
+                let path = (config.hasSuffix(".yaml") ? String(config.dropLast(5)) : config) + ".summary.csv"
+                if (try? AtomicOutput.write(csv, to: path)) != nil { print("summary: \(path)") }
             }
         }
     }

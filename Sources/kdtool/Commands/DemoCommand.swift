@@ -133,7 +133,7 @@ struct DemoCommand: ParsableCommand {
         ])
 
         step("8. export for other runtimes (kdtool export → ONNX)")
-        try ExportCommand.parse([path("student-kd"), "-o", "\(dir)/student-kd.onnx", "--dynamic-batch"]).run()
+        try ExportCommand.parse([path("student-kd"), "-o", "\(dir)/student-kd.onnx"]).run()
 
         step("9. one HTML report of the runs (kdtool report)")
         try ReportCommand.parse([dir, "--data", data, "--threads", String(threads), "-o", "\(dir)/report.html"]).run()

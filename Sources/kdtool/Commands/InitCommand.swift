@@ -14,16 +14,25 @@ struct InitCommand: ParsableCommand {
               kdtool init --arch lenet5 --classes 10 --input 1x28x28 -o lenet5.kdb
               kdtool init --arch resnet20 --classes 10 --input 3x32x32 --seed 1 -o r20.kdb
               kdtool init --arch mlp --hidden 64,64 --classes 10 --input 1x28x28 -o small.kdb
+              kdtool init --arch resnet20 --data cifar-10-binary.tar.gz -o r20.kdb          (classes, names, input and normalisation from the data)
+              kdtool init --arch resnet20 --data photos/ --input 3x64x64 --normalize imagenet --resize shorter-side-crop -o r20.kdb
+
+            With --data, the class count and names come from the data (a folder's class folders, CIFAR's batches.meta.txt),
+            the input shape too (except for image folders, which take --input), and the normalisation defaults to the data's
+            own per-channel mean and std (--normalize data).
             """)
 
     @Option(help: "Architecture: \(Architecture.Kind.allCases.map(\.rawValue).joined(separator: "|")).")
     var arch: String
 
-    @Option(help: "Number of output classes.")
-    var classes: Int
+    @Option(help: "Number of output classes (default: the classes of --data).")
+    var classes: Int?
 
-    @Option(help: "Input shape C×H×W, e.g. 1x28x28.")
-    var input: String
+    @Option(help: "Input shape C×H×W, e.g. 1x28x28 (default: the shape of --data's images).")
+    var input: String?
+
+    @Option(help: "Data the model is for: its classes, names, input shape and normalisation become the defaults.")
+    var data: String?
 
     @Option(help: "Seed for the initial weights.")
     var seed: UInt64 = 0
@@ -52,13 +61,34 @@ struct InitCommand: ParsableCommand {
     var output: String
 
     func validate() throws {
-        guard (try? parseShape(input)) != nil else { throw ValidationError("--input must look like 1x28x28") }
-        guard classes > 0 else { throw ValidationError("--classes must be positive") }
+        if let input { guard (try? parseShape(input)) != nil else { throw ValidationError("--input must look like 1x28x28") } }
+        if let classes { guard classes > 0 else { throw ValidationError("--classes must be positive") } }
+        guard data != nil || (classes != nil && input != nil) else {
+            throw ValidationError("give --classes and --input, or --data to take them from the data")
+        }
         guard width > 0 else { throw ValidationError("--width must be positive") }
     }
 
     func run() throws {
-        let shape = try parseShape(input)
+        var dataset: Dataset?
+        if let data {
+            let shape = try input.map(parseShape)
+            if DataSource.isImageFolder(data) && shape == nil {
+                throw ValidationError("\(data) is a folder of images: give --input C×H×W, the size they are brought to")
+            }
+            var o = DataSource.Options(split: .train, imageShape: shape)
+            if let r = prep.resize { o.resize = r == .shorterSideCrop ? .shorterSideCrop : .stretch }
+            if let a = prep.alpha { o.alpha = a == .black ? .black : a == .drop ? .drop : .white }
+            o.invert = prep.invert
+            dataset = try reportingErrors { try DataSource.load(data, o) }
+        }
+        let shape = try input.map(parseShape) ?? dataset!.shape
+        if let d = dataset, d.shape != shape {
+            throw ValidationError("--input \(shape) differs from the data's images \(d.shape)")
+        }
+        guard let classes = classes ?? dataset.map({ max($0.classes.count, ($0.labels.max() ?? -1) + 1) }), classes > 0 else {
+            throw ValidationError("\(data ?? "the data") has no labelled classes: give --classes")
+        }
         var a = try reportingErrors { try Architecture(name: arch) }
         a.width = width
         a.shortcut = shortcut
@@ -68,20 +98,27 @@ struct InitCommand: ParsableCommand {
             return v
         }
         let model = try reportingErrors { try a.build(input: shape, classes: classes, seed: seed, initScheme: initScheme) }
-        let names = labels.map { $0.split(separator: ",").map { String($0) } } ?? (0..<classes).map(String.init)
+        let fromData = dataset.flatMap { $0.classes.count == classes ? $0.classes : nil }
+        let names = labels.map { $0.split(separator: ",").map { String($0) } } ?? fromData ?? (0..<classes).map(String.init)
         guard names.count == classes else { throw ValidationError("--labels lists \(names.count) names for \(classes) classes") }
         model.labels = Labels(names)
-        model.preprocessing = try prep.preprocessing(shape: shape)
+        var chosen = prep
+        if dataset != nil && prep.normalize == nil && prep.mean == nil && prep.std == nil { chosen.normalize = .data }
+        model.preprocessing = try chosen.preprocessing(shape: shape, data: dataset)
         model.provenance = Provenance(
             method: "init",
             hyperparameters: [
                 "arch": .string(a.kind.rawValue), "summary": .string(a.summary), "width": .float(width),
                 "init": .string(initScheme.rawValue),
-                "classes": .uint(UInt64(classes)), "input": .string(input),
-            ], seed: Int64(bitPattern: seed))
+                "classes": .uint(UInt64(classes)), "input": .string(shape.map(String.init).joined(separator: "x")),
+            ], data: data.map { ["source": .string($0)] } ?? [:], seed: Int64(bitPattern: seed))
         model.metadata["kdtool.arch"] = .string(a.kind.rawValue)
         let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
         print("\(output): \(a.summary), \(Text.grouped(model.parameterCount)) parameters, input \(shape), \(classes) classes")
+        if let d = dataset {
+            print("classes from \(d.source): \(names.prefix(10).joined(separator: ", "))\(names.count > 10 ? ", …" : "")")
+        }
+        if let p = model.preprocessing, dataset != nil || prep.isSet { print(PreprocessingOptions.describe(p)) }
         print("content digest \(result.contentDigest)")
     }
 }

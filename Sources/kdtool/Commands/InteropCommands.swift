@@ -109,7 +109,18 @@ struct ImportCommand: ParsableCommand {
         }
         model.labels = Labels(names ?? (0..<classCount).map(String.init))
         let shape = Array(model.inputShape.dropFirst())
-        if shape.count == 3 { model.preprocessing = try prep.preprocessing(shape: shape) }
+        if shape.count == 3 {
+            if model.preprocessing != nil && !prep.isSet {
+                print("preprocessing from the file's kdtool.preprocessing metadata")
+            } else {
+                model.preprocessing = try prep.preprocessing(shape: shape, base: model.preprocessing)
+                if !prep.isSet {
+                    warn(
+                        "kdtool: note: \(source) says nothing of its input normalisation: PREP is mean 0, std 1 on pixels scaled to [0, 1]; "
+                            + "give --normalize imagenet (torchvision models), --mean/--std, or --resize to match how it was trained")
+                }
+            }
+        }
         model.provenance = Provenance(method: "import", hyperparameters: hp, data: ["source": .string(source)])
         let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
         print(
@@ -141,12 +152,17 @@ struct ExportCommand: ParsableCommand {
             ONNX (.onnx): every op kdtool runs, KC heads as kdtool-domain functions (Slice/Gemm/Concat, ReduceL2/Max/Div/Mul
             bodies) and quantized bundles as DequantizeLinear weights plus QuantizeLinear/DequantizeLinear activation pairs;
             the graph outputs logits (the output kind is recorded in metadata_props and restored by `kdtool import`).
+            The batch dimension is symbolic ("N") unless --fixed-batch. The bundle's preprocessing goes into metadata_props:
+            kdtool.preprocessing (JSON: layout, channel order, resize, alpha, invert, scale, mean, std) and kdtool.input (one
+            sentence); `kdtool import` restores it. With --include-preprocessing the graph itself starts with the
+            normalisation (input "pixels": float values 0…255, N×C×H×W), so a runtime can feed decoded, resized pixels.
             safetensors (.safetensors) / npz (.npz): every tensor as float32, named as in the bundle, or through --map
             (JSON {"ours": "theirs", "prefix.": "their.prefix."}) for a PyTorch state_dict.
 
             Examples:
               kdtool export student.kdb -o student.onnx
-              kdtool export student.kdb -o student.onnx --opset 13 --dynamic-batch
+              kdtool export student.kdb -o student.onnx --opset 13 --fixed-batch
+              kdtool export student.kdb -o student-pixels.onnx --include-preprocessing
               kdtool export student.kdb -o student.safetensors --map torch-names.json
             """)
 
@@ -159,8 +175,14 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "ONNX opset (13…21).")
     var opset: Int = 17
 
-    @Flag(help: "A symbolic batch dimension instead of batch 1.")
+    @Flag(help: "A batch of exactly 1 instead of the symbolic batch dimension.")
+    var fixedBatch = false
+
+    @Flag(help: .hidden)  // the default since 0.1; accepted for older scripts
     var dynamicBatch = false
+
+    @Flag(help: "Start the graph with the bundle's normalisation: the input is pixel values 0…255.")
+    var includePreprocessing = false
 
     @Option(help: "Name map JSON for safetensors/npz (ours → theirs).")
     var map: String?
@@ -184,10 +206,17 @@ struct ExportCommand: ParsableCommand {
             throw ExitCode(64)
         }
         let bytes = try withInteropErrors {
-            try OnnxExporter.export(m, bundle: bundle, options: .init(opset: opset, dynamicBatch: dynamicBatch))
+            try OnnxExporter.export(
+                m, bundle: bundle, options: .init(opset: opset, dynamicBatch: !fixedBatch, includePreprocessing: includePreprocessing))
         }
         try withInteropErrors { try writeFileBytes(bytes, to: output) }
-        print("\(output): ONNX opset \(opset), \(m.graph.nodes.count) kdtool nodes, \(Text.bytes(bytes.count))")
+        print(
+            "\(output): ONNX opset \(opset), \(m.graph.nodes.count) kdtool nodes, batch \(fixedBatch ? "1" : "N"), \(Text.bytes(bytes.count))"
+        )
+        if let p = m.preprocessing {
+            let input = OnnxExporter.preprocessingProps(p, inGraph: includePreprocessing).first { $0.0 == "kdtool.input" }?.1 ?? ""
+            print("input: \(input)")
+        }
     }
 }
 
@@ -199,9 +228,13 @@ struct RunCommand: ParsableCommand {
             The input is float32 N×C×H×W (or N×F for a flat input), any batch size. By default the graph output (logits) is
             written; --probabilities applies the output kind (softmax/sigmoid); --output NAME writes any named value of the
             graph instead (a node output, e.g. stage2.block1.relu2).
+            The input must already be what the network sees: pixels normalised as the bundle's PREP says (`kdtool inspect
+            model.kdb` prints it). With --pixels the input is raw pixel values 0…255 in the model's size and channel order,
+            and run applies PREP's invert, scale, mean and std first, as infer does for image files.
 
             Examples:
               kdtool run model.kdb --input x.npy -o y.npy
+              kdtool run model.kdb --input raw-pixels.npy --pixels --probabilities -o p.npy
               kdtool run model.kdb --input x.npy --output pool1 -o features.npy
             """)
 
@@ -223,6 +256,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Worker threads.")
     var threads: Int = 2
 
+    @Flag(help: "The input is pixel values 0…255: apply the bundle's preprocessing (invert, scale, mean, std) first.")
+    var pixels = false
+
     func run() throws {
         Parallel.configure(threads: threads)
         let (m, _) = try loadModel(model)
@@ -236,7 +272,20 @@ struct RunCommand: ParsableCommand {
             warn("kdtool: error: \(input): shape \(a.shape) does not fit the model input \(want) (first dimension is the batch)")
             throw Exit.invalidInput
         }
-        let x = Tensor(shape: a.shape, values: a.floats)
+        var values = a.floats
+        if pixels {
+            guard let p = m.preprocessing, a.shape.count == 4 else {
+                warn("kdtool: error: --pixels needs an image model with preprocessing (PREP); \(model) has none")
+                throw ExitCode.failure
+            }
+            let plane = a.shape[2] * a.shape[3]
+            for i in values.indices {
+                let c = (i / plane) % p.channels
+                let v = p.invert ? 255 - values[i] : values[i]
+                values[i] = (v * Float(p.scale) - p.mean[c]) / p.std[c]
+            }
+        }
+        let x = Tensor(shape: a.shape, values: values)
         let y: Tensor
         if let name = output {
             var rng = RandomSource(seed: 0)

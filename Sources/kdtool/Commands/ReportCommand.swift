@@ -204,6 +204,20 @@ struct ReportCommand: ParsableCommand {
         return n
     }
 
+    /// The training objective a method's metrics log records as `train_loss`, for the loss axis.
+    static func objective(_ method: String?) -> String {
+        switch method ?? "train" {
+        case "train", "import", "init": return "cross-entropy"
+        case "kd": return "KD loss (α·T²·KL + (1−α)·CE)"
+        case "fitnets", "fitnets-hint": return "FitNets loss (hint, then KD)"
+        case "fsp": return "FSP loss (FSP matrices, then CE)"
+        case "dml", "dml-e": return "DML loss (CE + KL to peers)"
+        case "kc": return "KC loss (sigmoid CE + self-paced KD)"
+        case "specialist": return "specialist loss (CE over its classes + dustbin)"
+        case let m: return "\(m) loss"
+        }
+    }
+
     func curves(_ runs: [Run]) -> String {
         let grouped = runs.count > 8
         var order: [String] = []
@@ -217,7 +231,9 @@ struct ReportCommand: ParsableCommand {
             return
                 "<section><h2>Learning curves</h2><p class=\"empty\">No metrics logs (OUTPUT.metrics.jsonl) next to the bundles.</p></section>"
         }
-        var loss: [SVG.Series] = []
+        // Losses are drawn per objective: cross-entropy and each method's distillation objective (KD's
+        // T²-scaled soft term, hint losses, …) have different scales and must not share an axis.
+        var loss: [(objective: String, series: SVG.Series)] = []
         var acc: [SVG.Series] = []
         var markers: [(Double, String)] = []
         func mean(_ rs: [Run], _ key: String, scale: Double) -> [(x: Double, y: Double)] {
@@ -243,14 +259,21 @@ struct ReportCommand: ParsableCommand {
                 let e = mean(rs, "eval_accuracy", scale: 100)
                 acc.append(.init(name: label, points: e.isEmpty ? mean(rs, "train_accuracy", scale: 100) : e))
             }
-            loss.append(.init(name: label, points: mean(rs, "train_loss", scale: 1)))
+            loss.append((Self.objective(rs[0].provenance?.method), .init(name: label, points: mean(rs, "train_loss", scale: 1))))
         }
-        let spread = loss.flatMap(\.points).map(\.y).filter { $0 > 0 }
-        let logY = (spread.max() ?? 1) / max(spread.min() ?? 1, 1e-12) > 100
+        var objectives: [String] = []
+        for l in loss where !objectives.contains(l.objective) { objectives.append(l.objective) }
+        let lossCharts = objectives.enumerated().map { i, objective -> String in
+            let series = loss.filter { $0.objective == objective }.map(\.series)
+            let spread = series.flatMap(\.points).map(\.y).filter { $0 > 0 }
+            let logY = (spread.max() ?? 1) / max(spread.min() ?? 1, 1e-12) > 100
+            return SVG.lineChart(
+                title: "Training loss per epoch: \(objective)", xLabel: "epoch (all stages)",
+                yLabel: logY ? "\(objective) (log scale)" : objective, series: series, markers: markers, logY: logY,
+                id: i == 0 ? "loss-chart" : "loss-chart-\(i + 1)")
+        }
         return "<section><h2>Learning curves</h2><div class=\"row\">"
-            + SVG.lineChart(
-                title: "Training loss per epoch", xLabel: "epoch (all stages)", yLabel: logY ? "loss (log scale)" : "loss", series: loss,
-                markers: markers, logY: logY, id: "loss-chart")
+            + lossCharts.joined()
             + SVG.lineChart(
                 title: order.count == 1 ? "Accuracy per epoch" : "Eval accuracy per epoch", xLabel: "epoch (all stages)",
                 yLabel: "accuracy %",

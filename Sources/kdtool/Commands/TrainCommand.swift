@@ -37,6 +37,7 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var data: DataOptions
     @OptionGroup var training: TrainingOptions
     @OptionGroup var io: RunOptions
+    @OptionGroup(title: "Preprocessing (replaces the bundle's PREP when given)") var prep: PreprocessingOptions
 
     func run() throws {
         if let seeds = io.seeds { return try SeedSweep.run(seeds: seeds, baseline: io.baseline, output: io.output) }
@@ -48,6 +49,12 @@ struct TrainCommand: ParsableCommand {
         }
         if let subset { model.labels = Labels(subset) }
         if loss == .sigmoid { model.graph.outputKind = .sigmoid }
+        if prep.isSet, model.inputShape.count == 4 {
+            let shape = Array(model.inputShape.dropFirst())
+            let sample = prep.normalize == .data ? try reportingErrors { try data.load(io.split, shape: shape) } : nil
+            model.preprocessing = try prep.preprocessing(shape: shape, base: model.preprocessing, data: sample)
+            if !io.quiet, let p = model.preprocessing { warn(PreprocessingOptions.describe(p)) }
+        }
         let parent = try withBundleErrors { try bundle.contentDigest() }
         var job = TrainingRun(
             modelPath: self.model, model: model, data: data, training: training, split: io.split, evalSplit: io.evalSplit, quiet: io.quiet,

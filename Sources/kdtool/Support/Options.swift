@@ -92,9 +92,16 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "With --keep best: seeded fraction of the training split held out for validation (never the eval split).")
     var valFraction: Double = 0.1
 
+    @Option(help: "With --keep best: stop when validation accuracy has not improved for this many epochs (0: never).")
+    var patience: Int = 0
+
     func validate() throws {
         guard epochs > 0, batch > 0, lr > 0, threads > 0 else {
             throw ValidationError("--epochs, --batch, --lr and --threads must be positive")
+        }
+        guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or a number of epochs") }
+        guard patience == 0 || keep == .best else {
+            throw ValidationError("--patience stops on the validation split, which --keep best holds out: add --keep best")
         }
     }
 
@@ -114,6 +121,7 @@ struct TrainingOptions: ParsableArguments {
         c.threads = threads
         c.checkpointEvery = checkpointEvery
         c.stopAtCheckpoint = debugStopAtCheckpoint
+        c.patience = patience
         return c
     }
 
@@ -129,28 +137,119 @@ struct TrainingOptions: ParsableArguments {
     }
 }
 
-/// Input normalisation and inversion a new bundle's PREP records (init and import).
+/// Named normalisations for `--normalize`.
+enum NormalizePreset: String, ExpressibleByArgument, CaseIterable {
+    case imagenet, cifar10, mnist, data, none
+
+    /// Mean and std per channel (torchvision's ImageNet figures, the CIFAR-10 and MNIST training sets').
+    var values: (mean: [Float], std: [Float])? {
+        switch self {
+        case .imagenet: return ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        case .cifar10: return ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
+        case .mnist: return ([0.1307], [0.3081])
+        case .data, .none: return nil
+        }
+    }
+}
+
+extension Preprocessing.Resize: ExpressibleByArgument {}
+extension Preprocessing.Alpha: ExpressibleByArgument {}
+
+/// How image files become the network's input, recorded in the bundle's PREP (init, import, train).
+/// Images are decoded to RGB (or gray for one-channel models) in that channel order; a pixel p
+/// becomes ((invert ? 255 − p : p) × scale − mean) ÷ std per channel.
 struct PreprocessingOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "Normalisation preset: imagenet, cifar10, mnist, data (the per-channel mean and std of --data's training split) or none (mean 0, std 1).",
+            discussion: "--mean/--std override the preset's values."))
+    var normalize: NormalizePreset?
+
     @Option(help: "Per-channel mean for input normalisation (after scaling to [0, 1]), comma-separated.")
     var mean: String?
 
     @Option(help: "Per-channel std for input normalisation, comma-separated.")
     var std: String?
 
+    @Option(
+        help: "How image files are brought to the input size: stretch, or shorter-side-crop (resize the shorter side, crop the centre).")
+    var resize: Preprocessing.Resize?
+
+    @Option(help: "How transparent pixels are flattened: white, black (composited on that colour) or drop (ignore alpha).")
+    var alpha: Preprocessing.Alpha?
+
     @Flag(help: "Image files are inverted before use (models trained on white-on-black digits such as MNIST).")
     var invert = false
 
-    /// PREP for an input of `shape` = [C, H, W].
-    func preprocessing(shape: [Int]) throws -> Preprocessing {
-        func floats(_ s: String?, _ fallback: Float) throws -> [Float] {
-            guard let s else { return Array(repeating: fallback, count: shape[0]) }
-            let v = s.split(separator: ",").compactMap { Float($0) }
-            guard v.count == shape[0] else { throw ValidationError("--mean/--std need \(shape[0]) values") }
-            return v
+    /// Whether any flag was given (train only replaces the bundle's PREP then).
+    var isSet: Bool { normalize != nil || mean != nil || std != nil || resize != nil || alpha != nil || invert }
+
+    /// PREP for an input of `shape` = [C, H, W]: the flags given, over `base` (the bundle's PREP,
+    /// for train and import), with `data` for the `data` preset.
+    func preprocessing(shape: [Int], base: Preprocessing? = nil, data: Dataset? = nil) throws -> Preprocessing {
+        let c = shape[0]
+        var p = base ?? Preprocessing(channels: c, height: shape[1], width: shape[2])
+        if let normalize {
+            if let v = normalize.values {
+                guard v.mean.count == c else {
+                    throw ValidationError(
+                        "--normalize \(normalize.rawValue) is for \(v.mean.count)-channel images; the model has \(c) channels")
+                }
+                (p.mean, p.std) = v
+            } else if normalize == .data {
+                guard let data else { throw ValidationError("--normalize data needs --data (its training split's statistics)") }
+                (p.mean, p.std) = Self.statistics(data, scale: p.scale)
+            } else {
+                (p.mean, p.std) = (Array(repeating: 0, count: c), Array(repeating: 1, count: c))
+            }
         }
-        return Preprocessing(
-            channels: shape[0], height: shape[1], width: shape[2], scale: 1.0 / 255, mean: try floats(mean, 0), std: try floats(std, 1),
-            invert: invert)
+        func floats(_ s: String, _ flag: String) throws -> [Float] {
+            let v = s.split(separator: ",").map { Float($0.trimmingCharacters(in: " ")) }
+            guard v.count == c, v.allSatisfy({ $0 != nil && $0!.isFinite }) else {
+                throw ValidationError("\(flag) needs \(c) comma-separated numbers (one per channel), not '\(s)'")
+            }
+            return v.map { $0! }
+        }
+        if let mean { p.mean = try floats(mean, "--mean") }
+        if let std {
+            p.std = try floats(std, "--std")
+            guard p.std.allSatisfy({ $0 > 0 }) else { throw ValidationError("--std values must be positive") }
+        }
+        if let resize { p.resize = resize }
+        if let alpha { p.alpha = alpha }
+        if invert { p.invert = true }
+        return p
+    }
+
+    /// Per-channel mean and std of a dataset's pixels after scaling (population std, at least 1e-3).
+    static func statistics(_ d: Dataset, scale: Double) -> ([Float], [Float]) {
+        let plane = d.height * d.width
+        var mean: [Float] = []
+        var std: [Float] = []
+        for ch in 0..<d.channels {
+            var s = 0.0
+            var s2 = 0.0
+            for i in 0..<d.count {
+                let base = (i * d.channels + ch) * plane
+                for k in base..<(base + plane) {
+                    let v = Double(d.pixels[k]) * scale
+                    s += v
+                    s2 += v * v
+                }
+            }
+            let n = Double(max(1, d.count * plane))
+            let m = s / n
+            mean.append(Float((m * 10_000).rounded() / 10_000))
+            std.append(Float((max(1e-3, (max(0, s2 / n - m * m)).squareRoot()) * 10_000).rounded() / 10_000))
+        }
+        return (mean, std)
+    }
+
+    /// One line saying what PREP holds, for the commands' output.
+    static func describe(_ p: Preprocessing) -> String {
+        func list(_ v: [Float]) -> String { v.map { "\($0)" }.joined(separator: ",") }
+        return "preprocessing: mean \(list(p.mean)), std \(list(p.std)), resize \(p.resize.rawValue), alpha \(p.alpha.rawValue)"
+            + (p.invert ? ", inverted" : "")
     }
 }
 

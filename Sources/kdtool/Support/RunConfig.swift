@@ -98,16 +98,77 @@ enum RunConfig {
 
     static func scalar(_ v: Any) -> String { ConfigFile.scalar(v) }
 
-    /// With `--resume`, a sweep's run whose output already holds a verified bundle recording the
-    /// same command (but for `--resume`) is finished: its output path, so the sweep skips it.
-    static func finishedOutput(_ args: [String]) -> String? {
-        guard args.contains("--resume") else { return nil }
+    /// The `-o`/`--output` of a command line, if any.
+    static func output(_ args: [String]) -> String? {
         var output: String?
         for (i, a) in args.enumerated() {
             if a == "-o" || a == "--output", i + 1 < args.count { output = args[i + 1] }
             if a.hasPrefix("--output=") { output = String(a.dropFirst(9)) }
         }
-        guard let output, let bundle = try? ModelBundle(path: output), (try? bundle.verify()) != nil,
+        return output
+    }
+
+    /// One table across a sweep's runs: the flags that differ between them, then validation and
+    /// eval accuracy and seconds from each output's provenance; also written as CSV beside the
+    /// config file (`CONFIG.summary.csv`).
+    static func summary(_ runs: [[String]]) -> (table: String, csv: String) {
+        // The values of each flag per run ("" where a run lacks it); flags whose values differ are the sweep's axes.
+        func flags(_ args: [String]) -> [String: String] {
+            var out: [String: String] = [:]
+            var i = 0
+            while i < args.count {
+                let a = args[i]
+                if a.hasPrefix("--"), a != "--resume", a != "--quiet", a != "--output" {
+                    if let eq = a.firstIndex(of: "=") {
+                        out[String(a[..<eq])] = String(a[a.index(after: eq)...])
+                    } else if i + 1 < args.count, !args[i + 1].hasPrefix("-") {
+                        out[a] = args[i + 1]
+                        i += 1
+                    } else {
+                        out[a] = "yes"
+                    }
+                }
+                i += 1
+            }
+            return out
+        }
+        let parsed = runs.map(flags)
+        let keys = Set(parsed.flatMap(\.keys)).sorted().filter { k in Set(parsed.map { $0[k] ?? "" }).count > 1 }
+        var rows: [[String]] = []
+        for (i, args) in runs.enumerated() {
+            let out = output(args) ?? ""
+            let prov = (try? ModelBundle(path: out)).flatMap { try? $0.provenance() }
+            func metric(_ k: String) -> String {
+                guard case .float(let v)? = prov?.metrics[k] else { return "" }
+                return k == "seconds" ? Text.fixed(v, 1) : Text.fixed(100 * v, 2)
+            }
+            let evalAccuracy = prov == nil ? (SeedSweep.accuracy(out).map { Text.fixed(100 * $0, 2) } ?? "") : metric("eval_accuracy")
+            rows.append(
+                ["\(i + 1)"] + keys.map { parsed[i][$0] ?? "" }
+                    + [
+                        prov == nil && evalAccuracy.isEmpty ? "missing" : "ok", metric("train_accuracy"), metric("val_accuracy"),
+                        evalAccuracy, metric("seconds"), out,
+                    ])
+        }
+        var header =
+            ["run"] + keys.map { String($0.dropFirst(2)) } + ["status", "train acc %", "val acc %", "eval acc %", "seconds", "output"]
+        // Metric columns no run has (no validation split, no eval split) are left out.
+        for c in (header.count - 5..<header.count - 1).reversed() where rows.allSatisfy({ $0[c].isEmpty }) {
+            header.remove(at: c)
+            for r in rows.indices { rows[r].remove(at: c) }
+        }
+        let right = Set([0] + (keys.count + 2..<header.count - 1))
+        let csv =
+            ([header] + rows).map { $0.map { String(decoding: CSVField.encode($0), as: UTF8.self) }.joined(separator: ",") }.joined(
+                separator: "\n") + "\n"
+        return (Text.table(header, rows, right: right), csv)
+    }
+
+    /// With `--resume`, a sweep's run whose output already holds a verified bundle recording the
+    /// same command (but for `--resume`) is finished: its output path, so the sweep skips it.
+    static func finishedOutput(_ args: [String]) -> String? {
+        guard args.contains("--resume") else { return nil }
+        guard let output = output(args), let bundle = try? ModelBundle(path: output), (try? bundle.verify()) != nil,
             let prov = try? bundle.provenance(), case .array(let recorded)? = prov.hyperparameters["argv"]
         else { return nil }
         let done = recorded.compactMap { v -> String? in if case .string(let s) = v { s } else { nil } }

@@ -28,7 +28,8 @@ enum SVG {
         var dashed = false
     }
 
-    /// A line chart with axes, ticks, a legend and optional vertical markers (stage boundaries).
+    /// A line chart with axes, ticks, optional vertical markers (stage boundaries) and a legend
+    /// below the plot (two columns), where it cannot cover a curve.
     static func lineChart(
         title: String, xLabel: String, yLabel: String, series: [Series], markers: [(x: Double, label: String)] = [], logY: Bool = false,
         width: Int = 560, height: Int = 300, id: String
@@ -49,10 +50,13 @@ enum SVG {
         let (l, r, t, b) = (56.0, 16.0, 28.0, 40.0)
         let w = Double(width) - l - r
         let h = Double(height) - t - b
+        let shown = Array(series.enumerated().prefix(12))
+        let legendRows = (shown.count + 1) / 2
+        let total = height + legendRows * 15 + (legendRows > 0 ? 4 : 0)
         func px(_ x: Double) -> Double { l + (x - x0) / (x1 - x0) * w }
         func py(_ y: Double) -> Double { t + (1 - (tf(y) - y0) / (y1 - y0)) * h }
         var s =
-            "<svg class=\"chart\" id=\"\(id)\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\" role=\"img\" aria-label=\"\(escape(title))\">"
+            "<svg class=\"chart\" id=\"\(id)\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(total)\" viewBox=\"0 0 \(width) \(total)\" role=\"img\" aria-label=\"\(escape(title))\">"
         s += "<text x=\"\(num(l))\" y=\"18\" class=\"title\">\(escape(title))</text>"
         s += "<rect x=\"\(num(l))\" y=\"\(num(t))\" width=\"\(num(w))\" height=\"\(num(h))\" class=\"frame\"/>"
         for i in 0...4 {
@@ -81,11 +85,14 @@ enum SVG {
                 "<polyline class=\"series\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"\(se.dashed ? " stroke-dasharray=\"5 3\"" : "") points=\"\(d)\"/>"
             for p in pts { s += "<circle cx=\"\(num(px(p.x)))\" cy=\"\(num(py(p.y)))\" r=\"2.5\" fill=\"\(color)\"/>" }
         }
-        // Legend, top right, one line per series.
-        for (i, se) in series.enumerated().prefix(12) {
-            let y = t + 14 + Double(i) * 14
-            s += "<rect x=\"\(num(l + w - 170))\" y=\"\(num(y - 8))\" width=\"10\" height=\"10\" fill=\"\(palette[i % palette.count])\"/>"
-            s += "<text x=\"\(num(l + w - 155))\" y=\"\(num(y + 1))\" class=\"legend\">\(escape(String(se.name.prefix(28))))</text>"
+        // Legend below the x-axis label, two columns, one entry per series (dashed series drawn dashed).
+        for (i, se) in shown {
+            let x = l + Double(i % 2) * (w / 2)
+            let y = Double(height) + 4 + Double(i / 2) * 15
+            let color = palette[i % palette.count]
+            s +=
+                "<line x1=\"\(num(x))\" x2=\"\(num(x + 16))\" y1=\"\(num(y - 4))\" y2=\"\(num(y - 4))\" stroke=\"\(color)\" stroke-width=\"2\"\(se.dashed ? " stroke-dasharray=\"5 3\"" : "")/>"
+            s += "<text x=\"\(num(x + 22))\" y=\"\(num(y))\" class=\"legend\">\(escape(String(se.name.prefix(40))))</text>"
         }
         return s + "</svg>"
     }

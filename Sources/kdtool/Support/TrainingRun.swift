@@ -81,6 +81,17 @@ struct TrainingRun {
             model: model, config: config, train: batches, eval: evalBatches, checkpointPath: Companion.checkpoint(output),
             metricsPath: Companion.metrics(metricsFor ?? output))
         trainer.shouldStop = { Interruption.isRequested }
+        if model.metadata["kdtool.arch"] == nil && !quiet {
+            // An eval-mode PyTorch export folds BatchNorm into the convolutions; fine-tuning such a graph trains far worse.
+            let convs = model.graph.nodes.filter { $0.op == .conv2d }.count
+            let norms = model.graph.nodes.filter { $0.op == .batchnorm }.count
+            if convs >= 2 && norms == 0 {
+                warn(
+                    "kdtool: warning: \(modelPath) has \(convs) convolutions and no batch normalisation: if it was exported from PyTorch in eval mode, "
+                        + "BatchNorm was folded into the convolutions and fine-tuning will train much worse; export with "
+                        + "torch.onnx.export(..., training=torch.onnx.TrainingMode.PRESERVE) to keep it (docs/guide.md, importing)")
+            }
+        }
         if let validationSet {
             trainer.validation = Batcher(validationSet, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0)
             trainer.bestPath = Companion.best(output)
@@ -124,6 +135,14 @@ struct TrainingRun {
             hp["val_fraction"] = .float(training.valFraction)
             metrics["val_count"] = .uint(UInt64(validationSet.count))
             if let e = trainer.bestEpoch { metrics["best_epoch"] = .uint(UInt64(e)) }
+            if let e = trainer.stoppedEarly {
+                metrics["stopped_early_after_epoch"] = .uint(UInt64(e))
+                if !quiet {
+                    warn(
+                        "stopped early after epoch \(e) of \(config.epochs): validation accuracy had not improved for \(config.patience) epoch\(config.patience == 1 ? "" : "s"); keeping epoch \(trainer.bestEpoch ?? e)'s weights"
+                    )
+                }
+            }
             if let v = trainer.bestValidationAccuracy { metrics["val_accuracy"] = .float(v) }
             // The kept weights are the best epoch's: report the eval split for them, not for the last epoch.
             if let evalSet {
