@@ -297,6 +297,22 @@ def valid_fixtures():
     many = [Tensor("layer%04d.weight" % i, "f32", r.standard_normal((3, (i % 5) + 1)).astype(np.float32))
             for i in range(2000)]
     f["many-tensors"] = Layout(many, {"LABL": {"classes": ["cat", "dog"]}}, deflate={"TDIR"}).assemble()
+    # An unknown non-critical DEFLATED section whose stored bytes are not a zlib stream: nothing
+    # inflates a section it does not know, so the file opens and verifies.
+    L = Layout([Tensor("w", "f32", np.ones((4,), dtype=np.float32))], {},
+               unknown=[("XTRA", DEFLATED, b"not a zlib stream at all")])
+    L.entries[-1]["stored"] = b"not a zlib stream at all"
+    L.entries[-1]["length"] = 1 << 20
+    f["unknown-optional-section-not-inflated"] = L.assemble()
+
+    # Values nested exactly as deep as allowed: the META map (level 1), 14 arrays, a scalar at level 16.
+    deep = U(1)
+    for _ in range(14):
+        deep = [deep]
+    tensors, sections = all_sections()
+    sections["META"] = {"d": deep}
+    f["nesting-at-limit"] = Layout(tensors, sections).assemble()
+
     f["unknown-optional-section"] = Layout(
         [Tensor("w", "f32", np.ones((4,), dtype=np.float32))], {},
         unknown=[("XTRA", 0, enc({"note": "a later minor version wrote this"}))]).assemble()
@@ -333,8 +349,39 @@ def invalid_fixtures():
     out["E06-unknown-required-feature"] = header_fix(mutated(good, 16, struct.pack("<Q", 1 << 5)))
 
     L = base()
-    L.entries[2]["stored_length"] = 1 << 40  # LABL runs past the end of the file
+    L.entries[2]["stored_length"] = 1 << 40  # LABL runs past the end of the file (length agrees: one fault)
+    L.entries[2]["length"] = 1 << 40
     out["E07-out-of-bounds"] = L.assemble()
+
+    L = base()
+    last = L.infos[-1]  # the last tensor, correctly placed, declares more bytes than the data region holds
+    last["shape"] = I64s([int(last["shape"][0]) * 64] + [int(x) for x in last["shape"][1:]])
+    last["length"] = U(int(last["length"]) * 64)
+    out["E07-out-of-bounds-tensor"] = L.assemble()
+
+    L = base()
+    L.fixed["file_length"] = 1 << 63  # never the size of a real file: truncated
+    out["E02-truncated-file-length-above-2-63"] = L.assemble()
+
+    L = base()
+    L.fixed["directory_offset"] = 1 << 63
+    out["E08-arithmetic-overflow-directory-offset"] = L.assemble()
+
+    L = base()
+    L.fixed["data_length"] = L.data_length + 8  # checked in the header, before the layout it also breaks
+    out["E37-invalid-header-data-length"] = L.assemble()
+
+    L = base()
+    L.infos[0]["crc32"] = U(1 << 32)
+    out["E33-invalid-field-tensor-crc32"] = L.assemble()
+
+    L = base()
+    L.infos[0]["dtype"] = U(257)
+    out["E33-invalid-field-dtype-above-255"] = L.assemble()
+
+    L = base()
+    L.infos[0]["offset"] = U(1 << 63)
+    out["E33-invalid-field-offset-above-2-63"] = L.assemble()
 
     L = base()
     L.infos[0]["shape"] = I64s([1 << 40, 1 << 40, 16])
@@ -510,6 +557,94 @@ def invalid_fixtures():
     L = base()
     L.sections["META"] = RawMap([("b", U(1)), ("a", U(2))])
     out["E42-unsorted-keys"] = L.assemble()
+
+    L = base()
+    L.sections["META"] = RawMap([("", U(1))])
+    out["E40-string-too-long-empty-key"] = L.assemble()
+
+    L = base()
+    deep = U(1)
+    for _ in range(15):  # META map (level 1), 15 arrays (levels 2–16), the scalar at level 17
+        deep = [deep]
+    L.sections["META"] = {"d": deep}
+    out["E41-nesting-too-deep-scalar"] = L.assemble()
+
+    L = base()
+    del L.sections["LABL"]
+    L.build()
+    out["E24-class-index-out-of-range-no-labels"] = L.assemble()
+
+    L = base()
+    L.sections["VMAP"]["verticals"][0]["classes"] = I64s([])
+    out["E33-invalid-field-empty-vertical"] = L.assemble()
+
+    L = base()
+    L.sections["VMAP"]["verticals"][0]["teacher"] = "not-a-digest"
+    out["E33-invalid-field-vertical-teacher"] = L.assemble()
+
+    L = base()
+    del L.sections["VMAP"]
+    L.build()
+    L.sections["LABL"] = {"classes": []}
+    out["E33-invalid-field-empty-labels"] = L.assemble()
+
+    L = base()
+    L.sections["PREP"]["scale"] = 2.0
+    out["E33-invalid-field-prep-scale"] = L.assemble()
+
+    L = base()
+    L.sections["PROV"]["parents"][0]["digest"] = "abc"
+    out["E33-invalid-field-parent-digest"] = L.assemble()
+
+    L = base()
+    L.sections["GRPH"]["nodes"][10]["name"] = ""  # the dropout node, which no other section names
+    out["E33-invalid-field-empty-node-name"] = L.assemble()
+
+    L = base()
+    L.sections["GRPH"]["outputs"] = ["x"]
+    out["E35-invalid-graph-output-is-input"] = L.assemble()
+
+    L = base()
+    L.sections["GRPH"]["outputs"] = ["fc.bias"]
+    out["E35-invalid-graph-output-is-tensor"] = L.assemble()
+
+    L = base()
+    n = L.sections["GRPH"]["nodes"][9]  # flatten → a reshape with two −1
+    n["op"], n["attrs"] = "reshape", {"shape": I64s([-1, -1])}
+    out["E35-invalid-graph-reshape-two-minus-one"] = L.assemble()
+
+    L = base()
+    L.sections["GRPH"]["nodes"][3]["attrs"]["stride"] = I64s([0, 2])
+    out["E35-invalid-graph-pool-stride-zero"] = L.assemble()
+
+    L = base()
+    L.sections["GRPH"]["nodes"][10]["outputs"] = ["drop.out", "drop.mask"]
+    out["E35-invalid-graph-two-outputs"] = L.assemble()
+
+    L = base()
+    L.sections["GRPH"]["nodes"][1]["attrs"]["epsilon"] = 0.0
+    out["E35-invalid-graph-batchnorm-epsilon"] = L.assemble()
+
+    L = base()
+    L.sections["GRPH"]["nodes"][10]["attrs"]["ratio"] = 1.0
+    out["E35-invalid-graph-dropout-ratio"] = L.assemble()
+
+    L = base()
+    L.sections["GRPH"]["inputs"][0]["shape"] = I64s([-1, 0, 8, 8])
+    out["E35-invalid-graph-input-dimension"] = L.assemble()
+
+    tensors, sections = dtype_tensors()
+    sections["QNTP"]["params"].append({"axis": I(-1), "scale": F32s([0.0]), "zero_point": I64s([0])})
+    out["E38-invalid-quantization-unreferenced-scale"] = Layout(tensors, sections).assemble()
+
+    tensors, sections = dtype_tensors()
+    sections["QNTP"]["params"].append({"axis": I(-2), "scale": F32s([0.5]), "zero_point": I64s([0])})
+    out["E38-invalid-quantization-unreferenced-axis"] = Layout(tensors, sections).assemble()
+
+    L = Layout([Tensor("w", "f32", np.ones((4,), dtype=np.float32))], {},
+               unknown=[("XTRA", 0, enc({"note": "a later minor version wrote this"}))])
+    L.entries[-1]["crc"] = 12345  # stale CRC of an unknown section: open skips it, verify checks it
+    out["E20-section-checksum-unknown-section"] = L.assemble()
 
     L = base()
     L.entries[-1]["flags"] = 0x10

@@ -25,17 +25,17 @@ I64_MAX = (1 << 63) - 1
 OPS = {  # op -> (min inputs, max inputs, {attr: kind})
     "conv2d": (2, 3, {"stride": ("ints", 2, 1), "pads": ("ints", 4, 0), "dilation": ("ints", 2, 1), "groups": ("uint", 1)}),
     "linear": (2, 3, {}),
-    "batchnorm": (5, 5, {"epsilon": ("float",), "momentum": ("float",)}),
+    "batchnorm": (5, 5, {"epsilon": ("float", 0.0, None, True), "momentum": ("float", 0.0, 1.0, False)}),
     "relu": (1, 1, {}), "sigmoid": (1, 1, {}), "globalavgpool": (1, 1, {}),
     "maxpool": (1, 1, {"kernel": ("ints", 2, 1), "stride": ("ints", 2, 1), "pads": ("ints", 4, 0),
                        "dilation": ("ints", 2, 1), "ceil_mode": ("bool",)}),
     "avgpool": (1, 1, {"kernel": ("ints", 2, 1), "stride": ("ints", 2, 1), "pads": ("ints", 4, 0),
                        "ceil_mode": ("bool",), "count_include_pad": ("bool",)}),
     "add": (2, 2, {}), "concat": (1, 1 << 30, {"axis": ("int",)}), "flatten": (1, 1, {"axis": ("int",)}),
-    "reshape": (1, 1, {"shape": ("ints", None, -1)}), "dropout": (1, 1, {"ratio": ("float",)}),
+    "reshape": (1, 1, {"shape": ("ints", None, -1)}), "dropout": (1, 1, {"ratio": ("float", 0.0, 1.0, "upper-open")}),
     "softmax": (1, 1, {"axis": ("int",)}),
     "split_linear": (3, 1 << 30, {"in_splits": ("ints", None, 0), "shared": ("uint", 0)}),
-    "l2norm_scale": (2, 2, {"groups": ("ints", None, 1), "epsilon": ("float",)}),
+    "l2norm_scale": (2, 2, {"groups": ("ints", None, 1), "epsilon": ("float", 0.0, None, True)}),
 }
 
 
@@ -128,6 +128,25 @@ def decode_value(c, depth=0):
         n = struct.unpack("<I", c.take(4))[0]
         return [int(x) for x in np.frombuffer(c.take(8 * n), dtype="<i8")]
     fail("E30", "unknown tag 0x%02x" % tag)
+
+
+def is_digest(s):
+    return len(s) == 64 and all(c in "0123456789abcdef" for c in s)
+
+
+def float_in(v, spec):
+    """A float attribute's range: (kind, low, high, open) where open is True (low excluded),
+    "upper-open" (high excluded) or False (both included); high None means no upper bound."""
+    if len(spec) == 1:
+        return True
+    _, lo, hi, open_ = spec
+    if open_ is True and not v > lo:
+        return False
+    if open_ is not True and not v >= lo:
+        return False
+    if hi is not None and (v > hi or (open_ == "upper-open" and v == hi)):
+        return False
+    return True
 
 
 def utf8(b):
@@ -288,6 +307,14 @@ class Bundle:
                 fail("E33", "TDIR entry %d" % i)
             fields(e, "TDIR.tensors[%d]" % i, {"crc32": "uint", "dtype": "uint", "length": "uint", "name": "str",
                                                "offset": "uint", "shape": "ints"}, {"quant": "uint"})
+            # Range checks of the fields themselves come first, in key order (Spec §9.1).
+            if e["crc32"] >= 1 << 32:
+                fail("E33", "crc32 %d is not below 2^32" % e["crc32"])
+            if e["dtype"] > 255:
+                fail("E33", "dtype %d above 255" % e["dtype"])
+            for k in ("length", "offset", "quant"):
+                if k in e and e[k] > I64_MAX:
+                    fail("E33", "%s %d above 2^63 - 1" % (k, e[k]))
             name = e["name"]
             if not name:
                 fail("E33", "empty tensor name")
@@ -360,6 +387,8 @@ class Bundle:
         labl = self.section("LABL")
         if labl is not None:
             fields(labl, "LABL", {"classes": "strs"})
+            if not labl["classes"]:
+                fail("E33", "LABL lists no class")
             if len(set(labl["classes"])) != len(labl["classes"]):
                 fail("E12", "duplicate class names")
             if any(not c for c in labl["classes"]):
@@ -372,17 +401,24 @@ class Bundle:
                     prep["resize"] not in ("stretch", "shorter-side-crop") or \
                     not (1 <= prep["height"] <= 65535 and 1 <= prep["width"] <= 65535) or \
                     len(prep["mean"]) != prep["channels"] or len(prep["std"]) != prep["channels"] or \
-                    any(s <= 0 for s in prep["std"]):
+                    any(s <= 0 for s in prep["std"]) or not 0 < prep["scale"] <= 1:
                 fail("E33", "PREP values out of range")
         nodes = {n["name"] for n in (g or {}).get("nodes", [])}
         vmap = self.section("VMAP")
         if vmap is not None:
             fields(vmap, "VMAP", {"verticals": "list"})
-            k = len(labl["classes"]) if labl else 0
             for v in vmap["verticals"]:
                 fields(v, "VMAP.verticals[]", {"classes": "ints", "name": "str", "teacher": "str"})
+                if v["teacher"] and not is_digest(v["teacher"]):
+                    fail("E33", "vertical teacher %r is neither empty nor a 64-hex digest" % v["teacher"])
+                if not v["classes"]:
+                    fail("E33", "vertical %r owns no class" % v["name"])
                 if len(set(v["classes"])) != len(v["classes"]):
                     fail("E33", "repeated class index")
+            if labl is None:
+                fail("E24", "VMAP without LABL")
+            k = len(labl["classes"])
+            for v in vmap["verticals"]:
                 if any(c < 0 or c >= k for c in v["classes"]):
                     fail("E24", "vertical %r class index out of range" % v["name"])
         fspp = self.section("FSPP")
@@ -404,6 +440,10 @@ class Bundle:
         if prov is not None:
             fields(prov, "PROV", {"data": "map", "hyperparameters": "map", "method": "str", "metrics": "map",
                                   "parents": "list", "tool": "str"}, {"seed": "int"})
+            for p in prov["parents"]:
+                fields(p, "PROV.parents[]", {"digest": "str", "role": "str"})
+                if not is_digest(p["digest"]):
+                    fail("E33", "parent digest %r is not 64 hex" % p["digest"])
         self.section("META")
 
     def _graph(self, g):
@@ -411,6 +451,8 @@ class Bundle:
         avail = set(self.by_name)
         for inp in g["inputs"]:
             fields(inp, "GRPH.inputs[]", {"name": "str", "shape": "ints"})
+            if not inp["name"]:
+                fail("E33", "empty graph input name")
             if inp["name"] in avail:
                 fail("E12", "graph input shadows a tensor")
             avail.add(inp["name"])
@@ -423,6 +465,8 @@ class Bundle:
         if g["opset"] != 1 or g["output_kind"] not in ("softmax", "sigmoid", "none"):
             fail("E33", "opset or output_kind")
         for i, n in enumerate(g["nodes"]):
+            if not n["name"] or "" in n["outputs"]:
+                fail("E33", "node %d has an empty name or output name" % i)
             if n["name"] in names:
                 fail("E12", "node %r twice" % n["name"])
             names.add(n["name"])
@@ -433,9 +477,11 @@ class Bundle:
                 v = n["attrs"][k]
                 ok = {"ints": lambda: typed(v, "ints") and (spec[1] is None or len(v) == spec[1]) and all(x >= spec[2] for x in v),
                       "uint": lambda: type(v) is U and v >= spec[1], "int": lambda: type(v) is I,
-                      "float": lambda: type(v) is float, "bool": lambda: type(v) is bool}[spec[0]]()
+                      "float": lambda: type(v) is float and float_in(v, spec), "bool": lambda: type(v) is bool}[spec[0]]()
                 if not ok:
                     fail("E35", "node %r attribute %r" % (n["name"], k))
+            if n["op"] == "split_linear" and len(n["inputs"]) != 1 + 2 * len(n["attrs"]["in_splits"]):
+                fail("E35", "split_linear %r needs 1 + 2 x %d inputs" % (n["name"], len(n["attrs"]["in_splits"])))
             for o in n["outputs"]:
                 if o in avail or o in producer:
                     fail("E12", "output %r defined twice" % o)
@@ -445,8 +491,8 @@ class Bundle:
                 if x not in avail and x not in producer:
                     fail("E16", "node %r reads missing %r" % (n["name"], x))
         for o in g["outputs"]:
-            if o not in producer and o not in avail:
-                fail("E35", "output %r not produced" % o)
+            if o not in producer:
+                fail("E35", "output %r is not a node output" % o)
         state = {}
 
         def visit(i):  # iterative DFS colouring would do; graphs here are small
@@ -471,6 +517,14 @@ class Bundle:
         for i in range(len(g["nodes"])):
             if i not in state:
                 visit(i)
+        # The part of the shape proof (§7.2) that needs no shape inference: graph input dimensions.
+        for inp in g["inputs"]:
+            s = inp["shape"]
+            if len(s) < 2 or not (s[0] == -1 or s[0] >= 1) or any(x < 1 for x in s[1:]):
+                fail("E35", "graph input %r has shape %s (rank >= 2, sizes >= 1, batch may be -1)" % (inp["name"], s))
+        for n in g["nodes"]:
+            if n["op"] == "reshape" and list(n["attrs"]["shape"]).count(-1) > 1:
+                fail("E35", "reshape %r has more than one -1" % n["name"])
 
     def _quantization(self):
         q = self.section("QNTP")
@@ -480,6 +534,11 @@ class Bundle:
             for p in q["params"]:
                 fields(p, "QNTP.params[]", {"axis": "int", "scale": "floats", "zero_point": "ints"})
             params = q["params"]
+            for i, p in enumerate(params):  # every entry, referenced or not
+                n = 1 if p["axis"] == -1 else len(p["scale"])
+                if p["axis"] < -1 or n < 1 or len(p["scale"]) != n or len(p["zero_point"]) != n or \
+                        any(not s > 0 for s in p["scale"]):
+                    fail("E38", "QNTP.params[%d]" % i)
         ranges = {4: (-128, 127), 5: (0, 255), 6: (-(1 << 31), (1 << 31) - 1)}
         for e in self.tensors:
             if "quant" not in e:
@@ -498,7 +557,10 @@ class Bundle:
         if any(d[128:4096]):
             fail("E26", "header padding")
         for s in self.sections:
-            self.payload(s["fourcc"])
+            if s["fourcc"] in KNOWN:
+                self.payload(s["fourcc"])
+            elif zlib.crc32(self.data[s["offset"]:s["offset"] + s["stored"]]) != s["crc32"]:
+                fail("E20", "%s CRC mismatch" % s["fourcc"])  # unknown sections: CRC only, never inflated
         for i, e in enumerate(self.tensors):
             raw = self.raw(e["name"])
             if zlib.crc32(raw) != e["crc32"]:

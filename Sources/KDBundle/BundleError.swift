@@ -1,3 +1,4 @@
+import KDIO
 /// Every way a bundle can be rejected; each case has a stable code (Spec/bundle-format.md §12).
 public enum BundleErrorCode: String, CaseIterable, Sendable {
     case badMagic = "E01"
@@ -122,4 +123,11 @@ public struct BundleError: Error, CustomStringConvertible, Sendable, Equatable {
         if copy.path.isEmpty { copy.path = path }
         return copy
     }
+}
+
+extension BundleError: KDError {
+    public var errorCode: String { "KDB-\(code.rawValue)" }
+    public var category: ErrorCategory { .invalidInput }
+    public var file: String { path }
+    public var cause: String { message }
 }

@@ -164,10 +164,12 @@ public final class ModelBundle: @unchecked Sendable {
             throw invalid(68, "directory_entry_size is \(b.loadLE(UInt32.self, at: 68)), expected 48")
         }
         if let nz = (72..<124).first(where: { b[$0] != 0 }) { throw invalid(nz, "reserved header byte is not zero") }
-        let fileLength = try Checked.int(b.loadLE(UInt64.self, at: 32), "file_length", offset: 32)
-        if b.count < fileLength {
-            throw BundleError(.truncated, offset: b.count, "file has \(b.count) bytes but its header declares \(fileLength)")
+        // Compared as u64 first: a file_length of 2^63 or more is simply more than the file holds (truncated).
+        let declared = b.loadLE(UInt64.self, at: 32)
+        if UInt64(b.count) < declared {
+            throw BundleError(.truncated, offset: b.count, "file has \(b.count) bytes but its header declares \(declared)")
         }
+        let fileLength = try Checked.int(declared, "file_length", offset: 32)
         if b.count > fileLength {
             throw BundleError(
                 .trailingBytes, offset: fileLength, "\(b.count - fileLength) bytes follow the declared end of the file")
@@ -277,14 +279,27 @@ public final class ModelBundle: @unchecked Sendable {
         return entries
     }
 
-    static func payload(_ b: UnsafeRawBufferPointer, _ e: SectionEntry) throws -> [UInt8] {
-        let stored = UnsafeRawBufferPointer(rebasing: b[e.offset..<(e.offset + e.storedLength)])
-        let crc = crc32(stored)
+    /// The stored bytes' CRC-32 against the directory (E20), without inflating anything.
+    static func checkCRC(_ b: UnsafeRawBufferPointer, _ e: SectionEntry) throws {
+        let crc = crc32(UnsafeRawBufferPointer(rebasing: b[e.offset..<(e.offset + e.storedLength)]))
         guard crc == e.crc32 else {
             throw BundleError(
                 .sectionChecksum, offset: e.offset,
                 "section \(e.fourcc) CRC-32 is 0x\(String(crc, radix: 16)), directory says 0x\(String(e.crc32, radix: 16))")
         }
+    }
+
+    /// Whether a section's stored bytes match their CRC (inspect's section table).
+    public func crcMatches(_ e: SectionEntry) -> Bool { (try? ModelBundle.checkCRC(storage.bytes, e)) != nil }
+
+    /// SHA-256 of every byte before the trailer, recomputed (`fileDigest` is the stored trailer).
+    public func computedFileDigest() -> String {
+        SHA256.hex(UnsafeRawBufferPointer(rebasing: storage.bytes[0..<(storage.bytes.count - Format.trailerSize)]))
+    }
+
+    static func payload(_ b: UnsafeRawBufferPointer, _ e: SectionEntry) throws -> [UInt8] {
+        let stored = UnsafeRawBufferPointer(rebasing: b[e.offset..<(e.offset + e.storedLength)])
+        try checkCRC(b, e)
         if e.deflated { return try Deflate.inflate(stored, expected: e.length, context: "section \(e.fourcc)", offset: e.offset) }
         return Array(stored)
     }
@@ -417,7 +432,7 @@ public final class ModelBundle: @unchecked Sendable {
     /// Decodes one typed section without cross-checks.
     func decode<T: BundleSection>(_ type: T.Type) throws -> T? {
         guard let bytes = try payload(of: T.fourcc) else { return nil }
-        let offset = entry(T.fourcc)!.offset
+        let offset = entry(T.fourcc)?.offset ?? 0  // present: payload(of:) found it
         do {
             let map = try bytes.withUnsafeBytes { try Value.decodeSection($0, base: offset, fourcc: T.fourcc) }
             return try T(decoding: map, offset: offset)
@@ -428,7 +443,7 @@ public final class ModelBundle: @unchecked Sendable {
 
     public func graph() throws -> Graph? {
         guard let g = try decode(Graph.self) else { return nil }
-        let offset = entry("GRPH")!.offset
+        let offset = entry("GRPH")?.offset
         try wrap {
             try g.validate(tensorNames: Set(tensors.map(\.name)), offset: offset)
             // Shape inference proves that every size fits before any command runs the graph.
@@ -448,8 +463,11 @@ public final class ModelBundle: @unchecked Sendable {
 
     public func verticalMap() throws -> VerticalMap? {
         guard let v = try decode(VerticalMap.self) else { return nil }
-        let classCount = try labels()?.classes.count ?? 0
-        try wrap { try v.check(classCount: classCount, offset: entry("VMAP")!.offset) }
+        guard let classCount = try labels()?.classes.count else {
+            throw BundleError(
+                .classIndexOutOfRange, path: path, offset: entry("VMAP")?.offset, "VMAP needs a LABL section for its class indices")
+        }
+        try wrap { try v.check(classCount: classCount, offset: entry("VMAP")?.offset) }
         return v
     }
 
@@ -459,7 +477,7 @@ public final class ModelBundle: @unchecked Sendable {
         for pair in p.pairs {
             for name in [pair.first, pair.second] where !nodes.contains(name) {
                 throw BundleError(
-                    .unknownNode, path: path, offset: entry("FSPP")!.offset,
+                    .unknownNode, path: path, offset: entry("FSPP")?.offset,
                     "FSP pair \(pair.first):\(pair.second) names '\(name)', which is not a node of the graph")
             }
         }
@@ -471,12 +489,12 @@ public final class ModelBundle: @unchecked Sendable {
         let nodes = Set(try graph()?.nodes.map(\.name) ?? [])
         for name in h.hints + h.guided where !nodes.contains(name) {
             throw BundleError(
-                .unknownNode, path: path, offset: entry("HINT")!.offset,
+                .unknownNode, path: path, offset: entry("HINT")?.offset,
                 "hint/guided layer '\(name)' is not a node of the graph")
         }
         for name in h.regressor where tensorIndex[name] == nil {
             throw BundleError(
-                .missingTensor, path: path, offset: entry("HINT")!.offset, "regressor tensor '\(name)' is not in TDIR")
+                .missingTensor, path: path, offset: entry("HINT")?.offset, "regressor tensor '\(name)' is not in TDIR")
         }
         return h
     }
@@ -484,6 +502,18 @@ public final class ModelBundle: @unchecked Sendable {
     public func quantization() throws -> Quantization? {
         let q = try decode(Quantization.self)
         let offset = entry("QNTP")?.offset
+        // Every entry is checked, referenced or not; the tensor-specific rules follow for referenced ones.
+        for (i, p) in (q?.params ?? []).enumerated() {
+            let count = p.axis == -1 ? 1 : p.scale.count
+            guard p.axis >= -1, count >= 1, p.scale.count == count, p.zeroPoint.count == count,
+                p.scale.allSatisfy({ $0 > 0 && $0.isFinite })
+            else {
+                throw BundleError(
+                    .invalidQuantization, path: path, offset: offset,
+                    "QNTP.params[\(i)]: axis \(p.axis) with \(p.scale.count) scales and \(p.zeroPoint.count) zero points (scales finite and > 0)"
+                )
+            }
+        }
         for t in tensors {
             guard let i = t.quant else { continue }
             guard let q, i < q.params.count else {
@@ -523,7 +553,10 @@ public final class ModelBundle: @unchecked Sendable {
             if let nz = (Format.headerSize..<Format.dataOffset).first(where: { b[$0] != 0 }) {
                 throw BundleError(.nonZeroPadding, offset: nz, "header padding byte is not zero")
             }
-            for e in sections { _ = try ModelBundle.payload(b, e) }
+            // Known sections are inflated too; unknown non-critical ones only have their stored bytes' CRC checked.
+            for e in sections {
+                if Format.knownFourccs.contains(e.fourcc) { _ = try ModelBundle.payload(b, e) } else { try ModelBundle.checkCRC(b, e) }
+            }
             for (i, t) in tensors.enumerated() {
                 let data = tensorData(at: i)
                 let crc = crc32(data)

@@ -39,7 +39,8 @@ enum Deflate {
         var rc: Int32 = Z_OK
         while true {
             rc = out.withUnsafeMutableBufferPointer { dst in
-                stream.next_out = dst.baseAddress! + produced
+                guard let base = dst.baseAddress else { return Z_BUF_ERROR }  // never empty: capacity ≥ 1
+                stream.next_out = base + produced
                 stream.avail_out = uInt(dst.count - produced)
                 let r = CZlib.inflate(&stream, Z_NO_FLUSH)
                 produced = dst.count - Int(stream.avail_out)

@@ -195,11 +195,15 @@ extension Graph {
         var producer: [String: Int] = [:]
         var available = tensorNames
         for input in inputs {
+            guard !input.name.isEmpty else { throw fail(.invalidField, "graph input names must not be empty") }
             guard available.insert(input.name).inserted else {
                 throw fail(.duplicateName, "graph input '\(input.name)' is also a tensor or another input")
             }
         }
         for (i, node) in nodes.enumerated() {
+            guard !node.name.isEmpty, !node.outputs.contains("") else {
+                throw fail(.invalidField, "node \(i) has an empty name or output name")
+            }
             guard nodeNames.insert(node.name).inserted else { throw fail(.duplicateName, "node name '\(node.name)' repeats") }
             try checkNode(node, fail: fail)
             for out in node.outputs {
@@ -214,8 +218,12 @@ extension Graph {
                 throw fail(.missingTensor, "node '\(node.name)' reads '\(input)', which no input, tensor or node provides")
             }
         }
-        for out in outputs where producer[out] == nil && !available.contains(out) {
-            throw fail(.invalidGraph, "graph output '\(out)' is not produced by any node")
+        for out in outputs where producer[out] == nil {
+            throw fail(
+                .invalidGraph,
+                available.contains(out)
+                    ? "graph output '\(out)' is a graph input or a stored tensor; outputs must be node outputs"
+                    : "graph output '\(out)' is not produced by any node")
         }
         // Kahn's algorithm: whatever is left unordered sits on a cycle.
         var indegree = [Int](repeating: 0, count: nodes.count)
@@ -265,7 +273,7 @@ extension Graph {
             let ok: Bool
             switch (kind, v) {
             case (.ints(let count, let min), .ints(let xs)):
-                ok = (count == nil || xs.count == count!) && xs.allSatisfy { $0 >= min }
+                ok = (count.map { xs.count == $0 } ?? true) && xs.allSatisfy { $0 >= min }
             case (.uint(let min), .uint(let x)): ok = x >= min
             case (.int, .int): ok = true
             case (.float(let range, let openUpper), .float(let x)):

@@ -17,6 +17,7 @@ public struct Labels: BundleSection {
         var f = Fields(entries, context: Self.fourcc, offset: offset)
         classes = try f.strings("classes")
         try f.finish()
+        guard !classes.isEmpty else { throw f.invalid("classes", "LABL needs at least one class") }
         var seen = Set<String>()
         for (i, c) in classes.enumerated() {
             if c.isEmpty { throw f.invalid("classes[\(i)]", "class names must not be empty") }
@@ -92,6 +93,7 @@ public struct Preprocessing: BundleSection {
             throw f.invalid("mean", "mean and std need \(channels) values each, found \(mean.count) and \(std.count)")
         }
         if let bad = std.firstIndex(where: { $0 <= 0 }) { throw f.invalid("std[\(bad)]", "\(std[bad]) is not > 0") }
+        guard scale > 0, scale <= 1 else { throw f.invalid("scale", "\(scale) is outside (0, 1]") }
     }
 
     public var value: Value {
@@ -130,6 +132,7 @@ public struct VerticalMap: BundleSection {
             if !teacher.isEmpty && !isDigest(teacher) {
                 throw r.invalid("teacher", "'\(teacher)' is neither empty nor a 64-hex digest")
             }
+            if classes.isEmpty { throw r.invalid("classes", "vertical '\(name)' owns no class") }
             if Set(classes).count != classes.count { throw r.invalid("classes", "class indices repeat") }
             return Vertical(name: name, classes: classes.map { Int(clamping: $0) }, teacher: teacher)
         }

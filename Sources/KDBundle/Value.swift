@@ -74,7 +74,7 @@ extension Value {
             for key in Value.canonicalOrder(entries.keys) {
                 sink.u16(UInt16(key.utf8.count))
                 sink.raw(key.utf8)
-                entries[key]!.encode(into: &sink)
+                entries[key]?.encode(into: &sink)
             }
         case .floats(let v):
             sink.u8(Tag.floats.rawValue)

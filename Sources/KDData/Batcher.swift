@@ -67,12 +67,13 @@ public final class Batcher: BatchSource, @unchecked Sendable {
         let norm = normalization
         let size = c * h * w
         dataset.pixels.withUnsafeBufferPointer { px in
+            guard let base = px.baseAddress else { return }  // an empty dataset has no batches
             for (b, i) in indices.enumerated() {
                 let pad = augmentation.padCrop
                 let dy = pad > 0 ? rng.nextInt(below: 2 * pad + 1) - pad : 0
                 let dx = pad > 0 ? rng.nextInt(below: 2 * pad + 1) - pad : 0
                 let flip = augmentation.horizontalFlip && rng.nextFloat() < 0.5
-                let src = px.baseAddress! + i * size
+                let src = base + i * size
                 let dst = x.pointer + b * size
                 for ch in 0..<c {
                     let a = norm.scale / norm.std[ch]

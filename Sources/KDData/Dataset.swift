@@ -1,9 +1,27 @@
+import KDIO
 import KDTensor
 
-/// A problem with input data; the message names the file (and row or index).
-public struct DataError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+/// A problem with input data; the message names the file (and row or index). Always an invalid
+/// input (exit 2).
+public struct DataError: KDError {
+    public enum Code: String, Sendable {
+        /// The file or folder cannot be opened or read.
+        case unreadable = "data.unreadable"
+        /// Its content is not what its format says.
+        case format = "data.format"
+        /// It asks for more than a documented cap.
+        case tooLarge = "data.too-large"
+        /// It is not a data source kdtool knows, or holds nothing usable.
+        case unsupported = "data.unsupported"
+    }
+    var body: ErrorBody<Code>
+    /// `message` names the file first ("PATH: what is wrong"), as every DataError has.
+    public init(_ message: String, code: Code = .format) { body = ErrorBody(code, file: "", cause: message) }
+    public var errorCode: String { body.code.rawValue }
+    public var code: Code { body.code }
+    public var category: ErrorCategory { .invalidInput }
+    public var cause: String { body.cause }
+    public var description: String { body.text }
 }
 
 /// Labelled images held as raw 8-bit pixels [N, C, H, W] (small next to Float32, and what every
@@ -87,7 +105,7 @@ extension Dataset {
             throw DataError("\(source): none of its \(count) images belongs to the classes \(names.prefix(20).joined(separator: ", "))")
         }
         var d = subset(keep, split: split)
-        d.labels = keep.map { index[labels[$0]]! }
+        d.labels = keep.map { index[labels[$0]] ?? 0 }  // every kept label has an index (filtered above)
         d.classes = names
         return d
     }

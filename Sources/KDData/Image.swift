@@ -60,6 +60,13 @@ public struct ImageError: Error, CustomStringConvertible, Sendable {
     public var description: String { "\(path): \(message)" }
 }
 
+extension ImageError: KDError {
+    public var errorCode: String { "image.\(kind)" }
+    public var category: ErrorCategory { .invalidInput }
+    public var file: String { path }
+    public var cause: String { message }
+}
+
 /// PNG through libpng's simplified API, JPEG through libjpeg-turbo (with EXIF orientation applied).
 public enum ImageDecoder {
     /// The pixel cap (`Caps.current.imagePixels`, 100 M), checked from the header before decoding.
@@ -141,7 +148,7 @@ public enum ImageDecoder {
         let rc = bytes.withUnsafeBufferPointer { b in
             kd_jpeg_decode(b.baseAddress, b.count, maxPixels, &out, &w, &h, &c, &orientation, &err, err.count)
         }
-        let msg = err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let msg = err.withUnsafeBufferPointer { $0.baseAddress.map { String(cString: $0) } ?? "" }
         if rc == 2 || rc == 3 { throw ImageError(path: path, kind: "too-large", message: "JPEG: \(msg)") }
         guard rc == 0, let out else { throw ImageError(path: path, kind: "corrupt", message: "corrupt JPEG: \(msg)") }
         defer { free(out) }

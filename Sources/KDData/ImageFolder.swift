@@ -78,9 +78,12 @@ public enum ImageFolder {
         var pixels = [UInt8](repeating: 0, count: total)
         var failures = [String?](repeating: nil, count: items.count)
         pixels.withUnsafeMutableBufferPointer { px in
-            let out = UncheckedBuffer(px.baseAddress!)
+            // Both buffers are non-empty: items is (checked above) and every shape size is ≥ 1.
+            guard let pxBase = px.baseAddress else { return }
+            let out = UncheckedBuffer(pxBase)
             failures.withUnsafeMutableBufferPointer { fail in
-                let errs = UncheckedBuffer(fail.baseAddress!)
+                guard let failBase = fail.baseAddress else { return }
+                let errs = UncheckedBuffer(failBase)
                 Parallel.chunks(items.count) { _, range in
                     for i in range {
                         do {
@@ -94,7 +97,7 @@ public enum ImageFolder {
                 }
             }
         }
-        if let i = failures.firstIndex(where: { $0 != nil }) { throw DataError(failures[i]!) }
+        if let message = failures.first(where: { $0 != nil }) ?? nil { throw DataError(message) }
         return Dataset(
             pixels: pixels, count: items.count, channels: shape[0], height: shape[1], width: shape[2], labels: items.map(\.1),
             classes: classes, source: dir)

@@ -30,7 +30,7 @@ public enum FSP {
         try text.split(separator: ",").map { item in
             let parts = item.split(separator: ":", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
             guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-                throw NNError("FSP pair '\(item)' is not FIRST:SECOND")
+                throw DistillError(code: .layer, "FSP pair '\(item)' is not FIRST:SECOND")
             }
             return FSPPairs.Pair(parts[0], parts[1])
         }
@@ -64,7 +64,7 @@ public enum FSP {
             for n in [p.first, p.second] {
                 guard let v = valueName(n, in: model, shapes: shapes) else {
                     let known = model.graph.nodes.map(\.name)
-                    throw NNError(
+                    throw DistillError(code: .layer, 
                         "\(label): FSP pair \(p.first):\(p.second) names '\(n)', which is not a layer of the model (layers: \(known.prefix(10).joined(separator: ", "))\(known.count > 10 ? ", …" : ""))"
                     )
                 }
@@ -74,12 +74,12 @@ public enum FSP {
             if a.count == 1 { a += [1, 1] }
             if b.count == 1 { b += [1, 1] }
             guard a.count == 3, b.count == 3 else {
-                throw NNError("\(label): FSP pair \(p.first) \(a):\(p.second) \(b) is not two feature maps (C×H×W)")
+                throw DistillError(code: .layer, "\(label): FSP pair \(p.first) \(a):\(p.second) \(b) is not two feature maps (C×H×W)")
             }
             let fa = factor(a, over: b)
             let fb = factor(b, over: a)
             guard let fa, let fb else {
-                throw NNError(
+                throw DistillError(code: .layer, 
                     "\(label): FSP pair \(p.first) \(a):\(p.second) \(b): the spatial sizes do not differ by a whole factor, so max-pooling cannot match them"
                 )
             }
@@ -96,14 +96,14 @@ public enum FSP {
 
     /// Checked when distillation starts: as many pairs on both sides, and FSP matrices of equal m×n.
     public static func check(teacher: [ResolvedPair], student: [ResolvedPair], teacherName: String, studentName: String) throws {
-        guard !teacher.isEmpty else { throw NNError("no FSP pairs: the bundles declare none (FSPP); give them with --fsp-pairs") }
+        guard !teacher.isEmpty else { throw DistillError(code: .layer, "no FSP pairs: the bundles declare none (FSPP); give them with --fsp-pairs") }
         guard teacher.count == student.count else {
-            throw NNError(
+            throw DistillError(code: .layer, 
                 "teacher \(teacherName) has \(teacher.count) FSP pairs but student \(studentName) has \(student.count); give matching lists with --fsp-pairs / --teacher-fsp-pairs"
             )
         }
         for (t, s) in zip(teacher, student) where t.rows != s.rows || t.columns != s.columns {
-            throw NNError(
+            throw DistillError(code: .layer, 
                 "FSP matrices differ in size: teacher pair \(t) gives \(t.rows)×\(t.columns) but student pair \(s) gives \(s.rows)×\(s.columns)"
             )
         }
@@ -292,7 +292,7 @@ extension Trainer {
             var sides: [(Var, Var)] = []
             var matrices: [Tensor] = []
             for p in studentPairs {
-                guard var a = f.values[p.first], var b = f.values[p.second] else { throw NNError("FSP value \(p) not computed") }
+                guard var a = f.values[p.first], var b = f.values[p.second] else { throw DistillError(code: .layer, "FSP value \(p) not computed") }
                 if p.firstPool > 1 { a = try tape.maxpool(a, FSP.poolWindow(p.firstPool)) }
                 if p.secondPool > 1 { b = try tape.maxpool(b, FSP.poolWindow(p.secondPool)) }
                 sides.append((a, b))

@@ -15,7 +15,7 @@ public enum FitNets {
     public static func outputShape(_ model: Model, node: String) throws -> [Int] {
         guard let n = model.graph.node(named: node) else {
             let names = model.graph.nodes.map(\.name)
-            throw NNError(
+            throw DistillError(code: .layer, 
                 "no layer '\(node)' in the graph (layers: \(names.prefix(12).joined(separator: ", "))\(names.count > 12 ? ", …" : ""))")
         }
         let shapes = Dictionary(
@@ -32,7 +32,7 @@ public enum FitNets {
     {
         let describe = "guided layer \(guidedName) \(guided) and hint layer \(hintName) \(hint)"
         guard guided.count == hint.count, guided.count == 1 || guided.count == 3 else {
-            throw NNError("\(describe) are not both feature maps (C×H×W) or both flat")
+            throw DistillError(code: .layer, "\(describe) are not both feature maps (C×H×W) or both flat")
         }
         var rng = RandomSource(seed: seed, stream: 0xf17)
         if guided.count == 1 {
@@ -41,7 +41,7 @@ public enum FitNets {
             return (w, Tensor(shape: [hint[0]], values: (0..<hint[0]).map { _ in (rng.nextFloat() * 2 - 1) * bound }))
         }
         guard guided[1] >= hint[1], guided[2] >= hint[2] else {
-            throw NNError("\(describe): the guided features must be at least as large as the hint's")
+            throw DistillError(code: .layer, "\(describe): the guided features must be at least as large as the hint's")
         }
         let (kh, kw) = (guided[1] - hint[1] + 1, guided[2] - hint[2] + 1)
         let fanIn = guided[0] * kh * kw
@@ -75,14 +75,14 @@ extension Trainer {
         stage = "fitnets-hint"
         guard let hintOut = teacher.graph.node(named: hintNode)?.outputs.first,
             let guidedOut = model.graph.node(named: guidedNode)?.outputs.first
-        else { throw NNError("hint or guided layer not found") }
+        else { throw DistillError(code: .layer, "hint or guided layer not found") }
         let student = model
         objectiveReads = [guidedOut]
         objective = { batch, f in
             let tape = f.tape
             guard let v = f.values[guidedOut], let w = f.parameter(FitNets.regressorWeight), let b = f.parameter(FitNets.regressorBias)
             else {
-                throw NNError("the guided layer or the regressor is missing")
+                throw DistillError(code: .layer, "the guided layer or the regressor is missing")
             }
             let ws = tape.value(w).shape
             var r: Var

@@ -38,27 +38,27 @@ public enum KC {
         do {
             bytes = try SafeFile.readAll(path, limit: 16 << 20)
         } catch let e as InputError {
-            throw NNError("\(path): cannot read the verticals file: \(e.message)")
+            throw DistillError("\(path): cannot read the verticals file: \(e.message)", code: .data)
         }
         let doc: Any
         do {
             doc = try MiniJSON.parse(bytes)
         } catch {
-            throw NNError("\(path): not valid JSON (\(error))")
+            throw DistillError("\(path): not valid JSON (\(error))", code: .data)
         }
         guard let root = doc as? [String: Any], let list = root["verticals"] as? [Any] else {
-            throw NNError("\(path): expected an object with a \"verticals\" array")
+            throw DistillError("\(path): expected an object with a \"verticals\" array", code: .data)
         }
         var out: [VerticalMap.Vertical] = []
         for (i, item) in list.enumerated() {
-            guard let v = item as? [String: Any] else { throw NNError("\(path): vertical \(i + 1) is not an object") }
+            guard let v = item as? [String: Any] else { throw DistillError("\(path): vertical \(i + 1) is not an object", code: .data) }
             let name = v["name"] as? String ?? "vertical\(i + 1)"
             var indices: [Int] = []
             if let labels = v["labels"] as? [Any] {
                 for l in labels {
                     let s = l as? String ?? "\(l)"
                     guard let k = classes.firstIndex(of: s) else {
-                        throw NNError(
+                        throw DistillError(
                             "\(path): vertical '\(name)' names class '\(s)', which the student does not have (\(classes.joined(separator: ", ")))"
                         )
                     }
@@ -67,12 +67,12 @@ public enum KC {
             } else if let cs = v["classes"] as? [Any] {
                 for c in cs {
                     guard let k = c as? Double, k == k.rounded(), k >= 0, k < Double(classes.count) else {
-                        throw NNError("\(path): vertical '\(name)' names class \(c), outside the student's \(classes.count) classes")
+                        throw DistillError("\(path): vertical '\(name)' names class \(c), outside the student's \(classes.count) classes")
                     }
                     indices.append(Int(k))
                 }
             } else {
-                throw NNError("\(path): vertical '\(name)' lists neither \"labels\" nor \"classes\"")
+                throw DistillError("\(path): vertical '\(name)' lists neither \"labels\" nor \"classes\"")
             }
             out.append(.init(name: name, classes: indices))
         }
@@ -83,18 +83,18 @@ public enum KC {
 
     /// Verticals must be non-empty and disjoint, and cover every class.
     public static func check(_ map: VerticalMap, classes: Int, source: String) throws {
-        guard !map.verticals.isEmpty else { throw NNError("\(source): no verticals") }
+        guard !map.verticals.isEmpty else { throw DistillError("\(source): no verticals") }
         var seen = Set<Int>()
         for v in map.verticals {
-            guard !v.classes.isEmpty else { throw NNError("\(source): vertical '\(v.name)' has no classes") }
+            guard !v.classes.isEmpty else { throw DistillError("\(source): vertical '\(v.name)' has no classes") }
             for c in v.classes {
-                guard c >= 0, c < classes else { throw NNError("\(source): vertical '\(v.name)' names class \(c) of \(classes)") }
-                guard seen.insert(c).inserted else { throw NNError("\(source): class \(c) is in more than one vertical") }
+                guard c >= 0, c < classes else { throw DistillError("\(source): vertical '\(v.name)' names class \(c) of \(classes)") }
+                guard seen.insert(c).inserted else { throw DistillError("\(source): class \(c) is in more than one vertical") }
             }
         }
         guard seen.count == classes else {
             let missing = (0..<classes).filter { !seen.contains($0) }
-            throw NNError("\(source): classes \(missing) are in no vertical; the verticals must cover every class")
+            throw DistillError("\(source): classes \(missing) are in no vertical; the verticals must cover every class")
         }
     }
 
@@ -108,7 +108,7 @@ public enum KC {
         guard let lastIndex = model.graph.nodes.lastIndex(where: { $0.op == .linear }),
             model.graph.nodes[lastIndex].outputs == model.graph.outputs
         else {
-            throw NNError("the student's output is not a linear layer; cannot attach a --head (use --head keep)")
+            throw DistillError("the student's output is not a linear layer; cannot attach a --head (use --head keep)")
         }
         let last = model.graph.nodes[lastIndex]
         let features = last.inputs[0]
@@ -129,13 +129,13 @@ public enum KC {
             x = b.relu("\(p).relu", b.linear("\(p).hidden", x, out: width * m))
             x = b.splitLinear("\(p).out", x, inSplits: Array(repeating: width, count: m), shared: 0, outs: sizes)
         case .scSC:
-            guard featureWidth >= m else { throw NNError("sc-sc needs at least \(m) features to split, got \(featureWidth)") }
+            guard featureWidth >= m else { throw DistillError("sc-sc needs at least \(m) features to split, got \(featureWidth)") }
             let slices = (0..<m).map { featureWidth / m + ($0 < featureWidth % m ? 1 : 0) }
             x = b.relu(
                 "\(p).relu", b.splitLinear("\(p).hidden", x, inSplits: slices, shared: 0, outs: Array(repeating: width, count: m)))
             x = b.splitLinear("\(p).out", x, inSplits: Array(repeating: width, count: m), shared: 0, outs: sizes)
         case .fcSCShared:
-            guard shared > 0, shared < width else { throw NNError("fc-sc-shared needs 0 < --shared-width < --head-width") }
+            guard shared > 0, shared < width else { throw DistillError("fc-sc-shared needs 0 < --shared-width < --head-width") }
             x = b.relu("\(p).relu", b.linear("\(p).hidden", x, out: (width - shared) * m + shared))
             x = b.splitLinear("\(p).out", x, inSplits: Array(repeating: width - shared, count: m), shared: shared, outs: sizes)
         }

@@ -95,7 +95,7 @@ public final class MutualTrainer {
         let tape = Tape()
         let f = try peer.forward(batch.inputs, training: true, tape: tape, rng: &rng, fusing: [])
         let (loss, grad) = DMLLoss.evaluate(logits: tape.value(f.output), labels: batch.labels, others: others, ensemble: dml.ensemble)
-        guard loss.isFinite else { throw NNError("peer \(k + 1)'s loss became \(loss); try a lower --lr") }
+        guard loss.isFinite else { throw NNError("peer \(k + 1)'s loss became \(loss); try a lower --lr", code: .diverged) }
         try tape.backward([(f.output, grad)])
         var grads: [String: Tensor] = [:]
         for name in peer.trainableNames { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
@@ -123,7 +123,7 @@ public final class MutualTrainer {
             let steps = try peers.indices.map {
                 try Checkpoint.restore(model: peers[$0], optimizer: &optimizers[$0], config: config, stage: "dml", from: paths[$0])
             }
-            guard Set(steps).count == 1 else { throw NNError("the peers' checkpoints are from different steps: \(steps)") }
+            guard Set(steps).count == 1 else { throw DistillError("the peers' checkpoints are from different steps: \(steps)") }
             step = steps[0]
         }
         let start = step

@@ -38,7 +38,7 @@ public enum Specialists {
     public static func initialise(from generalist: Model, group: [Int], classes: [String]) throws -> Model {
         guard let last = generalist.graph.nodes.last(where: { $0.op == .linear }), last.outputs == generalist.graph.outputs,
             last.inputs.count == 3, let w = generalist.parameters[last.inputs[1]], let b = generalist.parameters[last.inputs[2]]
-        else { throw NNError("the generalist's output is not a linear layer with bias; cannot derive specialists") }
+        else { throw DistillError("the generalist's output is not a linear layer with bias; cannot derive specialists") }
         let (k, f) = (w.shape[0], w.shape[1])
         let others = (0..<k).filter { !group.contains($0) }
         let n = group.count + 1

@@ -39,7 +39,9 @@ public enum OnnxExporter {
         // Weights: int8 codes + DequantizeLinear for quantized tensors, plain floats otherwise.
         let quant = try bundle?.quantization()
         for name in model.tensorNames {
-            let t = (model.parameters[name] ?? model.buffers[name])!
+            guard let t = model.parameters[name] ?? model.buffers[name] else {
+                throw InteropError("export", "tensor '\(name)' is listed but has no value")
+            }
             if let b = bundle, let info = b.tensorInfo(named: name), let qi = info.quant, let p = quant?.params[qi], info.dtype == .i8 {
                 let raw = try b.tensorData(named: name)
                 var q = Onnx_TensorProto()
@@ -92,7 +94,9 @@ public enum OnnxExporter {
             func ints(_ k: String) -> [Int] { node.ints(k) }
             switch node.op {
             case .conv2d:
-                let w = (model.parameters[node.inputs[1]])!.shape
+                guard let w = model.parameters[node.inputs[1]]?.shape, w.count == 4 else {
+                    throw InteropError("export", "conv2d '\(node.name)' has no 4-D weight")
+                }
                 e.node(
                     "Conv", ins, [out], name: node.name,
                     attrs: [
@@ -134,7 +138,7 @@ public enum OnnxExporter {
                 e.node("Dropout", [ins[0], r], [out], name: node.name)
             case .softmax: e.node("Softmax", ins, [out], name: node.name, attrs: [intAttr("axis", node.int("axis"))])
             case .splitLinear: e.splitLinear(node, ins, model: model)
-            case .l2normScale: e.l2normScale(node, ins, model: model)
+            case .l2normScale: try e.l2normScale(node, ins, model: model)
             }
             qdq(out)
         }
@@ -364,10 +368,12 @@ public enum OnnxExporter {
         }
 
         /// Per group: Slice, then (groups of one pass through) ReduceL2 → Max(ε) → Div → Mul(γ); Concat.
-        mutating func l2normScale(_ node: Graph.Node, _ ins: [String], model: Model) {
+        mutating func l2normScale(_ node: Graph.Node, _ ins: [String], model: Model) throws {
             let groups = node.ints("groups")
             let eps = Float(node.float("epsilon"))
-            let gamma = model.parameters[node.inputs[1]]!
+            guard let gamma = model.parameters[node.inputs[1]] else {
+                throw InteropError("export", "l2norm_scale '\(node.name)' has no gamma tensor")
+            }
             let perFeature = gamma.count == groups.reduce(0, +)
             var body: [Onnx_NodeProto] = []
             var consts: [Onnx_NodeProto] = []

@@ -190,6 +190,12 @@ public enum OnnxImporter {
             return Preprocessing(channels: c, height: h, width: w, scale: scale, mean: mean, std: std, resize: r, alpha: a, invert: invert)
         }
 
+        /// A constant the caller has checked exists; an error rather than a trap if it does not.
+        func constant(_ name: String) throws -> Const {
+            guard let c = consts[name] else { throw fail("'\(name)' is not a constant the import can read") }
+            return c
+        }
+
         func resolve(_ name: String) -> String {
             var n = name
             while let a = alias[n] { n = a }
@@ -346,8 +352,8 @@ public enum OnnxImporter {
             func node(_ op: Graph.Op, _ inputs: [String], _ attrs: [String: Value] = [:]) {
                 nodes.append(Graph.Node(name: name, op: op, inputs: inputs, outputs: [out], attrs: attrs))
             }
-            func param(_ c: String, _ suffix: String, buffer: Bool = false, transform: ((Const) -> Tensor)? = nil) -> String {
-                let k = consts[c]!
+            func param(_ c: String, _ suffix: String, buffer: Bool = false, transform: ((Const) -> Tensor)? = nil) throws -> String {
+                let k = try constant(c)
                 let t = transform?(k) ?? Tensor(shape: k.shape, values: k.asFloats)
                 // Initializer names are kept when they look like parameter names; otherwise named after the node.
                 var pname = c.isEmpty || c.contains("::") || c.hasPrefix("onnx") ? "\(name).\(suffix)" : c
@@ -364,7 +370,7 @@ public enum OnnxImporter {
             case "Identity",
                 "Dropout" where n.opType == "Identity" || nodes.isEmpty || true:
                 if n.opType == "Dropout" {
-                    let ratio = Self.decimal(isConst(1) ? consts[ins[1]]!.asFloats.first ?? 0.5 : float("ratio", 0.5))
+                    let ratio = Self.decimal(isConst(1) ? (try constant(ins[1])).asFloats.first ?? 0.5 : float("ratio", 0.5))
                     node(.dropout, [ins[0]], ["ratio": .float(ratio)])
                 } else {
                     alias[out] = ins[0]
@@ -376,13 +382,13 @@ public enum OnnxImporter {
                 guard (attr("auto_pad")?.s).map({ String(decoding: $0, as: UTF8.self) }) ?? "NOTSET" == "NOTSET" else {
                     return unsupported.append("\(label): auto_pad is not supported (exporters write explicit pads)")
                 }
-                let w = consts[ins[1]]!
+                let w = (try constant(ins[1]))
                 guard w.shape.count == 4 else { return unsupported.append("\(label): only 2-D convolutions are supported") }
                 guard ints("strides", [1, 1]).count == 2, ints("pads", [0, 0, 0, 0]).count == 4, ints("dilations", [1, 1]).count == 2,
                     int("group", 1) >= 1
                 else { throw fail("\(label): strides, pads, dilations or group are malformed") }
-                var inputs = [ins[0], param(ins[1], "weight")]
-                if ins.count > 2 && !ins[2].isEmpty { inputs.append(param(ins[2], "bias")) }
+                var inputs = [ins[0], try param(ins[1], "weight")]
+                if ins.count > 2 && !ins[2].isEmpty { inputs.append(try param(ins[2], "bias")) }
                 node(
                     .conv2d, inputs,
                     [
@@ -392,11 +398,11 @@ public enum OnnxImporter {
                     ])
             case "Gemm":
                 guard isConst(1), int("transA", 0) == 0 else { return unsupported.append("\(label): needs constant B and transA = 0") }
-                guard consts[ins[1]]!.shape.count == 2 else { throw fail("\(label): B has shape \(consts[ins[1]]!.shape), not a matrix") }
+                guard (try constant(ins[1])).shape.count == 2 else { throw fail("\(label): B has shape \((try constant(ins[1])).shape), not a matrix") }
                 let alpha = float("alpha", 1)
                 let beta = float("beta", 1)
                 let transB = int("transB", 0) == 1
-                let wname = param(ins[1], "weight") { k in
+                let wname = try param(ins[1], "weight") { k in
                     let t = transB ? Tensor(shape: k.shape, values: k.asFloats) : Self.transpose(k)
                     if alpha != 1 { for i in 0..<t.count { t[i] *= alpha } }
                     return t
@@ -404,28 +410,28 @@ public enum OnnxImporter {
                 var inputs = [ins[0], wname]
                 if ins.count > 2 && !ins[2].isEmpty {
                     guard isConst(2) else { return unsupported.append("\(label): bias C must be an initializer") }
-                    let outF = params[wname]!.shape[0]
-                    let cCount = consts[ins[2]]!.count
+                    guard let outF = params[wname]?.shape[0] else { throw fail("\(label): weight \(wname) is missing") }
+                    let cCount = (try constant(ins[2])).count
                     guard cCount == 1 || cCount == outF else { throw fail("\(label): bias C has \(cCount) values for \(outF) outputs") }
                     inputs.append(
-                        param(ins[2], "bias") { k in
+                        try param(ins[2], "bias") { k in
                             let v = k.asFloats
                             return Tensor(shape: [outF], values: (0..<outF).map { beta * v[v.count == 1 ? 0 : $0] })
                         })
                 }
                 node(.linear, inputs)
             case "MatMul":
-                guard isConst(1), consts[ins[1]]!.shape.count == 2 else {
+                guard isConst(1), (try constant(ins[1])).shape.count == 2 else {
                     return unsupported.append("\(label): only activation × constant matrix is supported")
                 }
-                node(.linear, [ins[0], param(ins[1], "weight") { Self.transpose($0) }])
+                node(.linear, [ins[0], try param(ins[1], "weight") { Self.transpose($0) }])
             case "BatchNormalization":
                 guard (1...4).allSatisfy(isConst) else { return unsupported.append("\(label): statistics must be initializers") }
                 node(
                     .batchnorm,
                     [
-                        ins[0], param(ins[1], "weight"), param(ins[2], "bias"), param(ins[3], "running_mean", buffer: true),
-                        param(ins[4], "running_var", buffer: true),
+                        ins[0], try param(ins[1], "weight"), try param(ins[2], "bias"), try param(ins[3], "running_mean", buffer: true),
+                        try param(ins[4], "running_var", buffer: true),
                     ],
                     [
                         "epsilon": .float(Self.decimal(float("epsilon", 1e-5))),
@@ -463,7 +469,7 @@ public enum OnnxImporter {
             case "Flatten": node(.flatten, [ins[0]], ["axis": .int(Int64(int("axis", 1)))])
             case "Reshape":
                 guard isConst(1) else { return unsupported.append("\(label): the target shape must be computable at import") }
-                let target = consts[ins[1]]!.asInts.enumerated().map { i, d in d == OnnxImporter.batchToken ? (i == 0 ? 0 : -1) : d }
+                let target = (try constant(ins[1])).asInts.enumerated().map { i, d in d == OnnxImporter.batchToken ? (i == 0 ? 0 : -1) : d }
                 node(.reshape, [ins[0]], ["shape": .ints(target)])
             case "DequantizeLinear", "QuantizeLinear":
                 // Activation QDQ pairs of a quantized export: the value passes through unchanged.
@@ -487,7 +493,7 @@ public enum OnnxImporter {
             }
             var inputs = [ins[0]]
             for (k, c) in ins.dropFirst().enumerated() {
-                let t = consts[c]!
+                let t = (try constant(c))
                 let pname = c.isEmpty || c.contains("::") ? "\(name).p\(k)" : c
                 params[pname] = Tensor(shape: t.shape, values: t.asFloats)
                 inputs.append(pname)
@@ -557,14 +563,14 @@ public enum OnnxImporter {
                 return unsupported.append("\(label): needs one activation and one constant")
             }
             if n.opType == "Sub" && ins[0] != dynamic[0] { return unsupported.append("\(label): constant − activation is not supported") }
-            let c = consts[constants[0]]!
+            let c = (try constant(constants[0]))
             let v = c.asFloats
             // A MatMul followed by a bias Add is a linear layer with a bias.
             if n.opType == "Add", let li = nodes.lastIndex(where: { $0.outputs[0] == dynamic[0] }), nodes[li].op == .linear,
                 nodes[li].inputs.count == 2,
                 !nodes.contains(where: { $0.inputs.contains(dynamic[0]) })
             {
-                let w = params[nodes[li].inputs[1]]!
+                guard let w = params[nodes[li].inputs[1]] else { throw fail("\(label): the linear layer's weight is missing") }
                 guard v.count == w.shape[0] || v.count == 1 else {
                     return unsupported.append("\(label): bias of \(v.count) values for \(w.shape[0]) outputs")
                 }
@@ -715,7 +721,8 @@ public enum OnnxImporter {
                 let pick = idx.asInts.map { Int($0 < 0 ? $0 + Int64(data.shape[0]) : $0) }
                 guard pick.allSatisfy({ $0 >= 0 && $0 < data.shape[0] }) else { throw fail("Gather index out of range in '\(n.name)'") }
                 if let i = data.ints { return Const(shape: idx.shape, ints: pick.map { i[$0] }) }
-                return Const(shape: idx.shape, floats: pick.map { data.floats![$0] })
+                let f = data.asFloats
+                return Const(shape: idx.shape, floats: pick.map { f[$0] })
             case "Concat":
                 let parts = ins.compactMap { consts[$0] }
                 guard parts.count == ins.count, parts.allSatisfy({ $0.shape.count == 1 }) else { return nil }
@@ -732,7 +739,8 @@ public enum OnnxImporter {
                 let (s, e) = (clampIndex(starts[0]), clampIndex(ends[0]))
                 let r = s < e ? Array(s..<e) : []
                 if let i = data.ints { return Const(shape: [r.count], ints: r.map { i[$0] }) }
-                return Const(shape: [r.count], floats: r.map { data.floats![$0] })
+                let f = data.asFloats
+                return Const(shape: [r.count], floats: r.map { f[$0] })
             case "ConstantOfShape":
                 guard let s = c(0)?.asInts else { return nil }
                 let value = attr("value").flatMap { try? tensor($0.t) }

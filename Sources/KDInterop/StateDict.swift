@@ -201,7 +201,7 @@ extension StateDict {
         var used = Set<String>()
         var problems: [String] = []
         for name in model.tensorNames {
-            let target = (model.parameters[name] ?? model.buffers[name])!
+            guard let target = model.parameters[name] ?? model.buffers[name] else { continue }
             guard let (source, e) = map.candidates(name).lazy.compactMap({ c in tensors[c].map { (c, $0) } }).first else {
                 problems.append("missing \(name) \(target.shape) (looked for \(map.candidates(name).joined(separator: ", ")))")
                 continue

@@ -58,7 +58,8 @@ public struct ActivationQuant: Equatable, Sendable {
     }
 
     static func decode(_ v: Value, path: String) throws -> [String: ActivationQuant] {
-        func bad(_ why: String) -> NNError { NNError("\(path): META \(metadataKey): \(why)") }
+        // A bundle fault like any other (Spec §7.10): invalid-field, exit 2.
+        func bad(_ why: String) -> BundleError { BundleError(.invalidField, path: path, "META \(metadataKey): \(why)") }
         guard case .map(let entries) = v else { throw bad("is not a map") }
         var out: [String: ActivationQuant] = [:]
         for (name, e) in entries {

@@ -307,7 +307,7 @@ public final class InferencePlan: @unchecked Sendable {
     public func run(_ x: Tensor, timing: ((Int, Double) -> Void)? = nil) throws -> Tensor {
         let expected = model.graph.inputs[0].shape
         guard x.rank == expected.count, zip(x.shape.dropFirst(), expected.dropFirst()).allSatisfy({ $0 == $1 }) else {
-            throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
+            throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)", code: .dataMismatch)
         }
         let n = x.shape[0]
         try model.checkBatchFits(n)

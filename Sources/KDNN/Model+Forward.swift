@@ -24,7 +24,7 @@ extension Model {
         var values: [String: Var] = [:]
         let expected = graph.inputs[0].shape
         guard x.rank == expected.count, zip(x.shape.dropFirst(), expected.dropFirst()).allSatisfy({ $0 == $1 }) else {
-            throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)")
+            throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)", code: .dataMismatch)
         }
         try checkBatchFits(x.shape[0])
         guard activationQuant.isEmpty || !tape.recording else {

@@ -2,10 +2,19 @@
     import Glibc
 #endif
 
-/// A shape problem at an op boundary; the message names both shapes.
+/// A problem at an op boundary (the message names both shapes) or an unsupported kernel case.
+/// KDTensor has no KDIO dependency, so kdtool categorises it itself (a precondition, exit 1).
 public struct TensorError: Error, CustomStringConvertible, Sendable {
+    public enum Code: String, Sendable {
+        case shape = "tensor.shape"
+        case unsupported = "tensor.unsupported"
+    }
+    public var code: Code
     public var description: String
-    public init(_ description: String) { self.description = description }
+    public init(_ description: String, code: Code = .shape) {
+        self.code = code
+        self.description = description
+    }
 }
 
 /// Float32 storage from a size-keyed pool: buffers released by one training step are reused by
@@ -199,9 +208,22 @@ public struct Tensor: @unchecked Sendable {
         return t
     }
 
+    /// Element `i` in row-major order; bounds-checked in debug builds (a `precondition` under
+    /// SwiftPM's DEBUG define, since KDTensor's debug build is optimised and `assert` would vanish),
+    /// unchecked in release builds.
     public subscript(i: Int) -> Float {
-        get { pointer[i] }
-        nonmutating set { pointer[i] = newValue }
+        get {
+            #if DEBUG
+                precondition(i >= 0 && i < count, "Tensor index \(i) outside 0..<\(count) of \(shape)")
+            #endif
+            return pointer[i]
+        }
+        nonmutating set {
+            #if DEBUG
+                precondition(i >= 0 && i < count, "Tensor index \(i) outside 0..<\(count) of \(shape)")
+            #endif
+            pointer[i] = newValue
+        }
     }
 
     public func fill(_ v: Float) { pointer.update(repeating: v, count: count) }

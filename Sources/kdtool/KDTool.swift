@@ -15,7 +15,7 @@ struct KDTool: ParsableCommand {
         discussion: """
             Every step reads and writes the same self-describing model bundle (.kdb, see Spec/bundle-format.md).
 
-            Exit codes: 0 success; 1 a check failed (--verify digest mismatch, --strict stop); 2 an input (bundle, model, data, image, config) is unreadable or invalid (bundle errors carry the format error code, e.g. KDB-E04); 3 partial success; 4 a quality gate was exceeded; 5 an output could not be written (the previous file is kept); 64 usage error.
+            Exit codes: 0 success; 1 a check failed (rerun digest mismatch, --strict stop); 2 an input (bundle, model, data, image, config) is unreadable or invalid (bundle errors carry the format error code, e.g. KDB-E04, whether open or --verify found them); 3 partial success; 4 a quality gate was exceeded; 5 an output could not be written (the previous file is kept); 64 usage error.
             """,
         version: "kdtool \(kdtoolVersion)",
         subcommands: [

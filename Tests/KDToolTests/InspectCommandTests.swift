@@ -115,11 +115,17 @@ struct InspectCommandTests {
         #expect(missing.err.contains("KDB-E39"))
     }
 
-    @Test("--verify exits 1 when a checksum does not match")
-    func verifyMismatch() throws {
-        let r = try CLI.run(["inspect", "Spec/fixtures/invalid/E29-tensor-checksum.kdb", "--verify"])
-        #expect(r.status == 1)
-        #expect(r.err.contains("KDB-E29"))
+    @Test(
+        "--verify exits 2 for every content error, as opening does for structural ones",
+        arguments: ["E15-non-finite", "E26-nonzero-padding", "E28-file-checksum", "E29-tensor-checksum", "E35-invalid-graph"])
+    func verifyMismatch(fixture: String) throws {
+        let r = try CLI.run(["inspect", "Spec/fixtures/invalid/\(fixture).kdb", "--verify"])
+        #expect(r.status == 2, "\(r.err)")
+        #expect(r.err.contains("KDB-" + fixture.prefix(3)))
+    }
+
+    @Test("without --verify only structure is checked")
+    func structureOnly() throws {
         let plain = try CLI.run(["inspect", "Spec/fixtures/invalid/E29-tensor-checksum.kdb"])
         #expect(plain.status == 0, "without --verify only structure is checked")
     }

@@ -45,8 +45,9 @@ struct InspectCommand: ParsableCommand {
         }
         print(json ? report.json.render() : report.text)
         if let verifyError {
+            // Every KDB-Exx rejection exits 2, whether open or verify found it (Spec §12).
             warn("kdtool: verify failed: \(verifyError)")
-            throw Exit.checkFailed
+            throw Exit.invalidInput
         }
     }
 }
@@ -117,14 +118,8 @@ struct InspectReport {
     init(_ b: ModelBundle) throws {
         bundle = b
         var crc: [String: Bool] = [:]
-        for s in b.sections {
-            do {
-                _ = try b.payload(of: s.fourcc)
-                crc[s.fourcc] = true
-            } catch let e as BundleError where e.code == .sectionChecksum {
-                crc[s.fourcc] = false
-            }
-        }
+        // CRCs only: nothing is inflated here (unknown sections never are; known ones when decoded).
+        for s in b.sections { crc[s.fourcc] = b.crcMatches(s) }
         sectionCRC = crc
         graph = try b.graph()
         labels = try b.labels()
@@ -141,6 +136,9 @@ struct InspectReport {
         if let graph {
             do {
                 stats = try graph.stats(tensorShapes: Dictionary(uniqueKeysWithValues: b.tensors.map { ($0.name, $0.shape) }))
+                // Nodes are listed in file order (the stats come in a topological order).
+                let position = Dictionary(uniqueKeysWithValues: graph.nodes.enumerated().map { ($0.element.name, $0.offset) })
+                stats.sort { (position[$0.node.name] ?? 0) < (position[$1.node.name] ?? 0) }
             } catch {
                 shapeError = "\(error)"
             }
@@ -169,7 +167,7 @@ struct InspectReport {
         out.append("\(bundle.path)")
         out.append("  format          \(h.major).\(h.minor)")
         out.append("  size            \(Text.grouped(bundle.fileSize)) bytes (\(Text.bytes(bundle.fileSize)))")
-        out.append("  file digest     \(bundle.fileDigest)")
+        out.append("  file digest     \(bundle.computedFileDigest())")
         out.append("  content digest  \(contentDigest)")
         out.append("  features        \(features.isEmpty ? "none" : features.joined(separator: ", "))")
         if let verify {
@@ -298,7 +296,7 @@ struct InspectReport {
         let h = bundle.header
         var doc: [(String, JSON)] = [
             ("file", .string(bundle.path)), ("format", .string("\(h.major).\(h.minor)")), ("size", .int(bundle.fileSize)),
-            ("file_digest", .string(bundle.fileDigest)), ("content_digest", .string(contentDigest)),
+            ("file_digest", .string(bundle.computedFileDigest())), ("content_digest", .string(contentDigest)),
             ("features", .array(features.map { .string($0) })),
             (
                 "sections",

@@ -27,17 +27,22 @@ func warn(_ message: String) {
     line.withCString { _ = write(2, $0, strlen($0)) }
 }
 
-/// The one place that turns an error into its exit code: an output that could not be written is
-/// 5 (the old file is still there); an input that is unreadable or invalid (a bundle, an ONNX
-/// model or state dict, a `.npy`, data, images, a config file) is 2; a model or method
-/// precondition that fails (data that does not fit the model, a teacher and student that do not
-/// match, an unknown layer) is 1. Nil for errors that are not kdtool's (the argument parser's own,
-/// which it reports itself).
+/// The one place that turns an error into its exit code. Every module's error type says its
+/// category (KDIO's `KDError`): an output that could not be written is 5 (the old file is still
+/// there); an input that is unreadable or invalid (a bundle, an ONNX model or state dict, a
+/// `.npy`, data or images, data that does not fit the model, a config file) is 2; a model or
+/// method precondition that fails (a teacher and student that do not match, an unknown layer, a
+/// diverged loss) is 1. KDTensor's shape errors (it depends on nothing) are preconditions. Nil for
+/// errors that are not kdtool's (the argument parser's own, which it reports itself).
 func kdtoolExitCode(for error: Error) -> ExitCode? {
     switch error {
-    case is OutputError: return Exit.outputFailed
-    case is BundleError, is InputError, is InteropError, is DataError, is ImageError: return Exit.invalidInput
-    case is NNError, is TensorError: return Exit.checkFailed
+    case let e as KDError:
+        switch e.category {
+        case .output: return Exit.outputFailed
+        case .invalidInput: return Exit.invalidInput
+        case .precondition: return Exit.checkFailed
+        }
+    case is TensorError: return Exit.checkFailed
     case let e as RunConfig.Failure: return e.code
     default: return nil
     }
