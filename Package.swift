@@ -44,6 +44,7 @@ let package = Package(
         .library(name: "KDInference", targets: ["KDInference"]),
         .library(name: "KDQuant", targets: ["KDQuant"]),
         .library(name: "KDInterop", targets: ["KDInterop"]),
+        .library(name: "KDDistill", targets: ["KDDistill"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -69,11 +70,11 @@ let package = Package(
         .target(name: "KDIO"),
         .target(name: "KDBundle", dependencies: ["KDIO", "CZlib"]),
         .target(name: "KDTensor", dependencies: ["CBLAS"], swiftSettings: simdSettings),
-        .target(name: "KDNN", dependencies: ["KDIO", "KDTensor", "KDBundle"]),
+        .target(name: "KDNN", dependencies: ["KDIO", "KDTensor", "KDBundle", "KDData"]),
         .target(name: "KDData", dependencies: ["KDIO", "KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
         .target(name: "KDInference", dependencies: ["KDIO", "KDNN", "KDData"]),
-        .target(name: "KDDistill", dependencies: ["KDIO", "KDNN", "KDData"]),
-        .target(name: "KDQuant", dependencies: ["KDNN"]),
+        .target(name: "KDDistill", dependencies: ["KDIO", "KDNN", "KDData", "KDBundle"]),
+        .target(name: "KDQuant", dependencies: ["KDNN", "KDData", "KDBundle"]),
         // Sources/KDInterop/Generated/onnx.pb.swift is generated once by tools/gen-onnx-swift (protoc + protoc-gen-swift).
         .target(
             name: "KDInterop",
@@ -95,11 +96,11 @@ let package = Package(
         .testTarget(name: "KDIOTests", dependencies: ["KDIO"]),
         .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),
         .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], resources: [.copy("Golden")]),
-        .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData", "KDTestSupport"]),
+        .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData", "KDIO"]),
         .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDTestSupport"]),
         .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib", "KDTestSupport"]),
-        .testTarget(name: "KDDistillTests", dependencies: ["KDDistill"], resources: [.copy("Golden")]),
-        .testTarget(name: "KDQuantTests", dependencies: ["KDQuant"], resources: [.copy("Golden")]),
+        .testTarget(name: "KDDistillTests", dependencies: ["KDDistill", "KDData"], resources: [.copy("Golden")]),
+        .testTarget(name: "KDQuantTests", dependencies: ["KDQuant", "KDData"], resources: [.copy("Golden")]),
         .testTarget(name: "KDInteropTests", dependencies: ["KDInterop", "KDQuant", "KDDistill"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CShimsTests", dependencies: ["CBLAS", "CArchive", "CImage", "CZlib"]),
         // Runs the built binary as a user would; depending on it makes `swift test` build it first.

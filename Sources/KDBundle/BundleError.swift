@@ -1,4 +1,5 @@
 import KDIO
+
 /// Every way a bundle can be rejected; each case has a stable code (Spec/bundle-format.md §12).
 public enum BundleErrorCode: String, CaseIterable, Sendable {
     case badMagic = "E01"

@@ -71,7 +71,9 @@ public enum DataSource {
         }
         if lower.contains("idx3-ubyte") {
             let dir = path.split(separator: "/").dropLast().joined(separator: "/")
-            return try mnist(path.hasPrefix("/") ? "/" + dir : (dir.isEmpty ? "." : dir), [String(path.split(separator: "/").last ?? Substring(path))], o)
+            return try mnist(
+                path.hasPrefix("/") ? "/" + dir : (dir.isEmpty ? "." : dir), [String(path.split(separator: "/").last ?? Substring(path))], o
+            )
         }
         throw DataError(
             "\(path): not a data source kdtool knows (MNIST IDX folder, .csv[.gz], CIFAR .tar.gz, or a folder of class folders)")

@@ -15,16 +15,19 @@ public enum Compatibility {
         }
         for (name, t) in teachers {
             guard Array(t.inputShape.dropFirst()) == Array(s.inputShape.dropFirst()) else {
-                throw DistillError(code: .incompatible, 
+                throw DistillError(
+                    code: .incompatible,
                     "teacher \(name) takes inputs of \(Array(t.inputShape.dropFirst())) but student \(student.name) takes \(Array(s.inputShape.dropFirst()))"
                 )
             }
             guard t.classCount == s.classCount else {
-                throw DistillError(code: .incompatible, "teacher \(name) has \(t.classCount) outputs but student \(student.name) has \(s.classCount)")
+                throw DistillError(
+                    code: .incompatible, "teacher \(name) has \(t.classCount) outputs but student \(student.name) has \(s.classCount)")
             }
             if let tl = t.labels?.classes, let sl = s.labels?.classes, tl != sl {
                 let diff = zip(tl, sl).enumerated().first { $0.element.0 != $0.element.1 }
-                throw DistillError(code: .incompatible, 
+                throw DistillError(
+                    code: .incompatible,
                     "teacher \(name) and student \(student.name) label their classes differently"
                         + (diff.map { " (class \($0.offset): '\($0.element.0)' vs '\($0.element.1)')" } ?? "")
                         + "; models distilled together must name the same classes in the same order (`kdtool init --labels` sets a student's)"

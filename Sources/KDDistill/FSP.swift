@@ -64,7 +64,8 @@ public enum FSP {
             for n in [p.first, p.second] {
                 guard let v = valueName(n, in: model, shapes: shapes) else {
                     let known = model.graph.nodes.map(\.name)
-                    throw DistillError(code: .layer, 
+                    throw DistillError(
+                        code: .layer,
                         "\(label): FSP pair \(p.first):\(p.second) names '\(n)', which is not a layer of the model (layers: \(known.prefix(10).joined(separator: ", "))\(known.count > 10 ? ", …" : ""))"
                     )
                 }
@@ -79,7 +80,8 @@ public enum FSP {
             let fa = factor(a, over: b)
             let fb = factor(b, over: a)
             guard let fa, let fb else {
-                throw DistillError(code: .layer, 
+                throw DistillError(
+                    code: .layer,
                     "\(label): FSP pair \(p.first) \(a):\(p.second) \(b): the spatial sizes do not differ by a whole factor, so max-pooling cannot match them"
                 )
             }
@@ -96,14 +98,18 @@ public enum FSP {
 
     /// Checked when distillation starts: as many pairs on both sides, and FSP matrices of equal m×n.
     public static func check(teacher: [ResolvedPair], student: [ResolvedPair], teacherName: String, studentName: String) throws {
-        guard !teacher.isEmpty else { throw DistillError(code: .layer, "no FSP pairs: the bundles declare none (FSPP); give them with --fsp-pairs") }
+        guard !teacher.isEmpty else {
+            throw DistillError(code: .layer, "no FSP pairs: the bundles declare none (FSPP); give them with --fsp-pairs")
+        }
         guard teacher.count == student.count else {
-            throw DistillError(code: .layer, 
+            throw DistillError(
+                code: .layer,
                 "teacher \(teacherName) has \(teacher.count) FSP pairs but student \(studentName) has \(student.count); give matching lists with --fsp-pairs / --teacher-fsp-pairs"
             )
         }
         for (t, s) in zip(teacher, student) where t.rows != s.rows || t.columns != s.columns {
-            throw DistillError(code: .layer, 
+            throw DistillError(
+                code: .layer,
                 "FSP matrices differ in size: teacher pair \(t) gives \(t.rows)×\(t.columns) but student pair \(s) gives \(s.rows)×\(s.columns)"
             )
         }
@@ -292,7 +298,9 @@ extension Trainer {
             var sides: [(Var, Var)] = []
             var matrices: [Tensor] = []
             for p in studentPairs {
-                guard var a = f.values[p.first], var b = f.values[p.second] else { throw DistillError(code: .layer, "FSP value \(p) not computed") }
+                guard var a = f.values[p.first], var b = f.values[p.second] else {
+                    throw DistillError(code: .layer, "FSP value \(p) not computed")
+                }
                 if p.firstPool > 1 { a = try tape.maxpool(a, FSP.poolWindow(p.firstPool)) }
                 if p.secondPool > 1 { b = try tape.maxpool(b, FSP.poolWindow(p.secondPool)) }
                 sides.append((a, b))

@@ -15,7 +15,8 @@ public enum FitNets {
     public static func outputShape(_ model: Model, node: String) throws -> [Int] {
         guard let n = model.graph.node(named: node) else {
             let names = model.graph.nodes.map(\.name)
-            throw DistillError(code: .layer, 
+            throw DistillError(
+                code: .layer,
                 "no layer '\(node)' in the graph (layers: \(names.prefix(12).joined(separator: ", "))\(names.count > 12 ? ", …" : ""))")
         }
         let shapes = Dictionary(

@@ -1,4 +1,5 @@
 import KDBundle
+import KDData
 import KDNN
 import KDTensor
 
@@ -193,4 +194,91 @@ func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// One Deep Mutual Learning run, everything but its command line: the data checked against the
+/// first peer, the batches, the peers trained together with their checkpoints, and each peer's
+/// metrics. `kdtool distill --method dml` builds one, then writes the peers and their provenance.
+public struct MutualLearningJob {
+    public var peers: [Model]
+    public var train: Dataset
+    public var eval: Dataset?
+    public var config: TrainConfig
+    public var dml: DMLConfig
+    public var augmentation: Augmentation = .none
+    public var normalization: Normalization
+    /// One checkpoint per peer (nil: none).
+    public var checkpointPaths: [String]?
+    public var shouldStop: () -> Bool = { false }
+    public var onProgress: ((Int, Int, Int) -> Void)?
+    public var onEpoch: ((Int, [EpochMetrics]) -> Void)?
+
+    public init(peers: [Model], train: Dataset, config: TrainConfig, dml: DMLConfig, normalization: Normalization) {
+        self.peers = peers
+        self.train = train
+        self.config = config
+        self.dml = dml
+        self.normalization = normalization
+    }
+
+    public struct Result {
+        /// Per peer, per epoch.
+        public var history: [[EpochMetrics]]
+        public var resumedAt: Int
+        public var seconds: Double
+        /// Per peer: seconds, train accuracy and (with eval data) eval accuracy of the last epoch.
+        public var metrics: [[String: Value]]
+    }
+
+    public func run(resume: Bool) throws -> Result {
+        guard let first = peers.first else { throw DistillError("deep mutual learning needs at least one peer") }
+        try TrainingJob.checkFits(first, train)
+        let batches = Batcher(
+            train, batchSize: config.batchSize, shuffle: true, augmentation: augmentation, normalization: normalization, seed: config.seed)
+        let evalBatches = eval.map { Batcher($0, batchSize: 256, shuffle: false, normalization: normalization, seed: 0) }
+        let trainer = MutualTrainer(
+            peers: peers, config: config, dml: dml, train: batches, eval: evalBatches, checkpointPaths: checkpointPaths)
+        trainer.shouldStop = shouldStop
+        trainer.onProgress = onProgress
+        trainer.onEpoch = onEpoch
+        let started = TrainingJob.now()
+        let resumedAt = try trainer.run(resume: resume)
+        let seconds = TrainingJob.now() - started
+        let metrics = trainer.history.map { h -> [String: Value] in
+            var m: [String: Value] = ["seconds": .float(seconds)]
+            if let last = h.last {
+                m["train_accuracy"] = .float(last.trainAccuracy)
+                if let a = last.evalAccuracy { m["eval_accuracy"] = .float(a) }
+            }
+            return m
+        }
+        return Result(history: trainer.history, resumedAt: resumedAt, seconds: seconds, metrics: metrics)
+    }
+}
+
+/// The protocol of the two-stage methods (FitNets, FSP): stage 1 trains the student towards the
+/// teacher's intermediate representation and leaves its bundle as a restart point; stage 2 trains
+/// from it into the final output; the stage-1 bundle is removed once stage 2 has written its
+/// result. A resumed run that finds the stage-1 bundle goes straight to stage 2.
+public enum TwoStageSchedule {
+    /// Runs the schedule; `stage1` trains and writes `stage1Output`, `load` reads it back for a
+    /// resume, `between` adapts the model (e.g. drops the regressor), `stage2` trains into the output.
+    /// Returns whether stage 1 was skipped because it was already done.
+    @discardableResult
+    public static func run(
+        student: Model, stage1Output: String, resume: Bool, load: (String) throws -> Model, stage1: (Model) throws -> Void,
+        between: (Model) -> Void, stage2: (Model) throws -> Void
+    ) throws -> Bool {
+        var model = student
+        let skipped = resume && access(stage1Output, F_OK) == 0
+        if skipped {
+            model = try load(stage1Output)
+        } else {
+            try stage1(model)
+        }
+        between(model)
+        try stage2(model)
+        unlink(stage1Output)
+        return skipped
+    }
 }

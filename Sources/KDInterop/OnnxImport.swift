@@ -398,7 +398,9 @@ public enum OnnxImporter {
                     ])
             case "Gemm":
                 guard isConst(1), int("transA", 0) == 0 else { return unsupported.append("\(label): needs constant B and transA = 0") }
-                guard (try constant(ins[1])).shape.count == 2 else { throw fail("\(label): B has shape \((try constant(ins[1])).shape), not a matrix") }
+                guard (try constant(ins[1])).shape.count == 2 else {
+                    throw fail("\(label): B has shape \((try constant(ins[1])).shape), not a matrix")
+                }
                 let alpha = float("alpha", 1)
                 let beta = float("beta", 1)
                 let transB = int("transB", 0) == 1

@@ -207,7 +207,8 @@ public final class Trainer {
                 let f = try model.forward(batch.inputs, training: true, tape: tape, rng: &rng, fusing: objectiveReads)
                 let (loss, seeds) = try objective(batch, f)
                 guard loss.isFinite else {
-                    throw NNError("loss became \(loss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))", code: .diverged)
+                    throw NNError(
+                        "loss became \(loss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))", code: .diverged)
                 }
                 try tape.backward(seeds)
                 var grads: [String: Tensor] = [:]

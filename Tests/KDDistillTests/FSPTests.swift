@@ -111,13 +111,13 @@ struct FSPTests {
         let s = try narrow.build(input: [1, 16, 16], classes: 10, seed: 2)
         let tp = try FSP.resolve(t.fspPairs!.pairs, on: t, label: "teacher")
         let sp = try FSP.resolve(s.fspPairs!.pairs, on: s, label: "student")
-        #expect(throws: NNError.self) { try FSP.check(teacher: tp, student: sp, teacherName: "t.kdb", studentName: "s.kdb") }
+        #expect(throws: DistillError.self) { try FSP.check(teacher: tp, student: sp, teacherName: "t.kdb", studentName: "s.kdb") }
         do {
             try FSP.check(teacher: tp, student: sp, teacherName: "t.kdb", studentName: "s.kdb")
         } catch {
             #expect("\(error)".contains("16×16") && "\(error)".contains("8×8"), "\(error)")
         }
-        #expect(throws: NNError.self) { try FSP.resolve([.init("relu1", "nope")], on: s, label: "student") }
-        #expect(throws: NNError.self) { try FSP.parsePairs("a:b,c") }
+        #expect(throws: DistillError.self) { try FSP.resolve([.init("relu1", "nope")], on: s, label: "student") }
+        #expect(throws: DistillError.self) { try FSP.parsePairs("a:b,c") }
     }
 }

@@ -14,7 +14,7 @@ struct FitNetsTests {
         #expect(pointwise.weight.shape == [32, 8, 1, 1])
         let flat = try FitNets.makeRegressor(guided: [32], hint: [64], guidedName: "g", hintName: "h", seed: 0)
         #expect(flat.weight.shape == [64, 32])
-        let e = #expect(throws: NNError.self) {
+        let e = #expect(throws: DistillError.self) {
             try FitNets.makeRegressor(guided: [16, 7, 7], hint: [32, 14, 14], guidedName: "stage1.relu", hintName: "stage2.relu", seed: 0)
         }
         #expect(e?.description.contains("stage1.relu [16, 7, 7]") == true && e?.description.contains("stage2.relu [32, 14, 14]") == true)

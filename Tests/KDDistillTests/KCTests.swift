@@ -1,5 +1,6 @@
 import Foundation
 import KDBundle
+import KDData
 import KDNN
 import KDTensor
 import Testing
@@ -85,8 +86,8 @@ struct KCTests {
 
     @Test("verticals must cover every class exactly once")
     func verticalChecks() {
-        #expect(throws: NNError.self) { try KC.check(VerticalMap([.init(name: "a", classes: [0, 1])]), classes: 3, source: "v") }
-        #expect(throws: NNError.self) {
+        #expect(throws: DistillError.self) { try KC.check(VerticalMap([.init(name: "a", classes: [0, 1])]), classes: 3, source: "v") }
+        #expect(throws: DistillError.self) {
             try KC.check(VerticalMap([.init(name: "a", classes: [0, 1]), .init(name: "b", classes: [1, 2])]), classes: 3, source: "v")
         }
         #expect(throws: Never.self) { try KC.check(verticals(), classes: 10, source: "v") }
@@ -126,5 +127,53 @@ struct SpecialistTests {
         let before = s.parameters["fc2.bias"]![2]
         Specialists.correctDustbin(s, oversampling: 4)
         #expect(abs(s.parameters["fc2.bias"]![2] - before - log(4)) < 1e-6)
+    }
+}
+
+@Suite("Evaluations as library calls: ensembles, per-vertical AP, specialists")
+struct EvaluationLibraryTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let digits = root.appendingPathComponent("data/digits/digits.csv.gz").path
+    static let norm = Normalization(scale: 1.0 / 255, mean: [0], std: [1])
+
+    func mlp(_ seed: UInt64) throws -> Model {
+        var a = Architecture(.mlp)
+        a.hidden = [16]
+        return try a.build(input: [1, 8, 8], classes: 10, seed: seed)
+    }
+
+    @Test("an ensemble of one model is that model; members must share the task")
+    func ensemble() throws {
+        let eval = try DataSource.load(Self.digits, .init(split: .eval))
+        let m = try mlp(1)
+        let one = try Ensemble.evaluate([m], on: eval, normalization: Self.norm)
+        let alone = try m.evaluate(Batcher(eval, batchSize: 256, shuffle: false, normalization: Self.norm, seed: 0))
+        #expect(one.ensemble.correct == alone.correct && one.members[0].correct == alone.correct)
+        let two = try Ensemble.evaluate([m, try mlp(2)], on: eval, normalization: Self.norm)
+        #expect(two.members.count == 2 && two.ensemble.count == eval.count)
+        var a = Architecture(.mlp)
+        a.hidden = [4]
+        let other = try a.build(input: [1, 8, 8], classes: 3, seed: 0)
+        let e = #expect(throws: DistillError.self) { try Ensemble.evaluate([m, other], on: eval, normalization: Self.norm) }
+        #expect(e?.code == .incompatible)
+    }
+
+    @Test("per-vertical AP covers the verticals whose classes the model names; specialists are recognised by the dustbin")
+    func verticalsAndSpecialists() throws {
+        let eval = try DataSource.load(Self.digits, .init(split: .eval))
+        let m = try mlp(3)
+        let map = VerticalMap([.init(name: "low", classes: [0, 1, 2, 3, 4]), .init(name: "high", classes: [5, 6, 7, 8, 9])])
+        let rows = try KC.verticalAP(m, verticals: map, data: eval, normalization: Self.norm)
+        #expect(rows.map(\.name) == ["low", "high"] && rows.allSatisfy { (0...1).contains($0.ap) })
+        #expect(rows.map(\.images).reduce(0, +) == eval.count)
+        #expect(try Specialists.group(of: m, generalistClasses: eval.classes, name: "m") == nil)
+        var s = Architecture(.mlp)
+        s.hidden = [4]
+        let spec = try s.build(input: [1, 8, 8], classes: 3, seed: 0)
+        spec.labels = Labels(["3", "5", Specialists.dustbin])
+        #expect(try Specialists.group(of: spec, generalistClasses: eval.classes, name: "s") == [3, 5])
+        let r = try Specialists.evaluate(
+            generalist: m, specialists: [(spec, [3, 5])], data: eval, normalization: Self.norm)
+        #expect(r.total == eval.count && r.rows.map(\.images).reduce(0, +) == eval.count)
     }
 }

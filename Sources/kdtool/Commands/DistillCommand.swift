@@ -255,36 +255,36 @@ extension DistillCommand {
         stage2: (method: String, settings: [String: Value]), configure2: @escaping (Trainer, Augmentation) throws -> Void
     ) throws {
         let stage1Output = Companion.stem(io.output) + ".stage1.kdb"
-        var model = student
-        if training.resume, access(stage1Output, F_OK) == 0 {
-            model = try loadModel(stage1Output).0
-            if !io.quiet { warn("stage 1 already done: continuing from \(stage1Output)") }
-        } else {
-            prepare(model)
-            var t1 = training
-            t1.epochs = stage1Epochs ?? training.epochs
-            if let lr = stage1.lr { t1.lr = lr }
-            t1.keep = .last  // stage-1 accuracy says nothing (its loss trains no classifier); select in stage 2
-            var job = TrainingRun(
-                modelPath: bundles.last!, model: model, data: data, training: t1, split: io.split, evalSplit: nil,
-                quiet: io.quiet, output: stage1Output, method: stage1.method)
-            job.parents = parents
-            job.metricsFor = io.output
-            job.extraHyperparameters = stage1.settings
-            job.methodSettings = stage1.settings
-            try job.execute { trainer, _, augmentation in try configure1(trainer, augmentation) }
-        }
-        between(model)
-        var t2 = training
-        t2.epochs = stage2Epochs ?? training.epochs
-        var job = TrainingRun(
-            modelPath: bundles.last!, model: model, data: data, training: t2, split: io.split, evalSplit: io.evalSplit, quiet: io.quiet,
-            output: io.output, method: stage2.method)
-        job.parents = parents
-        job.extraHyperparameters = stage2.settings
-        job.methodSettings = stage2.settings
-        try job.execute { trainer, _, augmentation in try configure2(trainer, augmentation) }
-        unlink(stage1Output)
+        let skipped = try TwoStageSchedule.run(
+            student: student, stage1Output: stage1Output, resume: training.resume, load: { try loadModel($0).0 },
+            stage1: { model in
+                prepare(model)
+                var t1 = training
+                t1.epochs = stage1Epochs ?? training.epochs
+                if let lr = stage1.lr { t1.lr = lr }
+                t1.keep = .last  // stage-1 accuracy says nothing (its loss trains no classifier); select in stage 2
+                var job = TrainingRun(
+                    modelPath: bundles.last!, model: model, data: data, training: t1, split: io.split, evalSplit: nil,
+                    quiet: io.quiet, output: stage1Output, method: stage1.method)
+                job.parents = parents
+                job.metricsFor = io.output
+                job.extraHyperparameters = stage1.settings
+                job.methodSettings = stage1.settings
+                try job.execute { trainer, _, augmentation in try configure1(trainer, augmentation) }
+            },
+            between: between,
+            stage2: { model in
+                var t2 = training
+                t2.epochs = stage2Epochs ?? training.epochs
+                var job = TrainingRun(
+                    modelPath: bundles.last!, model: model, data: data, training: t2, split: io.split, evalSplit: io.evalSplit,
+                    quiet: io.quiet, output: io.output, method: stage2.method)
+                job.parents = parents
+                job.extraHyperparameters = stage2.settings
+                job.methodSettings = stage2.settings
+                try job.execute { trainer, _, augmentation in try configure2(trainer, augmentation) }
+            })
+        if skipped && !io.quiet { warn("stage 1 was already done: continued from \(stage1Output)") }
     }
 
     /// Deep Mutual Learning: every bundle is a peer; -o is a folder receiving one bundle per peer.
@@ -311,31 +311,28 @@ extension DistillCommand {
                 try io.evalSplit.map { try data.load($0, shape: prep.shape, prep: prep) }
             )
         }
-        try reportingErrors { try checkCompatible(first, trainSet) }
         var dml = DMLConfig()
         dml.simultaneous = simultaneous
         dml.ensemble = dmlEnsemble
         var config = training.config
         config.methodSettings = dml.hyperparameters.merging(["peers": .array(loaded.map { .string($0.2) })]) { a, _ in a }
-        let aug = training.augmentation(for: trainSet)
-        let batches = Batcher(
-            trainSet, batchSize: config.batchSize, shuffle: true, augmentation: aug, normalization: prep.normalization, seed: config.seed)
-        let evalBatches = evalSet.map { Batcher($0, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0) }
         let k = loaded.count
-        let trainer = MutualTrainer(
-            peers: loaded.map(\.1), config: config, dml: dml, train: batches, eval: evalBatches,
-            checkpointPaths: (1...k).map { "\(dir)/peer\($0).ckpt.kdb" })
+        // The run itself is KDDistill's MutualLearningJob; here: progress, the metrics log, the peers' files.
+        var job = MutualLearningJob(peers: loaded.map(\.1), train: trainSet, config: config, dml: dml, normalization: prep.normalization)
+        job.eval = evalSet
+        job.augmentation = training.augmentation(for: trainSet)
+        job.checkpointPaths = (1...k).map { "\(dir)/peer\($0).ckpt.kdb" }
         // A metrics line that cannot be written stops the run at the next step (exit 5).
         let logFailure = FailureBox()
-        trainer.shouldStop = { Interruption.isRequested || logFailure.error != nil }
+        job.shouldStop = { Interruption.isRequested || logFailure.error != nil }
         let progress = ProgressLine()
         progress.quiet = io.quiet
-        trainer.onProgress = { epoch, batch, batches in
+        job.onProgress = { epoch, batch, batches in
             progress.update(
                 "epoch \(epoch)/\(config.epochs)  batch \(batch)/\(batches)",
                 fraction: (Double(epoch - 1) + Double(batch) / Double(batches)) / Double(config.epochs))
         }
-        trainer.onEpoch = { epoch, metrics in
+        job.onEpoch = { epoch, metrics in
             for m in metrics where logFailure.error == nil {
                 do { try MetricsLog.append("\(dir)/metrics.jsonl", m.json) } catch { logFailure.error = error }
             }
@@ -347,20 +344,20 @@ extension DistillCommand {
             )
         }
         if !io.quiet { warn("deep mutual learning: \(k) peers on \(trainSet.count) images from \(data.data), \(config.epochs) epochs") }
-        let started = monotonic()
+        var outcome: MutualLearningJob.Result?
         do {
-            try runInterruptibly(progress: progress, quiet: io.quiet) { try trainer.run(resume: training.resume) }
+            try runInterruptibly(progress: progress, quiet: io.quiet) {
+                let r = try job.run(resume: training.resume)
+                outcome = r
+                return r.resumedAt
+            }
         } catch {
             if let e = logFailure.error { try reportingErrors { throw e } }
             throw error
         }
-        let seconds = monotonic() - started
+        guard let result = outcome else { return }
         for (i, (path, model, digest)) in loaded.enumerated() {
-            var metrics: [String: Value] = ["seconds": .float(seconds)]
-            if let last = trainer.history[i].last {
-                metrics["train_accuracy"] = .float(last.trainAccuracy)
-                if let a = last.evalAccuracy { metrics["eval_accuracy"] = .float(a) }
-            }
+            let metrics = result.metrics[i]
             var hp = config.hyperparameters.merging(dml.hyperparameters) { _, b in b }
             hp["peers"] = .uint(UInt64(k))
             if !Invocation.arguments.isEmpty { hp["argv"] = .array(Invocation.arguments.map { .string($0) }) }
@@ -374,9 +371,10 @@ extension DistillCommand {
                 seed: Int64(bitPattern: config.seed), metrics: metrics)
             model.preprocessing = prep
             let out = "\(dir)/peer\(i + 1).kdb"
-            let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: out) }
-            let acc = trainer.history[i].last?.evalAccuracy.map { ", \(io.evalSplit!.rawValue) acc \(Text.fixed(100 * $0, 2))%" } ?? ""
-            print("\(out) (from \(path))\(acc), content digest \(result.contentDigest)")
+            let written = try withBundleErrors { try BundleWriter.write(model.contents(), to: out) }
+            let acc =
+                result.history[i].last?.evalAccuracy.map { ", \(io.evalSplit?.rawValue ?? "eval") acc \(Text.fixed(100 * $0, 2))%" } ?? ""
+            print("\(out) (from \(path))\(acc), content digest \(written.contentDigest)")
         }
     }
 }

@@ -138,27 +138,10 @@ extension EvalCommand {
         let first = loaded[0]
         let prep =
             first.preprocessing ?? Preprocessing(channels: first.inputShape[1], height: first.inputShape[2], width: first.inputShape[3])
-        for (path, m) in zip(models, loaded).dropFirst()
-        where m.classCount != first.classCount || Array(m.inputShape.dropFirst()) != Array(first.inputShape.dropFirst()) {
-            warn("kdtool: error: \(path) does not match \(models[0]) (inputs or classes differ); an ensemble needs the same task")
-            throw ExitCode.failure
-        }
         let set = try reportingErrors { try data.load(split, shape: prep.shape, prep: prep) }
         try reportingErrors { try checkCompatible(first, set) }
-        let plans = try reportingErrors { try loaded.map { try InferencePlan($0) } }
-        var each = loaded.map { Evaluation(classes: $0.classCount) }
-        var ensemble = Evaluation(classes: first.classCount)
-        for b in Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0).prefetching(epoch: 0) {
-            let outs = try reportingErrors { try plans.map { try $0.run(b.inputs) } }
-            let mean = Tensor(zeros: outs[0].shape)
-            for (i, z) in outs.enumerated() {
-                each[i].add(logits: z, labels: b.labels)
-                let p = Softmax.forward(z)
-                for j in 0..<p.count { mean[j] += p[j] / Float(outs.count) }
-            }
-            for j in 0..<mean.count { mean[j] = log(max(mean[j], 1e-30)) }
-            ensemble.add(logits: mean, labels: b.labels)
-        }
+        let result = try reportingErrors { try Ensemble.evaluate(loaded, on: set, normalization: prep.normalization, batchSize: batch) }
+        let (each, ensemble) = (result.members, result.ensemble)
         if json {
             func doc(_ name: String, _ e: Evaluation) -> JSON {
                 .object([
@@ -170,7 +153,7 @@ extension EvalCommand {
                 JSON.object([
                     ("data", .string(data.data)), ("split", .string(split.rawValue)),
                     ("models", .array(zip(models, each).map { doc($0, $1) })), ("ensemble", doc("ensemble", ensemble)),
-                    ("mean_member_accuracy", .number(each.map(\.accuracy).reduce(0, +) / Double(each.count))),
+                    ("mean_member_accuracy", .number(result.meanMemberAccuracy)),
                 ]
                 ).render())
             return
@@ -196,27 +179,8 @@ extension EvalCommand {
     func runVerticals(model: Model, file: String, set: Dataset, prep: Preprocessing) throws {
         let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)
         let map = try reportingErrors { try KC.verticals(json: file, classes: set.classes) }
-        let plan = try reportingErrors { try InferencePlan(model) }
-        let k = model.classCount
-        var scores = [Float]()
-        scores.reserveCapacity(set.count * k)
-        for b in Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0).prefetching(epoch: 0) {
-            let p = try reportingErrors { try plan.probabilities(b.inputs) }
-            scores += p.array
-        }
-        var rows: [(name: String, classes: [String], ap: Double, count: Int)] = []
-        for v in map.verticals {
-            let vClasses = v.classes.map { set.classes[$0] }
-            let columns = vClasses.compactMap { names.firstIndex(of: $0) }
-            guard columns.count == vClasses.count else { continue }
-            let images = (0..<set.count).filter { v.classes.contains(set.labels[$0]) }
-            var aps: [Double] = []
-            for (c, col) in zip(v.classes, columns) {
-                if let ap = KC.averagePrecision(scores: images.map { scores[$0 * k + col] }, relevant: images.map { set.labels[$0] == c }) {
-                    aps.append(ap)
-                }
-            }
-            rows.append((v.name, vClasses, aps.reduce(0, +) / Double(max(aps.count, 1)), images.count))
+        let rows = try reportingErrors {
+            try KC.verticalAP(model, verticals: map, data: set, normalization: prep.normalization, batchSize: batch)
         }
         guard !rows.isEmpty else {
             warn("kdtool: error: \(models[0]) covers none of the verticals in \(file) (its classes: \(names.joined(separator: ",")))")
@@ -233,7 +197,7 @@ extension EvalCommand {
                             rows.map {
                                 .object([
                                     ("name", .string($0.name)), ("classes", .array($0.classes.map { .string($0) })), ("ap", .number($0.ap)),
-                                    ("images", .int($0.count)),
+                                    ("images", .int($0.images)),
                                 ])
                             })
                     ), ("map", .number(mAP)),
@@ -245,7 +209,7 @@ extension EvalCommand {
         print(
             Text.table(
                 ["vertical", "classes", "images", "AP"],
-                rows.map { [$0.name, $0.classes.joined(separator: " "), String($0.count), Text.fixed(100 * $0.ap, 2)] } + [
+                rows.map { [$0.name, $0.classes.joined(separator: " "), String($0.images), Text.fixed(100 * $0.ap, 2)] } + [
                     ["mean (mAP)", "", "", Text.fixed(100 * mAP, 2)]
                 ], right: [2, 3]))
     }
@@ -267,54 +231,24 @@ extension EvalCommand {
         }
         closedir(dir)
         files.sort()
-        var specialists: [(path: String, plan: InferencePlan, group: [Int])] = []
+        var specialists: [(path: String, model: Model, group: [Int])] = []
         for f in files {
             let (m, _) = try loadModel(f)
-            guard let labels = m.labels?.classes, labels.last == Specialists.dustbin else { continue }
-            let group = try labels.dropLast().map { n -> Int in
-                guard let k = classes.firstIndex(of: n) else {
-                    warn("kdtool: error: specialist \(f) has class '\(n)', which the generalist does not")
-                    throw ExitCode.failure
-                }
-                return k
-            }
-            specialists.append((f, try reportingErrors { try InferencePlan(m) }, group))
+            guard let group = try reportingErrors({ try Specialists.group(of: m, generalistClasses: classes, name: f) }) else { continue }
+            specialists.append((f, m, group))
         }
         guard !specialists.isEmpty else {
             warn("kdtool: error: \(folder) holds no specialist bundles (labels ending in \(Specialists.dustbin))")
             throw ExitCode.failure
         }
         try reportingErrors { try checkCompatible(generalist, set) }
-        let plan = try reportingErrors { try InferencePlan(generalist) }
-        let k = classes.count
-        // covering count → (images, generalist correct, combined correct)
-        var byCover: [Int: (Int, Int, Int)] = [:]
-        var (gCorrect, cCorrect, total) = (0, 0, 0)
-        for b in Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0).prefetching(epoch: 0) {
-            let pg = try reportingErrors { try plan.probabilities(b.inputs) }
-            let ps = try reportingErrors { try specialists.map { try Softmax.forward($0.plan.run(b.inputs)) } }
-            for (i, y) in b.labels.enumerated() {
-                let p = (0..<k).map { Double(pg[i * k + $0]) }
-                let top = p.indices.max { p[$0] < p[$1] }!
-                var active: [(p: [Double], group: [Int])] = []
-                for (s, q) in zip(specialists, ps) where s.group.contains(top) {
-                    let w = s.group.count + 1
-                    active.append(((0..<w).map { Double(q[i * w + $0]) }, s.group))
-                }
-                let q = Specialists.combine(generalist: p, specialists: active)
-                let predicted = q.indices.max { q[$0] < q[$1] }!
-                let covering = specialists.filter { $0.group.contains(y) && $0.group.contains(top) }.count
-                var r = byCover[covering] ?? (0, 0, 0)
-                r.0 += 1
-                if top == y { r.1 += 1 }
-                if predicted == y { r.2 += 1 }
-                byCover[covering] = r
-                total += 1
-                if top == y { gCorrect += 1 }
-                if predicted == y { cCorrect += 1 }
-            }
+        let result = try reportingErrors {
+            try Specialists.evaluate(
+                generalist: generalist, specialists: specialists.map { ($0.model, $0.group) }, data: set,
+                normalization: prep.normalization, batchSize: batch)
         }
-        let rows = byCover.keys.sorted().map { c in (c, byCover[c]!) }
+        let rows = result.rows.map { r in (r.covering, (r.images, r.generalistCorrect, r.combinedCorrect)) }
+        let (gCorrect, cCorrect, total) = (result.generalistCorrect, result.combinedCorrect, result.total)
         if json {
             print(
                 JSON.object([

@@ -52,41 +52,7 @@ struct InspectCommand: ParsableCommand {
     }
 }
 
-/// Summary statistics of one tensor.
-struct TensorStats {
-    var count = 0
-    var nan = 0
-    var inf = 0
-    var min = Double.infinity
-    var max = -Double.infinity
-    var mean = 0.0
-    var std = 0.0
-
-    init(_ values: [Float]) {
-        var sum = 0.0
-        var sumSq = 0.0
-        for v in values {
-            if v.isNaN {
-                nan += 1
-                continue
-            }
-            if v.isInfinite { inf += 1 }
-            let d = Double(v)
-            min = Swift.min(min, d)
-            max = Swift.max(max, d)
-            if v.isFinite {
-                sum += d
-                sumSq += d * d
-                count += 1
-            }
-        }
-        if count > 0 {
-            mean = sum / Double(count)
-            std = (Swift.max(0, sumSq / Double(count) - mean * mean)).squareRoot()
-        }
-        count = values.count
-    }
-
+extension TensorStats {
     var json: JSON {
         .object([
             ("count", .int(count)), ("min", count > nan ? .number(min) : .null),
@@ -116,48 +82,28 @@ struct InspectReport {
     var tensorStats: (String, TensorStats)?
 
     init(_ b: ModelBundle) throws {
+        let s = try BundleSummary(b)
         bundle = b
-        var crc: [String: Bool] = [:]
-        // CRCs only: nothing is inflated here (unknown sections never are; known ones when decoded).
-        for s in b.sections { crc[s.fourcc] = b.crcMatches(s) }
-        sectionCRC = crc
-        graph = try b.graph()
-        labels = try b.labels()
-        prep = try b.preprocessing()
-        verticals = try b.verticalMap()
-        fsp = try b.fspPairs()
-        hints = try b.hints()
-        quant = try b.quantization()
-        prov = try b.provenance()
-        meta = try b.metadata()
-        contentDigest = try b.contentDigest()
-        var stats: [Graph.NodeStats] = []
-        var shapeError: String?
-        if let graph {
-            do {
-                stats = try graph.stats(tensorShapes: Dictionary(uniqueKeysWithValues: b.tensors.map { ($0.name, $0.shape) }))
-                // Nodes are listed in file order (the stats come in a topological order).
-                let position = Dictionary(uniqueKeysWithValues: graph.nodes.enumerated().map { ($0.element.name, $0.offset) })
-                stats.sort { (position[$0.node.name] ?? 0) < (position[$1.node.name] ?? 0) }
-            } catch {
-                shapeError = "\(error)"
-            }
-        }
-        nodeStats = stats
-        self.shapeError = shapeError
+        sectionCRC = s.sectionCRC
+        graph = s.graph
+        labels = s.labels
+        prep = s.preprocessing
+        verticals = s.verticals
+        fsp = s.fspPairs
+        hints = s.hints
+        quant = s.quantization
+        prov = s.provenance
+        meta = s.metadata
+        contentDigest = s.contentDigest
+        nodeStats = s.nodeStats
+        shapeError = s.shapeError
+        features = s.features
+        summary = s
     }
 
-    private var features: [String] {
-        var f: [String] = []
-        if bundle.header.requiredFeatures & Format.requiredQuantized != 0 { f.append("quantized (required)") }
-        if bundle.header.optionalFeatures & Format.optionalDeflate != 0 { f.append("deflate") }
-        return f
-    }
-
-    private func quantLabel(_ t: TensorInfo) -> String {
-        guard let q = t.quant, let p = quant?.params[q] else { return t.dtype == .f16 || t.dtype == .bf16 ? t.dtype.description : "" }
-        return p.axis < 0 ? "affine per-tensor" : "affine per-channel axis \(p.axis)"
-    }
+    let summary: BundleSummary
+    let features: [String]
+    private func quantLabel(_ t: TensorInfo) -> String { summary.quantizationLabel(t) }
 
     // MARK: Text
 

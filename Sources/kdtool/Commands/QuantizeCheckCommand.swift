@@ -74,57 +74,30 @@ struct QuantizeCheckCommand: ParsableCommand {
     func run() throws {
         Parallel.configure(threads: threads)
         let (model, bundle) = try loadModel(self.model)
-        if !model.activationQuant.isEmpty || bundle.tensors.contains(where: { $0.dtype != .f32 }) {
-            warn("kdtool: error: \(self.model) is already quantized (non-f32 tensors); quantize-check starts from the fp32 model")
-            throw ExitCode.failure
-        }
         let prep =
             model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
         let evalSet = try reportingErrors { try data.load(split, shape: prep.shape, prep: prep) }
         try reportingErrors { try checkCompatible(model, evalSet) }
+        let calSet =
+            scheme.quantizesActivations ? try reportingErrors { try data.load(calibrationSplit, shape: prep.shape, prep: prep) } : nil
         let progress = ProgressLine()
-
-        // 1. Calibration (int8 schemes): activation ranges from the fp32 model.
-        var ranges: [String: ActivationQuant] = [:]
-        var calibrated = 0
-        if scheme.quantizesActivations {
-            let calSet = try reportingErrors { try data.load(calibrationSplit, shape: prep.shape, prep: prep) }
-            var cal = Calibrator(names: model.quantizableActivations, percentile: percentile != nil)
-            let batcher = Batcher(calSet, batchSize: min(batch, 64), shuffle: true, normalization: prep.normalization, seed: 0)
-            for b in batcher.prefetching(epoch: 0) {
-                let take = min(b.labels.count, calibration - cal.images)
-                if take <= 0 { break }
-                let x = take == b.labels.count ? b.inputs : SpeedProbe.rows(b.inputs, take)
-                try reportingErrors { try cal.observe(model, batch: x) }
-                progress.update("calibrating \(cal.images)/\(calibration) images", fraction: Double(cal.images) / Double(calibration))
+        let settings = QuantizeCheck.Settings(scheme: scheme, calibrationImages: calibration, percentile: percentile, batchSize: batch)
+        let result = try reportingErrors {
+            try QuantizeCheck.run(
+                model, bundle: bundle, comparison: evalSet, calibration: calSet, normalization: prep.normalization, settings: settings
+            ) { phase, done, total in
+                progress.update("\(phase) \(done)/\(total) images", fraction: Double(done) / Double(max(total, 1)))
             }
-            calibrated = cal.images
-            ranges = cal.ranges(percentile: percentile)
         }
-
-        // 2. The quantized bundle, read back through the ordinary loader.
-        var q = try reportingErrors { try QuantizedBundle(model: model, scheme: scheme, activations: ranges) }
-        if !q.keptFloat32.isEmpty {
+        progress.finish("compared \(result.report.count) images")
+        if !result.keptFloat32.isEmpty {
             warn(
-                "kdtool: warning: \(q.keptFloat32.count) tensors stay f32 (values beyond fp16's ±65504): \(q.keptFloat32.prefix(6).joined(separator: ", "))\(q.keptFloat32.count > 6 ? ", …" : "")"
+                "kdtool: warning: \(result.keptFloat32.count) tensors stay f32 (values beyond fp16's ±65504): \(result.keptFloat32.prefix(6).joined(separator: ", "))\(result.keptFloat32.count > 6 ? ", …" : "")"
             )
         }
-        let encoded = try withBundleErrors { try BundleWriter.encode(q.contents) }
-        let quantized = try reportingErrors { try Model(bundle: try ModelBundle(bytes: encoded, name: output ?? "<quantized>")) }
-
-        // 3. Side by side on the comparison split, then the speed of each alone.
-        var cmp = QuantComparison(reference: model, quantized: quantized, weightSQNR: q.weightSQNR)
-        let batcher = Batcher(evalSet, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0)
-        var done = 0
-        for b in batcher.prefetching(epoch: 0) {
-            try reportingErrors { try cmp.add(b.inputs, labels: b.labels) }
-            done += b.labels.count
-            progress.update("comparing \(done)/\(evalSet.count) images", fraction: Double(done) / Double(max(evalSet.count, 1)))
-        }
-        progress.finish("compared \(done) images")
-        let report = cmp.report
-        let speedFP32 = try reportingErrors { try Self.throughput(model, batcher) }
-        let speedQuant = try reportingErrors { try Self.throughput(quantized, batcher) }
+        var q = result
+        let report = result.report
+        let calibrated = result.calibrated
 
         // 4. Provenance, and the file.
         let parent = try withBundleErrors { try bundle.contentDigest() }
@@ -145,12 +118,10 @@ struct QuantizeCheckCommand: ParsableCommand {
         if let output {
             sizeAfter = try withBundleErrors { try BundleWriter.write(q.contents, to: output).size }
         }
-        let paramBytesBefore = model.parameterCount * 4 + model.buffers.values.reduce(0) { $0 + $1.count * 4 }
-        let paramBytesAfter = q.contents.tensors.reduce(0) { $0 + $1.bytes.count }
         let summary = Summary(
-            report: report, sizeBefore: bundle.fileSize, sizeAfter: sizeAfter, paramBytesBefore: paramBytesBefore,
-            paramBytesAfter: paramBytesAfter, speedFP32: speedFP32, speedQuantized: speedQuant, calibrated: calibrated,
-            keptF32: q.keptFloat32)
+            report: report, sizeBefore: bundle.fileSize, sizeAfter: sizeAfter, paramBytesBefore: result.parameterBytesFP32,
+            paramBytesAfter: result.parameterBytesQuantized, speedFP32: result.speedFP32, speedQuantized: result.speedQuantized,
+            calibrated: calibrated, keptF32: result.keptFloat32)
         if let output { try writeText(document(summary).render() + "\n", to: Companion.stem(output) + ".quantize-check.json") }
         if json { print(document(summary).render()) } else { printText(summary) }
         if report.accuracyDrop > maxDrop {
@@ -171,19 +142,6 @@ struct QuantizeCheckCommand: ParsableCommand {
         var speedQuantized: Double
         var calibrated: Int
         var keptF32: [String]
-    }
-
-    /// Images per second through the inference path (fused plan), one pass over the batches.
-    static func throughput(_ model: Model, _ batcher: Batcher) throws -> Double {
-        let plan = try InferencePlan(model)
-        let batches = (0..<batcher.batchesPerEpoch).map { batcher.batch(epoch: 0, index: $0) }
-        let started = monotonic()
-        var n = 0
-        for b in batches {
-            _ = try plan.run(b.inputs)
-            n += b.labels.count
-        }
-        return Double(n) / max(monotonic() - started, 1e-9)
     }
 
     func worstFirst(_ layers: [QuantComparison.Layer]) -> [QuantComparison.Layer] {

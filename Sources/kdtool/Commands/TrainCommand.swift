@@ -70,17 +70,7 @@ struct TrainCommand: ParsableCommand {
     }
 }
 
-/// The data must fit the model: same input shape, labels within the outputs.
+/// The data must fit the model (KDNN's `TrainingJob.checkFits`).
 func checkCompatible(_ model: Model, _ d: Dataset, needsLabels: Bool = true) throws {
-    if needsLabels && d.classes.isEmpty {
-        throw NNError("the data \(d.source) is a folder of unlabelled images; it serves only as a transfer set for `distill --no-labels`", code: .dataMismatch)
-    }
-    let want = Array(model.inputShape.dropFirst())
-    guard want == d.shape else {
-        throw NNError("the data \(d.source) has images of \(d.shape) but the model expects \(want)", code: .dataMismatch)
-    }
-    let k = model.classCount
-    if let bad = d.labels.first(where: { $0 >= k }) {
-        throw NNError("the data \(d.source) has label \(bad) but the model has \(k) outputs", code: .dataMismatch)
-    }
+    try TrainingJob.checkFits(model, d, needsLabels: needsLabels)
 }

@@ -42,7 +42,7 @@ struct TrainingRun {
         progress.quiet = quiet
         let prep =
             model.preprocessing ?? Preprocessing(channels: model.inputShape[1], height: model.inputShape[2], width: model.inputShape[3])
-        var (trainSet, evalSet) = try reportingErrors { () throws -> (Dataset, Dataset?) in
+        let (trainSet, evalSet) = try reportingErrors { () throws -> (Dataset, Dataset?) in
             var t = try data.load(split, shape: prep.shape, prep: prep)
             var e = try evalSplit.map { try data.load($0, shape: prep.shape, prep: prep) }
             if let classSubset {
@@ -55,32 +55,11 @@ struct TrainingRun {
             }
             return (t, e)
         }
-        // Model selection looks at a seeded validation subset of the training data only.
-        var validationSet: Dataset?
-        if training.keep == .best {
-            let (rest, held) = trainSet.holdout(fraction: training.valFraction, seed: training.seed ^ 0x7661_6c)
-            trainSet = rest
-            validationSet = held
-        }
-        try reportingErrors { try checkCompatible(model, trainSet, needsLabels: needsLabels) }
-        if model.labels == nil || model.labels!.classes == (0..<model.labels!.classes.count).map(String.init) {
-            if trainSet.classes.count == model.classCount { model.labels = Labels(trainSet.classes) }
-        }
         var config = training.config
         config.threads = training.threads
         config.methodSettings = methodSettings.merging([
             "keep": .string(training.keep.rawValue), "val_fraction": .float(training.keep == .best ? training.valFraction : 0),
         ]) { a, _ in a }
-        let aug = training.augmentation(for: trainSet)
-        let batches = Batcher(
-            trainSet, batchSize: config.batchSize, shuffle: true, augmentation: aug, normalization: prep.normalization, seed: config.seed)
-        let evalBatches = evalSet.map {
-            Batcher($0, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0)
-        }
-        let trainer = Trainer(
-            model: model, config: config, train: batches, eval: evalBatches, checkpointPath: Companion.checkpoint(output),
-            metricsPath: Companion.metrics(metricsFor ?? output))
-        trainer.shouldStop = { Interruption.isRequested }
         if model.metadata["kdtool.arch"] == nil && !quiet {
             // An eval-mode PyTorch export folds BatchNorm into the convolutions; fine-tuning such a graph trains far worse.
             let convs = model.graph.nodes.filter { $0.op == .conv2d }.count
@@ -92,65 +71,63 @@ struct TrainingRun {
                         + "torch.onnx.export(..., training=torch.onnx.TrainingMode.PRESERVE) to keep it (docs/guide.md, importing)")
             }
         }
-        if let validationSet {
-            trainer.validation = Batcher(validationSet, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0)
-            trainer.bestPath = Companion.best(output)
-        }
-        try reportingErrors { try configure(trainer, trainSet, aug) }
-        trainer.onProgress = { p in
+        // The run itself (holdout, checks, batches, trainer, kept weights' metrics) is KDNN's TrainingJob.
+        let aug = training.augmentation(for: trainSet)
+        var job = TrainingJob(model: model, train: trainSet, config: config, normalization: prep.normalization)
+        job.eval = evalSet
+        job.augmentation = aug
+        job.keepBest = training.keep == .best
+        job.validationFraction = training.valFraction
+        job.checkpointPath = Companion.checkpoint(output)
+        job.metricsPath = Companion.metrics(metricsFor ?? output)
+        job.bestPath = Companion.best(output)
+        job.needsLabels = needsLabels
+        job.shouldStop = { Interruption.isRequested }
+        job.onProgress = { p in
             let fraction = (Double(p.epoch - 1) + Double(p.batch) / Double(p.batches)) / Double(p.epochs)
             progress.update(
                 "epoch \(p.epoch)/\(p.epochs)  batch \(p.batch)/\(p.batches)  loss \(Text.fixed(p.loss, 4))\(needsLabels ? "  acc \(Text.fixed(100 * p.accuracy, 2))%" : "")  \(Text.grouped(Int(p.imagesPerSecond))) img/s",
                 fraction: fraction)
         }
-        trainer.onEpoch = { m in
+        job.onEpoch = { m in
             var line =
                 "epoch \(m.epoch)/\(config.epochs): loss \(Text.fixed(m.trainLoss, 4))\(needsLabels ? ", train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" : " (unlabelled)")"
             if let v = m.extra["val_accuracy"] { line += ", validation acc \(Text.fixed(100 * v, 2))%" }
-            if let a = m.evalAccuracy { line += ", \(evalSplit!.rawValue) acc \(Text.fixed(100 * a, 2))%" }
+            if let a = m.evalAccuracy { line += ", \(evalSplit?.rawValue ?? "eval") acc \(Text.fixed(100 * a, 2))%" }
             line += ", \(Text.fixed(m.seconds, 1)) s, \(Text.grouped(Int(m.imagesPerSecond))) img/s"
             progress.finish(line)
         }
-        if !quiet {
-            warn(
-                "\(method == "train" ? "training" : "distilling (\(method)) into") \(modelPath) (\(Text.grouped(model.parameterCount)) parameters) on \(trainSet.count) images from \(data.data) [\(split.rawValue)], \(config.epochs) epochs, batch \(config.batchSize), \(config.threads) threads"
-            )
+        let method = self.method
+        let modelPath = self.modelPath
+        let quiet = self.quiet
+        let source = data.data
+        let splitName = split.rawValue
+        job.onReady = { j in
+            if !quiet {
+                warn(
+                    "\(method == "train" ? "training" : "distilling (\(method)) into") \(modelPath) (\(Text.grouped(j.model.parameterCount)) parameters) on \(j.train.count) images from \(source) [\(splitName)], \(config.epochs) epochs, batch \(config.batchSize), \(config.threads) threads"
+                )
+            }
         }
-        let started = monotonic()
-        try runInterruptibly(progress: progress, quiet: quiet) { try trainer.run(resume: training.resume) }
+        var outcome: TrainingJob.Result?
+        try runInterruptibly(progress: progress, quiet: quiet) {
+            let r = try job.run(resume: training.resume) { trainer, set, aug in try configure(trainer, set, aug) }
+            outcome = r
+            return r.resumedAt
+        }
+        guard let result = outcome else { return }
         if Profiler.enabled { warn("time per op (--debug-profile):\n" + Profiler.report()) }
-        let seconds = monotonic() - started
-        var metrics: [String: Value] = ["seconds": .float(seconds)]
-        if let last = trainer.history.last {
-            metrics["train_loss"] = .float(last.trainLoss)
-            metrics["train_accuracy"] = .float(last.trainAccuracy)
-            if let a = last.evalAccuracy { metrics["eval_accuracy"] = .float(a) }
-            if let l = last.evalLoss { metrics["eval_loss"] = .float(l) }
-            let images = trainer.history.reduce(0.0) { $0 + $1.imagesPerSecond * $1.seconds }
-            metrics["images_per_second"] = .float(images / max(trainer.history.reduce(0) { $0 + $1.seconds }, 1e-9))
-        }
+        let seconds = result.seconds
+        let metrics = result.metrics
         var hp = config.hyperparameters.merging(extraHyperparameters) { _, b in b }
         hp["keep"] = .string(training.keep.rawValue)
-        if let validationSet {
+        if result.validationCount != nil {
             hp["val_fraction"] = .float(training.valFraction)
-            metrics["val_count"] = .uint(UInt64(validationSet.count))
-            if let e = trainer.bestEpoch { metrics["best_epoch"] = .uint(UInt64(e)) }
-            if let e = trainer.stoppedEarly {
-                metrics["stopped_early_after_epoch"] = .uint(UInt64(e))
-                if !quiet {
-                    warn(
-                        "stopped early after epoch \(e) of \(config.epochs): validation accuracy had not improved for \(config.patience) epoch\(config.patience == 1 ? "" : "s"); keeping epoch \(trainer.bestEpoch ?? e)'s weights"
-                    )
-                }
-            }
-            if let v = trainer.bestValidationAccuracy { metrics["val_accuracy"] = .float(v) }
-            // The kept weights are the best epoch's: report the eval split for them, not for the last epoch.
-            if let evalSet {
-                let e = try reportingErrors {
-                    try model.evaluate(Batcher(evalSet, batchSize: 256, shuffle: false, normalization: prep.normalization, seed: 0))
-                }
-                metrics["eval_accuracy"] = .float(e.accuracy)
-                metrics["eval_loss"] = .float(e.loss)
+            if case .uint(let e)? = metrics["stopped_early_after_epoch"], !quiet {
+                let best = metrics["best_epoch"].flatMap { v -> UInt64? in if case .uint(let b) = v { b } else { nil } } ?? e
+                warn(
+                    "stopped early after epoch \(e) of \(config.epochs): validation accuracy had not improved for \(config.patience) epoch\(config.patience == 1 ? "" : "s"); keeping epoch \(best)'s weights"
+                )
             }
         }
         hp["augment"] = .string(aug.isNone ? "none" : "pad\(aug.padCrop)-crop\(aug.horizontalFlip ? "-flip" : "")")
@@ -163,28 +140,28 @@ struct TrainingRun {
         model.provenance = Provenance(
             method: method, parents: parents, hyperparameters: hp,
             data: [
-                "source": .string(data.data), "split": .string(split.rawValue), "count": .uint(UInt64(trainSet.count)),
-                "digest": .string(trainSet.digest),
+                "source": .string(data.data), "split": .string(split.rawValue), "count": .uint(UInt64(result.trainCount)),
+                "digest": .string(result.trainDigest),
             ], seed: Int64(bitPattern: config.seed), metrics: metrics)
         model.preprocessing = prep
         beforeWrite?(model)
-        let result = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
+        let written = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
         if Invocation.configFile != nil, metricsFor == nil {
             try writeText(RunConfig.resolved(Invocation.arguments), to: Companion.config(output))
         }
         var summary =
-            trainer.history.last.map { m in
+            result.history.last.map { m in
                 needsLabels
                     ? "train acc \(Text.fixed(100 * m.trainAccuracy, 2))%" : "loss \(Text.fixed(m.trainLoss, 4)) (unlabelled transfer set)"
             } ?? ""
         if case .float(let a)? = metrics["eval_accuracy"], let evalSplit {
             summary += ", \(evalSplit.rawValue) acc \(Text.fixed(100 * a, 2))%"
         }
-        if let e = trainer.bestEpoch, let v = trainer.bestValidationAccuracy {
+        if case .uint(let e)? = metrics["best_epoch"], case .float(let v)? = metrics["val_accuracy"] {
             summary += ", kept epoch \(e) (validation acc \(Text.fixed(100 * v, 2))%)"
         }
         print("\(output): \(summary), \(Text.fixed(seconds, 1)) s")
-        print("content digest \(result.contentDigest)")
+        print("content digest \(written.contentDigest)")
     }
 }
 

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Regenerates the current performance table at the top of docs/performance.md.
+
+    tools/perf_table.py [--rounds 2] [--no-write]
+
+For each model of the zoo it measures, on this machine, 2 threads, side by side:
+  - training: kdtool's images/s over one epoch of `kdtool train` (batch 128, no augmentation,
+    data decoding and batching included) against PyTorch's training step on the same architecture
+    (Benchmarks/peers/torch_train_step.py, batch 128, random data: the peer's most favourable
+    case), when .build/venv-torch exists (tools/setup-peers);
+  - inference: `kdtool bench --compare-onnxruntime` at batch 1 and 64 (ONNX Runtime on the exported
+    model, timed in alternating rounds in the same process tree).
+Rounds alternate kdtool and the peer; the table gives medians. Needs the release build
+(swift build -c release) and .build/venv-onnx (tools/setup). Only the standard library is used.
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KDTOOL = os.path.join(ROOT, ".build", "release", "kdtool")
+TORCH = os.path.join(ROOT, ".build", "venv-torch", "bin", "python3")
+MNIST = os.path.join(ROOT, "data", "mnist")
+CIFAR = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar-10-binary-subset.tar.gz")
+DOC = os.path.join(ROOT, "docs", "performance.md")
+BEGIN, END = "<!-- perf-table:begin -->", "<!-- perf-table:end -->"
+
+MODELS = [  # (zoo name, init flags, data, PyTorch peer name)
+    ("lenet5", ["--arch", "lenet5", "--input", "1x28x28"], MNIST, "lenet5"),
+    ("mlp 800-800", ["--arch", "mlp", "--hidden", "800,800", "--input", "1x28x28"], MNIST, "mlp800"),
+    ("resnet8", ["--arch", "resnet8", "--input", "1x28x28"], MNIST, "resnet8"),
+    ("resnet20", ["--arch", "resnet20", "--input", "3x32x32"], CIFAR, "resnet20"),
+]
+
+
+def run(cmd):
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("perf_table: %s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()[-400:]))
+    return r.stdout
+
+
+def cpu():
+    name, flags = platform.processor() or "unknown CPU", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and name in ("unknown CPU", ""):
+                    name = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = line
+    except OSError:
+        pass
+    units = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "no AVX2")
+    return "%s, %d vCPUs, %s" % (name, os.cpu_count() or 0, units)
+
+
+def kdtool_train(model, data):
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "t.kdb")
+        run([KDTOOL, "train", model, "--data", data, "--epochs", "1", "--batch", "128", "--augment", "none", "--threads", "2",
+             "--quiet", "-o", out])
+        doc = json.loads(run([KDTOOL, "inspect", out, "--json"]))
+        return doc["provenance"]["metrics"]["images_per_second"]
+
+
+def torch_train(name):
+    if not os.path.exists(TORCH):
+        return None
+    out = run([TORCH, os.path.join(ROOT, "Benchmarks", "peers", "torch_train_step.py"), name, "--threads", "2", "--seconds", "3"])
+    return json.loads(out.strip().splitlines()[-1])["images_per_second"]
+
+
+def bench(model):
+    doc = json.loads(run([KDTOOL, "bench", model, "--batch", "1,64", "--threads", "2", "--runs", "30", "--compare-onnxruntime",
+                          "--json"]))
+    return {b["batch"]: (b["images_per_second"], b.get("onnxruntime_images_per_second")) for b in doc["batches"]}, doc
+
+
+def main(argv):
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 2
+    if not os.path.exists(KDTOOL):
+        raise SystemExit("perf_table: build first: swift build -c release")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for name, flags, data, peer in MODELS:
+            if not os.path.exists(data):
+                print("perf_table: %s skipped (%s is not there)" % (name, data), file=sys.stderr)
+                continue
+            model = os.path.join(d, peer + ".kdb")
+            run([KDTOOL, "init", "--classes", "10", "-o", model] + flags)
+            ours, theirs, inf = [], [], []
+            for _ in range(rounds):
+                ours.append(kdtool_train(model, data))
+                t = torch_train(peer)
+                if t:
+                    theirs.append(t)
+                inf.append(bench(model)[0])
+            med = statistics.median
+            row = {"model": name, "train": med(ours), "torch": med(theirs) if theirs else None}
+            for b in (1, 64):
+                row["infer%d" % b] = med([x[b][0] for x in inf])
+                ort = [x[b][1] for x in inf if x[b][1]]
+                row["ort%d" % b] = med(ort) if ort else None
+            rows.append(row)
+            print("perf_table: %s done" % name, file=sys.stderr)
+
+    def n(v):
+        return "—" if v is None else "{:,.0f}".format(v)
+
+    def ratio(a, b):
+        return "—" if not a or not b else "×%.2f" % (a / b)
+
+    lines = [
+        BEGIN,
+        "**Current figures** — %s, 2 threads, %s, medians of %d alternating rounds. Regenerate with "
+        "`swift build -c release && tools/setup-peers && tools/perf_table.py` (this table is written by it)." % (
+            cpu(), time.strftime("%Y-%m-%d"), rounds),
+        "",
+        "| model | train img/s kdtool | PyTorch | kdtool ÷ PyTorch | infer b1 kdtool | ORT | ÷ ORT | infer b64 kdtool | ORT | ÷ ORT |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["model"], n(r["train"]), n(r["torch"]), ratio(r["train"], r["torch"]), n(r["infer1"]), n(r["ort1"]),
+            ratio(r["infer1"], r["ort1"]), n(r["infer64"]), n(r["ort64"]), ratio(r["infer64"], r["ort64"])))
+    lines += [
+        "",
+        "Training: kdtool's figure is a whole epoch of `kdtool train` on the committed MNIST images (resnet20: the CIFAR-10 "
+        "subset in `../shared`), batch 128, data decoding and batching included; PyTorch's is its training step alone on "
+        "random tensors (`Benchmarks/peers/torch_train_step.py`, `torch.set_num_threads(2)`). Inference: `kdtool bench "
+        "--compare-onnxruntime`, ONNX Runtime on the exported model with 2 intra-op threads.",
+        END,
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if "--no-write" not in argv:
+        with open(DOC) as f:
+            text = f.read()
+        if BEGIN in text and END in text:
+            text = text[:text.index(BEGIN)] + table + text[text.index(END) + len(END):]
+        else:
+            head, _, rest = text.partition("\n")
+            text = head + "\n\n" + table + "\n\n" + rest.lstrip("\n")
+        with open(DOC + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(DOC + ".tmp", DOC)
+        print("perf_table: wrote the table into docs/performance.md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
