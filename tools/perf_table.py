@@ -3,6 +3,9 @@
 
     tools/perf_table.py [--rounds 2] [--no-write]
 
+With .build-avx2 (KDTOOL_PORTABLE=1 swift build -c release --scratch-path .build-avx2 --product
+kdtool) the AVX2 build is measured as well, in the same rounds, as its own rows.
+
 For each model of the zoo it measures, on this machine, 2 threads, side by side:
   - training: kdtool's images/s over one epoch of `kdtool train` (batch 128, no augmentation,
     data decoding and batching included) against PyTorch's training step on the same architecture
@@ -24,6 +27,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KDTOOL = os.path.join(ROOT, ".build", "release", "kdtool")
+# The AVX2-only build, measured too when it exists (KDTOOL_PORTABLE=1 swift build -c release
+# --scratch-path .build-avx2 --product kdtool): many users' CPUs have no AVX-512.
+KDTOOL_AVX2 = os.path.join(ROOT, ".build-avx2", "release", "kdtool")
 TORCH = os.path.join(ROOT, ".build", "venv-torch", "bin", "python3")
 MNIST = os.path.join(ROOT, "data", "mnist")
 CIFAR = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar-10-binary-subset.tar.gz")
@@ -46,26 +52,27 @@ def run(cmd):
 
 
 def cpu():
-    name, flags = platform.processor() or "unknown CPU", ""
+    info = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and name in ("unknown CPU", ""):
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = line
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    units = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "no AVX2")
-    return "%s, %d vCPUs, %s" % (name, os.cpu_count() or 0, units)
+    flags = " " + info.get("flags", "") + " "
+    units = "AVX-512" if " avx512f " in flags else ("AVX2" if " avx2 " in flags else "no AVX2")
+    return "%s (family %s, model %s), %d vCPUs, %s" % (
+        info.get("model name", platform.processor() or "unknown CPU"), info.get("cpu family", "?"), info.get("model", "?"),
+        os.cpu_count() or 0, units)
 
 
-def kdtool_train(model, data):
+def kdtool_train(model, data, kdtool=KDTOOL):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "t.kdb")
-        run([KDTOOL, "train", model, "--data", data, "--epochs", "1", "--batch", "128", "--augment", "none", "--threads", "2",
+        run([kdtool, "train", model, "--data", data, "--epochs", "1", "--batch", "128", "--augment", "none", "--threads", "2",
              "--quiet", "-o", out])
-        doc = json.loads(run([KDTOOL, "inspect", out, "--json"]))
+        doc = json.loads(run([kdtool, "inspect", out, "--json"]))
         return doc["provenance"]["metrics"]["images_per_second"]
 
 
@@ -76,8 +83,8 @@ def torch_train(name):
     return json.loads(out.strip().splitlines()[-1])["images_per_second"]
 
 
-def bench(model):
-    doc = json.loads(run([KDTOOL, "bench", model, "--batch", "1,64", "--threads", "2", "--runs", "30", "--compare-onnxruntime",
+def bench(model, kdtool=KDTOOL):
+    doc = json.loads(run([kdtool, "bench", model, "--batch", "1,64", "--threads", "2", "--runs", "30", "--compare-onnxruntime",
                           "--json"]))
     return {b["batch"]: (b["images_per_second"], b.get("onnxruntime_images_per_second")) for b in doc["batches"]}, doc
 
@@ -94,20 +101,28 @@ def main(argv):
                 continue
             model = os.path.join(d, peer + ".kdb")
             run([KDTOOL, "init", "--classes", "10", "-o", model] + flags)
-            ours, theirs, inf = [], [], []
-            for _ in range(rounds):
-                ours.append(kdtool_train(model, data))
+            builds = [("AVX-512" if "AVX-512" in cpu() else "AVX2", KDTOOL)]
+            if os.path.exists(KDTOOL_AVX2) and "AVX-512" in cpu():
+                builds.append(("AVX2", KDTOOL_AVX2))
+            ours = {b: [] for b, _ in builds}
+            inf = {b: [] for b, _ in builds}
+            theirs = []
+            for _ in range(rounds):  # kdtool's builds and the peers alternate, so drift hits them alike
+                for b, exe in builds:
+                    ours[b].append(kdtool_train(model, data, exe))
                 t = torch_train(peer)
                 if t:
                     theirs.append(t)
-                inf.append(bench(model)[0])
+                for b, exe in builds:
+                    inf[b].append(bench(model, exe)[0])
             med = statistics.median
-            row = {"model": name, "train": med(ours), "torch": med(theirs) if theirs else None}
-            for b in (1, 64):
-                row["infer%d" % b] = med([x[b][0] for x in inf])
-                ort = [x[b][1] for x in inf if x[b][1]]
-                row["ort%d" % b] = med(ort) if ort else None
-            rows.append(row)
+            for b, _ in builds:
+                row = {"model": name, "build": b, "train": med(ours[b]), "torch": med(theirs) if theirs else None}
+                for n_ in (1, 64):
+                    row["infer%d" % n_] = med([x[n_][0] for x in inf[b]])
+                    ort = [x[n_][1] for x in inf[b] if x[n_][1]]
+                    row["ort%d" % n_] = med(ort) if ort else None
+                rows.append(row)
             print("perf_table: %s done" % name, file=sys.stderr)
 
     def n(v):
@@ -122,19 +137,21 @@ def main(argv):
         "`swift build -c release && tools/setup-peers && tools/perf_table.py` (this table is written by it)." % (
             cpu(), time.strftime("%Y-%m-%d"), rounds),
         "",
-        "| model | train img/s kdtool | PyTorch | kdtool ÷ PyTorch | infer b1 kdtool | ORT | ÷ ORT | infer b64 kdtool | ORT | ÷ ORT |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | kdtool build | train img/s kdtool | PyTorch | kdtool ÷ PyTorch | infer b1 kdtool | ORT | ÷ ORT | infer b64 kdtool | ORT | ÷ ORT |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            r["model"], n(r["train"]), n(r["torch"]), ratio(r["train"], r["torch"]), n(r["infer1"]), n(r["ort1"]),
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["model"], r["build"], n(r["train"]), n(r["torch"]), ratio(r["train"], r["torch"]), n(r["infer1"]), n(r["ort1"]),
             ratio(r["infer1"], r["ort1"]), n(r["infer64"]), n(r["ort64"]), ratio(r["infer64"], r["ort64"])))
     lines += [
         "",
         "Training: kdtool's figure is a whole epoch of `kdtool train` on the committed MNIST images (resnet20: the CIFAR-10 "
         "subset in `../shared`), batch 128, data decoding and batching included; PyTorch's is its training step alone on "
         "random tensors (`Benchmarks/peers/torch_train_step.py`, `torch.set_num_threads(2)`). Inference: `kdtool bench "
-        "--compare-onnxruntime`, ONNX Runtime on the exported model with 2 intra-op threads.",
+        "--compare-onnxruntime`, ONNX Runtime on the exported model with 2 intra-op threads. The peers run on the same "
+        "CPU with their own kernels (PyTorch's and ONNX Runtime's AVX-512 paths where the CPU has them); the AVX2 rows "
+        "are kdtool compiled for AVX2 + FMA only, as on a CPU without AVX-512.",
         END,
     ]
     table = "\n".join(lines)

@@ -3,7 +3,7 @@ import KDTensor
 
 /// A problem with input data; the message names the file (and row or index). Always an invalid
 /// input (exit 2).
-public struct DataError: KDError {
+public struct DataError: BodiedError {
     public enum Code: String, Sendable {
         /// The file or folder cannot be opened or read.
         case unreadable = "data.unreadable"
@@ -14,14 +14,10 @@ public struct DataError: KDError {
         /// It is not a data source kdtool knows, or holds nothing usable.
         case unsupported = "data.unsupported"
     }
-    var body: ErrorBody<Code>
+    public var body: ErrorBody<Code>
     /// `message` names the file first ("PATH: what is wrong"), as every DataError has.
     public init(_ message: String, code: Code = .format) { body = ErrorBody(code, file: "", cause: message) }
-    public var errorCode: String { body.code.rawValue }
-    public var code: Code { body.code }
     public var category: ErrorCategory { .invalidInput }
-    public var cause: String { body.cause }
-    public var description: String { body.text }
 }
 
 /// Labelled images held as raw 8-bit pixels [N, C, H, W] (small next to Float32, and what every

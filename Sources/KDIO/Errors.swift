@@ -53,3 +53,18 @@ public struct ErrorBody<Code: RawRepresentable & Sendable>: Sendable where Code.
     /// "FILE: cause", or the cause alone.
     public var text: String { file.isEmpty ? cause : "\(PathCoding.display(file)): \(cause)" }
 }
+
+/// A module error that is an `ErrorBody`: the code's raw value, the file and the cause come from
+/// the body, so each module's type says only its codes and their categories.
+public protocol BodiedError: KDError {
+    associatedtype Code: RawRepresentable & Sendable where Code.RawValue == String
+    var body: ErrorBody<Code> { get }
+}
+
+extension BodiedError {
+    public var errorCode: String { body.code.rawValue }
+    public var code: Code { body.code }
+    public var file: String { body.file }
+    public var cause: String { body.cause }
+    public var description: String { body.text }
+}

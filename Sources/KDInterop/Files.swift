@@ -6,21 +6,16 @@ import KDIO
 
 /// A problem with an interchange file (ONNX, safetensors, npz, npy): the message names the file.
 /// Always an invalid input (exit 2).
-public struct InteropError: KDError {
+public struct InteropError: BodiedError {
     public enum Code: String, Sendable {
         /// The file's content is broken or inconsistent.
         case format = "interop.format"
         /// It uses something kdtool does not map (an ONNX op, an opset, a dtype).
         case unsupported = "interop.unsupported"
     }
-    var body: ErrorBody<Code>
+    public var body: ErrorBody<Code>
     public init(_ path: String, _ message: String, code: Code = .format) { body = ErrorBody(code, file: path, cause: message) }
-    public var errorCode: String { body.code.rawValue }
-    public var code: Code { body.code }
     public var category: ErrorCategory { .invalidInput }
-    public var file: String { body.file }
-    public var cause: String { body.cause }
-    public var description: String { "\(body.file): \(body.cause)" }
 
     /// Runs `body`, reporting a size check's `InputError` as an interchange-file error.
     static func mapping<T>(_ body: () throws -> T) throws -> T {

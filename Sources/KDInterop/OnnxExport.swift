@@ -232,7 +232,8 @@ public enum OnnxExporter {
         let steps =
             inGraph
             ? "pixel values 0…255 (the graph normalises them)"
-            : (prep.invert ? "x = 255 − pixel, then " : "x = pixel, then ") + "(x × \(prep.scale) − mean) ÷ std per channel, "
+            : (prep.invert ? "x = 255 − pixel, then " : "x = pixel, then ")
+                + "(x × \(abs(prep.scale * 255 - 1) < 1e-12 ? "1/255" : "\(prep.scale)") − mean) ÷ std per channel, "
                 + "mean \(list(prep.mean)), std \(list(prep.std))"
         let sentence =
             "float32 N×\(prep.channels)×\(prep.height)×\(prep.width), \(colour), images \(resize) to \(prep.width)×\(prep.height) "

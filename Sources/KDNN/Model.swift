@@ -192,7 +192,7 @@ public final class Model: @unchecked Sendable {
 
 /// A model-level problem: a precondition of a model or a training run that does not hold
 /// (missing graph, unsupported option), data that does not fit the model, or a loss that diverged.
-public struct NNError: KDError {
+public struct NNError: BodiedError {
     public enum Code: String, Sendable {
         /// A model or run precondition (exit 1).
         case precondition = "nn.precondition"
@@ -201,12 +201,7 @@ public struct NNError: KDError {
         /// The loss became NaN or infinite (exit 1).
         case diverged = "nn.diverged"
     }
-    var body: ErrorBody<Code>
+    public var body: ErrorBody<Code>
     public init(_ cause: String, code: Code = .precondition, file: String = "") { body = ErrorBody(code, file: file, cause: cause) }
-    public var errorCode: String { body.code.rawValue }
-    public var code: Code { body.code }
     public var category: ErrorCategory { body.code == .dataMismatch ? .invalidInput : .precondition }
-    public var file: String { body.file }
-    public var cause: String { body.cause }
-    public var description: String { body.text }
 }

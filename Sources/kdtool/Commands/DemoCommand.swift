@@ -15,7 +15,7 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "Run the pipeline end to end on the shipped MNIST data and print what it did.",
         discussion: """
-            Steps: create a teacher (lenet5) and a small student (mlp 64-64), train both on MNIST images 0..7999, distil the teacher into a fresh copy of the student (Hinton KD), evaluate all three on 8000..9999, inspect and verify the distilled bundle, classify a folder of eval images written as PNG scans with `infer`, quantize the distilled student to int8 (`quantize-check`), export it to ONNX, write an HTML report of the runs, and print a summary table. Everything is written to --dir. The MNIST test set is committed under data/mnist, so the demo runs from the repository's root with no flags; it takes about 4 seconds with 2 threads in release mode (measured 4.0 s on an AVX-512 Zen 5 of this project's kind).
+            Steps: create a teacher (lenet5) and a small student (mlp 64-64), train both on MNIST images 0..7999, distil the teacher into a fresh copy of the student (Hinton KD), evaluate all three on 8000..9999, inspect and verify the distilled bundle, classify a folder of eval images written as PNG scans with `infer`, quantize the distilled student to int8 (`quantize-check`), export it to ONNX, write an HTML report of the runs, and print a summary table. Everything is written to --dir. The MNIST test set is committed under data/mnist, so the demo runs from the repository's root with no flags; it takes about 5 seconds with 2 threads in release mode (measured 4.6 s on an AVX-512 Zen 5 of this project's kind).
 
             Example:
               swift run -c release kdtool demo --dir kdtool-demo
