@@ -285,8 +285,42 @@ def write_losses():
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:
         json.dump({"generator": "tools/gen_golden.py", "cases": cases, "dml": dml, "fsp": fsp, "kc": kc_cases(),
-                   "specialists": specialist_cases()}, fh, separators=(",", ":"))
+                   "specialists": specialist_cases(), "fitnets": fitnets_cases()}, fh, separators=(",", ":"))
     print("wrote %d KD, %d DML and %d FSP loss cases and the KC/specialist cases to %s" % (len(cases), len(dml), len(fsp), out))
+
+
+def fitnets_cases():
+    """FitNets (Romero et al.): the hint loss in the paper's form, ½‖u − r‖² per example averaged over
+    the batch, and ours, divided by the hint's element count D (same minimiser and gradient direction);
+    the stage-2 loss CE(y, P_S) + λ·CE(P_T^τ, P_S^τ) (no τ² factor, as in the paper) at three points
+    of its λ schedule, λ going linearly from 4 to 1 over the run's steps. Its own generator, so the
+    other golden values do not move."""
+    g = np.random.default_rng(77)
+    enc = lambda a: {"shape": list(np.shape(a)), "values": [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]}
+    r = g.standard_normal((2, 3, 2, 2))
+    u = g.standard_normal((2, 3, 2, 2))
+    n, d = r.shape[0], int(np.prod(r.shape[1:]))
+    paper = float(np.mean([0.5 * np.sum((u[i] - r[i]) ** 2) for i in range(n)]))
+    hint = {"regressed": enc(r), "hint": enc(u), "paper_loss": paper, "loss": paper / d, "grad": enc((r - u) / (n * d))}
+    z = g.standard_normal((4, 5)) * 2
+    zt = g.standard_normal((4, 5)) * 3
+    labels = np.array([1, 0, 4, 2])
+    tau, total = 3.0, 5
+    schedule = [4 + (1 - 4) * step / (total - 1) for step in range(total)]
+
+    def stage2(z, lam):
+        p_s = softmax(z)
+        ce = -np.mean(np.log(p_s[np.arange(len(labels)), labels]))
+        soft = -np.mean(np.sum(softmax(zt, tau) * log_softmax(z, tau), axis=1))
+        return np.array(ce + lam * soft)
+
+    steps = []
+    for step in (0, 2, 4):
+        lam = schedule[step]
+        gz = numeric_grads(lambda z: stage2(z, lam), {"z": z}, np.array(1.0), ["z"])["z"]
+        steps.append({"step": step, "lambda": lam, "loss": float(stage2(z, lam)), "grad": enc(gz)})
+    return {"hint": hint, "stage2": {"student": enc(z), "teacher": enc(zt), "labels": labels.tolist(), "tau": tau,
+                                     "total_steps": total, "lambda_schedule": schedule, "steps": steps}}
 
 
 def enc64(a):

@@ -326,3 +326,48 @@ extension String {
         return String(s)
     }
 }
+
+extension FSP {
+    /// The convolutions whose output goes straight into a batch norm: (weight, bias?, the batch
+    /// norm's running mean and variance).
+    static func convsBeforeBatchNorm(_ model: Model) -> [(weight: String, bias: String?, mean: String, variance: String)] {
+        var producer: [String: Graph.Node] = [:]
+        for n in model.graph.nodes { for o in n.outputs { producer[o] = n } }
+        return model.graph.nodes.compactMap { bn in
+            guard bn.op == .batchnorm, bn.inputs.count == 5, let conv = producer[bn.inputs[0]], conv.op == .conv2d else { return nil }
+            return (conv.inputs[1], conv.inputs.count > 2 ? conv.inputs[2] : nil, bn.inputs[3], bn.inputs[4])
+        }
+    }
+
+    /// The Frobenius norm of every convolution weight that feeds a batch norm.
+    public static func convNorms(_ model: Model) -> [String: Float] {
+        var out: [String: Float] = [:]
+        for c in convsBeforeBatchNorm(model) {
+            guard let w = model.parameters[c.weight] else { continue }
+            out[c.weight] = (0..<w.count).reduce(Float(0)) { $0 + w[$1] * w[$1] }.squareRoot()
+        }
+        return out
+    }
+
+    /// Rescales each convolution that feeds a batch norm (weight and bias) back to the norm it had
+    /// in `norms`, and resets that batch norm's running statistics (mean 0, variance 1). Under batch
+    /// norm the layer computes the same function in training mode, but the gradients — and so the
+    /// effective learning rate — are those of weights at their initial scale again. Returns each
+    /// weight's norm before and after.
+    @discardableResult
+    public static func rescale(_ model: Model, to norms: [String: Float]) -> [(name: String, before: Float, after: Float)] {
+        var report: [(String, Float, Float)] = []
+        for c in convsBeforeBatchNorm(model) {
+            guard let w = model.parameters[c.weight], let target = norms[c.weight] else { continue }
+            let norm = (0..<w.count).reduce(Float(0)) { $0 + w[$1] * w[$1] }.squareRoot()
+            guard norm > 0, target > 0 else { continue }
+            let k = target / norm
+            for i in 0..<w.count { w[i] *= k }
+            if let bias = c.bias, let b = model.parameters[bias] { for i in 0..<b.count { b[i] *= k } }
+            model.buffers[c.mean]?.fill(0)
+            model.buffers[c.variance]?.fill(1)
+            report.append((c.weight, norm, target))
+        }
+        return report
+    }
+}

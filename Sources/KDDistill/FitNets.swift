@@ -56,6 +56,21 @@ public enum FitNets {
     /// (r − u)/(N·D). The 1/D only rescales the paper's loss (same minimiser, same gradient
     /// direction); without it a 32×14×14 hint makes the stage-1 gradient ~6,000× larger than a
     /// classification loss and the default learning rate diverges.
+    /// λ at `step` of a run of `totalSteps`: linear from `start` (first step) to `end` (last step).
+    public static func lambda(step: Int, totalSteps: Int, start: Float = 4, end: Float = 1) -> Float {
+        start + (end - start) * Float(step) / Float(max(1, totalSteps - 1))
+    }
+
+    /// The stage-2 loss CE(y, P_S) + λ·CE(P_T^τ, P_S^τ) (no τ² factor, as in the paper), averaged
+    /// over the batch, and its gradient with respect to the student's logits.
+    public static func stage2Loss(logits z: Tensor, teacherLogits: [Tensor], labels: [Int], tau: Float, lambda: Float) -> (Float, Tensor) {
+        let targets = HintonLoss.softTargets(teacherLogits, temperature: tau)
+        let (ce, grad) = Softmax.crossEntropy(logits: z, labels: labels)
+        let (soft, softGrad) = Softmax.softCrossEntropy(logits: z, targets: targets, temperature: tau)
+        for i in 0..<grad.count { grad[i] += lambda * softGrad[i] }
+        return (ce + lambda * soft, grad)
+    }
+
     public static func hintLoss(regressed r: Tensor, hint u: Tensor) -> (Float, Tensor) {
         let n = Float(r.count)
         let g = Tensor(uninitialized: r.shape)
@@ -107,14 +122,10 @@ extension Trainer {
     public func fitnetsKD(from teachers: TeacherOutputs, tau: Float, lambdaStart: Float = 4, lambdaEnd: Float = 1) {
         stage = "fitnets-kd"
         objective = { [unowned self] batch, f in
-            let z = f.tape.value(f.output)
-            let progress = Float(self.currentStep) / Float(max(1, self.totalSteps - 1))
-            let lambda = lambdaStart + (lambdaEnd - lambdaStart) * progress
-            let targets = HintonLoss.softTargets(try teachers.logits(batch), temperature: tau)
-            let (ce, grad) = Softmax.crossEntropy(logits: z, labels: batch.labels)
-            let (soft, softGrad) = Softmax.softCrossEntropy(logits: z, targets: targets, temperature: tau)
-            for i in 0..<grad.count { grad[i] += lambda * softGrad[i] }
-            return (ce + lambda * soft, [(f.output, grad)])
+            let lambda = FitNets.lambda(step: self.currentStep, totalSteps: self.totalSteps, start: lambdaStart, end: lambdaEnd)
+            let (loss, grad) = FitNets.stage2Loss(
+                logits: f.tape.value(f.output), teacherLogits: try teachers.logits(batch), labels: batch.labels, tau: tau, lambda: lambda)
+            return (loss, [(f.output, grad)])
         }
     }
 }

@@ -101,9 +101,16 @@ public enum KC {
     /// Replaces the student's output layer (the last linear node) by `head` on the features that fed
     /// it: hidden width `width` per vertical (`shared` of them common with fc-sc-shared), outputs in
     /// vertical order, then the self-paced scaling, then a fixed permutation back to class order.
+    /// What each structurally connected block of an `sc-sc` head's first layer reads: its own
+    /// 1/M slice of the bottleneck (`split`, our default), or all of it (`all`, the paper's).
+    public enum SCInput: String, CaseIterable, Sendable { case split, all }
+
     public static func attachHead(
-        to model: Model, head: Head, verticals: VerticalMap, width: Int, shared: Int, selfPaced: SelfPaced, seed: UInt64
+        to model: Model, head: Head, verticals: VerticalMap, width: Int, shared: Int, selfPaced: SelfPaced, seed: UInt64,
+        hiddenLayers: Int = 1, scInput: SCInput = .split, selfPacedEpsilon: Double = 1e-6
     ) throws -> Model {
+        guard selfPacedEpsilon > 0, selfPacedEpsilon.isFinite else { throw DistillError("the self-paced ε must be positive") }
+        guard (1...4).contains(hiddenLayers) else { throw DistillError("the head takes 1 to 4 hidden layers, not \(hiddenLayers)") }
         let classes = model.classCount
         guard let lastIndex = model.graph.nodes.lastIndex(where: { $0.op == .linear }),
             model.graph.nodes[lastIndex].outputs == model.graph.outputs
@@ -119,31 +126,43 @@ public enum KC {
         var b = GraphBuilder(input: [featureWidth])
         var x = b.inputName
         let p = "kc_head"
+        // Hidden layer k (1-based) is named hidden/relu for k = 1 (as before) and hiddenK/reluK after.
+        func suffix(_ k: Int) -> String { k == 1 ? "" : "\(k)" }
+        let blocks = Array(repeating: width, count: m)
         switch head {
         case .keep:
             x = b.linear("\(p).out", x, out: classes)
         case .fc:
-            x = b.relu("\(p).relu", b.linear("\(p).hidden", x, out: width * m))
+            for k in 1...hiddenLayers { x = b.relu("\(p).relu\(suffix(k))", b.linear("\(p).hidden\(suffix(k))", x, out: width * m)) }
             x = b.linear("\(p).out", x, out: classes)
         case .fcSC:
-            x = b.relu("\(p).relu", b.linear("\(p).hidden", x, out: width * m))
-            x = b.splitLinear("\(p).out", x, inSplits: Array(repeating: width, count: m), shared: 0, outs: sizes)
+            for k in 1...hiddenLayers { x = b.relu("\(p).relu\(suffix(k))", b.linear("\(p).hidden\(suffix(k))", x, out: width * m)) }
+            x = b.splitLinear("\(p).out", x, inSplits: blocks, shared: 0, outs: sizes)
         case .scSC:
             guard featureWidth >= m else { throw DistillError("sc-sc needs at least \(m) features to split, got \(featureWidth)") }
-            let slices = (0..<m).map { featureWidth / m + ($0 < featureWidth % m ? 1 : 0) }
-            x = b.relu(
-                "\(p).relu", b.splitLinear("\(p).hidden", x, inSplits: slices, shared: 0, outs: Array(repeating: width, count: m)))
-            x = b.splitLinear("\(p).out", x, inSplits: Array(repeating: width, count: m), shared: 0, outs: sizes)
+            // The first layer's blocks read their own slice of the bottleneck, or (the paper's) all of it as shared features.
+            let (slices, sharedIn) =
+                scInput == .all
+                ? (Array(repeating: 0, count: m), featureWidth) : ((0..<m).map { featureWidth / m + ($0 < featureWidth % m ? 1 : 0) }, 0)
+            x = b.relu("\(p).relu", b.splitLinear("\(p).hidden", x, inSplits: slices, shared: sharedIn, outs: blocks))
+            if hiddenLayers > 1 {
+                for k in 2...hiddenLayers {
+                    x = b.relu("\(p).relu\(k)", b.splitLinear("\(p).hidden\(k)", x, inSplits: blocks, shared: 0, outs: blocks))
+                }
+            }
+            x = b.splitLinear("\(p).out", x, inSplits: blocks, shared: 0, outs: sizes)
         case .fcSCShared:
             guard shared > 0, shared < width else { throw DistillError("fc-sc-shared needs 0 < --shared-width < --head-width") }
-            x = b.relu("\(p).relu", b.linear("\(p).hidden", x, out: (width - shared) * m + shared))
+            for k in 1...hiddenLayers {
+                x = b.relu("\(p).relu\(suffix(k))", b.linear("\(p).hidden\(suffix(k))", x, out: (width - shared) * m + shared))
+            }
             x = b.splitLinear("\(p).out", x, inSplits: Array(repeating: width - shared, count: m), shared: shared, outs: sizes)
         }
         if selfPaced != .off {
             let gamma: [Float] =
                 selfPaced == .vertical
                 ? sizes.map { Float($0).squareRoot() } : sizes.flatMap { n in Array(repeating: Float(n).squareRoot(), count: n) }
-            x = b.l2normScale("\(p).self_paced", x, groups: sizes, gamma: gamma)
+            x = b.l2normScale("\(p).self_paced", x, groups: sizes, gamma: gamma, epsilon: selfPacedEpsilon)
         }
         // Outputs are in vertical order; row c of the permutation picks class c's position.
         let order = verticals.verticals.flatMap(\.classes)

@@ -263,22 +263,24 @@ public struct MutualLearningJob {
 public enum TwoStageSchedule {
     /// Runs the schedule; `stage1` trains and writes `stage1Output`, `load` reads it back for a
     /// resume, `between` adapts the model (e.g. drops the regressor), `stage2` trains into the output.
-    /// Returns whether stage 1 was skipped because it was already done.
+    /// With `stage1Epochs` 0 there is no stage 1 (the stage-2 loss alone, for an equal-budget
+    /// baseline); `keepStage1` leaves the stage-1 bundle in place for inspection. Returns whether
+    /// stage 1 was skipped because it was already done.
     @discardableResult
     public static func run(
-        student: Model, stage1Output: String, resume: Bool, load: (String) throws -> Model, stage1: (Model) throws -> Void,
-        between: (Model) -> Void, stage2: (Model) throws -> Void
+        student: Model, stage1Output: String, resume: Bool, stage1Epochs: Int = 1, keepStage1: Bool = false,
+        load: (String) throws -> Model, stage1: (Model) throws -> Void, between: (Model) -> Void, stage2: (Model) throws -> Void
     ) throws -> Bool {
         var model = student
         let skipped = resume && access(stage1Output, F_OK) == 0
         if skipped {
             model = try load(stage1Output)
-        } else {
+        } else if stage1Epochs > 0 {
             try stage1(model)
         }
         between(model)
         try stage2(model)
-        unlink(stage1Output)
+        if !keepStage1 { unlink(stage1Output) }
         return skipped
     }
 }

@@ -29,6 +29,9 @@ public struct TrainConfig: Sendable {
     /// Early stopping: end training when the validation accuracy has not improved for this many
     /// epochs (0: never). Needs a validation set and `bestPath`; the best weights are kept.
     public var patience = 0
+    /// Also log the loss of the first this many steps of the run (each stage of a two-stage
+    /// method is its own run) to the trainer's `stepLogPath`; 0: none. Not part of the fingerprint.
+    public var logSteps = 0
     /// Method settings (temperature, teachers' digests, …) that a resumed run must share.
     public var methodSettings: [String: Value] = [:]
 
@@ -128,6 +131,8 @@ public final class Trainer {
     /// Where checkpoints go (nil: none).
     public let checkpointPath: String?
     public let metricsPath: String?
+    /// Where `TrainConfig.logSteps` writes its per-step JSON lines.
+    public var stepLogPath: String?
     public var stage = "train"
     /// Checkpoints this trainer has written (for `TrainConfig.stopAtCheckpoint`).
     var checkpointsWritten = 0
@@ -191,6 +196,7 @@ public final class Trainer {
         let startStep = step
         if step == 0, let bestPath { unlink(bestPath) }
         if let metricsPath { try MetricsLog.truncate(metricsPath, afterStep: step, stage: stage) }
+        if config.logSteps > 0, let stepLogPath { try MetricsLog.truncate(stepLogPath, afterStep: step, stage: stage) }
         var epoch = step / perEpoch
         while epoch < config.epochs {
             let firstBatch = step - epoch * perEpoch
@@ -209,6 +215,9 @@ public final class Trainer {
                 guard loss.isFinite else {
                     throw NNError(
                         "loss became \(loss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))", code: .diverged)
+                }
+                if config.logSteps > 0, step < config.logSteps, let stepLogPath {
+                    try MetricsLog.append(stepLogPath, "{\"stage\":\"\(stage)\",\"step\":\(step + 1),\"loss\":\(loss),\"lr\":\(lr)}")
                 }
                 try tape.backward(seeds)
                 var grads: [String: Tensor] = [:]

@@ -35,6 +35,8 @@ public struct TrainingJob {
     public var metricsPath: String?
     /// Where the best epoch's weights wait (with `keepBest`).
     public var bestPath: String?
+    /// Per-step losses of the first `config.logSteps` steps go here.
+    public var stepLogPath: String?
     /// False for methods that never read labels (an unlabelled transfer set).
     public var needsLabels = true
     public var shouldStop: () -> Bool = { false }
@@ -108,6 +110,7 @@ public struct TrainingJob {
         let trainer = Trainer(
             model: model, config: config, train: batches, eval: evalBatches, checkpointPath: checkpointPath, metricsPath: metricsPath)
         trainer.shouldStop = shouldStop
+        trainer.stepLogPath = stepLogPath
         if let validationSet {
             trainer.validation = Batcher(validationSet, batchSize: 256, shuffle: false, normalization: normalization, seed: 0)
             trainer.bestPath = bestPath

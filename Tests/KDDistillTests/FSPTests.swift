@@ -120,4 +120,22 @@ struct FSPTests {
         #expect(throws: DistillError.self) { try FSP.resolve([.init("relu1", "nope")], on: s, label: "student") }
         #expect(throws: DistillError.self) { try FSP.parsePairs("a:b,c") }
     }
+
+    @Test("--fsp-rescale: convolutions that feed a batch norm go back to their initial norm; the statistics reset")
+    func rescale() throws {
+        var a = Architecture(.resnet8)
+        a.width = 0.5
+        let m = try a.build(input: [1, 8, 8], classes: 10, seed: 4)
+        let initial = FSP.convNorms(m)
+        #expect(!initial.isEmpty)
+        for name in initial.keys { if let w = m.parameters[name] { for i in 0..<w.count { w[i] *= 7 } } }
+        for (_, b) in m.buffers { b.fill(3) }
+        let report = FSP.rescale(m, to: initial)
+        #expect(report.count == initial.count && report.allSatisfy { abs($0.before / $0.after - 7) < 1e-3 })
+        for (name, n) in FSP.convNorms(m) { #expect(abs(n - initial[name]!) < 1e-3 * initial[name]!) }
+        let means = m.graph.nodes.filter { $0.op == .batchnorm }.map { $0.inputs[3] }
+        let vars = m.graph.nodes.filter { $0.op == .batchnorm }.map { $0.inputs[4] }
+        #expect(means.allSatisfy { m.buffers[$0]?.array.allSatisfy { $0 == 0 } == true })
+        #expect(vars.allSatisfy { m.buffers[$0]?.array.allSatisfy { $0 == 1 } == true })
+    }
 }

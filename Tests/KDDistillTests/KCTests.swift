@@ -84,6 +84,31 @@ struct KCTests {
         #expect(p[0 * 10 + 0] == 1 && p[6 * 10 + 1] == 1 && p[5 * 10 + 9] == 1)
     }
 
+    @Test("the paper's head shapes: two hidden layers; sc-sc blocks that read the whole bottleneck; the self-paced ε")
+    func paperHeads() throws {
+        var a = Architecture(.mlp)
+        a.hidden = [32]
+        let base = try a.build(input: [1, 8, 8], classes: 10, seed: 1)
+        let two = try KC.attachHead(
+            to: base, head: .fcSC, verticals: verticals(), width: 8, shared: 2, selfPaced: .off, seed: 3, hiddenLayers: 2)
+        #expect(two.parameters["kc_head.hidden2.weight"]?.shape == [24, 24])
+        let split = try KC.attachHead(to: base, head: .scSC, verticals: verticals(), width: 8, shared: 2, selfPaced: .off, seed: 3)
+        let all = try KC.attachHead(
+            to: base, head: .scSC, verticals: verticals(), width: 8, shared: 2, selfPaced: .off, seed: 3, scInput: .all)
+        // 32 bottleneck features over 3 verticals: 11/11/10 each (split), all 32 for every block (the paper's).
+        #expect(split.parameters["kc_head.hidden.block1.weight"]?.shape == [8, 11])
+        #expect(all.parameters["kc_head.hidden.block1.weight"]?.shape == [8, 32])
+        #expect(all.parameters["kc_head.hidden.block3.weight"]?.shape == [8, 32])
+        let x = Tensor(shape: [2, 1, 8, 8], repeating: 0.5)
+        #expect(try all.predict(x).shape == [2, 10] && (try two.predict(x).shape) == [2, 10])
+        let eps = try KC.attachHead(
+            to: base, head: .fcSC, verticals: verticals(), width: 8, shared: 2, selfPaced: .vertical, seed: 3, selfPacedEpsilon: 1)
+        #expect(eps.graph.nodes.first { $0.op == .l2normScale }?.float("epsilon") == 1)
+        #expect(throws: DistillError.self) {
+            try KC.attachHead(to: base, head: .fc, verticals: verticals(), width: 8, shared: 2, selfPaced: .off, seed: 3, hiddenLayers: 0)
+        }
+    }
+
     @Test("verticals must cover every class exactly once")
     func verticalChecks() {
         #expect(throws: DistillError.self) { try KC.check(VerticalMap([.init(name: "a", classes: [0, 1])]), classes: 3, source: "v") }

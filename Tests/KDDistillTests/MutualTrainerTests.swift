@@ -65,4 +65,25 @@ struct MutualTrainerTests {
         #expect(try digests(again) == digests(reference))
         #expect(paths.allSatisfy { access($0, F_OK) != 0 }, "checkpoints are removed after success")
     }
+
+    @Test("in turn, peer 1 is updated as in simultaneous mode, and peer 2 then learns from peer 1's updated predictions")
+    func inTurn() throws {
+        // One step each: peer 1's update reads peer 2's initial predictions in both modes, so it is
+        // identical; peer 2's reads peer 1's predictions after (in turn) or before (simultaneous) that update.
+        func oneStep(simultaneous: Bool) throws -> [Model] {
+            let ps = try peers()
+            let t = trainer(ps, simultaneous: simultaneous)
+            var steps = 0
+            t.shouldStop = {
+                steps += 1
+                return steps == 1
+            }
+            #expect(throws: Trainer.Interrupted.self) { try t.run() }
+            return ps
+        }
+        let turn = try oneStep(simultaneous: false)
+        let together = try oneStep(simultaneous: true)
+        #expect(turn[0].parameters["fc1.weight"]?.array == together[0].parameters["fc1.weight"]?.array)
+        #expect(turn[1].parameters["fc1.weight"]?.array != together[1].parameters["fc1.weight"]?.array)
+    }
 }

@@ -31,6 +31,10 @@ extension DistillCommand {
             "stage1_lr": .float(decimal(stage1Lr)),
         ]
         if let shuffleFsp { settings["shuffle_fsp"] = .uint(shuffleFsp) }
+        if fspRescale { settings["rescale"] = .bool(true) }
+        if let o = stage1Optimizer { settings["stage1_optimizer"] = .string(o.rawValue) }
+        // The student's initial convolution norms, for --fsp-rescale between the stages.
+        let initialNorms = FSP.convNorms(student)
         if !io.quiet {
             warn(
                 "FSP stage 1: \(tPairs.count) pairs, "
@@ -49,6 +53,15 @@ extension DistillCommand {
             },
             between: { model in
                 model.fspPairs = FSPPairs(sPairs.map { FSPPairs.Pair($0.first, $0.second) })
+                if fspRescale {
+                    let r = FSP.rescale(model, to: initialNorms)
+                    let grown = r.map { Double($0.before / max($0.after, 1e-12)) }
+                    if !io.quiet, !grown.isEmpty {
+                        warn(
+                            "FSP: \(r.count) convolutions rescaled to their initial norms (they had grown ×\(Text.fixed(grown.min() ?? 1, 2))–×\(Text.fixed(grown.max() ?? 1, 2))); batch-norm statistics reset"
+                        )
+                    }
+                }
                 if !io.quiet { warn("FSP stage 2: the task loss (cross-entropy)") }
             },
             stage2: ("fsp", settings),

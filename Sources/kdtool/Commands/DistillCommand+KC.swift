@@ -10,6 +10,7 @@ import KDNN
 
 extension KC.Head: ExpressibleByArgument {}
 extension KC.SelfPaced: ExpressibleByArgument {}
+extension KC.SCInput: ExpressibleByArgument {}
 
 extension DistillCommand {
     /// Knowledge Concentration: one sigmoid specialist teacher per vertical → one student for all classes.
@@ -28,7 +29,7 @@ extension DistillCommand {
         }
         // Each vertical's teacher: the one whose labels are exactly that vertical's classes.
         var owners: [(String, Model, String)] = []
-        for v in map.verticals {
+        for v in map.verticals where !labelsOnly {
             let names = v.classes.map { studentClasses[$0] }
             guard let t = teachers.first(where: { Set($0.1.labels?.classes ?? []) == Set(names) }) else {
                 let have = teachers.map { "\($0.0) [\(($0.1.labels?.classes ?? []).joined(separator: ","))]" }
@@ -50,21 +51,23 @@ extension DistillCommand {
             }
             owners.append(t)
         }
-        for t in teachers where !owners.contains(where: { $0.0 == t.0 }) {
+        for t in teachers where !labelsOnly && !owners.contains(where: { $0.0 == t.0 }) {
             throw ValidationError("teacher \(t.0) owns none of the verticals")
         }
         guard topK >= 1 else { throw ValidationError("--top-k must be at least 1") }
         var withDigests = map
-        for i in withDigests.verticals.indices { withDigests.verticals[i].teacher = owners[i].2 }
+        for i in withDigests.verticals.indices where !labelsOnly { withDigests.verticals[i].teacher = owners[i].2 }
         let model = try reportingErrors {
             try KC.attachHead(
                 to: student, head: head, verticals: withDigests, width: headWidth, shared: sharedWidth, selfPaced: selfPaced,
-                seed: training.seed)
+                seed: training.seed, hiddenLayers: headLayers, scInput: scInput, selfPacedEpsilon: selfPacedEpsilon)
         }
         model.labels = Labels(studentClasses)
         let settings: [String: Value] = [
             "top_k": .uint(UInt64(topK)), "head": .string(head.rawValue), "head_width": .uint(UInt64(headWidth)),
             "shared_width": .uint(UInt64(head == .fcSCShared ? sharedWidth : 0)), "self_paced": .string(selfPaced.rawValue),
+            "head_layers": .uint(UInt64(headLayers)), "sc_input": .string(scInput.rawValue), "teachers": .bool(!labelsOnly),
+            "self_paced_epsilon": .float(selfPacedEpsilon),
             "verticals": .array(map.verticals.map { v in .string(v.classes.map { studentClasses[$0] }.joined(separator: ",")) }),
         ]
         if !io.quiet {
@@ -72,7 +75,9 @@ extension DistillCommand {
                 "knowledge concentration: \(map.verticals.count) verticals ("
                     + map.verticals.map { "\($0.name): \($0.classes.map { studentClasses[$0] }.joined(separator: ","))" }.joined(
                         separator: "; ")
-                    + "), head \(head.rawValue), self-paced \(selfPaced.rawValue), top-K \(topK); student \(model.parameterCount) parameters"
+                    + "), head \(head.rawValue), self-paced \(selfPaced.rawValue), "
+                    + (labelsOnly ? "no teachers (labels only, sigmoid loss)" : "top-K \(topK)")
+                    + "; student \(model.parameterCount) parameters"
             )
         }
         var job = TrainingRun(
@@ -83,6 +88,10 @@ extension DistillCommand {
         job.methodSettings = settings
         var targets: KCTeachers?
         try job.execute { trainer, _, augmentation in
+            if labelsOnly {
+                trainer.trainSigmoid()
+                return
+            }
             let t = try KCTeachers(
                 teachers: owners.map(\.1), verticals: map, topK: topK, classes: studentClasses.count, cacheAcrossEpochs: augmentation.isNone
             )

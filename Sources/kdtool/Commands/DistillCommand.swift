@@ -88,6 +88,18 @@ struct DistillCommand: ParsableCommand {
     @Option(help: "fsp: learning rate of stage 1 (the paper: 0.001).")
     var stage1Lr: Float = 0.001
 
+    @Option(help: "fitnets, fsp: optimizer of stage 1 (default: --optimizer).")
+    var stage1Optimizer: Optimizer.Kind?
+
+    @Flag(help: "fitnets, fsp: keep OUTPUT.stage1.kdb after stage 2 (to inspect what stage 1 did to the weights).")
+    var keepStage1 = false
+
+    @Flag(
+        help:
+            "fsp: before stage 2, rescale every convolution that feeds a batch norm back to its initial weight norm and reset the batch-norm statistics (the output is unchanged under batch norm; the effective learning rate is restored)."
+    )
+    var fspRescale = false
+
     @Option(
         help:
             "kc: verticals JSON (from `kdtool verticals`, or {\"verticals\": [{\"name\", \"labels\": [...]}]}); default: the student's or teachers' VMAP."
@@ -103,6 +115,18 @@ struct DistillCommand: ParsableCommand {
     @Option(help: "kc: hidden units per vertical in the head.")
     var headWidth: Int = 64
 
+    @Option(help: "kc: hidden layers in the head (ours: 1; the paper's: 2).")
+    var headLayers: Int = 1
+
+    @Option(help: "kc: with sc-sc, what each block of the first layer reads: split (its 1/M of the bottleneck) or all (the paper's).")
+    var scInput: KC.SCInput = .split
+
+    @Flag(
+        help:
+            "kc: the baseline — the same student and head trained without teachers, on the labels with the same sigmoid loss (no teacher bundles needed)."
+    )
+    var labelsOnly = false
+
     @Option(help: "kc: with fc-sc-shared, how many of each block's --head-width units are shared by all verticals.")
     var sharedWidth: Int = 16
 
@@ -112,6 +136,12 @@ struct DistillCommand: ParsableCommand {
             the paper's summaries leave it open), γ learnt per vertical or per class, initialised to √N_v; off disables it.
             """)
     var selfPaced: KC.SelfPaced = .off
+
+    @Option(
+        help:
+            "kc: ε of the self-paced scaling, y = γ·x/max(‖x_v‖, ε). Small ε (the default 1e-6) divides by whatever norm the logits have, so while they are small a step is amplified; ε = 1 leaves verticals with ‖x_v‖ < 1 unscaled."
+    )
+    var selfPacedEpsilon: Double = 1e-6
 
     @Flag(help: "dml: update all peers from one forward pass instead of in turn.")
     var simultaneous = false
@@ -124,7 +154,9 @@ struct DistillCommand: ParsableCommand {
     @OptionGroup var io: RunOptions
 
     func validate() throws {
-        guard bundles.count >= 2 || method == .specialist else { throw ValidationError("give at least one teacher and the student") }
+        guard bundles.count >= 2 || method == .specialist || (method == .kc && labelsOnly) else {
+            throw ValidationError("give at least one teacher and the student")
+        }
         guard temperature > 0 else { throw ValidationError("--temperature must be positive") }
         guard (0...1).contains(alpha) else { throw ValidationError("--alpha must be within 0…1") }
     }
@@ -255,13 +287,19 @@ extension DistillCommand {
         stage2: (method: String, settings: [String: Value]), configure2: @escaping (Trainer, Augmentation) throws -> Void
     ) throws {
         let stage1Output = Companion.stem(io.output) + ".stage1.kdb"
+        let epochs1 = stage1Epochs ?? training.epochs
+        guard epochs1 >= 0, (stage2Epochs ?? training.epochs) > 0 else {
+            throw ValidationError("--stage1-epochs must be ≥ 0 (0: no stage 1) and --stage2-epochs positive")
+        }
         let skipped = try TwoStageSchedule.run(
-            student: student, stage1Output: stage1Output, resume: training.resume, load: { try loadModel($0).0 },
+            student: student, stage1Output: stage1Output, resume: training.resume, stage1Epochs: epochs1, keepStage1: keepStage1,
+            load: { try loadModel($0).0 },
             stage1: { model in
                 prepare(model)
                 var t1 = training
-                t1.epochs = stage1Epochs ?? training.epochs
+                t1.epochs = epochs1
                 if let lr = stage1.lr { t1.lr = lr }
+                if let o = stage1Optimizer { t1.optimizer = o }
                 t1.keep = .last  // stage-1 accuracy says nothing (its loss trains no classifier); select in stage 2
                 var job = TrainingRun(
                     modelPath: bundles.last!, model: model, data: data, training: t1, split: io.split, evalSplit: nil,

@@ -83,6 +83,9 @@ struct TrainingOptions: ParsableArguments {
     @Flag(help: "Continue from the checkpoint next to the output, if one exists.")
     var resume = false
 
+    @Option(help: "Also log the loss of the first N steps of each stage to OUTPUT.steps.jsonl (and .csv).")
+    var logSteps: Int = 0
+
     @Option(help: .hidden)  // tests: stop (SIGSTOP) after the N-th checkpoint, to kill at a known boundary
     var debugStopAtCheckpoint: Int = 0
 
@@ -122,6 +125,7 @@ struct TrainingOptions: ParsableArguments {
         c.checkpointEvery = checkpointEvery
         c.stopAtCheckpoint = debugStopAtCheckpoint
         c.patience = patience
+        c.logSteps = max(0, logSteps)
         return c
     }
 

@@ -81,6 +81,7 @@ struct TrainingRun {
         job.checkpointPath = Companion.checkpoint(output)
         job.metricsPath = Companion.metrics(metricsFor ?? output)
         job.bestPath = Companion.best(output)
+        job.stepLogPath = Companion.stem(metricsFor ?? output) + ".steps.jsonl"
         job.needsLabels = needsLabels
         job.shouldStop = { Interruption.isRequested }
         job.onProgress = { p in
