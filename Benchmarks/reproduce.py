@@ -744,17 +744,10 @@ def write_report(res, args):
 
 
 def cpu_line():
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                info.setdefault(k.strip(), v.strip())
-    except OSError:
-        pass
-    units = "AVX-512" if " avx512f " in " " + info.get("flags", "") + " " else "AVX2"
-    return "%s (family %s, model %s, %s, %d vCPUs)" % (info.get("model name", "unknown CPU"), info.get("cpu family", "?"),
-                                                     info.get("model", "?"), units, os.cpu_count() or 0)
+    """The CPU line tools/perf_table.py writes too (one definition, imported from there)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from perf_table import cpu
+    return cpu()
 
 
 def main():
