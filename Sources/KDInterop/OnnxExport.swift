@@ -20,14 +20,21 @@ public enum OnnxExporter {
         /// its first nodes, so the model takes pixel values 0…255 (input "pixels"). Resizing and
         /// alpha handling stay outside the graph; metadata_props describes them either way.
         public var includePreprocessing: Bool
-        public init(opset: Int = 17, dynamicBatch: Bool = true, includePreprocessing: Bool = false) {
+        /// End the graph with the output kind's Softmax/Sigmoid, so it computes probabilities (an
+        /// imported model whose original ended that way: `import(export(m))` is then `m`'s function).
+        public var outputActivation: Bool
+        public init(opset: Int = 17, dynamicBatch: Bool = true, includePreprocessing: Bool = false, outputActivation: Bool = false) {
             self.opset = opset
             self.dynamicBatch = dynamicBatch
             self.includePreprocessing = includePreprocessing
+            self.outputActivation = outputActivation
         }
     }
 
     public static let supportedOpsets = 13...21
+
+    /// META key an import sets when it took a trailing Softmax/Sigmoid off the graph ("softmax" | "sigmoid").
+    public static let outputActivationKey = "kdtool.output_activation"
 
     public static func export(_ model: Model, bundle: ModelBundle? = nil, options: Options = Options()) throws -> [UInt8] {
         guard supportedOpsets.contains(options.opset) else {
@@ -175,6 +182,15 @@ public enum OnnxExporter {
         graph.input = [input]
         var output = Onnx_ValueInfoProto()
         output.name = v(g.outputs[0])
+        if options.outputActivation, g.outputKind != .none {
+            let probabilities = "probabilities"
+            if g.outputKind == .softmax {
+                graph.node.append(makeNode("Softmax", [output.name], [probabilities], name: "output_softmax", attrs: [intAttr("axis", 1)]))
+            } else {
+                graph.node.append(makeNode("Sigmoid", [output.name], [probabilities], name: "output_sigmoid", attrs: []))
+            }
+            output.name = probabilities
+        }
         let outShape =
             try g.stats(tensorShapes: model.tensorShapes, batch: 1).first { $0.node.outputs[0] == g.outputs[0] }?.outputShape ?? []
         output.type = tensorType([-1] + outShape.dropFirst(), dynamic: options.dynamicBatch)

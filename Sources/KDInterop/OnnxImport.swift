@@ -17,6 +17,8 @@ public enum OnnxImporter {
         public var folded = 0
         /// A trailing Softmax/Sigmoid that became the graph's output kind.
         public var strippedOutputActivation: String?
+        /// An [N, K, 1, 1] output was flattened to [N, K].
+        public var flattenedOutput = false
         /// PREP came from a kdtool export's `kdtool.preprocessing` metadata.
         public var preprocessingFromMetadata = false
         public var opset = 0
@@ -122,18 +124,37 @@ public enum OnnxImporter {
             guard g.output.count == 1 else { throw fail("the graph has \(g.output.count) outputs; one is supported") }
             var output = resolve(g.output[0].name)
             var kind = Graph.OutputKind.softmax
-            if let meta = m.metadataProps.first(where: { $0.key == "kdtool.output_kind" }), let k = Graph.OutputKind(rawValue: meta.value) {
-                kind = k
-            } else if let last = nodes.last, last.outputs[0] == output, last.op == .softmax || last.op == .sigmoid {
+            // A trailing Softmax/Sigmoid becomes the output kind (the model stores logits); otherwise a kdtool export's
+            // recorded output kind is restored.
+            if let last = nodes.last, last.outputs[0] == output, last.op == .softmax || last.op == .sigmoid {
                 kind = last.op == .softmax ? .softmax : .sigmoid
                 notes.strippedOutputActivation = last.op.rawValue
                 output = last.inputs[0]
                 nodes.removeLast()
+            } else if let meta = m.metadataProps.first(where: { $0.key == "kdtool.output_kind" }),
+                let k = Graph.OutputKind(rawValue: meta.value)
+            {
+                kind = k
             }
             // Only initializers the graph reads are kept.
             let used = Set(nodes.flatMap(\.inputs))
             params = params.filter { used.contains($0.key) }
             buffers = buffers.filter { used.contains($0.key) }
+            // An output of [N, K, 1, 1] (a classifier ending in a 1×1 convolution or pooling, e.g. SqueezeNet) has K
+            // classes: it is flattened to [N, K].
+            var shapes: [String: [Int]] = [:]
+            for (k, v) in params { shapes[k] = v.shape }
+            for (k, v) in buffers { shapes[k] = v.shape }
+            let probe = Graph(inputs: [.init(name: inputName, shape: inputShape)], outputs: [output], outputKind: kind, nodes: nodes)
+            if let outShape = (try? probe.stats(tensorShapes: shapes, batch: 1))?.first(where: { $0.node.outputs[0] == output })?
+                .outputShape,
+                outShape.count == 4, outShape[2] == 1, outShape[3] == 1
+            {
+                let flat = uniqueName(output + "_flatten")
+                nodes.append(Graph.Node(name: flat, op: .flatten, inputs: [output], outputs: [flat], attrs: ["axis": .int(1)]))
+                output = flat
+                notes.flattenedOutput = true
+            }
             let graph = Graph(inputs: [.init(name: inputName, shape: inputShape)], outputs: [output], outputKind: kind, nodes: nodes)
             let model: Model
             do {
@@ -145,6 +166,8 @@ public enum OnnxImporter {
             } catch {
                 throw fail("the imported graph is inconsistent: \(error)")
             }
+            // The original computed probabilities: `kdtool export` writes the activation again (unless --logits).
+            if let stripped = notes.strippedOutputActivation { model.metadata[OnnxExporter.outputActivationKey] = .string(stripped) }
             if let labels = m.metadataProps.first(where: { $0.key == "kdtool.labels" })?.value {
                 model.labels = Labels(labels.split(separator: "\n", omittingEmptySubsequences: false).map(String.init))
             }

@@ -78,3 +78,51 @@ struct InteropCommandTests {
         }
     }
 }
+
+@Suite("import → export computes the original function", .serialized)
+struct ImportExportFunctionTests {
+    static let python = CLI.root.path + "/.build/venv-onnx/bin/python"
+
+    @Test(
+        "a SqueezeNet-shaped classifier ([N, K, 1, 1] then Softmax): K classes; export ends in Softmax again; --logits leaves it off",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: python)))
+    func squeezenetShaped() throws {
+        let d = try Scratch.folder("kdtool-squeeze")
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        let make = """
+            import sys, numpy as np, onnx
+            from onnx import helper, TensorProto, numpy_helper
+            r = np.random.default_rng(3)
+            w = numpy_helper.from_array(r.standard_normal((5, 3, 1, 1)).astype(np.float32), "w")
+            b = numpy_helper.from_array(r.standard_normal(5).astype(np.float32), "b")
+            nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+                     helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Softmax", ["g"], ["y"], axis=1)]
+            g = helper.make_graph(nodes, "squeeze", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 1, 1])], [w, b])
+            m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+            onnx.save(m, sys.argv[1])
+            np.save(sys.argv[2], r.standard_normal((1, 3, 8, 8)).astype(np.float32))
+            """
+        let made = try CLI.exec(Self.python, ["-c", make, p("squeeze.onnx"), p("x.npy")])
+        #expect(made.status == 0, "\(made.err)")
+        let i = try CLI.run(["import", p("squeeze.onnx"), "-o", p("m.kdb")])
+        #expect(i.status == 0 && i.out.contains("5 outputs"), "\(i.out)\(i.err)")
+        #expect(try CLI.run(["export", p("m.kdb"), "-o", p("back.onnx")]).status == 0)
+        #expect(try CLI.run(["export", p("m.kdb"), "-o", p("logits.onnx"), "--logits"]).status == 0)
+        let compare = """
+            import sys, numpy as np, onnxruntime as ort
+            x = np.load(sys.argv[4])
+            run = lambda f: ort.InferenceSession(f, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0].reshape(1, -1)
+            orig, back, logits = run(sys.argv[1]), run(sys.argv[2]), run(sys.argv[3])
+            print(float(np.abs(orig - back).max()), float(abs(logits.sum() - 1.0)))
+            """
+        let c = try CLI.exec(Self.python, ["-c", compare, p("squeeze.onnx"), p("back.onnx"), p("logits.onnx"), p("x.npy")])
+        #expect(c.status == 0, "\(c.err)")
+        let parts = c.out.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(parts.count == 2 && parts[0] < 1e-5, "export computes the original's probabilities: \(c.out)")
+        #expect(parts.count == 2 && parts[1] > 1e-3, "--logits writes logits, which do not sum to 1: \(c.out)")
+        // And the round trip is stable: importing the export gives the same model.
+        let again = try CLI.run(["import", p("back.onnx"), "-o", p("again.kdb")])
+        #expect(again.status == 0 && again.out.contains("5 outputs"), "\(again.out)\(again.err)")
+    }
+}

@@ -18,7 +18,8 @@ struct ImportCommand: ParsableCommand {
             import (Constant, Shape, Gather, Unsqueeze, Concat of constants, …) are folded, Mul/Add by per-channel
             constants become batch norms, external-data tensors are read from the model's folder. Every unsupported node is
             listed in one error. A trailing Softmax/Sigmoid becomes the bundle's output kind, so `kdtool run` writes logits
-            unless --probabilities is given.
+            unless --probabilities is given (and `kdtool export` writes the activation again). An output of [N, K, 1, 1] (a
+            classifier ending in a 1×1 convolution, e.g. SqueezeNet) is flattened: the model has K classes.
             safetensors/npz: a PyTorch state_dict loaded into --arch (init options as for `kdtool init`); names are matched
             exactly, through --map (JSON: {"ours": "theirs", "prefix.": "their.prefix."}), or by torchvision-style ResNet
             conventions (layer1.0.conv1 ↔ stage1.block1.conv1, downsample.0/1 ↔ shortcut.conv/bn, linear ↔ fc). All
@@ -151,7 +152,9 @@ struct ExportCommand: ParsableCommand {
         discussion: """
             ONNX (.onnx): every op kdtool runs, KC heads as kdtool-domain functions (Slice/Gemm/Concat, ReduceL2/Max/Div/Mul
             bodies) and quantized bundles as DequantizeLinear weights plus QuantizeLinear/DequantizeLinear activation pairs;
-            the graph outputs logits (the output kind is recorded in metadata_props and restored by `kdtool import`).
+            the graph outputs logits (the output kind is recorded in metadata_props and restored by `kdtool import`), except
+            for a model imported from a graph that ended in Softmax/Sigmoid: that activation is written again, so the export
+            computes what the original did (--logits leaves it off).
             The batch dimension is symbolic ("N") unless --fixed-batch. The bundle's preprocessing goes into metadata_props:
             kdtool.preprocessing (JSON: layout, channel order, resize, alpha, invert, scale, mean, std) and kdtool.input (one
             sentence); `kdtool import` restores it. With --include-preprocessing the graph itself starts with the
@@ -184,6 +187,12 @@ struct ExportCommand: ParsableCommand {
     @Flag(help: "Start the graph with the bundle's normalisation: the input is pixel values 0…255.")
     var includePreprocessing = false
 
+    @Flag(
+        help:
+            "Write logits even for a model imported from a graph that ended in Softmax/Sigmoid (by default such a model is exported with that activation again, so it computes what the original did)."
+    )
+    var logits = false
+
     @Option(help: "Name map JSON for safetensors/npz (ours → theirs).")
     var map: String?
 
@@ -207,7 +216,10 @@ struct ExportCommand: ParsableCommand {
         }
         let bytes = try withInteropErrors {
             try OnnxExporter.export(
-                m, bundle: bundle, options: .init(opset: opset, dynamicBatch: !fixedBatch, includePreprocessing: includePreprocessing))
+                m, bundle: bundle,
+                options: .init(
+                    opset: opset, dynamicBatch: !fixedBatch, includePreprocessing: includePreprocessing,
+                    outputActivation: !logits && m.metadata[OnnxExporter.outputActivationKey] != nil))
         }
         try withInteropErrors { try writeFileBytes(bytes, to: output) }
         print(
