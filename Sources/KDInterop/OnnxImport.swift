@@ -72,6 +72,9 @@ public enum OnnxImporter {
         var params: [String: Tensor] = [:]
         var buffers: [String: Tensor] = [:]
         var inputName = ""
+        /// The batch size of a static-batch export (the input's first dimension when it is a number > 1):
+        /// a Reshape target that starts with it means "the batch".
+        var staticBatch: Int64?
         var inputShape: [Int] = []
         var unsupported: [String] = []
         var notes = Notes()
@@ -106,6 +109,7 @@ public enum OnnxImporter {
             inputName = real[0].name
             let dims = real[0].type.tensorType.shape.dim
             guard real[0].type.tensorType.elemType == 1 else { throw fail("input '\(inputName)' is not float32") }
+            if case .dimValue(let b)? = dims.first?.value, b > 1 { staticBatch = b }
             inputShape = dims.enumerated().map { i, d in
                 if i == 0 { return -1 }
                 if case .dimValue(let v)? = d.value { return Int(v) }
@@ -494,7 +498,10 @@ public enum OnnxImporter {
             case "Flatten": node(.flatten, [ins[0]], ["axis": .int(Int64(int("axis", 1)))])
             case "Reshape":
                 guard isConst(1) else { return unsupported.append("\(label): the target shape must be computable at import") }
-                let target = (try constant(ins[1])).asInts.enumerated().map { i, d in d == OnnxImporter.batchToken ? (i == 0 ? 0 : -1) : d }
+                // The batch: a folded Shape → Gather chain (batchToken), or, in a static-batch export, the exported batch size.
+                let target = (try constant(ins[1])).asInts.enumerated().map { i, d in
+                    d == OnnxImporter.batchToken ? (i == 0 ? 0 : -1) : (i == 0 && staticBatch != nil && d == staticBatch ? 0 : d)
+                }
                 node(.reshape, [ins[0]], ["shape": .ints(target)])
             case "DequantizeLinear", "QuantizeLinear":
                 // Activation QDQ pairs of a quantized export: the value passes through unchanged.
