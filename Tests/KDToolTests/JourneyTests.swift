@@ -195,3 +195,30 @@ struct JourneyTests {
         #expect(html.contains("Training loss per epoch: cross-entropy") && html.contains("Training loss per epoch: KD loss"))
     }
 }
+
+@Suite("knowledge concentration's no-teacher baseline")
+struct KCBaselineCLITests {
+    @Test("--labels-only trains the head without teachers; teacher bundles given anyway are named as ignored")
+    func labelsOnly() throws {
+        let d = try Scratch.folder("kdtool-kc-baseline")
+        func p(_ n: String) -> String { d.appendingPathComponent(n).path }
+        let digits = CLI.root.path + "/data/digits/digits.csv.gz"
+        try #"{"verticals":[{"name":"a","labels":["0","1","2","3","4"]},{"name":"b","labels":["5","6","7","8","9"]}]}"#
+            .write(toFile: p("v.json"), atomically: true, encoding: .utf8)
+        _ = try CLI.run(["init", "--arch", "mlp", "--hidden", "16", "--data", digits, "-o", p("m.kdb")])
+        let alone = try CLI.run([
+            "distill", p("m.kdb"), "--method", "kc", "--labels-only", "--verticals", p("v.json"), "--head", "fc-sc", "--data", digits,
+            "--epochs", "1", "--quiet", "-o", p("kc.kdb"),
+        ])
+        #expect(alone.status == 0 && !alone.err.contains("ignoring"), "\(alone.err)")
+        let doc = try #require(
+            try JSONSerialization.jsonObject(with: Data(try CLI.run(["inspect", p("kc.kdb"), "--json"]).out.utf8)) as? [String: Any])
+        let hp = try #require((doc["provenance"] as? [String: Any])?["hyperparameters"] as? [String: Any])
+        #expect(hp["teachers"] as? Bool == false && hp["head"] as? String == "fc-sc")
+        let ignored = try CLI.run([
+            "distill", p("m.kdb"), p("m.kdb"), "--method", "kc", "--labels-only", "--verticals", p("v.json"), "--data", digits,
+            "--epochs", "1", "--quiet", "-o", p("kc2.kdb"),
+        ])
+        #expect(ignored.status == 0 && ignored.err.contains("ignoring"), "\(ignored.err)")
+    }
+}

@@ -17,6 +17,9 @@ extension DistillCommand {
     func runKC() throws {
         let loaded = try loadBundles()
         let teachers = Array(loaded.dropLast())
+        if labelsOnly && !teachers.isEmpty {
+            warn("kdtool: warning: --labels-only trains without teachers; ignoring \(teachers.map(\.0).joined(separator: ", "))")
+        }
         let (studentPath, student, studentDigest) = loaded.last!
         let studentClasses = student.labels?.classes ?? (0..<student.classCount).map(String.init)
         let map = try reportingErrors { () throws -> VerticalMap in
