@@ -68,7 +68,7 @@ let package = Package(
 
         // Untrusted input and atomic output: checked sizes, regular-file reads, atomic writes, locks.
         .target(name: "KDIO"),
-        .target(name: "KDBundle", dependencies: ["KDIO", "CZlib"]),
+        .target(name: "KDBundle", dependencies: ["KDIO", "CZlib", "KDTensor"]),
         .target(name: "KDTensor", dependencies: ["CBLAS"], swiftSettings: simdSettings),
         .target(name: "KDNN", dependencies: ["KDIO", "KDTensor", "KDBundle", "KDData"]),
         .target(name: "KDData", dependencies: ["KDIO", "KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),

@@ -160,7 +160,8 @@ public enum BundleWriter {
         var header = ByteSink()
         header.raw(Format.magic)
         header.u16(Format.major)
-        header.u16(Format.minor)
+        // Format 1.1 added op set 2; a file whose graph needs only op set 1 stays 1.0, byte for byte.
+        header.u16((c.graph?.requiredOpset ?? 1) >= 2 ? Format.minor : 0)
         header.u32(UInt32(Format.headerSize))
         header.u64(required)
         header.u64(optional)

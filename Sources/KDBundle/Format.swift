@@ -2,7 +2,8 @@
 public enum Format {
     public static let magic: [UInt8] = [0x89, 0x4B, 0x44, 0x42, 0x0D, 0x0A, 0x1A, 0x0A]
     public static let major: UInt16 = 1
-    public static let minor: UInt16 = 0
+    /// 1.1: op set 2 in GRPH (written only by files whose graph needs it).
+    public static let minor: UInt16 = 1
     public static let headerSize = 128
     public static let dataOffset = 4096
     public static let tensorAlignment = 64

@@ -1,4 +1,5 @@
 import KDIO
+import KDTensor
 
 /// Static shape inference and cost accounting for `inspect` (Spec §7.2 output-shape rules).
 extension Graph {
@@ -51,6 +52,15 @@ extension Graph {
         var out: [NodeStats] = []
         for node in try validate(tensorNames: Set(tensorShapes.keys)) {
             let ins = node.inputs.map { shapes[$0] ?? [] }
+            if [.add, .mul, .sub, .div].contains(node.op) {
+                // A stored operand may broadcast over the batch but never make one.
+                for (i, name) in node.inputs.enumerated() where tensorShapes[name] != nil && ins[i].count >= ins[1 - i].count {
+                    guard ins[i].first == 1 || ins[1 - i].count == ins[i].count && tensorShapes[node.inputs[1 - i]] != nil else {
+                        throw ShapeError(
+                            description: "node '\(node.name)' (\(node.op.rawValue)): stored tensor '\(name)' \(ins[i]) would set the batch dimension")
+                    }
+                }
+            }
             let (shape, flops) = try infer(node, ins)
             let batchOf = shape.first ?? 1
             let elements = try Self.checkedProduct(shape) {
@@ -103,20 +113,19 @@ extension Graph {
     /// with `ceil`, where (as in PyTorch and ONNX) the last window must start inside the input or
     /// its leading padding. Nil when the window does not fit or a size overflows.
     public static func windowOutput(size: Int, kernel: Int, stride: Int, padBegin: Int, padEnd: Int, dilation: Int, ceil: Bool) -> Int? {
-        guard size >= 1, kernel >= 1, stride >= 1, dilation >= 1, padBegin >= 0, padEnd >= 0 else { return nil }
-        let (k1, o1) = dilation.multipliedReportingOverflow(by: kernel - 1)
-        let (p, o2) = padBegin.addingReportingOverflow(padEnd)
-        let (sp, o3) = size.addingReportingOverflow(p)
-        guard !o1, !o2, !o3 else { return nil }
-        let span = sp - k1 - 1
-        guard span >= 0 else { return nil }
-        var out = span / stride + 1
-        if ceil && span % stride != 0 {
-            out += 1
-            // The last window must start inside the input or the leading padding.
-            if (out - 1) * stride >= size + padBegin { out -= 1 }
+        Window.outputSize(size: size, kernel: kernel, stride: stride, padBegin: padBegin, padEnd: padEnd, dilation: dilation, ceil: ceil)
+    }
+
+    /// Axes made non-negative; each in range, distinct, and never the batch axis 0.
+    func normalizedAxes(_ raw: [Int], rank: Int, _ fail: (String) -> ShapeError) throws -> [Int] {
+        let axes = try raw.map { a -> Int in
+            guard a >= -rank, a < rank else { throw fail("axis \(a) outside rank \(rank)") }
+            return a < 0 ? a + rank : a
         }
-        return out
+        guard Set(axes).count == axes.count, !axes.contains(0) else {
+            throw fail("axes \(raw) must be distinct and leave the batch axis 0 alone")
+        }
+        return axes
     }
 
     func infer(_ node: Node, _ ins: [[Int]]) throws -> ([Int], Int) {
@@ -154,9 +163,11 @@ extension Graph {
             let shape = [x[0], w[0], hw[0], hw[1]]
             return (shape, try mul(2, shape[0], shape[1], shape[2], shape[3], w[1], w[2], w[3]))
         case .linear:
+            // Over the last axis; leading dimensions are rows (ONNX MatMul against a matrix).
             let w = ins[1]
-            guard x.count == 2, w.count == 2, x[1] == w[1] else { throw fail("input \(x) does not match weight \(w)") }
-            return ([x[0], w[0]], try mul(2, x[0], w[0], w[1]))
+            guard x.count >= 2, w.count == 2, x.last == w[1] else { throw fail("input \(x) does not match weight \(w)") }
+            if ins.count > 2 { guard ins[2] == [w[0]] else { throw fail("bias \(ins[2]) does not match weight \(w)") } }
+            return (Array(x.dropLast()) + [w[0]], try mul(2, count / max(1, w[1]), w[0], w[1]))
         case .batchnorm:
             guard x.count >= 2, ins[1...4].allSatisfy({ $0 == [x[1]] }) else {
                 throw fail("scale, shift and statistics \(Array(ins[1...4])) do not match input \(x)")
@@ -176,9 +187,61 @@ extension Graph {
             let axis = node.int("axis")
             guard axis >= -x.count, axis < x.count else { throw fail("axis \(axis) outside rank \(x.count)") }
             return (x, count)
-        case .add:
-            guard ins[0] == ins[1] else { throw fail("shapes \(ins[0]) and \(ins[1]) differ") }
-            return (x, count)
+        case .add, .mul, .sub, .div:
+            // NumPy broadcasting; the batch stays the first dimension of the result.
+            guard let shape = Broadcast.shape(ins[0], ins[1]), shape.count == x.count || shape.count == ins[1].count,
+                shape.first == (ins[0].count >= ins[1].count ? ins[0] : ins[1]).first
+            else { throw fail("shapes \(ins[0]) and \(ins[1]) do not broadcast with the batch first") }
+            return (shape, try Self.checkedProduct(shape) { fail("output \(shape) overflows") })
+        case .reduceMean:
+            let axes = try normalizedAxes(node.ints("axes"), rank: x.count, fail)
+            guard !axes.isEmpty else { throw fail("axes must not be empty") }
+            var shape = x
+            for a in axes { shape[a] = 1 }
+            if !node.bool("keepdims") { shape = x.enumerated().filter { !axes.contains($0.offset) }.map(\.element) }
+            return (shape, count)
+        case .transpose:
+            let perm = node.ints("perm")
+            guard perm.count == x.count, Set(perm) == Set(0..<x.count), perm.first == 0 else {
+                throw fail("perm \(perm) is not a permutation of the \(x.count) axes that keeps the batch first")
+            }
+            return (perm.map { x[$0] }, 0)
+        case .pad:
+            let pads = node.ints("pads")
+            guard pads.count == 2 * x.count, pads[0] == 0, pads[x.count] == 0 else {
+                throw fail("pads \(pads) must give a begin and an end per axis (\(2 * x.count) values), none for the batch")
+            }
+            let shape = try (0..<x.count).map { i -> Int in
+                let (s1, o1) = x[i].addingReportingOverflow(pads[i])
+                let (s2, o2) = s1.addingReportingOverflow(pads[i + x.count])
+                guard !o1, !o2 else { throw fail("padded size overflows") }
+                return s2
+            }
+            return (shape, try Self.checkedProduct(shape) { fail("output \(shape) overflows") })
+        case .slice:
+            let (axesRaw, starts, ends) = (node.ints("axes"), node.ints("starts"), node.ints("ends"))
+            let axes = try normalizedAxes(axesRaw, rank: x.count, fail)
+            guard !axes.isEmpty, starts.count == axes.count, ends.count == axes.count else {
+                throw fail("axes \(axesRaw), starts \(starts) and ends \(ends) must have the same non-zero length")
+            }
+            var shape = x
+            for (k, a) in axes.enumerated() {
+                shape[a] = Shaping.sliceRange(start: starts[k], end: ends[k], size: x[a]).count
+                guard shape[a] >= 1 else { throw fail("slice \(starts[k])..<\(ends[k]) of axis \(a) (size \(x[a])) is empty") }
+            }
+            return (shape, 0)
+        case .layernorm:
+            let axis = try normalizedAxes([node.int("axis")], rank: x.count, fail)[0]
+            let inner = try Self.checkedProduct(Array(x[axis...])) { fail("overflow") }
+            for p in ins.dropFirst() {
+                guard p == Array(x[axis...]) || p == [inner] else {
+                    throw fail("scale/bias \(p) do not match the normalised shape \(Array(x[axis...]))")
+                }
+            }
+            return (x, try mul(8, count))
+        case .activation:
+            guard node.activation != nil else { throw fail("attributes \(node.attrs) do not describe a \(node.op.rawValue)") }
+            return (x, try mul(4, count))
         case .concat:
             let axis = node.int("axis") < 0 ? node.int("axis") + x.count : node.int("axis")
             guard axis >= 0, axis < x.count else { throw fail("axis \(node.int("axis")) outside rank \(x.count)") }

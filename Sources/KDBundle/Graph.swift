@@ -1,18 +1,95 @@
+import KDTensor
+
 /// `GRPH`: the model as a DAG of nodes from a closed op set (Spec §7.2).
 ///
 ///     let g = Graph(inputs: [.init(name: "x", shape: [-1, 784])], outputs: ["logits"], outputKind: .softmax,
 ///                   nodes: [Graph.Node(name: "fc", op: .linear, inputs: ["x", "fc.weight", "fc.bias"], outputs: ["logits"])])
 public struct Graph: BundleSection {
     public static let fourcc = "GRPH"
-    public static let opset = 1
+    /// The newest op set this reader knows; a graph is written with the lowest op set that has its ops.
+    public static let opset = 2
+
+    /// The op set a graph needs: 2 when it uses an op-set-2 op, else 1 (so op-set-1 graphs stay byte-identical).
+    public var requiredOpset: Int { nodes.map(\.op.opset).max() ?? 1 }
 
     public enum OutputKind: String, Sendable, CaseIterable { case softmax, sigmoid, none }
 
-    public enum Op: String, Sendable, CaseIterable {
+    /// An op of the closed op set (Spec §7.2): the structural ops by name, and the elementwise
+    /// activations of `KDTensor.Activation` (op set 2), each under its own name.
+    public enum Op: Hashable, Sendable, CaseIterable, RawRepresentable {
         case conv2d, linear, batchnorm, relu, maxpool, avgpool, globalavgpool, add, concat, flatten, reshape
         case dropout, softmax, sigmoid
-        case splitLinear = "split_linear"
-        case l2normScale = "l2norm_scale"
+        case splitLinear
+        case l2normScale
+        // Op set 2.
+        case mul, sub, div
+        case reduceMean
+        case transpose, pad, slice, layernorm
+        case activation(Activation.Kind)
+
+        static let structural: [Op] = [
+            .conv2d, .linear, .batchnorm, .relu, .maxpool, .avgpool, .globalavgpool, .add, .concat, .flatten, .reshape, .dropout,
+            .softmax, .sigmoid, .splitLinear, .l2normScale, .mul, .sub, .div, .reduceMean, .transpose, .pad, .slice, .layernorm,
+        ]
+        public static var allCases: [Op] { structural + Activation.Kind.allCases.map { .activation($0) } }
+
+        public init?(rawValue: String) {
+            if let k = Activation.Kind(rawValue: rawValue) {
+                self = .activation(k)
+                return
+            }
+            guard let op = Op.structural.first(where: { $0.rawValue == rawValue }) else { return nil }
+            self = op
+        }
+
+        public var rawValue: String {
+            switch self {
+            case .conv2d: "conv2d"
+            case .linear: "linear"
+            case .batchnorm: "batchnorm"
+            case .relu: "relu"
+            case .maxpool: "maxpool"
+            case .avgpool: "avgpool"
+            case .globalavgpool: "globalavgpool"
+            case .add: "add"
+            case .concat: "concat"
+            case .flatten: "flatten"
+            case .reshape: "reshape"
+            case .dropout: "dropout"
+            case .softmax: "softmax"
+            case .sigmoid: "sigmoid"
+            case .splitLinear: "split_linear"
+            case .l2normScale: "l2norm_scale"
+            case .mul: "mul"
+            case .sub: "sub"
+            case .div: "div"
+            case .reduceMean: "reduce_mean"
+            case .transpose: "transpose"
+            case .pad: "pad"
+            case .slice: "slice"
+            case .layernorm: "layernorm"
+            case .activation(let k): k.rawValue
+            }
+        }
+
+        /// The op set that introduced the op: 1 for the original set, 2 for the ops real
+        /// classifiers exported from PyTorch need. A graph using only op-set-1 ops is written as op set 1.
+        public var opset: Int {
+            switch self {
+            case .mul, .sub, .div, .reduceMean, .transpose, .pad, .slice, .layernorm, .activation: 2
+            default: 1
+            }
+        }
+
+        /// Whether the op may run as a convolution's epilogue in the inference plan (after a folded
+        /// batch norm): ReLU, and an activation whose attributes keep f(0) = 0
+        /// (`Activation.preservesZero`, checked per node).
+        public var fusesAsEpilogue: Bool {
+            switch self {
+            case .relu, .activation: true
+            default: false
+            }
+        }
     }
 
     public struct Input: Equatable, Sendable {
@@ -58,6 +135,16 @@ public struct Graph: BundleSection {
             if case .bool(let v) = attrs[key] { return v }
             return false
         }
+        /// The activation an activation node computes (nil for other ops).
+        public var activation: Activation? { op.activation(self) }
+
+        /// An activation node.
+        public init(name: String, activation f: Activation, input: String, output: String) {
+            var attrs: [String: Value] = [:]
+            for (k, v) in f.floatAttributes { attrs[k] = .float(Double("\(v)") ?? Double(v)) }
+            for (k, v) in f.boolAttributes { attrs[k] = .bool(v) }
+            self.init(name: name, op: .activation(f.kind), inputs: [input], outputs: [output], attrs: attrs)
+        }
     }
 
     public var inputs: [Input]
@@ -91,12 +178,17 @@ public struct Graph: BundleSection {
             let name = try r.string("name")
             let opName = try r.string("op")
             guard let op = Op(rawValue: opName) else {
-                throw BundleError(.unknownOp, offset: offset, "GRPH node '\(name)' has op '\(opName)', not in op set 1")
+                throw BundleError(.unknownOp, offset: offset, "GRPH node '\(name)' has op '\(opName)', not in op sets 1–\(Graph.opset)")
             }
             return Node(name: name, op: op, inputs: ins, outputs: try r.strings("outputs"), attrs: attrs)
         }
         let opset = try f.uint("opset")
-        guard opset == Graph.opset else { throw f.invalid("opset", "op set \(opset) is not supported (1)") }
+        guard (1...Graph.opset).contains(opset) else {
+            throw f.invalid("opset", "op set \(opset) is not supported (1–\(Graph.opset))")
+        }
+        if let newer = nodes.first(where: { $0.op.opset > opset }) {
+            throw f.invalid("opset", "node '\(newer.name)' has op '\(newer.op.rawValue)' of op set \(newer.op.opset), but the graph says op set \(opset)")
+        }
         let kind = try f.string("output_kind")
         guard let k = OutputKind(rawValue: kind) else {
             throw f.invalid("output_kind", "'\(kind)' is not softmax|sigmoid|none")
@@ -117,7 +209,7 @@ public struct Graph: BundleSection {
                         "outputs": .array($0.outputs.map { .string($0) }),
                     ])
                 }),
-            "opset": .uint(UInt64(Graph.opset)),
+            "opset": .uint(UInt64(requiredOpset)),
             "output_kind": .string(outputKind.rawValue),
             "outputs": .array(outputs.map { .string($0) }),
         ])
@@ -180,7 +272,46 @@ extension Graph.Op {
                     "epsilon": .float(Double.leastNonzeroMagnitude...Double.greatestFiniteMagnitude, openUpper: false),
                 ]
             )
+        case .mul, .sub, .div: return (2...2, [:])
+        case .reduceMean: return (1...1, ["axes": .ints(count: nil, min: -Int64(Format.maxRank)), "keepdims": .bool])
+        case .transpose: return (1...1, ["perm": .ints(count: nil, min: 0)])
+        case .pad: return (1...1, ["pads": .ints(count: nil, min: 0), "value": .float(Graph.Op.finite, openUpper: false)])
+        case .slice:
+            return (
+                1...1,
+                [
+                    "axes": .ints(count: nil, min: -Int64(Format.maxRank)), "starts": .ints(count: nil, min: Int64.min),
+                    "ends": .ints(count: nil, min: Int64.min),
+                ]
+            )
+        case .layernorm:
+            return (
+                2...3,
+                [
+                    "axis": .int,
+                    "epsilon": .float(Double.leastNonzeroMagnitude...Double.greatestFiniteMagnitude, openUpper: false),
+                ]
+            )
+        case .activation(let kind):
+            var attrs: [String: AttrKind] = [:]
+            for a in Activation.attributes(of: kind) { attrs[a.name] = a.range.map { .float($0, openUpper: false) } ?? .bool }
+            return (1...1, attrs)
         }
+    }
+
+    static let finite = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude
+
+    /// The activation a node of an activation op computes (its attributes read); nil for other ops
+    /// or attributes that do not describe one (a clip with min > max).
+    public func activation(_ node: Graph.Node) -> Activation? {
+        guard case .activation(let kind) = self else { return nil }
+        var floats: [String: Double] = [:]
+        var bools: [String: Bool] = [:]
+        for (k, v) in node.attrs {
+            if case .float(let f) = v { floats[k] = f }
+            if case .bool(let b) = v { bools[k] = b }
+        }
+        return Activation(kind: kind, floats: floats, bools: bools)
     }
 }
 

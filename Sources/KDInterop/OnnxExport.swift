@@ -95,6 +95,9 @@ public enum OnnxExporter {
             defer { known.insert(n.outputs[0]) }
             return n.inputs.allSatisfy { known.contains($0) }
         }
+        // Shapes at batch 1, for ops whose ONNX form depends on the input's rank.
+        var shapes: [String: [Int]] = [g.inputs[0].name: [1] + g.inputs[0].shape.dropFirst()]
+        for st in try g.stats(tensorShapes: model.tensorShapes, batch: 1) { shapes[st.node.outputs[0]] = st.outputShape }
         for node in stored ? g.nodes : model.order {
             let ins = node.inputs.map(v)
             let out = node.outputs[0]
@@ -110,8 +113,13 @@ public enum OnnxExporter {
                         intsAttr("kernel_shape", [w[2], w[3]]), intsAttr("strides", ints("stride")), intsAttr("pads", ints("pads")),
                         intsAttr("dilations", ints("dilation")), intAttr("group", node.int("groups")),
                     ])
-            case .linear:
+            case .linear where (shapes[node.inputs[0]]?.count ?? 2) == 2:
                 e.node("Gemm", ins, [out], name: node.name, attrs: [intAttr("transB", 1)])
+            case .linear:
+                // Over the last axis of a rank-3+ input: MatMul by Wᵀ, then the bias.
+                e.node("Transpose", [ins[1]], [node.name + "_weight_t"], name: node.name + "_transpose", attrs: [intsAttr("perm", [1, 0])])
+                e.node("MatMul", [ins[0], node.name + "_weight_t"], [ins.count > 2 ? node.name + "_matmul" : out], name: node.name)
+                if ins.count > 2 { e.node("Add", [node.name + "_matmul", ins[2]], [out], name: node.name + "_bias") }
             case .batchnorm:
                 e.node(
                     "BatchNormalization", ins, [out], name: node.name,
@@ -146,6 +154,37 @@ public enum OnnxExporter {
             case .softmax: e.node("Softmax", ins, [out], name: node.name, attrs: [intAttr("axis", node.int("axis"))])
             case .splitLinear: e.splitLinear(node, ins, model: model)
             case .l2normScale: try e.l2normScale(node, ins, model: model)
+            case .mul: e.node("Mul", ins, [out], name: node.name)
+            case .sub: e.node("Sub", ins, [out], name: node.name)
+            case .div: e.node("Div", ins, [out], name: node.name)
+            case .reduceMean:
+                let keep = intAttr("keepdims", node.bool("keepdims") ? 1 : 0)
+                if options.opset >= 18 {
+                    let axes = e.intConstant(node.name + "_axes", ints("axes").map(Int64.init))
+                    e.node("ReduceMean", [ins[0], axes], [out], name: node.name, attrs: [keep])
+                } else {
+                    e.node("ReduceMean", ins, [out], name: node.name, attrs: [intsAttr("axes", ints("axes")), keep])
+                }
+            case .transpose: e.node("Transpose", ins, [out], name: node.name, attrs: [intsAttr("perm", ints("perm"))])
+            case .pad:
+                let pads = e.intConstant(node.name + "_pads", ints("pads").map(Int64.init))
+                let value = e.constant(node.name + "_value", [], [Float(node.float("value"))])
+                e.node("Pad", [ins[0], pads, value], [out], name: node.name)
+            case .slice:
+                let starts = e.intConstant(node.name + "_starts", ints("starts").map(Int64.init))
+                let ends = e.intConstant(node.name + "_ends", ints("ends").map(Int64.init))
+                let axes = e.intConstant(node.name + "_axes", ints("axes").map(Int64.init))
+                e.node("Slice", [ins[0], starts, ends, axes], [out], name: node.name)
+            case .layernorm:
+                guard options.opset >= 17 else {
+                    throw InteropError("export", "layernorm '\(node.name)' needs ONNX opset 17 or later (LayerNormalization); use --opset 17")
+                }
+                e.node(
+                    "LayerNormalization", ins, [out], name: node.name,
+                    attrs: [intAttr("axis", node.int("axis")), floatAttr("epsilon", Float(node.float("epsilon")))])
+            case .activation:
+                guard let f = node.activation else { throw InteropError("export", "node '\(node.name)' describes no \(node.op.rawValue)") }
+                try e.activation(f, ins[0], out, name: node.name, opset: options.opset)
             }
             qdq(out)
         }
@@ -317,6 +356,44 @@ public enum OnnxExporter {
         ) {
             nodes.append(OnnxExporter.makeNode(op, ins, outs, name: name, attrs: attrs, domain: domain))
         }
+        /// An activation in its ONNX form (`Activation.onnx`): one op, Clip, or a decomposition.
+        mutating func activation(_ f: Activation, _ x: String, _ out: String, name: String, opset: Int) throws {
+            switch f.onnx {
+            case .op(let type, let floats):
+                if type == "HardSwish" && opset < 14 { throw InteropError("export", "HardSwish '\(name)' needs ONNX opset 14 or later") }
+                node(type, [x], [out], name: name, attrs: floats.keys.sorted().map { OnnxExporter.floatAttr($0, floats[$0]!) })
+            case .clip(let lo, let hi):
+                node("Clip", [x, constant(name + "_min", [], [lo]), constant(name + "_max", [], [hi])], [out], name: name)
+            case .silu:
+                node("Sigmoid", [x], [name + "_sigmoid"], name: name + "_sigmoid")
+                node("Mul", [x, name + "_sigmoid"], [out], name: name)
+            case .gelu(let tanh) where opset >= 20:
+                var a = Onnx_AttributeProto()
+                a.name = "approximate"
+                a.type = .string
+                a.s = Data((tanh ? "tanh" : "none").utf8)
+                node("Gelu", [x], [out], name: name, attrs: [a])
+            case .gelu(false):
+                // 0.5 · x · (1 + erf(x / √2))
+                node("Div", [x, constant(name + "_sqrt2", [], [Float(2).squareRoot()])], [name + "_scaled"], name: name + "_div")
+                node("Erf", [name + "_scaled"], [name + "_erf"], name: name + "_erf")
+                node("Add", [name + "_erf", constant(name + "_one", [], [1])], [name + "_cdf2"], name: name + "_add")
+                node("Mul", [x, name + "_cdf2"], [name + "_prod"], name: name + "_mul")
+                node("Mul", [name + "_prod", constant(name + "_half", [], [0.5])], [out], name: name)
+            case .gelu(true):
+                // 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 x³)))
+                node("Mul", [x, x], [name + "_x2"], name: name + "_sq")
+                node("Mul", [name + "_x2", x], [name + "_x3"], name: name + "_cube")
+                node("Mul", [name + "_x3", constant(name + "_c", [], [0.044715])], [name + "_cx3"], name: name + "_scale3")
+                node("Add", [x, name + "_cx3"], [name + "_inner"], name: name + "_inner")
+                node("Mul", [name + "_inner", constant(name + "_k", [], [0.7978845608])], [name + "_u"], name: name + "_scale")
+                node("Tanh", [name + "_u"], [name + "_t"], name: name + "_tanh")
+                node("Add", [name + "_t", constant(name + "_one", [], [1])], [name + "_t1"], name: name + "_add")
+                node("Mul", [x, name + "_t1"], [name + "_prod"], name: name + "_mul")
+                node("Mul", [name + "_prod", constant(name + "_half", [], [0.5])], [out], name: name)
+            }
+        }
+
         mutating func constant(_ name: String, _ shape: [Int], _ v: [Float]) -> String {
             initializers.append(OnnxExporter.floatTensor(name, shape, v))
             return name

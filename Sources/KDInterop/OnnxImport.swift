@@ -75,6 +75,10 @@ public enum OnnxImporter {
         /// The batch size of a static-batch export (the input's first dimension when it is a number > 1):
         /// a Reshape target that starts with it means "the batch".
         var staticBatch: Int64?
+        /// GELU and SiLU written as primitive ops, found before conversion (`activationPatterns`).
+        var fused = Fused()
+        /// Outputs of Reshape(x, [-1]) in a batch-1 export, to x.
+        var flattenedAll: [String: String] = [:]
         var inputShape: [Int] = []
         var unsupported: [String] = []
         var notes = Notes()
@@ -109,7 +113,7 @@ public enum OnnxImporter {
             inputName = real[0].name
             let dims = real[0].type.tensorType.shape.dim
             guard real[0].type.tensorType.elemType == 1 else { throw fail("input '\(inputName)' is not float32") }
-            if case .dimValue(let b)? = dims.first?.value, b > 1 { staticBatch = b }
+            if case .dimValue(let b)? = dims.first?.value, b >= 1 { staticBatch = b }
             inputShape = dims.enumerated().map { i, d in
                 if i == 0 { return -1 }
                 if case .dimValue(let v)? = d.value { return Int(v) }
@@ -121,7 +125,16 @@ public enum OnnxImporter {
                 )
             }
             names.insert(inputName)
-            for (i, n) in g.node.enumerated() { try convert(n, index: i) }
+            fused = Self.activationPatterns(g)
+            for (i, n) in g.node.enumerated() {
+                if fused.skipped.contains(i) { continue }
+                if let (f, input) = fused.at[i] {
+                    let name = uniqueName(n.name.isEmpty ? "\(f.kind.rawValue)_\(i)" : n.name)
+                    nodes.append(Graph.Node(name: name, activation: f, input: resolve(input), output: n.output[0]))
+                    continue
+                }
+                try convert(n, index: i)
+            }
             if !unsupported.isEmpty {
                 throw fail("\(unsupported.count) nodes cannot be imported:\n  " + unsupported.joined(separator: "\n  "))
             }
@@ -492,20 +505,123 @@ public enum OnnxImporter {
                     node(.avgpool, [ins[0]], a)
                 }
             case "GlobalAveragePool": node(.globalavgpool, [ins[0]])
-            case "Add", "Mul", "Sub", "Sum":
+            case "Add", "Mul", "Sub", "Sum", "Div":
                 try arithmetic(n, ins, name: name, out: out, label: label)
             case "Concat": node(.concat, ins, ["axis": .int(Int64(int("axis", 1)))])
             case "Flatten": node(.flatten, [ins[0]], ["axis": .int(Int64(int("axis", 1)))])
             case "Reshape":
                 guard isConst(1) else { return unsupported.append("\(label): the target shape must be computable at import") }
                 // The batch: a folded Shape → Gather chain (batchToken), or, in a static-batch export, the exported batch size.
-                let target = (try constant(ins[1])).asInts.enumerated().map { i, d in
-                    d == OnnxImporter.batchToken ? (i == 0 ? 0 : -1) : (i == 0 && staticBatch != nil && d == staticBatch ? 0 : d)
+                var target = (try constant(ins[1])).asInts.enumerated().map { i, d in
+                    d == OnnxImporter.batchToken ? (i == 0 ? 0 : -1) : d
+                }
+                // A static-batch export writes the batch size it was traced at: when the rest of the target holds
+                // exactly one image's values, that leading number is the batch.
+                if let b = staticBatch, target.first == b, let s = shape(of: ins[0]), s.count >= 1 {
+                    let perImage = s.dropFirst().reduce(1, *)
+                    let rest = target.dropFirst().enumerated().map { i, d in d == 0 && i + 1 < s.count ? Int64(s[i + 1]) : d }
+                    let known = rest.filter { $0 != -1 }.reduce(Int64(1)) { $0.multipliedReportingOverflow(by: $1).overflow ? -2 : $0 * $1 }
+                    if known > 0, rest.contains(-1) ? Int64(perImage) % known == 0 : known == Int64(perImage) { target[0] = 0 }
+                }
+                if target == [-1], staticBatch == 1 {
+                    // Everything flattened, the batch too (traced at batch 1): per image, kept in case a Gather rebuilds the shape.
+                    flattenedAll[out] = ins[0]
+                    target = [0, -1]
                 }
                 node(.reshape, [ins[0]], ["shape": .ints(target)])
             case "DequantizeLinear", "QuantizeLinear":
                 // Activation QDQ pairs of a quantized export: the value passes through unchanged.
                 alias[out] = ins[0]
+            case "Gather":
+                // The dynamo exporter's as_strided: Reshape(x, [-1]) then Gather of every index in order, shaped [1, …]
+                // (traced at batch 1): a reshape of x.
+                guard let src = flattenedAll[ins[0]], isConst(1), int("axis", 0) == 0, let s = shape(of: src) else {
+                    return unsupported.append("\(label): Gather of an activation is not supported (only the as_strided identity)")
+                }
+                let idx = try constant(ins[1])
+                let perImage = s.dropFirst().reduce(1, *)
+                guard idx.shape.first == 1, idx.count == perImage, idx.asInts.elementsEqual((0..<Int64(perImage)).lazy) else {
+                    return unsupported.append("\(label): Gather of an activation is not supported (only the as_strided identity)")
+                }
+                node(.reshape, [src], ["shape": .ints([0] + idx.shape.dropFirst().map(Int64.init))])
+            case "Clip":
+                // Bounds: inputs 1 and 2 (opset ≥ 11) or attributes; a missing one is unbounded.
+                func bound(_ i: Int, _ key: String, _ d: Float) throws -> Float? {
+                    if i < ins.count && !ins[i].isEmpty {
+                        guard isConst(i), let v = (try constant(ins[i])).asFloats.first else { return nil }
+                        return v
+                    }
+                    return attr(key).map { $0.f } ?? d
+                }
+                guard let lo = try bound(1, "min", -Float.greatestFiniteMagnitude), let hi = try bound(2, "max", Float.greatestFiniteMagnitude),
+                    lo.isFinite || lo == -.infinity, lo <= hi
+                else { return unsupported.append("\(label): the bounds must be constants with min ≤ max") }
+                let clamp = { (v: Float) in Swift.max(-Float.greatestFiniteMagnitude, Swift.min(Float.greatestFiniteMagnitude, v)) }
+                nodes.append(Graph.Node(name: name, activation: .clip(min: clamp(lo), max: clamp(hi)), input: ins[0], output: out))
+            case _ where Activation.fromOnnx(n.opType, floats: [:], strings: [:]) != nil:
+                var floats: [String: Float] = [:]
+                var strings: [String: String] = [:]
+                for a in n.attribute {
+                    if a.type == .float { floats[a.name] = a.f }
+                    if a.type == .string { strings[a.name] = String(decoding: a.s, as: UTF8.self) }
+                }
+                guard let f = Activation.fromOnnx(n.opType, floats: floats, strings: strings) else { return }
+                nodes.append(Graph.Node(name: name, activation: f, input: ins[0], output: out))
+            case "ReduceMean":
+                guard let rank = shape(of: ins[0])?.count else { return unsupported.append("\(label): the input's rank is unknown") }
+                let raw = try attr("axes")?.ints ?? (isConst(1) ? constant(ins[1]).asInts : [])
+                guard !raw.isEmpty else { return unsupported.append("\(label): reducing every axis (the batch too) is not supported") }
+                guard raw.allSatisfy({ $0 >= -Int64(rank) && $0 < Int64(rank) }) else { throw fail("\(label): axes \(raw) outside rank \(rank)") }
+                let axes = raw.map { Int($0 < 0 ? $0 + Int64(rank) : $0) }
+                let keep = int("keepdims", 1) == 1
+                if rank == 4 && Set(axes) == [2, 3] && axes.count == 2 {
+                    // Spatial mean: global average pooling (channel-blocked in the plan), flattened without keepdims.
+                    if keep { return node(.globalavgpool, [ins[0]]) }
+                    let pooled = uniqueName(name + "_pool")
+                    nodes.append(Graph.Node(name: pooled, op: .globalavgpool, inputs: [ins[0]], outputs: [pooled]))
+                    return node(.flatten, [pooled], ["axis": .int(1)])
+                }
+                node(.reduceMean, [ins[0]], ["axes": .ints(axes.map(Int64.init)), "keepdims": .bool(keep)])
+            case "Transpose":
+                guard let perm = attr("perm")?.ints, perm.first == 0 else {
+                    return unsupported.append("\(label): a permutation that moves the batch axis is not supported")
+                }
+                node(.transpose, [ins[0]], ["perm": .ints(perm)])
+            case "Slice":
+                try slice(n, ins, name: name, out: out, label: label)
+            case "Split":
+                try split(n, ins, name: name, label: label)
+            case "Pad":
+                let mode = (attr("mode")?.s).map { String(decoding: $0, as: UTF8.self) } ?? "constant"
+                guard mode == "constant" else { return unsupported.append("\(label): pad mode '\(mode)' is not supported (constant only)") }
+                guard let rank = shape(of: ins[0])?.count else { return unsupported.append("\(label): the input's rank is unknown") }
+                guard let raw = try attr("pads")?.ints ?? (isConst(1) ? constant(ins[1]).asInts : nil) else {
+                    return unsupported.append("\(label): pads must be constants")
+                }
+                let value = try attr("value")?.f ?? (ins.count > 2 && !ins[2].isEmpty ? constant(ins[2]).asFloats.first ?? 0 : 0)
+                var pads = [Int64](repeating: 0, count: 2 * rank)
+                let axesIn = ins.count > 3 && !ins[3].isEmpty ? (try constant(ins[3])).asInts.map { Int($0 < 0 ? $0 + Int64(rank) : $0) } : nil
+                let axes = axesIn ?? Array(0..<rank)
+                guard raw.count == 2 * axes.count, axes.allSatisfy({ $0 >= 0 && $0 < rank }) else {
+                    throw fail("\(label): \(raw.count) pads for \(axes.count) axes")
+                }
+                for (k, a) in axes.enumerated() {
+                    pads[a] = raw[k]
+                    pads[a + rank] = raw[k + axes.count]
+                }
+                guard pads.allSatisfy({ $0 >= 0 }), value.isFinite else {
+                    return unsupported.append("\(label): negative pads (cropping) or a non-finite value are not supported")
+                }
+                node(.pad, [ins[0]], ["pads": .ints(pads), "value": .float(Self.decimal(value))])
+            case "LayerNormalization":
+                guard isConst(1), ins.count < 3 || ins[2].isEmpty || isConst(2) else {
+                    return unsupported.append("\(label): scale and bias must be initializers")
+                }
+                var inputs = [ins[0], try param(ins[1], "weight")]
+                if ins.count > 2 && !ins[2].isEmpty { inputs.append(try param(ins[2], "bias")) }
+                node(
+                    .layernorm, inputs,
+                    ["axis": .int(Int64(int("axis", -1))), "epsilon": .float(Self.decimal(float("epsilon", 1e-5)))])
             default:
                 unsupported.append("\(label): op \(n.opType) is not in kdtool's op set")
             }
@@ -570,11 +686,14 @@ public enum OnnxImporter {
             return Tensor(shape: [c, r], values: (0..<(r * c)).map { i in v[(i % r) * c + i / r] })
         }
 
-        /// Add/Mul/Sub/Sum: two activations add; an activation with a per-channel (or scalar)
-        /// constant becomes a batch norm with μ = 0 and σ² = 1 − ε (y = γ·x + β exactly).
+        /// Add/Mul/Sub/Div/Sum. Two activations: `add` (Sum chains them) or the broadcasting op. An activation
+        /// and a constant: a linear layer's bias (MatMul then Add), a batch norm with μ = 0 and σ² = 1 − ε for a
+        /// per-channel or scalar constant on N×C×H×W or N×C (y = γ·x + β exactly, folded into the convolution
+        /// before it at inference), or else the broadcasting op reading the constant as a stored tensor.
         mutating func arithmetic(_ n: Onnx_NodeProto, _ ins: [String], name: String, out: String, label: String) throws {
             let dynamic = ins.filter { consts[$0] == nil }
             let constants = ins.filter { consts[$0] != nil }
+            let op: Graph.Op = ["Mul": .mul, "Sub": .sub, "Div": .div][n.opType] ?? .add
             if n.opType == "Sum" || (n.opType == "Add" && constants.isEmpty) {
                 guard constants.isEmpty, dynamic.count >= 1 else { return unsupported.append("\(label): constant operands in Sum") }
                 if dynamic.count == 1 {
@@ -591,52 +710,149 @@ public enum OnnxImporter {
                 }
                 return
             }
-            guard dynamic.count == 1, constants.count == 1 else {
-                return unsupported.append("\(label): needs one activation and one constant")
+            guard ins.count == 2 else { return unsupported.append("\(label): needs two operands") }
+            if constants.isEmpty {
+                nodes.append(Graph.Node(name: name, op: op, inputs: ins, outputs: [out]))
+                return
             }
-            if n.opType == "Sub" && ins[0] != dynamic[0] { return unsupported.append("\(label): constant − activation is not supported") }
+            guard dynamic.count == 1, constants.count == 1 else { return unsupported.append("\(label): needs at least one activation") }
             let c = (try constant(constants[0]))
-            let v = c.asFloats
+            var v = c.asFloats
+            let constantFirst = ins[0] != dynamic[0]
             // A MatMul followed by a bias Add is a linear layer with a bias.
             if n.opType == "Add", let li = nodes.lastIndex(where: { $0.outputs[0] == dynamic[0] }), nodes[li].op == .linear,
-                nodes[li].inputs.count == 2,
-                !nodes.contains(where: { $0.inputs.contains(dynamic[0]) })
+                nodes[li].inputs.count == 2, !nodes.contains(where: { $0.inputs.contains(dynamic[0]) }),
+                let w = params[nodes[li].inputs[1]], v.count == w.shape[0] || v.count == 1, c.shape.filter({ $0 != 1 }).count <= 1
             {
-                guard let w = params[nodes[li].inputs[1]] else { throw fail("\(label): the linear layer's weight is missing") }
-                guard v.count == w.shape[0] || v.count == 1 else {
-                    return unsupported.append("\(label): bias of \(v.count) values for \(w.shape[0]) outputs")
-                }
-                let bname = nodes[li].name + ".bias"
+                let bname = uniqueParameterName(nodes[li].name + ".bias")
                 params[bname] = Tensor(shape: [w.shape[0]], values: (0..<w.shape[0]).map { v[v.count == 1 ? 0 : $0] })
                 nodes[li].inputs.append(bname)
                 alias[out] = nodes[li].outputs[0]
                 return
             }
-            // Per-channel constant: shape [C,1,1], [1,C,1,1], [C] for rank 2, or a scalar.
-            guard let channels = channelCount(of: dynamic[0]) else {
-                return unsupported.append("\(label): cannot tell the channel count of '\(dynamic[0])'")
-            }
+            // Per-channel constant on N×C×H×W ([C,1,1], [1,C,1,1], scalar) or N×C ([C], [1,C], scalar): a batch norm.
+            let xShape = shape(of: dynamic[0])
             let squeezed = c.shape.filter { $0 != 1 }
-            guard v.count == 1 || (squeezed == [channels] && (c.shape.count <= 1 || c.shape.last == 1 || c.shape.count == 2)) else {
-                return unsupported.append("\(label): constant of shape \(c.shape) is not per-channel for \(channels) channels")
+            let perChannel: Bool = {
+                guard let x = xShape, x.count == 4 || x.count == 2, !constantFirst || n.opType == "Add" || n.opType == "Mul" else { return false }
+                if v.count == 1 { return c.shape.count <= x.count }
+                guard squeezed == [x[1]] else { return false }
+                if x.count == 2 { return c.shape.count <= 2 && c.shape.last == x[1] }
+                return c.shape.count >= 3 && c.shape.count <= 4 && c.shape.suffix(2) == [1, 1]
+            }()
+            if perChannel, n.opType != "Div" || !v.contains(0), let x = xShape {
+                if n.opType == "Div" { v = v.map { 1 / $0 } }
+                let channels = x[1]
+                let per = (0..<channels).map { v[v.count == 1 ? 0 : $0] }
+                let eps: Float = 1e-5
+                let (gamma, beta): ([Float], [Float]) =
+                    switch n.opType {
+                    case "Mul", "Div": (per, [Float](repeating: 0, count: channels))
+                    case "Sub": ([Float](repeating: 1, count: channels), per.map { -$0 })
+                    default: ([Float](repeating: 1, count: channels), per)
+                    }
+                params["\(name).weight"] = Tensor(shape: [channels], values: gamma)
+                params["\(name).bias"] = Tensor(shape: [channels], values: beta)
+                buffers["\(name).running_mean"] = Tensor(zeros: [channels])
+                buffers["\(name).running_var"] = Tensor(shape: [channels], values: [Float](repeating: 1 - eps, count: channels))
+                nodes.append(
+                    Graph.Node(
+                        name: name, op: .batchnorm,
+                        inputs: [dynamic[0], "\(name).weight", "\(name).bias", "\(name).running_mean", "\(name).running_var"], outputs: [out],
+                        attrs: ["epsilon": .float(Double(eps)), "momentum": .float(0.1)]))
+                return
             }
-            let per = (0..<channels).map { v[v.count == 1 ? 0 : $0] }
-            let eps: Float = 1e-5
-            let (gamma, beta): ([Float], [Float]) =
-                switch n.opType {
-                case "Mul": (per, [Float](repeating: 0, count: channels))
-                case "Sub": ([Float](repeating: 1, count: channels), per.map { -$0 })
-                default: ([Float](repeating: 1, count: channels), per)
+            // Any other constant: stored, and broadcast against the activation (it may not add a batch dimension).
+            guard let x = xShape, c.shape.count <= x.count, c.shape.count < x.count || c.shape.first == 1,
+                Broadcast.shape(x, c.shape) != nil
+            else { return unsupported.append("\(label): constant of shape \(c.shape) does not broadcast against \(xShape ?? [])") }
+            let pname = uniqueParameterName(constants[0].isEmpty || constants[0].contains("::") || constants[0].hasPrefix("val_") ? "\(name).constant" : constants[0])
+            params[pname] = Tensor(shape: c.shape, values: v)
+            nodes.append(Graph.Node(name: name, op: op, inputs: constantFirst ? [pname, dynamic[0]] : [dynamic[0], pname], outputs: [out]))
+        }
+
+        /// `base` when no parameter, buffer, node output or input has it, else `base_2`, …
+        func uniqueParameterName(_ base: String) -> String {
+            func taken(_ n: String) -> Bool { params[n] != nil || buffers[n] != nil || n == inputName || nodes.contains { $0.outputs[0] == n } }
+            var n = base
+            var k = 1
+            while taken(n) {
+                k += 1
+                n = "\(base)_\(k)"
+            }
+            return n
+        }
+
+        /// Slice with constant bounds and unit steps; a no-op slice of the batch axis is dropped.
+        mutating func slice(_ n: Onnx_NodeProto, _ ins: [String], name: String, out: String, label: String) throws {
+            func attr(_ k: String) -> [Int64]? { n.attribute.first { $0.name == k }?.ints }
+            func input(_ i: Int) throws -> [Int64]? { i < ins.count && !ins[i].isEmpty ? (try constant(ins[i])).asInts : nil }
+            guard (1..<min(ins.count, 5)).allSatisfy({ ins[$0].isEmpty || consts[ins[$0]] != nil }) else {
+                return unsupported.append("\(label): starts, ends, axes and steps must be computable at import")
+            }
+            guard let starts = try attr("starts") ?? input(1), let ends = try attr("ends") ?? input(2),
+                let rank = shape(of: ins[0])?.count
+            else { return unsupported.append("\(label): starts, ends or the input's rank are unknown") }
+            let axes = try attr("axes") ?? input(3) ?? (0..<Int64(starts.count)).map { $0 }
+            let steps = try input(4) ?? [Int64](repeating: 1, count: starts.count)
+            guard starts.count == ends.count, axes.count == starts.count, steps.count == starts.count,
+                axes.allSatisfy({ $0 >= -Int64(rank) && $0 < Int64(rank) })
+            else { throw fail("\(label): starts \(starts), ends \(ends), axes \(axes) and steps \(steps) do not agree (rank \(rank))") }
+            guard steps.allSatisfy({ $0 == 1 }) else { return unsupported.append("\(label): steps other than 1 are not supported") }
+            var keep: [(Int64, Int64, Int64)] = []
+            for k in 0..<axes.count {
+                let a = axes[k] < 0 ? axes[k] + Int64(rank) : axes[k]
+                if a == 0 {
+                    guard starts[k] == 0, ends[k] >= Int64(Int32.max) else {
+                        return unsupported.append("\(label): slicing the batch axis is not supported")
+                    }
+                    continue
                 }
-            params["\(name).weight"] = Tensor(shape: [channels], values: gamma)
-            params["\(name).bias"] = Tensor(shape: [channels], values: beta)
-            buffers["\(name).running_mean"] = Tensor(zeros: [channels])
-            buffers["\(name).running_var"] = Tensor(shape: [channels], values: [Float](repeating: 1 - eps, count: channels))
+                keep.append((a, starts[k], ends[k]))
+            }
+            if keep.isEmpty {
+                alias[out] = ins[0]
+                return
+            }
+            let clamp = { (v: Int64) in Swift.max(Int64(-1) << 40, Swift.min(Int64(1) << 40, v)) }
             nodes.append(
                 Graph.Node(
-                    name: name, op: .batchnorm,
-                    inputs: [dynamic[0], "\(name).weight", "\(name).bias", "\(name).running_mean", "\(name).running_var"], outputs: [out],
-                    attrs: ["epsilon": .float(Double(eps)), "momentum": .float(0.1)]))
+                    name: name, op: .slice, inputs: [ins[0]], outputs: [out],
+                    attrs: [
+                        "axes": .ints(keep.map(\.0)), "starts": .ints(keep.map { clamp($0.1) }), "ends": .ints(keep.map { clamp($0.2) }),
+                    ]))
+        }
+
+        /// Split into consecutive slices along one axis (sizes from the `split` input or attribute, else equal parts).
+        mutating func split(_ n: Onnx_NodeProto, _ ins: [String], name: String, label: String) throws {
+            guard let s = shape(of: ins[0]) else { return unsupported.append("\(label): the input's shape is unknown") }
+            let raw = n.attribute.first { $0.name == "axis" }.map { Int($0.i) } ?? 0
+            guard raw >= -s.count, raw < s.count else { throw fail("\(label): axis \(raw) outside rank \(s.count)") }
+            let axis = raw < 0 ? raw + s.count : raw
+            guard axis != 0 else { return unsupported.append("\(label): splitting the batch axis is not supported") }
+            let parts = n.output.count
+            var sizes: [Int64]
+            if ins.count > 1 && !ins[1].isEmpty {
+                guard consts[ins[1]] != nil else { return unsupported.append("\(label): split sizes must be constants") }
+                sizes = (try constant(ins[1])).asInts
+            } else if let a = n.attribute.first(where: { $0.name == "split" }) {
+                sizes = a.ints
+            } else {
+                let each = (Int64(s[axis]) + Int64(parts) - 1) / Int64(max(parts, 1))
+                sizes = (0..<parts).map { k in Swift.max(0, Swift.min(each, Int64(s[axis]) - Int64(k) * each)) }
+            }
+            guard sizes.count == parts, sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == Int64(s[axis]) else {
+                throw fail("\(label): split sizes \(sizes) do not cover the \(s[axis]) values of axis \(axis)")
+            }
+            var start: Int64 = 0
+            for (k, output) in n.output.enumerated() {
+                defer { start += sizes[k] }
+                if output.isEmpty { continue }
+                nodes.append(
+                    Graph.Node(
+                        name: uniqueName("\(name)_\(k)"), op: .slice, inputs: [ins[0]], outputs: [output],
+                        attrs: ["axes": .ints([Int64(axis)]), "starts": .ints([start]), "ends": .ints([start + sizes[k]])]))
+            }
         }
 
         /// Dimension 1 of a value, from static shape inference over what has been built so far.
@@ -844,6 +1060,71 @@ public enum OnnxImporter {
                 return nil
             }
         }
+    }
+}
+
+extension OnnxImporter.Builder {
+    /// Activations exporters write as primitive ops: what to emit at which node, and the nodes it replaces.
+    struct Fused {
+        var at: [Int: (Activation, String)] = [:]
+        var skipped = Set<Int>()
+    }
+
+    /// GELU (x·Φ(x) through Erf: Div(x, √2) or Mul(x, 1/√2) → Erf → Add 1 → Mul x and Mul 0.5 in either
+    /// order) and SiLU (Mul(x, Sigmoid(x))), found by their shape in the ONNX graph, where every
+    /// intermediate value has exactly one reader. One activation node replaces each.
+    static func activationPatterns(_ g: Onnx_GraphProto) -> Fused {
+        var producer: [String: Int] = [:]
+        var readers: [String: [Int]] = [:]
+        for (i, n) in g.node.enumerated() {
+            for o in n.output where !o.isEmpty { producer[o] = i }
+            for x in n.input where !x.isEmpty { readers[x, default: []].append(i) }
+        }
+        let outputs = Set(g.output.map(\.name))
+        var scalars: [String: Float] = [:]
+        for t in g.initializer where t.dims.reduce(1, *) == 1 {
+            if t.dataType == 1, t.floatData.count == 1 { scalars[t.name] = t.floatData[0] }
+            if t.dataType == 1, t.rawData.count == 4 { scalars[t.name] = t.rawData.withUnsafeBytes { Float(bitPattern: $0.loadLE(UInt32.self, at: 0)) } }
+        }
+        for n in g.node where n.opType == "Constant" {
+            guard let t = n.attribute.first(where: { $0.name == "value" })?.t, t.dims.reduce(1, *) == 1, t.dataType == 1 else { continue }
+            if t.floatData.count == 1 { scalars[n.output[0]] = t.floatData[0] }
+            if t.rawData.count == 4 { scalars[n.output[0]] = t.rawData.withUnsafeBytes { Float(bitPattern: $0.loadLE(UInt32.self, at: 0)) } }
+        }
+        func only(_ v: String) -> Int? {
+            guard !outputs.contains(v), let r = readers[v], r.count == 1 else { return nil }
+            return r[0]
+        }
+        /// For a binary node, the operand that is not `v`, and whether it is a scalar near `value`.
+        func other(_ n: Onnx_NodeProto, _ v: String) -> String? {
+            guard n.input.count == 2 else { return nil }
+            return n.input[0] == v ? n.input[1] : n.input[1] == v ? n.input[0] : nil
+        }
+        func near(_ name: String?, _ value: Float) -> Bool { name.flatMap { scalars[$0] }.map { abs($0 - value) < 1e-4 } ?? false }
+        var fused = Fused()
+        for (e, erf) in g.node.enumerated() where erf.opType == "Erf" && erf.input.count == 1 {
+            guard let d = producer[erf.input[0]], only(erf.input[0]) == e else { continue }
+            let div = g.node[d]
+            guard div.input.count == 2, div.input[1] != div.input[0] else { continue }
+            let x = div.input[0]
+            guard (div.opType == "Div" && near(div.input[1], 1.41421356)) || (div.opType == "Mul" && near(div.input[1], 0.70710678)) else {
+                continue
+            }
+            guard let a = only(erf.output[0]), g.node[a].opType == "Add", near(other(g.node[a], erf.output[0]), 1),
+                let m1 = only(g.node[a].output[0]), g.node[m1].opType == "Mul", let o1 = other(g.node[m1], g.node[a].output[0]),
+                let m2 = only(g.node[m1].output[0]), g.node[m2].opType == "Mul", let o2 = other(g.node[m2], g.node[m1].output[0])
+            else { continue }
+            // Mul(x, ·) then Mul(·, 0.5), or Mul(0.5, ·) then Mul(x, ·).
+            guard (o1 == x && near(o2, 0.5)) || (near(o1, 0.5) && o2 == x) else { continue }
+            fused.at[m2] = (.gelu(tanh: false), x)
+            fused.skipped.formUnion([d, e, a, m1])
+        }
+        for (i, sig) in g.node.enumerated() where sig.opType == "Sigmoid" && sig.input.count == 1 && !fused.skipped.contains(i) {
+            guard let m = only(sig.output[0]), g.node[m].opType == "Mul", other(g.node[m], sig.output[0]) == sig.input[0] else { continue }
+            fused.at[m] = (.silu, sig.input[0])
+            fused.skipped.insert(i)
+        }
+        return fused
     }
 }
 

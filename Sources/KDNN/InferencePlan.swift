@@ -15,8 +15,14 @@ import KDTensor
 ///     let logits = try plan.run(images)
 public final class InferencePlan: @unchecked Sendable {
     enum Step {
-        /// conv2d (+ folded batchnorm) (+ relu); `output` is the name the graph uses downstream.
-        case conv(input: String, weight: Tensor, bias: Tensor?, window: Window, groups: Int, relu: Bool, output: String)
+        /// conv2d (+ folded batchnorm) (+ relu or another activation, inside the depthwise kernel's
+        /// rows); `output` is the name the graph uses downstream.
+        case conv(
+            input: String, weight: Tensor, bias: Tensor?, window: Window, groups: Int, relu: Bool, activation: Activation?, output: String)
+        /// An activation applied in place to the value its input alone feeds (an epilogue pass
+        /// while the producer's output is warm): channel-blocked values keep their layout when
+        /// f(0) = 0, so their zero halo stays zero.
+        case activate(input: String, Activation, output: String)
         /// The same on the direct kernel, output in channel-blocked layout; `residual` is a
         /// following addition's other operand, added before the ReLU.
         case direct(input: String, conv: DirectConv, relu: Bool, residual: String?, output: String)
@@ -36,7 +42,8 @@ public final class InferencePlan: @unchecked Sendable {
         /// The tensors the step reads.
         var reads: [String] {
             switch self {
-            case .conv(let input, _, _, _, _, _, _): [input]
+            case .conv(let input, _, _, _, _, _, _, _): [input]
+            case .activate(let input, _, _): [input]
             case .direct(let input, _, _, let residual, _): [input] + (residual.map { [$0] } ?? [])
             case .directPool(let input, _, _, _): [input]
             case .add(let a, let b, _, _): [a, b]
@@ -70,6 +77,13 @@ public final class InferencePlan: @unchecked Sendable {
             guard model.activationQuant[out] == nil, let r = soleConsumer(out, .relu) else { return (out, false) }
             skip.insert(r.name)
             return (r.outputs[0], true)
+        }
+        /// The activation node that alone reads `tensor` (not a graph output).
+        func soleActivation(_ tensor: String) -> Graph.Node? {
+            guard consumers[tensor] == 1, let n = byInput[tensor]?.first(where: { $0.inputs.first == tensor }), n.activation != nil else {
+                return nil
+            }
+            return n
         }
         var steps: [Step] = []
         var names: [String] = []
@@ -117,14 +131,21 @@ public final class InferencePlan: @unchecked Sendable {
                     out = bn.outputs[0]
                 }
                 var relu = false
+                var activation: Activation?
                 if let r = soleConsumer(out, .relu) {
                     relu = true
                     skip.insert(r.name)
                     out = r.outputs[0]
+                } else if !DirectConv.applies(groups: node.int("groups")), model.activationQuant[out] == nil,
+                    let a = soleActivation(out)
+                {
+                    activation = a.activation
+                    skip.insert(a.name)
+                    out = a.outputs[0]
                 }
                 names.append(
-                    ([node.name] + [soleConsumer(node.outputs[0], .batchnorm)?.name].compactMap { $0 } + (relu ? [out] : [])).joined(
-                        separator: "+"))
+                    ([node.name] + [soleConsumer(node.outputs[0], .batchnorm)?.name].compactMap { $0 } + (relu || activation != nil ? [out] : []))
+                        .joined(separator: "+"))
                 let window = Window(
                     kernel: [w.shape[2], w.shape[3]], stride: node.ints("stride"), pads: node.ints("pads"), dilation: node.ints("dilation"))
                 let groups = node.int("groups")
@@ -148,9 +169,13 @@ public final class InferencePlan: @unchecked Sendable {
                     }
                 } else {
                     steps.append(
-                        .conv(input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, relu: relu, output: out))
+                        .conv(
+                            input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, relu: relu,
+                            activation: activation, output: out))
                 }
-            case .linear where model.parameters[node.inputs[1]]?.rank == 2:
+            case .linear
+            where model.parameters[node.inputs[1]]?.rank == 2
+                && (node.inputs[0] == model.graph.inputs[0].name ? model.graph.inputs[0].shape.count : shapes[node.inputs[0]]?.count) == 2:
                 let (out, relu) = linearReLU(node.outputs[0])
                 let bias = node.inputs.count > 2 ? model.parameters[node.inputs[2]] : nil
                 steps.append(
@@ -158,7 +183,7 @@ public final class InferencePlan: @unchecked Sendable {
                         input: node.inputs[0], op: PackedLinear(weight: model.parameters[node.inputs[1]]!, bias: bias), relu: relu,
                         output: out))
                 names.append(relu ? "\(node.name)+\(out)" : node.name)
-            case .add:
+            case .add where shapes[node.inputs[0]] != nil && shapes[node.inputs[0]] == shapes[node.inputs[1]]:
                 var out = node.outputs[0]
                 var relu = false
                 if let r = soleConsumer(out, .relu) {
@@ -179,6 +204,12 @@ public final class InferencePlan: @unchecked Sendable {
                 let op = PackedLinear(weight: Self.blockedColumns(w, channels: s[1], h: s[2], w: s[3]), bias: bias)
                 steps.append(.blockedLinear(input: node.inputs[0], op: op, relu: relu, output: out))
                 names.append(([node.name, fc.name] + (relu ? [out] : [])).joined(separator: "+"))
+            case .activation where consumers[node.inputs[0]] == 1 && !model.graph.outputs.contains(node.inputs[0])
+                && node.inputs[0] != model.graph.inputs[0].name && model.parameters[node.inputs[0]] == nil
+                && model.activationQuant[node.inputs[0]] == nil && model.activationQuant[node.outputs[0]] == nil:
+                guard let f = node.activation else { fallthrough }
+                steps.append(.activate(input: node.inputs[0], f, output: node.outputs[0]))
+                names.append(node.name)
             default:
                 steps.append(.node(node))
                 names.append(node.name)
@@ -423,10 +454,25 @@ public final class InferencePlan: @unchecked Sendable {
                 storeBlocked(output, y)
             case .directPool(let input, let conv, let relu, let output):
                 storeFresh(output, try conv.pooled(plain: plain(input), relu: relu))
-            case .conv(let input, let weight, let bias, let window, let groups, let relu, let output):
-                let y = try Conv2d.forward(x: plain(input), weight: weight, bias: bias, window, groups: groups)
+            case .conv(let input, let weight, let bias, let window, let groups, let relu, let activation, let output):
+                let x = plain(input)
+                if Depthwise.applies(input: x.shape, weight: weight.shape, groups: groups) {
+                    storeFresh(output, try Depthwise.forward(x: x, weight: weight, bias: bias, window, relu: relu, activation: activation))
+                    continue
+                }
+                let y = try Conv2d.forward(x: x, weight: weight, bias: bias, window, groups: groups)
                 if relu { Elementwise.reluInPlace(y) }
+                activation?.forward(y.pointer, y.pointer, count: y.count)
                 storeFresh(output, y)
+            case .activate(let input, let f, let output):
+                if let b = blocked[input], values[input] == nil, f.preservesZero {
+                    f.forward(b.data.pointer, b.data.pointer, count: b.data.count)
+                    storeBlocked(output, b)
+                } else {
+                    let t = plain(input)
+                    f.forward(t.pointer, t.pointer, count: t.count)
+                    storeFresh(output, t)
+                }
             case .linear(let input, let op, let relu, let output):
                 storeFresh(output, try op(plain(input), relu: relu))
             case .blockedLinear(let input, let op, let relu, let output):

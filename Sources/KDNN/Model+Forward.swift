@@ -182,6 +182,33 @@ extension Model {
         case .l2normScale:
             out = try tape.l2normScale(
                 try input(0), gamma: try input(1), groups: node.ints("groups"), epsilon: Float(node.float("epsilon")))
+        case .mul, .sub, .div:
+            let op: Broadcast.Op = node.op == .mul ? .mul : node.op == .sub ? .sub : .div
+            out = try tape.broadcast(op, try input(0), try input(1))
+        case .reduceMean:
+            let rank = tape.shape(try input(0)).count
+            let axes = node.ints("axes").map { $0 < 0 ? $0 + rank : $0 }
+            out = tape.reduceMean(try input(0), axes: axes, keepdims: node.bool("keepdims"))
+        case .transpose: out = tape.transpose(try input(0), perm: node.ints("perm"))
+        case .pad: out = tape.pad(try input(0), pads: node.ints("pads"), value: Float(node.float("value")))
+        case .slice:
+            let s = tape.shape(try input(0))
+            var ranges = s.map { 0..<$0 }
+            let (starts, ends) = (node.ints("starts"), node.ints("ends"))
+            for (k, a) in node.ints("axes").enumerated() {
+                let axis = a < 0 ? a + s.count : a
+                ranges[axis] = Shaping.sliceRange(start: starts[k], end: ends[k], size: s[axis])
+            }
+            out = tape.slice(try input(0), ranges: ranges)
+        case .layernorm:
+            let rank = tape.shape(try input(0)).count
+            let axis = node.int("axis") < 0 ? node.int("axis") + rank : node.int("axis")
+            out = try tape.layerNorm(
+                try input(0), scale: try input(1), bias: node.inputs.count > 2 ? try input(2) : nil, axis: axis,
+                epsilon: Float(node.float("epsilon")))
+        case .activation:
+            guard let f = node.activation else { throw NNError("node '\(node.name)' has attributes that describe no \(node.op.rawValue)") }
+            out = tape.activation(try input(0), f)
         }
         return out
     }

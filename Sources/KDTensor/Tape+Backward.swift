@@ -66,7 +66,12 @@ extension Tape {
         var dy: Tensor { gradPlain(r.output) }
         switch r.op {
         case .linear(let hasBias):
-            let g = Linear.backward(dy: dy, x: values(ins[0]), weight: values(ins[1]), hasBias: hasBias, needInput: need(0))
+            // Leading dimensions fold into the rows (a rank-3/4 input is a batch of rows).
+            let xv = values(ins[0])
+            let rows = xv.rank == 2 ? xv : try xv.reshaped([xv.count / max(1, xv.shape.last ?? 1), xv.shape.last ?? 1])
+            let g0 = dy
+            let dyRows = g0.rank == 2 ? g0 : try g0.reshaped([g0.count / max(1, g0.shape.last ?? 1), g0.shape.last ?? 1])
+            let g = Linear.backward(dy: dyRows, x: rows, weight: values(ins[1]), hasBias: hasBias, needInput: need(0))
             if let dx = g.dx { accumulate(ins[0], dx) }
             accumulate(ins[1], g.dw)
             if let db = g.db { accumulate(ins[2], db) }
@@ -189,6 +194,25 @@ extension Tape {
                 dy: dy, x: values(ins[0]), gamma: values(ins[1]), groups: groups, epsilon: epsilon, norms: norms)
             accumulate(ins[0], dx)
             accumulate(ins[1], dgamma)
+        case .activation(let f):
+            accumulate(ins[0], f.backward(dy: dy, x: values(ins[0]), y: values(r.output)))
+        case .broadcast(let op):
+            let (da, db) = try Broadcast.backward(op, dy: dy, x: values(ins[0]), y: values(ins[1]), needX: need(0), needY: need(1))
+            if let da { accumulate(ins[0], da) }
+            if let db { accumulate(ins[1], db) }
+        case .reduceMean(let axes):
+            accumulate(ins[0], Shaping.reduceMeanBackward(dy: dy, inputShape: shape(Var(id: ins[0])), axes: axes))
+        case .transpose(let perm):
+            accumulate(ins[0], Shaping.transpose(dy, perm: Shaping.inverse(perm)))
+        case .pad(let pads):
+            accumulate(ins[0], Shaping.padBackward(dy: dy, inputShape: shape(Var(id: ins[0])), pads: pads))
+        case .slice(let ranges):
+            accumulate(ins[0], Shaping.sliceBackward(dy: dy, inputShape: shape(Var(id: ins[0])), ranges: ranges))
+        case .layerNorm(let saved, let inner, let hasBias):
+            let g = Shaping.layerNormBackward(dy: dy, saved: saved, scale: values(ins[1]), inner: inner)
+            accumulate(ins[0], g.dx)
+            accumulate(ins[1], g.dscale)
+            if hasBias { accumulate(ins[2], g.dbias) }
         }
     }
 }

@@ -45,6 +45,13 @@ public final class Tape {
         case softmax
         case splitLinear(inSplits: [Int], shared: Int)
         case l2normScale(groups: [Int], epsilon: Float, norms: [Float])
+        case activation(Activation)
+        case broadcast(Broadcast.Op)
+        case reduceMean(axes: [Int])
+        case transpose(perm: [Int])
+        case pad(pads: [Int])
+        case slice(ranges: [Range<Int>])
+        case layerNorm(Shaping.LayerNormSaved, inner: Int, hasBias: Bool)
     }
 
     struct Record {
@@ -151,8 +158,13 @@ public final class Tape {
 
     // MARK: Forward of each op
 
+    /// y = x·Wᵀ + b over x's last axis (any leading dimensions).
     public func linear(_ x: Var, _ w: Var, _ b: Var?) throws -> Var {
-        let y = try Linear.forward(x: value(x), weight: value(w), bias: b.map(value))
+        let xv = value(x)
+        let lead = Array(xv.shape.dropLast())
+        let flat = xv.rank == 2 ? xv : try xv.reshaped([lead.reduce(1, *), xv.shape.last ?? 1])
+        var y = try Linear.forward(x: flat, weight: value(w), bias: b.map(value))
+        if xv.rank != 2 { y = try y.reshaped(lead + [y.shape[1]]) }
         return push(y, .linear(hasBias: b != nil), [x, w] + (b.map { [$0] } ?? []))
     }
 
@@ -256,7 +268,7 @@ public final class Tape {
 
     /// relu(a + b) in one pass where an operand is blocked; else the two ops.
     public func addRelu(_ a: Var, _ b: Var) throws -> Var {
-        guard (isBlocked(a) || isBlocked(b)) && shape(a).count == 4 else { return relu(try add(a, b)) }
+        guard (isBlocked(a) || isBlocked(b)) && shape(a).count == 4 && shape(a) == shape(b) else { return relu(try add(a, b)) }
         return push(try BlockedTensor.add(blockedValue(a), blockedValue(b), relu: true), .addReluBlocked, [a, b])
     }
 
@@ -288,7 +300,9 @@ public final class Tape {
         return push(try Pooling.globalAvgForward(value(x)), .globalAvgPool, [x])
     }
 
+    /// a + b; operands of different shapes broadcast (NumPy rules).
     public func add(_ a: Var, _ b: Var) throws -> Var {
+        if shape(a) != shape(b) { return try broadcast(.add, a, b) }
         if (isBlocked(a) || isBlocked(b)) && shape(a).count == 4 {
             return push(try BlockedTensor.add(blockedValue(a), blockedValue(b), relu: false), .add, [a, b])
         }
@@ -340,6 +354,41 @@ public final class Tape {
     }
 }
 
+extension Tape {
+    // MARK: Op set 2
+
+    public func activation(_ x: Var, _ f: Activation) -> Var { push(f.forward(value(x)), .activation(f), [x]) }
+
+    /// a ∘ b with NumPy broadcasting.
+    public func broadcast(_ op: Broadcast.Op, _ a: Var, _ b: Var) throws -> Var {
+        push(try Broadcast.forward(op, value(a), value(b)), .broadcast(op), [a, b])
+    }
+
+    /// Mean over `axes` (normalised, distinct), keeping them as 1s or dropping them.
+    public func reduceMean(_ x: Var, axes: [Int], keepdims: Bool) -> Var {
+        push(Shaping.reduceMean(value(x), axes: axes, keepdims: keepdims), .reduceMean(axes: axes), [x])
+    }
+
+    public func transpose(_ x: Var, perm: [Int]) -> Var { push(Shaping.transpose(value(x), perm: perm), .transpose(perm: perm), [x]) }
+
+    /// Constant padding, `pads` = begins then ends (≥ 0).
+    public func pad(_ x: Var, pads: [Int], value v: Float) -> Var { push(Shaping.pad(value(x), pads: pads, value: v), .pad(pads: pads), [x]) }
+
+    /// The block `ranges` of x (one range per axis).
+    public func slice(_ x: Var, ranges: [Range<Int>]) -> Var { push(Shaping.slice(value(x), ranges: ranges), .slice(ranges: ranges), [x]) }
+
+    /// Layer normalization over the trailing dimensions from `axis` on.
+    public func layerNorm(_ x: Var, scale: Var, bias: Var?, axis: Int, epsilon: Float) throws -> Var {
+        let xv = value(x)
+        let inner = xv.shape[axis...].reduce(1, *)
+        guard value(scale).count == inner, bias.map({ value($0).count == inner }) ?? true else {
+            throw TensorError("layernorm scale \(value(scale).shape) does not match the normalised shape \(Array(xv.shape[axis...]))")
+        }
+        let (y, saved) = Shaping.layerNorm(xv, scale: value(scale), bias: bias.map(value), inner: inner, epsilon: epsilon)
+        return push(y, .layerNorm(saved, inner: inner, hasBias: bias != nil), [x, scale] + (bias.map { [$0] } ?? []))
+    }
+}
+
 extension BatchNorm.Saved {
     init(xhat: Tensor, invStd: [Float], frozen: Bool) {
         self.init(xhat: xhat, invStd: invStd)
@@ -369,6 +418,13 @@ extension Tape.Op {
         case .softmax: "softmax"
         case .splitLinear: "split_linear"
         case .l2normScale: "l2norm_scale"
+        case .activation(let f): f.kind.rawValue
+        case .broadcast(let op): op.rawValue
+        case .reduceMean: "reduce_mean"
+        case .transpose: "transpose"
+        case .pad: "pad"
+        case .slice: "slice"
+        case .layerNorm: "layernorm"
         }
     }
 }

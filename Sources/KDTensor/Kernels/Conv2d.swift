@@ -19,18 +19,34 @@ public struct Window: Equatable, Sendable {
         a.kernel == b.kernel && a.stride == b.stride && a.pads == b.pads && a.dilation == b.dilation && a.ceilMode == b.ceilMode
     }
 
-    /// Output size along one axis; with ceil mode the last window must start inside the input
-    /// or its leading padding (PyTorch's rule).
+    /// Output size along one axis (Spec §7.2, the one definition the graph's shape rule uses too).
     public func outputSize(_ input: Int, axis: Int) throws -> Int {
-        let k = axis == 0 ? kernel.h : kernel.w
-        let s = axis == 0 ? stride.h : stride.w
-        let d = axis == 0 ? dilation.h : dilation.w
-        let p0 = pads[axis]
-        let p1 = pads[axis + 2]
-        let span = input + p0 + p1 - d * (k - 1) - 1
-        guard span >= 0 else { throw TensorError("window \(kernel) does not fit input size \(input) with pads \(pads)") }
-        var out = (ceilMode ? (span + s - 1) / s : span / s) + 1
-        if ceilMode && (out - 1) * s >= input + p0 { out -= 1 }
+        guard
+            let out = Window.outputSize(
+                size: input, kernel: axis == 0 ? kernel.h : kernel.w, stride: axis == 0 ? stride.h : stride.w, padBegin: pads[axis],
+                padEnd: pads[axis + 2], dilation: axis == 0 ? dilation.h : dilation.w, ceil: ceilMode)
+        else { throw TensorError("window \(kernel) does not fit input size \(input) with pads \(pads)") }
+        return out
+    }
+
+    /// The output size of a sliding window along one axis (convolution and pooling alike):
+    /// `⌊(size + padBegin + padEnd − dilation·(kernel − 1) − 1) / stride⌋ + 1`, rounded up instead
+    /// with `ceil`, where (as in PyTorch and ONNX) the last window must start inside the input or
+    /// its leading padding. Nil when the window does not fit or a size overflows.
+    public static func outputSize(size: Int, kernel: Int, stride: Int, padBegin: Int, padEnd: Int, dilation: Int, ceil: Bool) -> Int? {
+        guard size >= 1, kernel >= 1, stride >= 1, dilation >= 1, padBegin >= 0, padEnd >= 0 else { return nil }
+        let (k1, o1) = dilation.multipliedReportingOverflow(by: kernel - 1)
+        let (p, o2) = padBegin.addingReportingOverflow(padEnd)
+        let (sp, o3) = size.addingReportingOverflow(p)
+        guard !o1, !o2, !o3 else { return nil }
+        let span = sp - k1 - 1
+        guard span >= 0 else { return nil }
+        var out = span / stride + 1
+        if ceil && span % stride != 0 {
+            out += 1
+            // The last window must start inside the input or the leading padding.
+            if (out - 1) * stride >= size + padBegin { out -= 1 }
+        }
         return out
     }
 }
@@ -149,6 +165,9 @@ public enum Conv2d {
         x: Tensor, weight: Tensor, bias: Tensor?, _ g: Window, groups: Int, allowFast: Bool = useFast
     ) throws -> Tensor {
         let os = try outputShape(x: x.shape, weight: weight.shape, g, groups: groups)
+        if allowFast && Depthwise.applies(input: x.shape, weight: weight.shape, groups: groups) {
+            return try Depthwise.forward(x: x, weight: weight, bias: bias, g)
+        }
         if allowFast && DirectConv.applies(groups: groups) {
             // The direct kernel (DirectConv.swift) through NCHW: its blocked layout in and out costs
             // two copies, far less than the GEMM paths' column matrices at the zoo's channel counts.
@@ -221,6 +240,9 @@ public enum Conv2d {
     public static func backward(
         dy: Tensor, x: Tensor, weight: Tensor, hasBias: Bool, _ g: Window, groups: Int, needInput: Bool, allowFast: Bool = useFast
     ) -> (dx: Tensor?, dw: Tensor, db: Tensor?) {
+        if allowFast && Depthwise.applies(input: x.shape, weight: weight.shape, groups: groups) {
+            return Depthwise.backward(dy: dy, x: x, weight: weight, hasBias: hasBias, g, needInput: needInput)
+        }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, ho, wo) = (dy.shape[1], dy.shape[2], dy.shape[3])
         let hw = ho * wo
