@@ -438,7 +438,7 @@ def invalid_fixtures():
     out["E17-graph-cycle"] = L.assemble()
 
     L = base()
-    L.sections["GRPH"]["nodes"][2]["op"] = "gelu"
+    L.sections["GRPH"]["nodes"][2]["op"] = "mish"
     out["E18-unknown-op"] = L.assemble()
 
     L = base()

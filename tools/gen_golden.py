@@ -6,6 +6,7 @@ METHODS.md for the losses) in float64; gradients come from central finite differ
 L = sum(y * dy) in float64, so they do not share a derivation with the Swift backward rules.
 Written once and committed:
 
+    tools/gen_golden.py --opset2   # only the op-set-2 cases, injected into ops.json
     tools/gen_golden.py            # -> Tests/KDTensorTests/Golden/ops.json, KDDistillTests/Golden/losses.json,
                                    #    KDQuantTests/Golden/quant.json
 """
@@ -480,5 +481,90 @@ def write_quant():
     print("wrote the quantization cases to %s" % out)
 
 
+def opset2_cases():
+    """Op set 2 (Spec §7.2): every op with its attributes as the bundle stores them, its own RNG."""
+    global R
+    saved, R = R, np.random.default_rng(2026)
+    try:
+        from math import erf as _erf
+        erf = np.vectorize(_erf)
+        cases = []
+
+        def away(x, kinks, gap=0.05):
+            for k in kinks:
+                x[np.abs(x - k) < gap] = k + 0.3
+            return x
+
+        def conv(name, x, w, b, stride, pads, groups):
+            f = (lambda x, w, b, s=stride, p=pads, g=groups: conv2d(x, w, b, s, p, (1, 1), g))
+            cases.append(case(name, "conv2d", f, {"x": x, "w": w, "b": b},
+                              {"stride": list(stride), "pads": list(pads), "dilation": [1, 1], "groups": groups}, ["x", "w", "b"]))
+        conv("conv2d-depthwise", rnd(2, 4, 7, 6), rnd(4, 1, 3, 3), rnd(4), (1, 1), (1, 1, 1, 1), 4)
+        conv("conv2d-depthwise-multiplier2-stride2", rnd(2, 4, 7, 6), rnd(8, 1, 3, 3), rnd(8), (2, 2), (1, 0, 1, 1), 4)
+        cases.append(case("linear-rank4", "linear", lambda x, w, b: x @ w.T + b, {"x": rnd(2, 3, 4, 7), "w": rnd(5, 7), "b": rnd(5)},
+                          {}, ["x", "w", "b"]))
+        cases.append(case("add-broadcast", "add", lambda x, b: x + b, {"x": rnd(2, 3, 4), "b": rnd(4)}, {}, ["x", "b"]))
+        cases.append(case("mul-broadcast", "mul", lambda x, b: x * b, {"x": rnd(2, 3, 4, 5), "b": rnd(1, 3, 1, 1)}, {}, ["x", "b"]))
+        cases.append(case("sub-broadcast", "sub", lambda x, b: x - b, {"x": rnd(2, 3, 4, 5), "b": rnd(5)}, {}, ["x", "b"]))
+        cases.append(case("div-broadcast", "div", lambda x, b: x / b,
+                          {"x": rnd(2, 3, 4, 5), "b": np.abs(rnd(1, 3, 1, 5)) + 0.5}, {}, ["x", "b"]))
+        cases.append(case("reduce_mean-spatial-keepdims", "reduce_mean", lambda x: x.mean(axis=(2, 3), keepdims=True),
+                          {"x": rnd(2, 3, 4, 5)}, {"axes": [2, 3], "keepdims": True}, ["x"]))
+        cases.append(case("reduce_mean-last", "reduce_mean", lambda x: x.mean(axis=-1), {"x": rnd(2, 3, 4)},
+                          {"axes": [-1], "keepdims": False}, ["x"]))
+        cases.append(case("transpose-nhwc", "transpose", lambda x: x.transpose(0, 2, 3, 1), {"x": rnd(2, 3, 4, 5)},
+                          {"perm": [0, 2, 3, 1]}, ["x"]))
+        cases.append(case("pad-constant", "pad",
+                          lambda x: np.pad(x, ((0, 0), (0, 0), (1, 2), (2, 1)), constant_values=0.5), {"x": rnd(2, 3, 4, 5)},
+                          {"pads": [0, 0, 1, 2, 0, 0, 2, 1], "value": 0.5}, ["x"]))
+        cases.append(case("slice-clamped", "slice", lambda x: x[:, 1:3, :, -3:], {"x": rnd(2, 4, 5, 6)},
+                          {"axes": [1, 3], "starts": [1, -3], "ends": [3, 1000]}, ["x"]))
+
+        def layernorm(x, g, b):
+            m = x.mean(axis=-1, keepdims=True)
+            v = ((x - m) ** 2).mean(axis=-1, keepdims=True)
+            return (x - m) / np.sqrt(v + 1e-5) * g + b
+        cases.append(case("layernorm-last", "layernorm", layernorm, {"x": rnd(2, 3, 4, 6), "g": rnd(6), "b": rnd(6)},
+                          {"axis": -1, "epsilon": 1e-5}, ["x", "g", "b"]))
+        cases.append(case("flatten", "flatten", lambda x: x.reshape(2, -1), {"x": rnd(2, 3, 2, 2)}, {"axis": 1}, ["x"]))
+        cases.append(case("reshape", "reshape", lambda x: x.reshape(2, 6, 2), {"x": rnd(2, 3, 4)}, {"shape": [2, 6, 2]}, ["x"]))
+        cases.append(case("dropout-inference", "dropout", lambda x: x, {"x": rnd(2, 5)}, {"ratio": 0.25}, ["x"]))
+        sig = lambda x: 1 / (1 + np.exp(-x))
+        acts = [
+            ("clip", {"min": -0.5, "max": 1.0}, lambda x: np.clip(x, -0.5, 1.0), [-0.5, 1.0]),
+            ("hardsigmoid", {"alpha": 0.2, "beta": 0.5}, lambda x: np.clip(0.2 * x + 0.5, 0, 1), [-2.5, 2.5]),
+            ("hardswish", {}, lambda x: x * np.clip(x + 3, 0, 6) / 6, [-3, 3]),
+            ("silu", {}, lambda x: x * sig(x), []),
+            ("gelu", {"tanh": False}, lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))), []),
+            ("gelu", {"tanh": True}, lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))), []),
+            ("erf", {}, lambda x: erf(x), []),
+            ("tanh", {}, np.tanh, []),
+            ("leaky_relu", {"alpha": 0.1}, lambda x: np.where(x >= 0, x, 0.1 * x), [0]),
+        ]
+        for op, attrs, f, kinks in acts:
+            x = away(rnd(3, 8) * 2.5, kinks)
+            label = op + ("-tanh" if attrs.get("tanh") else "")
+            cases.append(case(label, op, lambda x, f=f: f(x), {"x": x}, attrs, ["x"]))
+        return cases
+    finally:
+        R = saved
+
+
+def inject_opset2():
+    """Adds (or replaces) the op-set-2 cases in ops.json without regenerating the others."""
+    out = os.path.join(os.path.dirname(__file__), "..", "Tests", "KDTensorTests", "Golden", "ops.json")
+    with open(out) as fh:
+        doc = json.load(fh)
+    new = opset2_cases()
+    names = {c["name"] for c in new}
+    doc["cases"] = [c for c in doc["cases"] if c["name"] not in names] + new
+    with open(out, "w") as fh:
+        json.dump(doc, fh, separators=(",", ":"))
+    print("wrote %d op-set-2 cases into %s" % (len(new), out))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--opset2"]:
+        inject_opset2()
+    else:
+        main()

@@ -137,8 +137,8 @@ def lenet_external():
 
 
 def unsupported():
-    """Two ops kdtool does not have (LeakyRelu, Tanh): the import error must list both."""
-    nodes = [helper.make_node("LeakyRelu", ["x"], ["a"], name="leaky"), helper.make_node("Tanh", ["a"], ["b"], name="tanh")]
+    """Two ops kdtool does not have (Softplus, Softsign): the import error must list both."""
+    nodes = [helper.make_node("Softplus", ["x"], ["a"], name="softplus"), helper.make_node("Softsign", ["a"], ["b"], name="softsign")]
     g = helper.make_graph(nodes, "unsupported", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                           [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])

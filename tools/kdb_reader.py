@@ -10,6 +10,7 @@ A rejected file raises KdbError whose .code is the spec's error code (E01 ... E4
 """
 import hashlib
 import json
+import math
 import struct
 import sys
 import zlib
@@ -36,7 +37,20 @@ OPS = {  # op -> (min inputs, max inputs, {attr: kind})
     "softmax": (1, 1, {"axis": ("int",)}),
     "split_linear": (3, 1 << 30, {"in_splits": ("ints", None, 0), "shared": ("uint", 0)}),
     "l2norm_scale": (2, 2, {"groups": ("ints", None, 1), "epsilon": ("float", 0.0, None, True)}),
+    # op set 2 (format 1.1)
+    "mul": (2, 2, {}), "sub": (2, 2, {}), "div": (2, 2, {}),
+    "reduce_mean": (1, 1, {"axes": ("ints", None, -8), "keepdims": ("bool",)}),
+    "transpose": (1, 1, {"perm": ("ints", None, 0)}),
+    "pad": (1, 1, {"pads": ("ints", None, 0), "value": ("float", None, None, False)}),
+    "slice": (1, 1, {"axes": ("ints", None, -8), "starts": ("ints", None, -(1 << 63)), "ends": ("ints", None, -(1 << 63))}),
+    "layernorm": (2, 3, {"axis": ("int",), "epsilon": ("float", 0.0, None, True)}),
+    "clip": (1, 1, {"min": ("float", None, None, False), "max": ("float", None, None, False)}),
+    "hardsigmoid": (1, 1, {"alpha": ("float", None, None, False), "beta": ("float", None, None, False)}),
+    "hardswish": (1, 1, {}), "silu": (1, 1, {}), "gelu": (1, 1, {"tanh": ("bool",)}), "erf": (1, 1, {}), "tanh": (1, 1, {}),
+    "leaky_relu": (1, 1, {"alpha": ("float", None, None, False)}),
 }
+OPSET1 = {"conv2d", "linear", "batchnorm", "relu", "sigmoid", "globalavgpool", "maxpool", "avgpool", "add", "concat", "flatten",
+          "reshape", "dropout", "softmax", "split_linear", "l2norm_scale"}
 
 
 class KdbError(Exception):
@@ -140,6 +154,8 @@ def float_in(v, spec):
     if len(spec) == 1:
         return True
     _, lo, hi, open_ = spec
+    if lo is None:  # any finite value
+        return math.isfinite(v)
     if open_ is True and not v > lo:
         return False
     if open_ is not True and not v >= lo:
@@ -462,8 +478,10 @@ class Bundle:
                                              "outputs": "strs"})
             if n["op"] not in OPS:
                 fail("E18", "op %r" % n["op"])
-        if g["opset"] != 1 or g["output_kind"] not in ("softmax", "sigmoid", "none"):
+        if g["opset"] not in (1, 2) or g["output_kind"] not in ("softmax", "sigmoid", "none"):
             fail("E33", "opset or output_kind")
+        if g["opset"] == 1 and any(n["op"] not in OPSET1 for n in g["nodes"]):
+            fail("E33", "an op-set-2 op in a graph that says op set 1")
         for i, n in enumerate(g["nodes"]):
             if not n["name"] or "" in n["outputs"]:
                 fail("E33", "node %d has an empty name or output name" % i)

@@ -57,7 +57,9 @@ extension Graph {
                 for (i, name) in node.inputs.enumerated() where tensorShapes[name] != nil && ins[i].count >= ins[1 - i].count {
                     guard ins[i].first == 1 || ins[1 - i].count == ins[i].count && tensorShapes[node.inputs[1 - i]] != nil else {
                         throw ShapeError(
-                            description: "node '\(node.name)' (\(node.op.rawValue)): stored tensor '\(name)' \(ins[i]) would set the batch dimension")
+                            description:
+                                "node '\(node.name)' (\(node.op.rawValue)): stored tensor '\(name)' \(ins[i]) would set the batch dimension"
+                        )
                     }
                 }
             }

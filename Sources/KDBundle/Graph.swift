@@ -187,7 +187,9 @@ public struct Graph: BundleSection {
             throw f.invalid("opset", "op set \(opset) is not supported (1–\(Graph.opset))")
         }
         if let newer = nodes.first(where: { $0.op.opset > opset }) {
-            throw f.invalid("opset", "node '\(newer.name)' has op '\(newer.op.rawValue)' of op set \(newer.op.opset), but the graph says op set \(opset)")
+            throw f.invalid(
+                "opset",
+                "node '\(newer.name)' has op '\(newer.op.rawValue)' of op set \(newer.op.opset), but the graph says op set \(opset)")
         }
         let kind = try f.string("output_kind")
         guard let k = OutputKind(rawValue: kind) else {

@@ -177,7 +177,8 @@ public enum OnnxExporter {
                 e.node("Slice", [ins[0], starts, ends, axes], [out], name: node.name)
             case .layernorm:
                 guard options.opset >= 17 else {
-                    throw InteropError("export", "layernorm '\(node.name)' needs ONNX opset 17 or later (LayerNormalization); use --opset 17")
+                    throw InteropError(
+                        "export", "layernorm '\(node.name)' needs ONNX opset 17 or later (LayerNormalization); use --opset 17")
                 }
                 e.node(
                     "LayerNormalization", ins, [out], name: node.name,

@@ -119,9 +119,9 @@ public enum OnnxImporter {
                 if case .dimValue(let v)? = d.value { return Int(v) }
                 return 0
             }
-            guard inputShape.count == 4 || inputShape.count == 2, !inputShape.dropFirst().contains(where: { $0 <= 0 }) else {
+            guard (2...Format.maxRank).contains(inputShape.count), !inputShape.dropFirst().contains(where: { $0 <= 0 }) else {
                 throw fail(
-                    "input '\(inputName)' must be N×C×H×W (or N×F) with fixed sizes after the batch, got \(dims.map { d -> String in if case .dimValue(let v)? = d.value { return String(v) } else { return d.dimParam } })"
+                    "input '\(inputName)' must be N×C×H×W, N×F or another rank up to \(Format.maxRank) with fixed sizes after the batch, got \(dims.map { d -> String in if case .dimValue(let v)? = d.value { return String(v) } else { return d.dimParam } })"
                 )
             }
             names.insert(inputName)
@@ -553,7 +553,8 @@ public enum OnnxImporter {
                     }
                     return attr(key).map { $0.f } ?? d
                 }
-                guard let lo = try bound(1, "min", -Float.greatestFiniteMagnitude), let hi = try bound(2, "max", Float.greatestFiniteMagnitude),
+                guard let lo = try bound(1, "min", -Float.greatestFiniteMagnitude),
+                    let hi = try bound(2, "max", Float.greatestFiniteMagnitude),
                     lo.isFinite || lo == -.infinity, lo <= hi
                 else { return unsupported.append("\(label): the bounds must be constants with min ≤ max") }
                 let clamp = { (v: Float) in Swift.max(-Float.greatestFiniteMagnitude, Swift.min(Float.greatestFiniteMagnitude, v)) }
@@ -571,7 +572,9 @@ public enum OnnxImporter {
                 guard let rank = shape(of: ins[0])?.count else { return unsupported.append("\(label): the input's rank is unknown") }
                 let raw = try attr("axes")?.ints ?? (isConst(1) ? constant(ins[1]).asInts : [])
                 guard !raw.isEmpty else { return unsupported.append("\(label): reducing every axis (the batch too) is not supported") }
-                guard raw.allSatisfy({ $0 >= -Int64(rank) && $0 < Int64(rank) }) else { throw fail("\(label): axes \(raw) outside rank \(rank)") }
+                guard raw.allSatisfy({ $0 >= -Int64(rank) && $0 < Int64(rank) }) else {
+                    throw fail("\(label): axes \(raw) outside rank \(rank)")
+                }
                 let axes = raw.map { Int($0 < 0 ? $0 + Int64(rank) : $0) }
                 let keep = int("keepdims", 1) == 1
                 if rank == 4 && Set(axes) == [2, 3] && axes.count == 2 {
@@ -600,7 +603,8 @@ public enum OnnxImporter {
                 }
                 let value = try attr("value")?.f ?? (ins.count > 2 && !ins[2].isEmpty ? constant(ins[2]).asFloats.first ?? 0 : 0)
                 var pads = [Int64](repeating: 0, count: 2 * rank)
-                let axesIn = ins.count > 3 && !ins[3].isEmpty ? (try constant(ins[3])).asInts.map { Int($0 < 0 ? $0 + Int64(rank) : $0) } : nil
+                let axesIn =
+                    ins.count > 3 && !ins[3].isEmpty ? (try constant(ins[3])).asInts.map { Int($0 < 0 ? $0 + Int64(rank) : $0) } : nil
                 let axes = axesIn ?? Array(0..<rank)
                 guard raw.count == 2 * axes.count, axes.allSatisfy({ $0 >= 0 && $0 < rank }) else {
                     throw fail("\(label): \(raw.count) pads for \(axes.count) axes")
@@ -734,7 +738,9 @@ public enum OnnxImporter {
             let xShape = shape(of: dynamic[0])
             let squeezed = c.shape.filter { $0 != 1 }
             let perChannel: Bool = {
-                guard let x = xShape, x.count == 4 || x.count == 2, !constantFirst || n.opType == "Add" || n.opType == "Mul" else { return false }
+                guard let x = xShape, x.count == 4 || x.count == 2, !constantFirst || n.opType == "Add" || n.opType == "Mul" else {
+                    return false
+                }
                 if v.count == 1 { return c.shape.count <= x.count }
                 guard squeezed == [x[1]] else { return false }
                 if x.count == 2 { return c.shape.count <= 2 && c.shape.last == x[1] }
@@ -758,7 +764,8 @@ public enum OnnxImporter {
                 nodes.append(
                     Graph.Node(
                         name: name, op: .batchnorm,
-                        inputs: [dynamic[0], "\(name).weight", "\(name).bias", "\(name).running_mean", "\(name).running_var"], outputs: [out],
+                        inputs: [dynamic[0], "\(name).weight", "\(name).bias", "\(name).running_mean", "\(name).running_var"],
+                        outputs: [out],
                         attrs: ["epsilon": .float(Double(eps)), "momentum": .float(0.1)]))
                 return
             }
@@ -766,14 +773,18 @@ public enum OnnxImporter {
             guard let x = xShape, c.shape.count <= x.count, c.shape.count < x.count || c.shape.first == 1,
                 Broadcast.shape(x, c.shape) != nil
             else { return unsupported.append("\(label): constant of shape \(c.shape) does not broadcast against \(xShape ?? [])") }
-            let pname = uniqueParameterName(constants[0].isEmpty || constants[0].contains("::") || constants[0].hasPrefix("val_") ? "\(name).constant" : constants[0])
+            let pname = uniqueParameterName(
+                constants[0].isEmpty || constants[0].contains("::") || constants[0].hasPrefix("val_") ? "\(name).constant" : constants[0])
             params[pname] = Tensor(shape: c.shape, values: v)
-            nodes.append(Graph.Node(name: name, op: op, inputs: constantFirst ? [pname, dynamic[0]] : [dynamic[0], pname], outputs: [out]))
+            nodes.append(
+                Graph.Node(name: name, op: op, inputs: constantFirst ? [pname, dynamic[0]] : [dynamic[0], pname], outputs: [out]))
         }
 
         /// `base` when no parameter, buffer, node output or input has it, else `base_2`, …
         func uniqueParameterName(_ base: String) -> String {
-            func taken(_ n: String) -> Bool { params[n] != nil || buffers[n] != nil || n == inputName || nodes.contains { $0.outputs[0] == n } }
+            func taken(_ n: String) -> Bool {
+                params[n] != nil || buffers[n] != nil || n == inputName || nodes.contains { $0.outputs[0] == n }
+            }
             var n = base
             var k = 1
             while taken(n) {
@@ -1084,12 +1095,16 @@ extension OnnxImporter.Builder {
         var scalars: [String: Float] = [:]
         for t in g.initializer where t.dims.reduce(1, *) == 1 {
             if t.dataType == 1, t.floatData.count == 1 { scalars[t.name] = t.floatData[0] }
-            if t.dataType == 1, t.rawData.count == 4 { scalars[t.name] = t.rawData.withUnsafeBytes { Float(bitPattern: $0.loadLE(UInt32.self, at: 0)) } }
+            if t.dataType == 1, t.rawData.count == 4 {
+                scalars[t.name] = t.rawData.withUnsafeBytes { Float(bitPattern: $0.loadLE(UInt32.self, at: 0)) }
+            }
         }
         for n in g.node where n.opType == "Constant" {
             guard let t = n.attribute.first(where: { $0.name == "value" })?.t, t.dims.reduce(1, *) == 1, t.dataType == 1 else { continue }
             if t.floatData.count == 1 { scalars[n.output[0]] = t.floatData[0] }
-            if t.rawData.count == 4 { scalars[n.output[0]] = t.rawData.withUnsafeBytes { Float(bitPattern: $0.loadLE(UInt32.self, at: 0)) } }
+            if t.rawData.count == 4 {
+                scalars[n.output[0]] = t.rawData.withUnsafeBytes { Float(bitPattern: $0.loadLE(UInt32.self, at: 0)) }
+            }
         }
         func only(_ v: String) -> Int? {
             guard !outputs.contains(v), let r = readers[v], r.count == 1 else { return nil }

@@ -144,7 +144,8 @@ public final class InferencePlan: @unchecked Sendable {
                     out = a.outputs[0]
                 }
                 names.append(
-                    ([node.name] + [soleConsumer(node.outputs[0], .batchnorm)?.name].compactMap { $0 } + (relu || activation != nil ? [out] : []))
+                    ([node.name] + [soleConsumer(node.outputs[0], .batchnorm)?.name].compactMap { $0 }
+                        + (relu || activation != nil ? [out] : []))
                         .joined(separator: "+"))
                 let window = Window(
                     kernel: [w.shape[2], w.shape[3]], stride: node.ints("stride"), pads: node.ints("pads"), dilation: node.ints("dilation"))
@@ -204,7 +205,8 @@ public final class InferencePlan: @unchecked Sendable {
                 let op = PackedLinear(weight: Self.blockedColumns(w, channels: s[1], h: s[2], w: s[3]), bias: bias)
                 steps.append(.blockedLinear(input: node.inputs[0], op: op, relu: relu, output: out))
                 names.append(([node.name, fc.name] + (relu ? [out] : [])).joined(separator: "+"))
-            case .activation where consumers[node.inputs[0]] == 1 && !model.graph.outputs.contains(node.inputs[0])
+            case .activation
+            where consumers[node.inputs[0]] == 1 && !model.graph.outputs.contains(node.inputs[0])
                 && node.inputs[0] != model.graph.inputs[0].name && model.parameters[node.inputs[0]] == nil
                 && model.activationQuant[node.inputs[0]] == nil && model.activationQuant[node.outputs[0]] == nil:
                 guard let f = node.activation else { fallthrough }

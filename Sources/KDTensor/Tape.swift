@@ -372,7 +372,9 @@ extension Tape {
     public func transpose(_ x: Var, perm: [Int]) -> Var { push(Shaping.transpose(value(x), perm: perm), .transpose(perm: perm), [x]) }
 
     /// Constant padding, `pads` = begins then ends (≥ 0).
-    public func pad(_ x: Var, pads: [Int], value v: Float) -> Var { push(Shaping.pad(value(x), pads: pads, value: v), .pad(pads: pads), [x]) }
+    public func pad(_ x: Var, pads: [Int], value v: Float) -> Var {
+        push(Shaping.pad(value(x), pads: pads, value: v), .pad(pads: pads), [x])
+    }
 
     /// The block `ranges` of x (one range per axis).
     public func slice(_ x: Var, ranges: [Range<Int>]) -> Var { push(Shaping.slice(value(x), ranges: ranges), .slice(ranges: ranges), [x]) }

@@ -75,7 +75,36 @@ struct GoldenCase: CustomStringConvertible, Sendable {
         case "split_linear":
             return try tape.splitLinear(v[0], blocks: [(v[1], v[2]), (v[3], v[4])], inSplits: ints("in_splits"), shared: int("shared"))
         case "l2norm_scale": return try tape.l2normScale(v[0], gamma: v[1], groups: ints("groups"), epsilon: float("epsilon"))
-        default: fatalError("not a tape op: \(op)")
+        case "flatten": return try tape.reshape(v[0], [values[0].shape[0], values[0].count / values[0].shape[0]])
+        case "reshape": return try tape.reshape(v[0], ints("shape"))
+        case "dropout":
+            var rng = RandomSource(seed: 0)
+            return tape.dropout(v[0], ratio: float("ratio"), training: false, rng: &rng)
+        case "mul": return try tape.broadcast(.mul, v[0], v[1])
+        case "sub": return try tape.broadcast(.sub, v[0], v[1])
+        case "div": return try tape.broadcast(.div, v[0], v[1])
+        case "reduce_mean":
+            let r = values[0].rank
+            return tape.reduceMean(v[0], axes: ints("axes").map { $0 < 0 ? $0 + r : $0 }, keepdims: bool("keepdims"))
+        case "transpose": return tape.transpose(v[0], perm: ints("perm"))
+        case "pad": return tape.pad(v[0], pads: ints("pads"), value: float("value"))
+        case "slice":
+            var ranges = values[0].shape.map { 0..<$0 }
+            for (k, a) in ints("axes").enumerated() {
+                ranges[a] = Shaping.sliceRange(start: ints("starts")[k], end: ints("ends")[k], size: values[0].shape[a])
+            }
+            return tape.slice(v[0], ranges: ranges)
+        case "layernorm":
+            let r = values[0].rank
+            let axis = int("axis") < 0 ? int("axis") + r : int("axis")
+            return try tape.layerNorm(v[0], scale: v[1], bias: v[2], axis: axis, epsilon: float("epsilon"))
+        default:
+            guard let kind = Activation.Kind(rawValue: op),
+                let f = Activation(
+                    kind: kind, floats: attrs.compactMapValues { $0.value as? Double }.filter { !($0.value.isNaN) },
+                    bools: attrs.compactMapValues { $0.value as? Bool })
+            else { fatalError("not a tape op: \(op)") }
+            return tape.activation(v[0], f)
         }
     }
 
