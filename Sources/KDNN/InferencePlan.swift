@@ -23,6 +23,9 @@ public final class InferencePlan: @unchecked Sendable {
         /// while the producer's output is warm): channel-blocked values keep their layout when
         /// f(0) = 0, so their zero halo stays zero.
         case activate(input: String, Activation, output: String)
+        /// x [N, C, H, W] times per-image channel scales [N, C, 1, 1] (a squeeze-and-excitation
+        /// gate), channel-blocked when x is.
+        case scaleChannels(input: String, scale: String, output: String)
         /// The same on the direct kernel, output in channel-blocked layout; `residual` is a
         /// following addition's other operand, added before the ReLU.
         case direct(input: String, conv: DirectConv, relu: Bool, residual: String?, output: String)
@@ -44,6 +47,7 @@ public final class InferencePlan: @unchecked Sendable {
             switch self {
             case .conv(let input, _, _, _, _, _, _, _): [input]
             case .activate(let input, _, _): [input]
+            case .scaleChannels(let input, let scale, _): [input, scale]
             case .direct(let input, _, _, let residual, _): [input] + (residual.map { [$0] } ?? [])
             case .directPool(let input, _, _, _): [input]
             case .add(let a, let b, _, _): [a, b]
@@ -251,6 +255,11 @@ public final class InferencePlan: @unchecked Sendable {
         halo = min(
             3,
             self.steps.reduce(0) { most, step in
+                if case .conv(_, let weight, _, let window, let groups, _, _, _) = step, groups > 1, weight.shape[1] == 1,
+                    weight.shape[0] == groups
+                {
+                    return max(most, window.pads.max() ?? 0)
+                }
                 guard case .direct(_, let conv, _, _, let output) = step, conv.inBlock == 8 else { return most }
                 let winograd = conv.winograd != nil ? shapes[output].map { WinogradConv.halo(h: $0[2], w: $0[3]) } ?? 1 : 0
                 return max(most, conv.window.pads.max() ?? 0, winograd)
@@ -457,6 +466,15 @@ public final class InferencePlan: @unchecked Sendable {
             case .directPool(let input, let conv, let relu, let output):
                 storeFresh(output, try conv.pooled(plain: plain(input), relu: relu))
             case .conv(let input, let weight, let bias, let window, let groups, let relu, let activation, let output):
+                if let b = blocked[input], values[input] == nil, groups == b.channels,
+                    Depthwise.blockedApplies(b, weight: weight.shape, window)
+                {
+                    storeBlocked(
+                        output,
+                        try Depthwise.blocked(
+                            b, weight: weight, bias: bias, window, relu: relu, activation: activation, outPad: outPad(output)))
+                    continue
+                }
                 let x = plain(input)
                 if Depthwise.applies(input: x.shape, weight: weight.shape, groups: groups) {
                     storeFresh(output, try Depthwise.forward(x: x, weight: weight, bias: bias, window, relu: relu, activation: activation))
@@ -466,14 +484,25 @@ public final class InferencePlan: @unchecked Sendable {
                 if relu { Elementwise.reluInPlace(y) }
                 activation?.forward(y.pointer, y.pointer, count: y.count)
                 storeFresh(output, y)
+            case .scaleChannels(let input, let scale, let output):
+                if let b = blocked[input], values[input] == nil {
+                    storeBlocked(output, try Broadcast.scaleChannels(b, plain(scale)))
+                } else {
+                    storeFresh(output, try Broadcast.forward(.mul, plain(input), plain(scale)))
+                }
             case .activate(let input, let f, let output):
+                let t: Tensor
                 if let b = blocked[input], values[input] == nil, f.preservesZero {
-                    f.forward(b.data.pointer, b.data.pointer, count: b.data.count)
+                    t = b.data
                     storeBlocked(output, b)
                 } else {
-                    let t = plain(input)
-                    f.forward(t.pointer, t.pointer, count: t.count)
+                    t = plain(input)
                     storeFresh(output, t)
+                }
+                // In place, in parallel where a batch of one leaves the workers to the layers.
+                Parallel.chunks(t.count / 16, parts: t.count > 1 << 16 ? Parallel.threads : 1) { _, r in
+                    let end = r.upperBound * 16 == (t.count / 16) * 16 ? t.count : r.upperBound * 16
+                    f.forward(t.pointer + r.lowerBound * 16, t.pointer + r.lowerBound * 16, count: end - r.lowerBound * 16)
                 }
             case .linear(let input, let op, let relu, let output):
                 storeFresh(output, try op(plain(input), relu: relu))

@@ -9,6 +9,17 @@ import Foundation
 ///
 ///     let hs = Activation.hardswish
 ///     hs.forward(x.pointer, y.pointer, count: x.count)
+/// An activation on 16 lanes, as a type, so kernels specialise for it (`Activation.accept`).
+public protocol VectorFunction {
+    func callAsFunction(_ v: VectorMath.V) -> VectorMath.V
+}
+
+/// What a kernel generic over its epilogue implements: `visit` runs it with the concrete function.
+public protocol ActivationVisitor {
+    associatedtype Result
+    func visit<F: VectorFunction>(_ f: F) -> Result
+}
+
 public enum Activation: Hashable, Sendable {
     /// min(max(x, min), max); ReLU6 is clip(0, 6).
     case clip(min: Float, max: Float)
@@ -118,27 +129,97 @@ public enum Activation: Hashable, Sendable {
     static let invSqrt2Pi: Float = 0.39894228040143268
     static let sqrt2OverPi: Float = 0.79788456080286536
 
-    /// y = f(x) over `count` values (y may be x).
-    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    /// f on 16 lanes (the form a kernel applies to its output registers, an epilogue).
+    @inline(__always)
+    public func apply(_ v: VectorMath.V) -> VectorMath.V {
         switch self {
-        case .clip(let lo, let hi): for i in 0..<count { y[i] = Swift.min(Swift.max(x[i], lo), hi) }
-        case .hardsigmoid(let a, let b): for i in 0..<count { y[i] = Swift.min(Swift.max(a * x[i] + b, 0), 1) }
-        case .hardswish:
-            for i in 0..<count {
-                let v = x[i]
-                y[i] = v * Swift.min(Swift.max(v + 3, 0), 6) * (1 / 6)
-            }
-        case .silu: for i in 0..<count { y[i] = x[i] * Activation.sigmoid(x[i]) }
-        case .gelu(false): for i in 0..<count { y[i] = 0.5 * x[i] * (1 + erff(x[i] * Activation.sqrtHalf)) }
-        case .gelu(true):
-            for i in 0..<count {
-                let v = x[i]
-                y[i] = 0.5 * v * (1 + tanhf(Activation.sqrt2OverPi * (v + 0.044715 * v * v * v)))
-            }
-        case .erf: for i in 0..<count { y[i] = erff(x[i]) }
-        case .tanh: for i in 0..<count { y[i] = tanhf(x[i]) }
-        case .leakyRelu(let a): for i in 0..<count { y[i] = x[i] >= 0 ? x[i] : a * x[i] }
+        case .clip(let lo, let hi): Clip(lo: lo, hi: hi)(v)
+        case .hardsigmoid(let a, let b): HardSigmoid(a: a, b: b)(v)
+        case .hardswish: HardSwish()(v)
+        case .silu: SiLU()(v)
+        case .gelu(false): GELU()(v)
+        case .gelu(true): GELUTanh()(v)
+        case .erf: Erf()(v)
+        case .tanh: Tanh()(v)
+        case .leakyRelu(let a): LeakyReLU(a: a)(v)
         }
+    }
+
+    /// Calls `visitor` with this activation as a concrete `VectorFunction`, so a kernel generic over
+    /// its epilogue is specialised for each activation: the choice is made once per call, never per
+    /// vector (one loop holding every activation's code would spill its registers).
+    @inline(__always)
+    public func accept<Visitor: ActivationVisitor>(_ visitor: Visitor) -> Visitor.Result {
+        switch self {
+        case .clip(let lo, let hi): visitor.visit(Clip(lo: lo, hi: hi))
+        case .hardsigmoid(let a, let b): visitor.visit(HardSigmoid(a: a, b: b))
+        case .hardswish: visitor.visit(HardSwish())
+        case .silu: visitor.visit(SiLU())
+        case .gelu(false): visitor.visit(GELU())
+        case .gelu(true): visitor.visit(GELUTanh())
+        case .erf: visitor.visit(Erf())
+        case .tanh: visitor.visit(Tanh())
+        case .leakyRelu(let a): visitor.visit(LeakyReLU(a: a))
+        }
+    }
+
+    /// An optional activation (nil: identity) or ReLU, as `accept` does.
+    @inline(__always)
+    public static func accept<Visitor: ActivationVisitor>(_ f: Activation?, relu: Bool, _ visitor: Visitor) -> Visitor.Result {
+        if relu { return visitor.visit(ReLU()) }
+        guard let f else { return visitor.visit(Identity()) }
+        return f.accept(visitor)
+    }
+
+    public struct Identity: VectorFunction {
+        @inline(__always) public func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { v }
+    }
+    public struct ReLU: VectorFunction {
+        @inline(__always) public func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { v.replacing(with: 0, where: v .< 0) }
+    }
+    struct Clip: VectorFunction {
+        let lo: Float, hi: Float
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { VectorMath.min(VectorMath.max(v, lo), hi) }
+    }
+    struct HardSigmoid: VectorFunction {
+        let a: Float, b: Float
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { VectorMath.min(VectorMath.max(a * v + b, 0), 1) }
+    }
+    struct HardSwish: VectorFunction {
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V {
+            v * VectorMath.min(VectorMath.max(v + 3, 0), 6) * (1 / 6)
+        }
+    }
+    struct SiLU: VectorFunction {
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { v * VectorMath.sigmoid(v) }
+    }
+    struct GELU: VectorFunction {
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { 0.5 * v * (1 + VectorMath.erf(v * Activation.sqrtHalf)) }
+    }
+    struct GELUTanh: VectorFunction {
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V {
+            0.5 * v * (1 + VectorMath.tanh(Activation.sqrt2OverPi * (v + 0.044715 * v * v * v)))
+        }
+    }
+    struct Erf: VectorFunction {
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { VectorMath.erf(v) }
+    }
+    struct Tanh: VectorFunction {
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { VectorMath.tanh(v) }
+    }
+    struct LeakyReLU: VectorFunction {
+        let a: Float
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { v.replacing(with: a * v, where: v .< 0) }
+    }
+
+    struct MapVisitor: ActivationVisitor {
+        let x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, count: Int
+        @inline(__always) func visit<F: VectorFunction>(_ f: F) { VectorMath.map(x, y, count: count) { f($0) } }
+    }
+
+    /// y = f(x) over `count` values (y may be x), 16 at a time.
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        accept(MapVisitor(x: x, y: y, count: count))
     }
 
     /// dx = dy · f′(x) over `count` values, from the input x (and the output y where that is cheaper).

@@ -21,6 +21,11 @@ public enum Depthwise {
         return lo..<max(lo, hi)
     }
 
+    /// Forward with the bias first and ReLU or `activation` last, in registers: each output row is
+    /// computed 16 columns at a time, every tap added to the same accumulator. Each input plane is
+    /// first copied into its column phases (phase p holds columns p, p + s, p + 2s, … for stride s;
+    /// one phase at stride 1) with zero margins on both sides, so every tap of every chunk is one
+    /// unconditional contiguous load, and padding reads zeros.
     public static func forward(x: Tensor, weight: Tensor, bias: Tensor?, _ g: Window, relu: Bool = false, activation: Activation? = nil)
         throws -> Tensor
     {
@@ -33,43 +38,108 @@ public enum Depthwise {
         let (ho, wo) = (try g.outputSize(h, axis: 0), try g.outputSize(w, axis: 1))
         let y = Tensor(uninitialized: [n, o, ho, wo])
         let (kh, kw) = g.kernel
-        let cols = (0..<kw).map { columns(kj: $0, g, w: w, wo: wo) }
-        let (sh, sw) = (g.stride.h, g.stride.w)
-        Parallel.chunks(n * o, parts: n * o * ho * wo > 1 << 12 ? Parallel.threads : 1) { _, planes in
-            for p in planes {
-                let (img, oc) = (p / o, p % o)
-                let src = x.pointer + (img * c + oc / m) * h * w
-                let dst = y.pointer + p * ho * wo
-                let filt = weight.pointer + oc * kh * kw
-                let b = bias?.pointer[oc] ?? 0
-                for oi in 0..<ho {
-                    let row = dst + oi * wo
-                    for j in 0..<wo { row[j] = b }
-                    for ki in 0..<kh {
-                        let ii = oi * sh - g.pads[0] + ki * g.dilation.h
-                        if ii < 0 || ii >= h { continue }
-                        let line = src + ii * w
-                        for kj in 0..<kw {
-                            let wv = filt[ki * kw + kj]
-                            let r = cols[kj]
-                            let shift = kj * g.dilation.w - g.pads[1]
-                            if sw == 1 {
-                                let s = line + shift
-                                for j in r { row[j] += wv * s[j] }
-                            } else {
-                                for j in r { row[j] += wv * line[j * sw + shift] }
+        let sw = g.stride.w
+        // Each tap's phase and column offset q (output column j reads phase column j + q).
+        let taps = (0..<kw).map { kj -> (phase: Int, offset: Int) in
+            let shift = kj * g.dilation.w - g.pads[1]
+            let q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw)
+            return (shift - q * sw, q)
+        }
+        let chunks = (wo + 15) / 16
+        let left = max(0, -(taps.map(\.offset).min() ?? 0))
+        // A phase row: `left` zeros, the phase's columns, zeros up to the last chunk's reach.
+        let rowWidth = left + max((w + sw - 1) / sw, chunks * 16 + (taps.map(\.offset).max() ?? 0)) + 1
+        let plan = Plan(
+            x: x, y: y, weight: weight, bias: bias, window: g, c: c, h: h, w: w, o: o, m: m, ho: ho, wo: wo, chunks: chunks,
+            left: left, rowWidth: rowWidth,
+            tapOffsets: taps.map { $0.phase * h * rowWidth + left + $0.offset })
+        Activation.accept(activation, relu: relu, plan)
+        return y
+    }
+
+    /// One forward call's sizes, run by `visit` with its epilogue as a concrete type.
+    struct Plan: ActivationVisitor {
+        let x: Tensor, y: Tensor, weight: Tensor, bias: Tensor?, window: Window
+        let c: Int, h: Int, w: Int, o: Int, m: Int, ho: Int, wo: Int, chunks: Int, left: Int, rowWidth: Int
+        /// Per kernel column: where its phase row starts in the scratch (plus the column offset).
+        let tapOffsets: [Int]
+
+        func visit<F: VectorFunction>(_ epilogue: F) {
+            let g = window
+            let (kh, kw) = g.kernel
+            let sw = g.stride.w
+            let (n, c, h, w, o, m, ho, wo, chunks, left, rowWidth) = (x.shape[0], c, h, w, o, m, ho, wo, chunks, left, rowWidth)
+            Parallel.chunks(n * o, parts: n * o * ho * wo > 1 << 12 ? Parallel.threads : 1) { _, planes in
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: sw * h * rowWidth)
+                let out = UnsafeMutablePointer<Float>.allocate(capacity: chunks * 16)
+                defer {
+                    scratch.deallocate()
+                    out.deallocate()
+                }
+                scratch.update(repeating: 0, count: sw * h * rowWidth)
+                tapOffsets.withUnsafeBufferPointer { taps in
+                    var lastInput = -1
+                    for p in planes {
+                        let (img, oc) = (p / o, p % o)
+                        let inputPlane = img * c + oc / m
+                        if inputPlane != lastInput {
+                            let src = x.pointer + inputPlane * h * w
+                            for ph in 0..<sw {
+                                for i in 0..<h {
+                                    let (line, dst) = (src + i * w, scratch + (ph * h + i) * rowWidth + left)
+                                    if sw == 1 {
+                                        dst.update(from: line, count: w)
+                                    } else if sw == 2 {
+                                        // Even or odd lanes of 32 values at a time.
+                                        var col = 0
+                                        while 2 * col + 32 + ph <= w {
+                                            let (a, b) = (VectorMath.load(line + 2 * col + ph), VectorMath.load(line + 2 * col + ph + 16))
+                                            VectorMath.store(VectorMath.V(lowHalf: a.evenHalf, highHalf: b.evenHalf), dst + col)
+                                            col += 16
+                                        }
+                                        while 2 * col + ph < w {
+                                            dst[col] = line[2 * col + ph]
+                                            col += 1
+                                        }
+                                    } else {
+                                        var col = 0
+                                        while col * sw + ph < w {
+                                            dst[col] = line[col * sw + ph]
+                                            col += 1
+                                        }
+                                    }
+                                }
                             }
+                            lastInput = inputPlane
                         }
-                    }
-                    if relu {
-                        for j in 0..<wo { row[j] = max(row[j], 0) }
-                    } else if let activation {
-                        activation.forward(row, row, count: wo)
+                        let dst = y.pointer + p * ho * wo
+                        let filt = weight.pointer + oc * kh * kw
+                        let b = bias?.pointer[oc] ?? 0
+                        for oi in 0..<ho {
+                            for chunk in 0..<chunks {
+                                let j0 = chunk * 16
+                                var acc = VectorMath.V(repeating: b)
+                                for ki in 0..<kh {
+                                    let ii = oi * g.stride.h - g.pads[0] + ki * g.dilation.h
+                                    if ii < 0 || ii >= h { continue }
+                                    let rowBase = scratch + ii * rowWidth + j0
+                                    let f = filt + ki * kw
+                                    if kw == 3 {
+                                        acc += f[0] * VectorMath.load(rowBase + taps[0])
+                                        acc += f[1] * VectorMath.load(rowBase + taps[1])
+                                        acc += f[2] * VectorMath.load(rowBase + taps[2])
+                                    } else {
+                                        for kj in 0..<kw { acc += f[kj] * VectorMath.load(rowBase + taps[kj]) }
+                                    }
+                                }
+                                VectorMath.store(epilogue(acc), out + j0)
+                            }
+                            (dst + oi * wo).update(from: out, count: wo)
+                        }
                     }
                 }
             }
         }
-        return y
     }
 
     public static func backward(dy: Tensor, x: Tensor, weight: Tensor, hasBias: Bool, _ g: Window, needInput: Bool) -> (
@@ -141,5 +211,123 @@ public enum Depthwise {
             }
         }
         return (dx, dw, db)
+    }
+}
+
+extension Depthwise {
+    /// Whether the channel-blocked kernel runs a layer: one filter per channel (multiplier 1) and
+    /// padding the input's zero halo already holds.
+    public static func blockedApplies(_ x: BlockedTensor, weight: [Int], _ g: Window) -> Bool {
+        weight.count == 4 && weight[0] == x.channels && weight[1] == 1 && g.pads.allSatisfy { $0 <= x.pad }
+    }
+
+    /// Depthwise convolution on the channel-blocked layout (NCHW8c): eight channels of a pixel are
+    /// one vector, multiplied by the eight filters' tap and accumulated over the kh × kw taps, four
+    /// output pixels at a time; padding is the input's zero halo, so no tap is ever checked. The
+    /// output is blocked with halo `outPad`, its bias first and its epilogue applied in registers.
+    public static func blocked(
+        _ x: BlockedTensor, weight: Tensor, bias: Tensor?, _ g: Window, relu: Bool = false, activation: Activation? = nil, outPad: Int
+    ) throws -> BlockedTensor {
+        guard blockedApplies(x, weight: weight.shape, g), (weight.shape[2], weight.shape[3]) == g.kernel else {
+            throw TensorError("blocked depthwise conv2d: input \(x.shape) (halo \(x.pad)) does not match weight \(weight.shape)")
+        }
+        let (ho, wo) = (try g.outputSize(x.h, axis: 0), try g.outputSize(x.w, axis: 1))
+        let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: ho, w: wo, pad: outPad)
+        let (kh, kw) = g.kernel
+        // Filters as [block][kh·kw][8], bias as [block][8]; lanes past the channels zero.
+        let blocks = x.blocks
+        var packed = [Float](repeating: 0, count: blocks * kh * kw * 8)
+        var b8 = [Float](repeating: 0, count: blocks * 8)
+        for ch in 0..<x.channels {
+            for t in 0..<(kh * kw) { packed[((ch / 8) * kh * kw + t) * 8 + ch % 8] = weight.pointer[ch * kh * kw + t] }
+            b8[(ch / 8) * 8 + ch % 8] = bias?.pointer[ch] ?? 0
+        }
+        let visitor = BlockedPlan(x: x, y: y, window: g, ho: ho, wo: wo, packed: packed, bias: b8)
+        Activation.accept(activation, relu: relu, visitor)
+        return y
+    }
+
+    struct BlockedPlan: ActivationVisitor {
+        let x: BlockedTensor, y: BlockedTensor, window: Window, ho: Int, wo: Int
+        let packed: [Float], bias: [Float]
+
+        func visit<F: VectorFunction>(_ epilogue: F) {
+            typealias V8 = SIMD8<Float>
+            @inline(__always) func load(_ p: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(p).loadUnaligned(as: V8.self) }
+            @inline(__always) func store(_ v: V8, _ p: UnsafeMutablePointer<Float>) {
+                UnsafeMutableRawPointer(p).storeBytes(of: v, as: V8.self)
+            }
+            // The epilogue is a 16-lane function: two pixels' channels at a time.
+            @inline(__always) func finish(_ a: V8, _ b: V8) -> (V8, V8) {
+                let v = epilogue(SIMD16(lowHalf: a, highHalf: b))
+                return (v.lowHalf, v.highHalf)
+            }
+            let g = window
+            let (kh, kw) = g.kernel
+            let (sh, sw) = (g.stride.h, g.stride.w)
+            let (dh, dw) = (g.dilation.h, g.dilation.w)
+            let (xs, ys) = (x.rowStride, y.rowStride)
+            let planes = x.n * x.blocks
+            packed.withUnsafeBufferPointer { pk in
+                bias.withUnsafeBufferPointer { bs in
+                    let (pk, bs) = (UncheckedSendable(pk.baseAddress!), UncheckedSendable(bs.baseAddress!))
+                    Parallel.chunks(planes, parts: planes * ho * wo > 1 << 12 ? Parallel.threads : 1) { _, range in
+                        for plane in range {
+                            let blk = plane % x.blocks
+                            // Input pixel (−pad, −pad) of this plane, and output pixel (0, 0).
+                            let src = x.data.pointer + plane * x.planeStride
+                            let dst = y.origin + plane * y.planeStride
+                            let filt = pk.value + blk * kh * kw * 8
+                            let b = load(bs.value + blk * 8)
+                            for oi in 0..<ho {
+                                let outRow = dst + oi * ys
+                                // Input row of tap ki: oi·sh − pads[0] + ki·dh, offset by the halo.
+                                let rowBase = src + (oi * sh - g.pads[0] + x.pad) * xs + (x.pad - g.pads[1]) * 8
+                                var oj = 0
+                                while oj + 4 <= wo {
+                                    var (a0, a1, a2, a3) = (b, b, b, b)
+                                    for ki in 0..<kh {
+                                        let r = rowBase + ki * dh * xs + oj * sw * 8
+                                        for kj in 0..<kw {
+                                            let wv = load(filt + (ki * kw + kj) * 8)
+                                            let p = r + kj * dw * 8
+                                            a0 += wv * load(p)
+                                            a1 += wv * load(p + sw * 8)
+                                            a2 += wv * load(p + 2 * sw * 8)
+                                            a3 += wv * load(p + 3 * sw * 8)
+                                        }
+                                    }
+                                    let (e0, e1) = finish(a0, a1)
+                                    let (e2, e3) = finish(a2, a3)
+                                    store(e0, outRow + oj * 8)
+                                    store(e1, outRow + (oj + 1) * 8)
+                                    store(e2, outRow + (oj + 2) * 8)
+                                    store(e3, outRow + (oj + 3) * 8)
+                                    oj += 4
+                                }
+                                while oj < wo {
+                                    var a = b
+                                    for ki in 0..<kh {
+                                        let r = rowBase + ki * dh * xs + oj * sw * 8
+                                        for kj in 0..<kw { a += load(filt + (ki * kw + kj) * 8) * load(r + kj * dw * 8) }
+                                    }
+                                    store(finish(a, a).0, outRow + oj * 8)
+                                    oj += 1
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // Lanes past the channels: the bias there is 0 and every tap weight 0, so they hold f(0); an
+            // epilogue with f(0) ≠ 0 would break the zero padding the next layer reads, so they are cleared.
+            if x.channels % 8 != 0 && epilogue(VectorMath.V()) != VectorMath.V() {
+                let first = x.channels % 8
+                for plane in 0..<planes where plane % x.blocks == x.blocks - 1 {
+                    let dst = y.origin + plane * y.planeStride
+                    for oi in 0..<ho { for oj in 0..<wo { for l in first..<8 { dst[oi * ys + oj * 8 + l] = 0 } } }
+                }
+            }
+        }
     }
 }

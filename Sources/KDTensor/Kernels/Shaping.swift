@@ -340,3 +340,31 @@ public enum Shaping {
         return (dx, dscale, dbias)
     }
 }
+
+extension Broadcast {
+    /// x · s for channel-blocked x [N, C, H, W] and per-image channel scales s (N·C values, a
+    /// squeeze-and-excitation gate), kept blocked with x's halo (zero stays zero).
+    public static func scaleChannels(_ x: BlockedTensor, _ s: Tensor) throws -> BlockedTensor {
+        guard s.count == x.n * x.channels else {
+            throw TensorError("mul: scales \(s.shape) do not give one value per image and channel of \(x.shape)")
+        }
+        let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
+        let planes = x.n * x.blocks
+        let per = x.planeStride
+        Parallel.chunks(planes, parts: planes * per > 1 << 15 ? Parallel.threads : 1) { _, range in
+            for plane in range {
+                let (img, blk) = (plane / x.blocks, plane % x.blocks)
+                var scale = SIMD8<Float>()
+                for l in 0..<8 where blk * 8 + l < x.channels { scale[l] = s.pointer[img * x.channels + blk * 8 + l] }
+                let (src, dst) = (x.data.pointer + plane * per, y.data.pointer + plane * per)
+                var i = 0
+                while i < per {
+                    UnsafeMutableRawPointer(dst + i).storeBytes(
+                        of: UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self) * scale, as: SIMD8<Float>.self)
+                    i += 8
+                }
+            }
+        }
+        return y
+    }
+}

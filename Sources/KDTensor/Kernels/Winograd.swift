@@ -103,7 +103,9 @@ public struct WinogradConv: @unchecked Sendable {
     /// The tile size that runs on `x`: the one `tile(h:w:)` picks where the halo allows, else
     /// 2 where that one's halo is there, else nil.
     func tile(for x: BlockedTensor) -> Int? {
-        guard x.channels == inChannels, x.h > 0, x.w > 0 else { return nil }
+        guard x.channels == inChannels, x.h > 0, x.w > 0, KernelPolicy.winogradPays(channels: inChannels, h: x.h, w: x.w) else {
+            return nil
+        }
         let preferred = Self.tile(h: x.h, w: x.w)
         if x.pad >= Self.halo(h: x.h, w: x.w, tile: preferred) { return preferred }
         return x.pad >= Self.halo(h: x.h, w: x.w, tile: 2) ? 2 : nil
