@@ -540,9 +540,12 @@ def opset2_cases():
             ("erf", {}, lambda x: erf(x), []),
             ("tanh", {}, np.tanh, []),
             ("leaky_relu", {"alpha": 0.1}, lambda x: np.where(x >= 0, x, 0.1 * x), [0]),
+            ("sqrt", {}, lambda x: np.sqrt(np.abs(x) + 0.5), None),
         ]
         for op, attrs, f, kinks in acts:
-            x = away(rnd(3, 8) * 2.5, kinks)
+            x = away(rnd(3, 8) * 2.5, kinks) if kinks is not None else np.abs(rnd(3, 8)) + 0.5
+            if op == "sqrt":
+                f = np.sqrt  # on positive inputs
             label = op + ("-tanh" if attrs.get("tanh") else "")
             cases.append(case(label, op, lambda x, f=f: f(x), {"x": x}, attrs, ["x"]))
         return cases

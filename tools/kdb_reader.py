@@ -47,7 +47,7 @@ OPS = {  # op -> (min inputs, max inputs, {attr: kind})
     "clip": (1, 1, {"min": ("float", None, None, False), "max": ("float", None, None, False)}),
     "hardsigmoid": (1, 1, {"alpha": ("float", None, None, False), "beta": ("float", None, None, False)}),
     "hardswish": (1, 1, {}), "silu": (1, 1, {}), "gelu": (1, 1, {"tanh": ("bool",)}), "erf": (1, 1, {}), "tanh": (1, 1, {}),
-    "leaky_relu": (1, 1, {"alpha": ("float", None, None, False)}),
+    "leaky_relu": (1, 1, {"alpha": ("float", None, None, False)}), "sqrt": (1, 1, {}),
 }
 OPSET1 = {"conv2d", "linear", "batchnorm", "relu", "sigmoid", "globalavgpool", "maxpool", "avgpool", "add", "concat", "flatten",
           "reshape", "dropout", "softmax", "split_linear", "l2norm_scale"}

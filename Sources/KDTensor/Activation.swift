@@ -35,11 +35,14 @@ public enum Activation: Hashable, Sendable {
     case tanh
     /// x where x ≥ 0, alpha·x elsewhere.
     case leakyRelu(alpha: Float)
+    /// √x (NaN below 0, as in ONNX).
+    case sqrt
 
     /// The op names, as they appear in a bundle's graph.
     public enum Kind: String, CaseIterable, Sendable {
         case clip, hardsigmoid, hardswish, silu, gelu, erf, tanh
         case leakyRelu = "leaky_relu"
+        case sqrt
     }
 
     /// An attribute: a float within a range, or a bool. Every listed attribute is required.
@@ -57,7 +60,7 @@ public enum Activation: Hashable, Sendable {
         case .hardsigmoid: [Attribute(name: "alpha", range: finite), Attribute(name: "beta", range: finite)]
         case .gelu: [Attribute(name: "tanh", range: nil)]
         case .leakyRelu: [Attribute(name: "alpha", range: finite)]
-        case .hardswish, .silu, .erf, .tanh: []
+        case .hardswish, .silu, .erf, .tanh, .sqrt: []
         }
     }
 
@@ -71,6 +74,7 @@ public enum Activation: Hashable, Sendable {
         case .erf: .erf
         case .tanh: .tanh
         case .leakyRelu: .leakyRelu
+        case .sqrt: .sqrt
         }
     }
 
@@ -95,6 +99,7 @@ public enum Activation: Hashable, Sendable {
         case .silu: self = .silu
         case .erf: self = .erf
         case .tanh: self = .tanh
+        case .sqrt: self = .sqrt
         }
     }
 
@@ -118,7 +123,7 @@ public enum Activation: Hashable, Sendable {
         switch self {
         case .clip(let lo, let hi): lo <= 0 && hi >= 0
         case .hardsigmoid(_, let b): b == 0
-        case .hardswish, .silu, .gelu, .erf, .tanh, .leakyRelu: true
+        case .hardswish, .silu, .gelu, .erf, .tanh, .leakyRelu, .sqrt: true
         }
     }
 
@@ -142,6 +147,7 @@ public enum Activation: Hashable, Sendable {
         case .erf: Erf()(v)
         case .tanh: Tanh()(v)
         case .leakyRelu(let a): LeakyReLU(a: a)(v)
+        case .sqrt: Sqrt()(v)
         }
     }
 
@@ -160,6 +166,7 @@ public enum Activation: Hashable, Sendable {
         case .erf: visitor.visit(Erf())
         case .tanh: visitor.visit(Tanh())
         case .leakyRelu(let a): visitor.visit(LeakyReLU(a: a))
+        case .sqrt: visitor.visit(Sqrt())
         }
     }
 
@@ -212,6 +219,10 @@ public enum Activation: Hashable, Sendable {
         @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { v.replacing(with: a * v, where: v .< 0) }
     }
 
+    struct Sqrt: VectorFunction {
+        @inline(__always) func callAsFunction(_ v: VectorMath.V) -> VectorMath.V { v.squareRoot() }
+    }
+
     struct MapVisitor: ActivationVisitor {
         let x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, count: Int
         @inline(__always) func visit<F: VectorFunction>(_ f: F) { VectorMath.map(x, y, count: count) { f($0) } }
@@ -257,6 +268,7 @@ public enum Activation: Hashable, Sendable {
         case .erf: for i in 0..<count { dx[i] = dy[i] * 1.1283791670955126 * expf(-x[i] * x[i]) }
         case .tanh: for i in 0..<count { dx[i] = dy[i] * (1 - y[i] * y[i]) }
         case .leakyRelu(let a): for i in 0..<count { dx[i] = x[i] >= 0 ? dy[i] : a * dy[i] }
+        case .sqrt: for i in 0..<count { dx[i] = dy[i] * 0.5 / y[i] }
         }
     }
 
@@ -298,6 +310,7 @@ public enum Activation: Hashable, Sendable {
         case .erf: .op("Erf", floats: [:])
         case .tanh: .op("Tanh", floats: [:])
         case .leakyRelu(let a): .op("LeakyRelu", floats: ["alpha": a])
+        case .sqrt: .op("Sqrt", floats: [:])
         }
     }
 
@@ -311,10 +324,11 @@ public enum Activation: Hashable, Sendable {
         case "Tanh": .tanh
         case "LeakyRelu": .leakyRelu(alpha: floats["alpha"] ?? 0.01)
         case "Gelu": .gelu(tanh: strings["approximate"] == "tanh")
+        case "Sqrt": .sqrt
         default: nil
         }
     }
 
     /// The ONNX op types `fromOnnx` reads (for the op-completeness test and messages).
-    public static let onnxOpTypes = ["HardSigmoid", "HardSwish", "Erf", "Tanh", "LeakyRelu", "Gelu", "Clip"]
+    public static let onnxOpTypes = ["HardSigmoid", "HardSwish", "Erf", "Tanh", "LeakyRelu", "Gelu", "Clip", "Sqrt"]
 }
