@@ -3,7 +3,10 @@
 and benchmarks, with ONNX Runtime's output on a fixed input beside each file.
 
     .build/venv-torch/bin/python3 tools/export_torchvision.py OUT_DIR [--models a,b] [--size 224]
-        [--exporters torchscript,dynamo] [--opset 17] [--batch 1] [--dynamic]
+        [--exporters torchscript,dynamo] [--opset 18] [--batch 1] [--dynamic] [--tiny]
+
+--tiny writes narrow versions of the op-set-2 architectures (Tests/KDInteropTests/Fixtures/torchvision,
+generated with `--tiny --size 32 --batch 2 --dynamic` for torchscript at opset 13 and dynamo at 18).
 
 Writes OUT_DIR/<model>.<exporter>.onnx, <model>.<exporter>.input.npy (seeded normal input) and
 <model>.<exporter>.output.npy (ONNX Runtime on the file), and OUT_DIR/manifest.json. Weights are
@@ -26,10 +29,45 @@ MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilen
           "convnext_tiny"]
 
 
-def build(name, seed):
+def tiny(name):
+    """Narrow versions of the architectures that need op set 2, from torchvision's own definitions
+    (10 classes, 32×32 inputs): small enough to commit as test fixtures, exported by the same exporters."""
+    from torchvision.models import efficientnet, mobilenetv3, regnet, shufflenetv2, convnext
+    if name == "mobilenet_v2":
+        return M.mobilenet_v2(width_mult=0.25, num_classes=10)
+    if name == "mobilenet_v3_small":
+        setting, last = mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small", width_mult=0.25)
+        return mobilenetv3.MobileNetV3(setting, 64, num_classes=10)
+    if name == "efficientnet_b0":
+        setting, last = efficientnet._efficientnet_conf("efficientnet_b0", width_mult=0.25, depth_mult=0.25)
+        return efficientnet.EfficientNet(setting, 0.2, last_channel=64, num_classes=10)
+    if name == "shufflenet_v2":
+        return shufflenetv2.ShuffleNetV2([1, 1, 1], [8, 16, 32, 64, 64], num_classes=10)
+    if name == "regnet_y":
+        params = regnet.BlockParams.from_init_params(depth=3, w_0=8, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25)
+        return regnet.RegNet(params, num_classes=10)
+    if name == "convnext":
+        cfg = [convnext.CNBlockConfig(16, 32, 1), convnext.CNBlockConfig(32, None, 1)]
+        return convnext.ConvNeXt(cfg, num_classes=10)
+    if name == "mnasnet":
+        return M.MNASNet(0.2, num_classes=10)
+    raise ValueError(name)
+
+
+TINY = ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2", "regnet_y", "convnext", "mnasnet"]
+
+
+def build(name, seed, small=False):
     torch.manual_seed(seed)
+    if small:
+        m = tiny(name).eval()
+        return perturb(m, seed)
     kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-    m = getattr(M, name)(weights=None, **kwargs).eval()
+    return perturb(getattr(M, name)(weights=None, **kwargs).eval(), seed)
+
+
+def perturb(m, seed):
+    """Batch-norm statistics and affine parameters drawn away from 0/1, so folding them is tested."""
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for mod in m.modules():
@@ -51,12 +89,14 @@ def main():
     ap.add_argument("--opset", type=int, default=18)
     ap.add_argument("--dynamic", action="store_true", help="a dynamic batch dimension")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true", help="the narrow fixtures of tiny() instead (default models: all of TINY)")
     a = ap.parse_args()
     import onnxruntime as ort
     os.makedirs(a.out, exist_ok=True)
     manifest = []
-    for name in a.models.split(","):
-        m = build(name, a.seed)
+    names = (TINY if a.models == ",".join(MODELS) else a.models.split(",")) if a.tiny else a.models.split(",")
+    for name in names:
+        m = build(name, a.seed, small=a.tiny)
         x = torch.from_numpy(np.random.default_rng(a.seed).standard_normal((a.batch, 3, a.size, a.size)).astype(np.float32))
         for exporter in a.exporters.split(","):
             stem = os.path.join(a.out, f"{name}.{exporter}")

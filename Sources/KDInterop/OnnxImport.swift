@@ -523,8 +523,8 @@ public enum OnnxImporter {
                     let known = rest.filter { $0 != -1 }.reduce(Int64(1)) { $0.multipliedReportingOverflow(by: $1).overflow ? -2 : $0 * $1 }
                     if known > 0, rest.contains(-1) ? Int64(perImage) % known == 0 : known == Int64(perImage) { target[0] = 0 }
                 }
-                if target == [-1], staticBatch == 1 {
-                    // Everything flattened, the batch too (traced at batch 1): per image, kept in case a Gather rebuilds the shape.
+                if target == [-1], staticBatch != nil {
+                    // Everything flattened, the batch too (a static-batch trace): per image, kept in case a Gather rebuilds the shape.
                     flattenedAll[out] = ins[0]
                     target = [0, -1]
                 }
@@ -533,14 +533,15 @@ public enum OnnxImporter {
                 // Activation QDQ pairs of a quantized export: the value passes through unchanged.
                 alias[out] = ins[0]
             case "Gather":
-                // The dynamo exporter's as_strided: Reshape(x, [-1]) then Gather of every index in order, shaped [1, …]
-                // (traced at batch 1): a reshape of x.
+                // The dynamo exporter's as_strided: Reshape(x, [-1]) then Gather of every index in order, shaped
+                // [batch, …] (a static-batch trace): a reshape of x.
                 guard let src = flattenedAll[ins[0]], isConst(1), int("axis", 0) == 0, let s = shape(of: src) else {
                     return unsupported.append("\(label): Gather of an activation is not supported (only the as_strided identity)")
                 }
                 let idx = try constant(ins[1])
                 let perImage = s.dropFirst().reduce(1, *)
-                guard idx.shape.first == 1, idx.count == perImage, idx.asInts.elementsEqual((0..<Int64(perImage)).lazy) else {
+                let b = Int(staticBatch ?? 1)
+                guard idx.shape.first == b, idx.count == b * perImage, idx.asInts.elementsEqual((0..<Int64(b * perImage)).lazy) else {
                     return unsupported.append("\(label): Gather of an activation is not supported (only the as_strided identity)")
                 }
                 node(.reshape, [src], ["shape": .ints([0] + idx.shape.dropFirst().map(Int64.init))])
@@ -617,6 +618,17 @@ public enum OnnxImporter {
                     return unsupported.append("\(label): negative pads (cropping) or a non-finite value are not supported")
                 }
                 node(.pad, [ins[0]], ["pads": .ints(pads), "value": .float(Self.decimal(value))])
+            case "Pow":
+                // Constant exponents: x² (a decomposed layer norm's variance) is x·x, x^0.5 is √x, x¹ is x.
+                guard isConst(1), let e = (try constant(ins[1])).asFloats.first, (try constant(ins[1])).count == 1 else {
+                    return unsupported.append("\(label): only a constant scalar exponent is supported")
+                }
+                switch e {
+                case 1: alias[out] = ins[0]
+                case 2: node(.mul, [ins[0], ins[0]])
+                case 0.5: nodes.append(Graph.Node(name: name, activation: .sqrt, input: ins[0], output: out))
+                default: unsupported.append("\(label): exponent \(e) is not supported (1, 2 or 0.5)")
+                }
             case "LayerNormalization":
                 guard isConst(1), ins.count < 3 || ins[2].isEmpty || isConst(2) else {
                     return unsupported.append("\(label): scale and bias must be initializers")
@@ -691,9 +703,8 @@ public enum OnnxImporter {
         }
 
         /// Add/Mul/Sub/Div/Sum. Two activations: `add` (Sum chains them) or the broadcasting op. An activation
-        /// and a constant: a linear layer's bias (MatMul then Add), a batch norm with μ = 0 and σ² = 1 − ε for a
-        /// per-channel or scalar constant on N×C×H×W or N×C (y = γ·x + β exactly, folded into the convolution
-        /// before it at inference), or else the broadcasting op reading the constant as a stored tensor.
+        /// and a constant: a linear layer's bias (MatMul then Add), or else the broadcasting op reading the
+        /// constant as a stored tensor (not a batch norm: training would turn that into a normalisation).
         mutating func arithmetic(_ n: Onnx_NodeProto, _ ins: [String], name: String, out: String, label: String) throws {
             let dynamic = ins.filter { consts[$0] == nil }
             let constants = ins.filter { consts[$0] != nil }
@@ -721,7 +732,7 @@ public enum OnnxImporter {
             }
             guard dynamic.count == 1, constants.count == 1 else { return unsupported.append("\(label): needs at least one activation") }
             let c = (try constant(constants[0]))
-            var v = c.asFloats
+            let v = c.asFloats
             let constantFirst = ins[0] != dynamic[0]
             // A MatMul followed by a bias Add is a linear layer with a bias.
             if n.opType == "Add", let li = nodes.lastIndex(where: { $0.outputs[0] == dynamic[0] }), nodes[li].op == .linear,
@@ -734,41 +745,7 @@ public enum OnnxImporter {
                 alias[out] = nodes[li].outputs[0]
                 return
             }
-            // Per-channel constant on N×C×H×W ([C,1,1], [1,C,1,1], scalar) or N×C ([C], [1,C], scalar): a batch norm.
             let xShape = shape(of: dynamic[0])
-            let squeezed = c.shape.filter { $0 != 1 }
-            let perChannel: Bool = {
-                guard let x = xShape, x.count == 4 || x.count == 2, !constantFirst || n.opType == "Add" || n.opType == "Mul" else {
-                    return false
-                }
-                if v.count == 1 { return c.shape.count <= x.count }
-                guard squeezed == [x[1]] else { return false }
-                if x.count == 2 { return c.shape.count <= 2 && c.shape.last == x[1] }
-                return c.shape.count >= 3 && c.shape.count <= 4 && c.shape.suffix(2) == [1, 1]
-            }()
-            if perChannel, n.opType != "Div" || !v.contains(0), let x = xShape {
-                if n.opType == "Div" { v = v.map { 1 / $0 } }
-                let channels = x[1]
-                let per = (0..<channels).map { v[v.count == 1 ? 0 : $0] }
-                let eps: Float = 1e-5
-                let (gamma, beta): ([Float], [Float]) =
-                    switch n.opType {
-                    case "Mul", "Div": (per, [Float](repeating: 0, count: channels))
-                    case "Sub": ([Float](repeating: 1, count: channels), per.map { -$0 })
-                    default: ([Float](repeating: 1, count: channels), per)
-                    }
-                params["\(name).weight"] = Tensor(shape: [channels], values: gamma)
-                params["\(name).bias"] = Tensor(shape: [channels], values: beta)
-                buffers["\(name).running_mean"] = Tensor(zeros: [channels])
-                buffers["\(name).running_var"] = Tensor(shape: [channels], values: [Float](repeating: 1 - eps, count: channels))
-                nodes.append(
-                    Graph.Node(
-                        name: name, op: .batchnorm,
-                        inputs: [dynamic[0], "\(name).weight", "\(name).bias", "\(name).running_mean", "\(name).running_var"],
-                        outputs: [out],
-                        attrs: ["epsilon": .float(Double(eps)), "momentum": .float(0.1)]))
-                return
-            }
             // Any other constant: stored, and broadcast against the activation (it may not add a batch dimension).
             guard let x = xShape, c.shape.count <= x.count, c.shape.count < x.count || c.shape.first == 1,
                 Broadcast.shape(x, c.shape) != nil

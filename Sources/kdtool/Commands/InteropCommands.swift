@@ -13,10 +13,12 @@ struct ImportCommand: ParsableCommand {
         abstract: "Import an ONNX model, or a safetensors/npz state dict into a zoo architecture, as a model bundle.",
         discussion: """
             The format is read from the file's content, not its extension.
-            ONNX: Conv, Gemm, MatMul(+Add), BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, Add, Sum,
-            Concat, Flatten, Reshape, Dropout, Softmax, Sigmoid and Identity map onto kdtool's op set; nodes computable at
-            import (Constant, Shape, Gather, Unsqueeze, Concat of constants, …) are folded, Mul/Add by per-channel
-            constants become batch norms, external-data tensors are read from the model's folder. Every unsupported node is
+            ONNX (opsets 9–22, both PyTorch exporters): Conv (grouped and depthwise too), Gemm, MatMul(+Add),
+            BatchNormalization, LayerNormalization, Relu, Clip, Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh, Erf, Gelu,
+            Sqrt, Pow (2, 0.5), MaxPool, AveragePool, GlobalAveragePool, ReduceMean, Add/Sub/Mul/Div (NumPy broadcasting),
+            Sum, Concat, Split, Slice, Pad, Transpose, Flatten, Reshape, Dropout, Softmax and Identity map onto kdtool's
+            op set; GELU and SiLU written as primitive ops become one op; nodes computable at import (Constant, Shape,
+            Gather, Unsqueeze, Concat of constants, …) are folded; external-data tensors are read from the model's folder. Every unsupported node is
             listed in one error. A trailing Softmax/Sigmoid becomes the bundle's output kind, so `kdtool run` writes logits
             unless --probabilities is given (and `kdtool export` writes the activation again). An output of [N, K, 1, 1] (a
             classifier ending in a 1×1 convolution, e.g. SqueezeNet) is flattened: the model has K classes.
