@@ -89,6 +89,8 @@ def main():
     ap.add_argument("--opset", type=int, default=18)
     ap.add_argument("--dynamic", action="store_true", help="a dynamic batch dimension")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-batchnorm", action="store_true",
+                    help="TorchScript exporter: training=TrainingMode.PRESERVE, so BatchNorm stays (for fine-tuning)")
     ap.add_argument("--tiny", action="store_true", help="the narrow fixtures of tiny() instead (default models: all of TINY)")
     a = ap.parse_args()
     import onnxruntime as ort
@@ -106,6 +108,9 @@ def main():
                 if exporter == "torchscript":
                     if a.dynamic:
                         kw["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
+                    if a.keep_batchnorm:
+                        kw["training"] = torch.onnx.TrainingMode.PRESERVE
+                        kw["do_constant_folding"] = False
                     torch.onnx.export(m, (x,), stem + ".onnx", dynamo=False, **kw)
                 else:
                     if a.dynamic:
