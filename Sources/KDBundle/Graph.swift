@@ -80,16 +80,6 @@ public struct Graph: BundleSection {
             default: 1
             }
         }
-
-        /// Whether the op may run as a convolution's epilogue in the inference plan (after a folded
-        /// batch norm): ReLU, and an activation whose attributes keep f(0) = 0
-        /// (`Activation.preservesZero`, checked per node).
-        public var fusesAsEpilogue: Bool {
-            switch self {
-            case .relu, .activation: true
-            default: false
-            }
-        }
     }
 
     public struct Input: Equatable, Sendable {

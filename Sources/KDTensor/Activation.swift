@@ -329,6 +329,4 @@ public enum Activation: Hashable, Sendable {
         }
     }
 
-    /// The ONNX op types `fromOnnx` reads (for the op-completeness test and messages).
-    public static let onnxOpTypes = ["HardSigmoid", "HardSwish", "Erf", "Tanh", "LeakyRelu", "Gelu", "Clip", "Sqrt"]
 }
