@@ -85,6 +85,7 @@ public enum OnnxImporter {
         var names = Set<String>()
         var functions: [String: Onnx_FunctionProto] = [:]
         var nameSuffix: [String: Int] = [:]
+        var parameterSuffix: [String: Int] = [:]
         let shapeCache = ShapeCache()
         /// Elements of every constant made so far (initializers and folded values), against `Caps.foldedElements`.
         var constantElements = 0
@@ -750,24 +751,33 @@ public enum OnnxImporter {
             guard let x = xShape, c.shape.count <= x.count, c.shape.count < x.count || c.shape.first == 1,
                 Broadcast.shape(x, c.shape) != nil
             else { return unsupported.append("\(label): constant of shape \(c.shape) does not broadcast against \(xShape ?? [])") }
-            let pname = uniqueParameterName(
-                constants[0].isEmpty || constants[0].contains("::") || constants[0].hasPrefix("val_") ? "\(name).constant" : constants[0])
-            params[pname] = Tensor(shape: c.shape, values: v)
+            // An initializer read by several nodes stays one stored tensor (as in the ONNX graph).
+            let base =
+                constants[0].isEmpty || constants[0].contains("::") || constants[0].hasPrefix("val_") ? "\(name).constant" : constants[0]
+            let pname: String
+            if let shared = params[base], shared.shape == c.shape, shared.array == v {
+                pname = base
+            } else {
+                pname = uniqueParameterName(base)
+                params[pname] = Tensor(shape: c.shape, values: v)
+            }
             nodes.append(
                 Graph.Node(name: name, op: op, inputs: constantFirst ? [pname, dynamic[0]] : [dynamic[0], pname], outputs: [out]))
         }
 
-        /// `base` when no parameter, buffer, node output or input has it, else `base_2`, …
-        func uniqueParameterName(_ base: String) -> String {
+        /// `base` when no parameter, buffer, node output or input has it, else `base_2`, … (the next suffix
+        /// to try is kept per base, so many constants of one name cost linear time).
+        mutating func uniqueParameterName(_ base: String) -> String {
             func taken(_ n: String) -> Bool {
                 params[n] != nil || buffers[n] != nil || n == inputName || nodes.contains { $0.outputs[0] == n }
             }
-            var n = base
-            var k = 1
+            var k = parameterSuffix[base] ?? 1
+            var n = k > 1 ? "\(base)_\(k)" : base
             while taken(n) {
                 k += 1
                 n = "\(base)_\(k)"
             }
+            parameterSuffix[base] = k
             return n
         }
 
