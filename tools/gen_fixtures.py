@@ -313,6 +313,16 @@ def valid_fixtures():
     sections["META"] = {"d": deep}
     f["nesting-at-limit"] = Layout(tensors, sections).assemble()
 
+    # Format 1.1: op set 2 — relu1 becomes a hardswish, a layer norm over the channels-last view, and the
+    # header says minor 1.
+    tensors, sections = all_sections()
+    g = sections["GRPH"]
+    g["opset"] = U(2)
+    g["nodes"][2] = {"attrs": {}, "inputs": ["bn1.out"], "name": "relu1", "op": "hardswish", "outputs": ["relu1.out"]}
+    L = Layout(tensors, sections)
+    L.header["minor"] = 1
+    f["opset2-hardswish"] = L.assemble()
+
     f["unknown-optional-section"] = Layout(
         [Tensor("w", "f32", np.ones((4,), dtype=np.float32))], {},
         unknown=[("XTRA", 0, enc({"note": "a later minor version wrote this"}))]).assemble()
@@ -440,6 +450,10 @@ def invalid_fixtures():
     L = base()
     L.sections["GRPH"]["nodes"][2]["op"] = "mish"
     out["E18-unknown-op"] = L.assemble()
+
+    L = base()  # an op-set-2 op in a graph that says op set 1
+    L.sections["GRPH"]["nodes"][2] = {"attrs": {}, "inputs": ["bn1.out"], "name": "relu1", "op": "hardswish", "outputs": ["relu1.out"]}
+    out["E33-invalid-field-opset1-with-opset2-op"] = L.assemble()
 
     L = base()
     L.unknown = [("ZZZZ", CRITICAL, enc({"x": U(1)}))]
