@@ -284,6 +284,27 @@ extension Depthwise {
                                 // Input row of tap ki: oi·sh − pads[0] + ki·dh, offset by the halo.
                                 let rowBase = src + (oi * sh - g.pads[0] + x.pad) * xs + (x.pad - g.pads[1]) * 8
                                 var oj = 0
+                                if kh == 3 && kw == 3 {
+                                    // The nine taps' filters stay in registers across the row.
+                                    let (w0, w1, w2) = (load(filt), load(filt + 8), load(filt + 16))
+                                    let (w3, w4, w5) = (load(filt + 24), load(filt + 32), load(filt + 40))
+                                    let (w6, w7, w8) = (load(filt + 48), load(filt + 56), load(filt + 64))
+                                    let (c1, c2) = (dw * 8, 2 * dw * 8)
+                                    let (r1, r2) = (dh * xs, 2 * dh * xs)
+                                    @inline(__always) func pixel(_ p: UnsafeMutablePointer<Float>) -> V8 {
+                                        var a = b + w0 * load(p) + w1 * load(p + c1) + w2 * load(p + c2)
+                                        a += w3 * load(p + r1) + w4 * load(p + r1 + c1) + w5 * load(p + r1 + c2)
+                                        a += w6 * load(p + r2) + w7 * load(p + r2 + c1) + w8 * load(p + r2 + c2)
+                                        return a
+                                    }
+                                    while oj + 2 <= wo {
+                                        let p = rowBase + oj * sw * 8
+                                        let (e0, e1) = finish(pixel(p), pixel(p + sw * 8))
+                                        store(e0, outRow + oj * 8)
+                                        store(e1, outRow + (oj + 1) * 8)
+                                        oj += 2
+                                    }
+                                }
                                 while oj + 4 <= wo {
                                     var (a0, a1, a2, a3) = (b, b, b, b)
                                     for ki in 0..<kh {
