@@ -140,8 +140,8 @@ public final class InferencePlan: @unchecked Sendable {
                     relu = true
                     skip.insert(r.name)
                     out = r.outputs[0]
-                } else if !DirectConv.applies(groups: node.int("groups")), model.activationQuant[out] == nil,
-                    let a = soleActivation(out)
+                } else if model.activationQuant[out] == nil, let a = soleActivation(out),
+                    !DirectConv.applies(groups: node.int("groups")) || a.activation?.preservesZero == true
                 {
                     activation = a.activation
                     skip.insert(a.name)
@@ -160,10 +160,12 @@ public final class InferencePlan: @unchecked Sendable {
                     let plainInput =
                         pooledTensors.contains(node.inputs[0])
                         && !(Self.winograd && WinogradConv.applies(kernel: [w.shape[2], w.shape[3]], window: window, groups: 1))
-                    let conv = DirectConv(
+                    var conv = DirectConv(
                         weight: weight, bias: bias, window: window,
                         inBlock: plainInput ? 1 : DirectConv.inBlock(forChannels: weight.shape[1]), winograd: Self.winograd)
-                    if model.activationQuant[out] == nil, let pool = soleConsumer(out, .maxpool), Self.isPool2x2(pool),
+                    // An activation other than ReLU runs in the kernel's rows (f(0) = 0 checked above).
+                    conv.epilogue = activation
+                    if activation == nil, model.activationQuant[out] == nil, let pool = soleConsumer(out, .maxpool), Self.isPool2x2(pool),
                         let s = inputShape, s.count == 4, conv.poolFuses(h: s[2], w: s[3])
                     {
                         skip.insert(pool.name)
@@ -330,7 +332,9 @@ public final class InferencePlan: @unchecked Sendable {
                 }
                 return false
             }
-            guard let j = producer, case .direct(let input, let conv, _, _, let out) = steps[j], a != b, conv.inBlock == 8 else {
+            guard let j = producer, case .direct(let input, let conv, _, _, let out) = steps[j], a != b, conv.inBlock == 8,
+                conv.epilogue == nil
+            else {
                 index += 1
                 continue
             }

@@ -31,6 +31,11 @@ public struct DirectConv: @unchecked Sendable {
     /// The same convolution by Winograd's F(2×2, 3×3), where asked for and the geometry allows;
     /// blocked inputs it accepts (a halo, an even size) go there.
     public let winograd: WinogradConv?
+    /// An activation after the bias (and ReLU), applied to each output row while it is in cache; one
+    /// with f(0) = 0 only, since it may also run over the zero halo and padding lanes.
+    public var epilogue: Activation? {
+        didSet { precondition(epilogue?.preservesZero ?? true, "an epilogue must map 0 to 0") }
+    }
 
     /// Whether the direct kernel handles a convolution with these groups (dense ones only).
     public static func applies(groups: Int) -> Bool { groups == 1 }
@@ -94,7 +99,9 @@ public struct DirectConv: @unchecked Sendable {
         guard x.channels == inChannels else {
             throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
         }
-        if let winograd, winograd.accepts(x) { return try winograd(x, relu: relu, residual: residual, outPad: outPad) }
+        if let winograd, winograd.accepts(x) {
+            return applyEpilogue(try winograd(x, relu: relu, residual: residual, outPad: outPad))
+        }
         let p = window.pads
         var input = Input(
             base: UnsafePointer(x.origin), n: x.n, h: x.h, w: x.w, rowStride: x.rowStride, planeStride: x.planeStride,
@@ -231,11 +238,33 @@ public struct DirectConv: @unchecked Sendable {
         #if KDTOOL_AVX512
             if pixelPathApplies(g: g, wo: wo, residual: residual) {
                 runPixels(SIMD16<Float>.self, x, ho: ho, wo: wo, relu: relu, y: y)
-                return y
+                return applyEpilogue(y)
             }
         #endif
         run(x, g: g, ho: ho, wo: wo, into: Output(y), residual: residual, relu: relu)
         return y
+    }
+
+    /// The epilogue over a whole output (paths that do not apply it row by row).
+    func applyEpilogue(_ y: BlockedTensor) -> BlockedTensor {
+        guard let f = epilogue else { return y }
+        let t = y.data
+        Parallel.chunks(t.count / 8, parts: t.count > 1 << 16 ? Parallel.threads : 1) { _, r in
+            f.forward(t.pointer + r.lowerBound * 8, t.pointer + r.lowerBound * 8, count: r.count * 8)
+        }
+        return y
+    }
+
+    /// The epilogue over output rows `rows` of image `img`, every block (rows are contiguous: 8 floats a pixel).
+    @inline(__always)
+    func applyEpilogue(_ out: Output, img: Int, rows: Range<Int>, wo: Int) {
+        guard let f = epilogue, out.pixelStep == 8 else { return }
+        for blk in 0..<outBlocks {
+            for oi in rows {
+                let p = out.origin + img * out.imageStride + blk * out.planeStride + oi * out.rowStride
+                f.forward(p, p, count: wo * 8)
+            }
+        }
     }
 
     /// Where a convolution writes: pixel (0, 0) of output block 0 of image 0, and the strides in
@@ -331,6 +360,7 @@ public struct DirectConv: @unchecked Sendable {
                         tile.dispatchRows(count, p, rowIn + oj * g.stride.w * ib, wts, bias, d + oj * outPixel, taps)
                         oj += p
                     }
+                    applyEpilogue(output, img: img, rows: oi..<(oi + count), wo: wo)
                 }
             }
             return
@@ -358,6 +388,7 @@ public struct DirectConv: @unchecked Sendable {
                     }
                     b += nb
                 }
+                applyEpilogue(output, img: img, rows: oi..<(oi + 1), wo: wo)
             }
         }
     }
