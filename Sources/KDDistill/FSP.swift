@@ -240,6 +240,8 @@ public enum FSP {
 /// a batch's matrices depend only on its examples, so they are cached per example and reused.
 public final class TeacherFSP {
     let teacher: Model
+    /// The teacher on the inference plan (folded batch norm, Winograd), keeping the pairs' maps.
+    let plan: InferencePlan
     let pairs: [FSP.ResolvedPair]
     let permutations: [(rows: [Int], columns: [Int])]?
     let cache: Bool
@@ -247,8 +249,11 @@ public final class TeacherFSP {
     public private(set) var computed = 0
     public private(set) var reused = 0
 
-    public init(teacher: Model, pairs: [FSP.ResolvedPair], permutations: [(rows: [Int], columns: [Int])]?, cacheAcrossEpochs: Bool) {
+    public init(teacher: Model, pairs: [FSP.ResolvedPair], permutations: [(rows: [Int], columns: [Int])]?, cacheAcrossEpochs: Bool)
+        throws
+    {
         self.teacher = teacher
+        plan = try InferencePlan(teacher, keep: Set(pairs.flatMap { [$0.first, $0.second] }))
         self.pairs = pairs
         self.permutations = permutations
         self.cache = cacheAcrossEpochs
@@ -262,13 +267,12 @@ public final class TeacherFSP {
                 Tensor(shape: [n, p.rows, p.columns], values: batch.indices.flatMap { stored[$0]![k] })
             }
         }
-        var rng = RandomSource(seed: 0)
-        let tape = Tape(recording: false)
-        let f = try teacher.forward(batch.inputs, training: false, tape: tape, rng: &rng)
+        let maps = try plan.run(batch.inputs, keeping: Array(Set(pairs.flatMap { [$0.first, $0.second] })).sorted()).values
         var out: [Tensor] = []
         for (k, p) in pairs.enumerated() {
-            var a = tape.value(f.values[p.first]!)
-            var b = tape.value(f.values[p.second]!)
+            guard var a = maps[p.first], var b = maps[p.second] else {
+                throw DistillError(code: .layer, "FSP pair \(p.first):\(p.second) has no value")
+            }
             if p.firstPool > 1 { a = try Pooling.maxForward(a, FSP.poolWindow(p.firstPool)).y }
             if p.secondPool > 1 { b = try Pooling.maxForward(b, FSP.poolWindow(p.secondPool)).y }
             var g = try FSP.matrices(a, b)

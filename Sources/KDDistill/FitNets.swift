@@ -93,6 +93,8 @@ extension Trainer {
             let guidedOut = model.graph.node(named: guidedNode)?.outputs.first
         else { throw DistillError(code: .layer, "hint or guided layer not found") }
         let student = model
+        // The teacher runs on its inference plan (the same one KD's teacher outputs come from), keeping the hint.
+        let teacherPlan = try InferencePlan(teacher, keep: [hintOut])
         objectiveReads = [guidedOut]
         objective = { batch, f in
             let tape = f.tape
@@ -108,10 +110,9 @@ extension Trainer {
                 r = try tape.linear(v, w, b)
             }
             r = tape.relu(r)
-            var rng = RandomSource(seed: 0)
-            let teacherTape = Tape(recording: false)
-            let tf = try teacher.forward(batch.inputs, training: false, tape: teacherTape, rng: &rng)
-            let u = teacherTape.value(tf.values[hintOut]!)
+            guard let u = try teacherPlan.run(batch.inputs, keeping: [hintOut]).values[hintOut] else {
+                throw DistillError(code: .layer, "the hint layer '\(hintOut)' has no value")
+            }
             let (loss, grad) = FitNets.hintLoss(regressed: tape.value(r), hint: u)
             _ = student
             return (loss, [(r, grad)])

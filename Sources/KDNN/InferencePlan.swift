@@ -62,11 +62,18 @@ public final class InferencePlan: @unchecked Sendable {
     /// The node (and what was fused into it) each step runs, e.g. `conv1+bn1+relu1`.
     public let stepNames: [String]
 
-    public init(_ model: Model) throws {
+    /// `keep`: intermediate values a caller reads besides the output (a FitNets hint layer, FSP's
+    /// feature maps): no fusion absorbs them and none is released, so `run(_:keeping:)` returns them.
+    public init(_ model: Model, keep: Set<String> = []) throws {
         self.model = model
+        let unknown = keep.subtracting(model.order.flatMap(\.outputs))
+        guard unknown.isEmpty else { throw NNError("the model has no node output named \(unknown.sorted().joined(separator: ", "))") }
+        kept = keep
         var consumers: [String: Int] = [:]
         for n in model.order { for i in n.inputs { consumers[i, default: 0] += 1 } }
         for o in model.graph.outputs { consumers[o, default: 0] += 1 }
+        // A kept value counts as read once more, so every sole-reader fusion leaves it whole.
+        for k in keep { consumers[k, default: 0] += 1 }
         let byInput = Dictionary(grouping: model.order, by: { $0.inputs.first ?? "" })
         func soleConsumer(_ tensor: String, _ op: Graph.Op) -> Graph.Node? {
             guard consumers[tensor] == 1, let n = byInput[tensor]?.first(where: { $0.inputs.first == tensor }), n.op == op else {
@@ -228,7 +235,7 @@ public final class InferencePlan: @unchecked Sendable {
         // holds a later layer's output), except the graph's outputs.
         var last: [String: Int] = [:]
         for (i, step) in self.steps.enumerated() { for name in step.reads { last[name] = i } }
-        let keep = Set(model.graph.outputs).union(model.parameters.keys).union(model.buffers.keys)
+        let keep = Set(model.graph.outputs).union(model.parameters.keys).union(model.buffers.keys).union(keep)
         var releases = [[String]](repeating: [], count: self.steps.count)
         for (name, i) in last where !keep.contains(name) { releases[i].append(name) }
         self.releases = releases.map { $0.sorted() }
@@ -279,6 +286,9 @@ public final class InferencePlan: @unchecked Sendable {
     /// Whether 3×3 stride-1 convolutions run by Winograd's minimal filtering (`--debug-winograd off`
     /// turns it off, to compare with the direct kernel; KernelPolicy).
     public static var winograd: Bool { KernelPolicy.winograd != .off }
+
+    /// The intermediate values `run(_:keeping:)` may return.
+    public let kept: Set<String>
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
     public let sliceImages: Int
@@ -351,6 +361,20 @@ public final class InferencePlan: @unchecked Sendable {
     /// The batch runs in slices of `sliceImages`, each through the whole network: the workers
     /// take whole slices (one thread each), and a single slice splits its layers over the workers.
     public func run(_ x: Tensor, timing: ((Int, Double) -> Void)? = nil) throws -> Tensor {
+        try run(x, names: [model.graph.outputs[0]], timing: timing)[0]
+    }
+
+    /// The graph output and the named intermediate values (each one of `kept`) for a batch.
+    public func run(_ x: Tensor, keeping names: [String]) throws -> (output: Tensor, values: [String: Tensor]) {
+        let missing = names.filter { !kept.contains($0) }
+        guard missing.isEmpty else {
+            throw NNError("the plan was not built to keep \(missing.joined(separator: ", ")) (InferencePlan(model, keep:))")
+        }
+        let all = try run(x, names: [model.graph.outputs[0]] + names, timing: nil)
+        return (all[0], Dictionary(zip(names, all.dropFirst()), uniquingKeysWith: { a, _ in a }))
+    }
+
+    func run(_ x: Tensor, names: [String], timing: ((Int, Double) -> Void)?) throws -> [Tensor] {
         let expected = model.graph.inputs[0].shape
         guard x.rank == expected.count, zip(x.shape.dropFirst(), expected.dropFirst()).allSatisfy({ $0 == $1 }) else {
             throw NNError("input \(x.shape) does not match the model input \(expected) (first dimension is the batch)", code: .dataMismatch)
@@ -358,7 +382,7 @@ public final class InferencePlan: @unchecked Sendable {
         let n = x.shape[0]
         try model.checkBatchFits(n)
         var slices = (n + sliceImages - 1) / sliceImages
-        if slices <= 1 { return try runSlice(x, timing: timing) }
+        if slices <= 1 { return try runSlice(x, names: names, timing: timing) }
         // An even count of equal slices, so that two workers finish together (64 images: 6 × 10–11
         // rather than 4 × 13 + 12). It depends on the batch alone, never on the thread count.
         if slices % 2 == 1 && n >= slices + 1 { slices += 1 }
@@ -370,10 +394,10 @@ public final class InferencePlan: @unchecked Sendable {
             part.pointer.update(from: x.pointer + lo * per, count: count * per)
             return part
         }
-        var outputs = [Tensor?](repeating: nil, count: slices)
+        var outputs = [[Tensor]?](repeating: nil, count: slices)
         var failure: Error?
         if timing != nil || Parallel.threads == 1 {
-            for i in 0..<slices { outputs[i] = try runSlice(try slice(i), timing: timing) }
+            for i in 0..<slices { outputs[i] = try runSlice(try slice(i), names: names, timing: timing) }
         } else {
             // Workers take the next slice as they finish one (a core slowed by a neighbour then takes
             // fewer); which worker computes a slice does not change its result.
@@ -389,7 +413,7 @@ public final class InferencePlan: @unchecked Sendable {
                         let i = next.take()
                         guard i < slices else { return }
                         do {
-                            results.value[i] = try runSlice(try slice(i), timing: nil)
+                            results.value[i] = try runSlice(try slice(i), names: names, timing: nil)
                         } catch {
                             lock.lock()
                             failure = failure ?? error
@@ -400,18 +424,20 @@ public final class InferencePlan: @unchecked Sendable {
             }
         }
         if let failure { throw failure }
-        let parts = outputs.map { $0! }
-        let rest = Array(parts[0].shape.dropFirst())
-        let y = Tensor(uninitialized: [n] + rest)
-        var offset = 0
-        for p in parts {
-            (y.pointer + offset).update(from: p.pointer, count: p.count)
-            offset += p.count
+        let sliced = outputs.map { $0! }
+        return names.indices.map { k in
+            let parts = sliced.map { $0[k] }
+            let y = Tensor(uninitialized: [n] + Array(parts[0].shape.dropFirst()))
+            var offset = 0
+            for p in parts {
+                (y.pointer + offset).update(from: p.pointer, count: p.count)
+                offset += p.count
+            }
+            return y
         }
-        return y
     }
 
-    func runSlice(_ x: Tensor, timing: ((Int, Double) -> Void)?) throws -> Tensor {
+    func runSlice(_ x: Tensor, names: [String], timing: ((Int, Double) -> Void)?) throws -> [Tensor] {
         let tape = Tape(recording: false)
         let quant = model.activationQuant
         let input = model.graph.inputs[0].name
@@ -547,7 +573,7 @@ public final class InferencePlan: @unchecked Sendable {
                 store(node.outputs[0], tape.value(try model.apply(node, tape: tape, values: values, training: false, rng: &rng)))
             }
         }
-        return plain(model.graph.outputs[0])
+        return names.map(plain)
     }
 
     /// Outputs read as the graph says (softmax, sigmoid or raw).

@@ -48,7 +48,7 @@ extension DistillCommand {
             stage1: ("fsp", settings, stage1Lr),
             prepare: { _ in },
             configure1: { trainer, augmentation in
-                let t = TeacherFSP(teacher: teacher, pairs: tPairs, permutations: permutations, cacheAcrossEpochs: augmentation.isNone)
+                let t = try TeacherFSP(teacher: teacher, pairs: tPairs, permutations: permutations, cacheAcrossEpochs: augmentation.isNone)
                 trainer.fspTraining(teacher: t, studentPairs: sPairs)
             },
             between: { model in
