@@ -16,10 +16,9 @@ public enum KernelPolicy {
     /// Winograd tiles per parallel work unit, at most (a measurement knob; does not change results).
     nonisolated(unsafe) public static var winogradTiles = 16
 
-    /// Whether Winograd beats the direct kernel on a layer: not on small maps with many channels,
-    /// where a few tiles leave the workers idle and the transforms dominate (measured on resnet18's
-    /// last stage, 512 channels at 7 × 7: 2.63 ms by F(2×2, 3×3) against 0.63 ms direct; at
-    /// 14 × 14 with 256 channels Winograd still wins, 0.41 against 0.50 ms).
+    /// Whether Winograd beats the direct kernel on a layer: not on small maps with many channels
+    /// (measured, one image, 2 threads: 512 channels at 7 × 7, resnet18's last stage, 2.63 ms by
+    /// F(4×4, 3×3) against 0.63 ms direct; 256 channels at 14 × 14, 0.41 against 0.50 ms).
     public static func winogradPays(channels: Int, h: Int, w: Int) -> Bool { channels < 128 || h * w >= 100 }
 
     /// The settings that differ from the defaults, as "name=value" (empty when all are default).
