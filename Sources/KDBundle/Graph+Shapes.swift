@@ -190,10 +190,8 @@ extension Graph {
             guard axis >= -x.count, axis < x.count else { throw fail("axis \(axis) outside rank \(x.count)") }
             return (x, count)
         case .add, .mul, .sub, .div:
-            // NumPy broadcasting; the batch stays the first dimension of the result.
-            guard let shape = Broadcast.shape(ins[0], ins[1]), shape.count == x.count || shape.count == ins[1].count,
-                shape.first == (ins[0].count >= ins[1].count ? ins[0] : ins[1]).first
-            else { throw fail("shapes \(ins[0]) and \(ins[1]) do not broadcast with the batch first") }
+            // NumPy broadcasting (`stats` checks that a stored operand does not set the batch dimension).
+            guard let shape = Broadcast.shape(ins[0], ins[1]) else { throw fail("shapes \(ins[0]) and \(ins[1]) do not broadcast") }
             return (shape, try Self.checkedProduct(shape) { fail("output \(shape) overflows") })
         case .reduceMean:
             let axes = try normalizedAxes(node.ints("axes"), rank: x.count, fail)

@@ -124,3 +124,22 @@ struct OpSetTests {
         }
     }
 }
+
+@Suite("Op set 2: broadcasting with a stored operand first")
+struct BroadcastOrderTests {
+    @Test("constant − x with a [1, C, 1, 1] constant runs at any batch size; a stored operand may not set the batch")
+    func constantFirst() throws {
+        let c = Tensor(shape: [1, 2, 1, 1], values: [10, 20])
+        let g = Graph(
+            inputs: [.init(name: "x", shape: [-1, 2, 2, 2])], outputs: ["y"], outputKind: .none,
+            nodes: [Graph.Node(name: "s", op: .sub, inputs: ["c", "x"], outputs: ["y"])])
+        let m = try Model(graph: g, parameters: ["c": c], buffers: [:])
+        let x = Tensor(shape: [3, 2, 2, 2], repeating: 1)
+        let y = try InferencePlan(m).run(x)
+        #expect(y.shape == [3, 2, 2, 2] && y[0] == 9 && y[4] == 19 && y[23] == 19)
+        #expect(try m.predict(x).array == y.array)
+        // The shape proof (what a reader runs on every bundle) refuses a stored [3, 2, 1, 1] against the batch.
+        #expect(throws: (any Error).self) { try g.stats(tensorShapes: ["c": [3, 2, 1, 1]], batch: 1) }
+        #expect(try g.stats(tensorShapes: ["c": [1, 2, 1, 1]], batch: 5).last?.outputShape == [5, 2, 2, 2])
+    }
+}
