@@ -72,62 +72,51 @@ public final class InferencePlan: @unchecked Sendable {
         var consumers: [String: Int] = [:]
         for n in model.order { for i in n.inputs { consumers[i, default: 0] += 1 } }
         for o in model.graph.outputs { consumers[o, default: 0] += 1 }
-        // A kept value counts as read once more, so every sole-reader fusion leaves it whole.
         for k in keep { consumers[k, default: 0] += 1 }
-        let byInput = Dictionary(grouping: model.order, by: { $0.inputs.first ?? "" })
-        func soleConsumer(_ tensor: String, _ op: Graph.Op) -> Graph.Node? {
-            guard consumers[tensor] == 1, let n = byInput[tensor]?.first(where: { $0.inputs.first == tensor }), n.op == op else {
-                return nil
-            }
-            return n
-        }
-        var skip = Set<String>()
-        /// A linear layer's output and whether the ReLU that alone reads it fuses into it (not
-        /// when the output is rounded to an activation grid first).
-        func linearReLU(_ out: String) -> (String, Bool) {
-            guard model.activationQuant[out] == nil, let r = soleConsumer(out, .relu) else { return (out, false) }
-            skip.insert(r.name)
-            return (r.outputs[0], true)
-        }
-        /// The activation node that alone reads `tensor` (not a graph output).
-        func soleActivation(_ tensor: String) -> Graph.Node? {
-            guard consumers[tensor] == 1, let n = byInput[tensor]?.first(where: { $0.inputs.first == tensor }), n.activation != nil else {
-                return nil
-            }
-            return n
-        }
-        var steps: [Step] = []
-        var names: [String] = []
         let stats = (try? model.graph.stats(tensorShapes: model.tensorShapes, batch: 1)) ?? []
         let shapes = Dictionary(stats.map { ($0.node.outputs[0], $0.outputShape) }, uniquingKeysWith: { a, _ in a })
-        // The tensors that `runSlice` will hold channel-blocked (the same rules as there).
+        /// A node output's shape at batch 1, or the graph input's.
+        func shape(_ name: String) -> [Int]? { name == model.graph.inputs[0].name ? model.inputShape : shapes[name] }
+        var steps: [Step] = []
+        var names: [String] = []
+        // The tensors that `runSlice` will hold channel-blocked (the same rules as there), and the
+        // NCHW outputs of fused convolution-and-pool steps.
         var blockedTensors = Set<String>()
-        // The NCHW outputs of fused convolution-and-pool steps.
         var pooledTensors = Set<String>()
-        for node in model.order where !skip.contains(node.name) {
-            defer {
-                if let step = steps.last {
-                    switch step {
-                    case .direct(_, _, _, _, let out): blockedTensors.insert(out)
-                    case .directPool(_, _, _, let out): pooledTensors.insert(out)
-                    case .add(let a, let b, _, let out) where blockedTensors.contains(a) || blockedTensors.contains(b):
-                        blockedTensors.insert(out)
-                    case .node(let n) where [.maxpool, .relu].contains(n.op) && blockedTensors.contains(n.inputs[0]):
-                        blockedTensors.insert(n.outputs[0])
-                    default: break
-                    }
-                }
+        func append(_ step: Step, _ nodes: ArraySlice<Graph.Node>) {
+            steps.append(step)
+            names.append(nodes.map(\.name).joined(separator: "+"))
+            switch step {
+            case .direct(_, _, _, _, let out): blockedTensors.insert(out)
+            case .directPool(_, _, _, let out): pooledTensors.insert(out)
+            case .add(let a, let b, _, let out) where blockedTensors.contains(a) || blockedTensors.contains(b):
+                blockedTensors.insert(out)
+            case .scaleChannels(let input, _, let out) where blockedTensors.contains(input): blockedTensors.insert(out)
+            case .activate(let input, let f, let out) where f.preservesZero && blockedTensors.contains(input): blockedTensors.insert(out)
+            case .node(let n) where [.maxpool, .relu].contains(n.op) && blockedTensors.contains(n.inputs[0]):
+                blockedTensors.insert(n.outputs[0])
+            default: break
             }
+        }
+        /// Whether `nodes[i]` is a ReLU.
+        func relu(_ nodes: ArraySlice<Graph.Node>, _ i: Int) -> Bool { i < nodes.endIndex && nodes[i].op == .relu }
+        /// Plans a chain of the lowering (anchor first): the longest prefix a fused step runs, then
+        /// the rest as a chain of its own.
+        func plan(_ nodes: ArraySlice<Graph.Node>, residual: String?) {
+            guard let node = nodes.first else { return }
+            let start = nodes.startIndex
+            var next = start + 1
+            defer { plan(nodes[next...], residual: residual) }
             switch node.op {
             case .conv2d:
                 let w = model.parameters[node.inputs[1]]!
                 var weight = w
                 var bias = node.inputs.count > 2 ? model.parameters[node.inputs[2]] : nil
-                var out = node.outputs[0]
-                if let bn = soleConsumer(out, .batchnorm), let mean = model.buffers[bn.inputs[3]],
-                    let variance = model.buffers[bn.inputs[4]],
+                if next < nodes.endIndex, nodes[next].op == .batchnorm, let bn = Optional(nodes[next]),
+                    let mean = model.buffers[bn.inputs[3]], let variance = model.buffers[bn.inputs[4]],
                     let gamma = model.parameters[bn.inputs[1]], let beta = model.parameters[bn.inputs[2]]
                 {
+                    // W' = W·γ/σ, b' = (b − μ)·γ/σ + β
                     let o = w.shape[0]
                     let per = w.count / o
                     weight = w.copy()
@@ -138,99 +127,122 @@ public final class InferencePlan: @unchecked Sendable {
                         b[c] = ((bias?[c] ?? 0) - mean[c]) * s + beta[c]
                     }
                     bias = b
-                    skip.insert(bn.name)
-                    out = bn.outputs[0]
+                    next += 1
                 }
-                var relu = false
-                var activation: Activation?
-                if let r = soleConsumer(out, .relu) {
-                    relu = true
-                    skip.insert(r.name)
-                    out = r.outputs[0]
-                } else if model.activationQuant[out] == nil, let a = soleActivation(out),
-                    !DirectConv.applies(groups: node.int("groups")) || a.activation?.preservesZero == true
-                {
-                    activation = a.activation
-                    skip.insert(a.name)
-                    out = a.outputs[0]
-                }
-                names.append(
-                    ([node.name] + [soleConsumer(node.outputs[0], .batchnorm)?.name].compactMap { $0 }
-                        + (relu || activation != nil ? [out] : []))
-                        .joined(separator: "+"))
                 let window = Window(
                     kernel: [w.shape[2], w.shape[3]], stride: node.ints("stride"), pads: node.ints("pads"), dilation: node.ints("dilation"))
                 let groups = node.int("groups")
-                let inputShape = node.inputs[0] == model.graph.inputs[0].name ? model.inputShape : shapes[node.inputs[0]]
-                if DirectConv.applies(groups: groups) {
-                    // An NCHW input from a fused step is read as it is, unless Winograd wants blocks.
-                    let plainInput =
-                        pooledTensors.contains(node.inputs[0])
-                        && !(Self.winograd && WinogradConv.applies(kernel: [w.shape[2], w.shape[3]], window: window, groups: 1))
-                    var conv = DirectConv(
+                let direct = DirectConv.applies(groups: groups)
+                // An NCHW input from a fused step is read as it is, unless Winograd wants blocks.
+                let plainInput =
+                    pooledTensors.contains(node.inputs[0])
+                    && !(Self.winograd && WinogradConv.applies(kernel: [w.shape[2], w.shape[3]], window: window, groups: 1))
+                var conv =
+                    direct
+                    ? DirectConv(
                         weight: weight, bias: bias, window: window,
                         inBlock: plainInput ? 1 : DirectConv.inBlock(forChannels: weight.shape[1]), winograd: Self.winograd)
-                    // An activation other than ReLU runs in the kernel's rows (f(0) = 0 checked above).
-                    conv.epilogue = activation
-                    if activation == nil, model.activationQuant[out] == nil, let pool = soleConsumer(out, .maxpool), Self.isPool2x2(pool),
-                        let s = inputShape, s.count == 4, conv.poolFuses(h: s[2], w: s[3])
-                    {
-                        skip.insert(pool.name)
-                        names[names.count - 1] += "+" + pool.name
-                        steps.append(.directPool(input: node.inputs[0], conv: conv, relu: relu, output: pool.outputs[0]))
-                    } else {
-                        steps.append(.direct(input: node.inputs[0], conv: conv, relu: relu, residual: nil, output: out))
-                    }
-                } else {
-                    steps.append(
+                    : nil
+                // A residual addition (+ ReLU) on the blocked direct kernel.
+                if next < nodes.endIndex, nodes[next].op == .add, let residual, let conv, conv.inBlock == 8,
+                    shapes[residual] != nil, shapes[residual] == shapes[nodes[next].outputs[0]],
+                    next + 1 == nodes.endIndex || relu(nodes, next + 1)
+                {
+                    let out = relu(nodes, next + 1) ? next + 2 : next + 1
+                    append(
+                        .direct(
+                            input: node.inputs[0], conv: conv, relu: relu(nodes, next + 1), residual: residual,
+                            output: nodes[out - 1].outputs[0]), nodes[start..<out])
+                    next = out
+                    return
+                }
+                var fusedReLU = false
+                var activation: Activation?
+                if relu(nodes, next) {
+                    fusedReLU = true
+                    next += 1
+                } else if next < nodes.endIndex, let f = nodes[next].activation, !direct || f.preservesZero {
+                    activation = f
+                    next += 1
+                }
+                let out = nodes[next - 1].outputs[0]
+                guard var c = conv else {
+                    append(
                         .conv(
-                            input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, relu: relu,
-                            activation: activation, output: out))
+                            input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, relu: fusedReLU,
+                            activation: activation, output: out), nodes[start..<next])
+                    return
                 }
-            case .linear
-            where model.parameters[node.inputs[1]]?.rank == 2
-                && (node.inputs[0] == model.graph.inputs[0].name ? model.graph.inputs[0].shape.count : shapes[node.inputs[0]]?.count) == 2:
-                let (out, relu) = linearReLU(node.outputs[0])
+                // An activation other than ReLU runs in the kernel's rows (f(0) = 0 checked above).
+                c.epilogue = activation
+                conv = c
+                if activation == nil, next < nodes.endIndex, nodes[next].op == .maxpool, Self.isPool2x2(nodes[next]),
+                    let s = shape(node.inputs[0]), s.count == 4, c.poolFuses(h: s[2], w: s[3])
+                {
+                    append(
+                        .directPool(input: node.inputs[0], conv: c, relu: fusedReLU, output: nodes[next].outputs[0]), nodes[start...next])
+                    next += 1
+                } else {
+                    append(.direct(input: node.inputs[0], conv: c, relu: fusedReLU, residual: nil, output: out), nodes[start..<next])
+                }
+            case .linear where model.parameters[node.inputs[1]]?.rank == 2 && shape(node.inputs[0])?.count == 2:
+                let fused = relu(nodes, next)
+                if fused { next += 1 }
                 let bias = node.inputs.count > 2 ? model.parameters[node.inputs[2]] : nil
-                steps.append(
+                append(
                     .linear(
-                        input: node.inputs[0], op: PackedLinear(weight: model.parameters[node.inputs[1]]!, bias: bias), relu: relu,
-                        output: out))
-                names.append(relu ? "\(node.name)+\(out)" : node.name)
+                        input: node.inputs[0], op: PackedLinear(weight: model.parameters[node.inputs[1]]!, bias: bias), relu: fused,
+                        output: nodes[next - 1].outputs[0]), nodes[start..<next])
             case .add where shapes[node.inputs[0]] != nil && shapes[node.inputs[0]] == shapes[node.inputs[1]]:
-                var out = node.outputs[0]
-                var relu = false
-                if let r = soleConsumer(out, .relu) {
-                    relu = true
-                    skip.insert(r.name)
-                    out = r.outputs[0]
-                }
-                steps.append(.add(node.inputs[0], node.inputs[1], relu: relu, output: out))
-                names.append(relu ? "\(node.name)+\(out)" : node.name)
-            case .flatten
-            where node.int("axis") == 1 && blockedTensors.contains(node.inputs[0]) && model.activationQuant[node.outputs[0]] == nil:
-                guard let fc = soleConsumer(node.outputs[0], .linear), let w = model.parameters[fc.inputs[1]], w.rank == 2,
+                let fused = relu(nodes, next)
+                if fused { next += 1 }
+                append(.add(node.inputs[0], node.inputs[1], relu: fused, output: nodes[next - 1].outputs[0]), nodes[start..<next])
+            case .flatten where node.int("axis") == 1 && blockedTensors.contains(node.inputs[0]) && next < nodes.endIndex:
+                let fc = nodes[next]
+                guard fc.op == .linear, let w = model.parameters[fc.inputs[1]], w.rank == 2,
                     let s = shapes[node.inputs[0]], s.count == 4, s[1] * s[2] * s[3] == w.shape[1]
-                else { fallthrough }
-                let (out, relu) = linearReLU(fc.outputs[0])
-                skip.insert(fc.name)
+                else {
+                    append(.node(node), nodes[start..<next])
+                    return
+                }
+                next += 1
+                let fused = relu(nodes, next)
+                if fused { next += 1 }
                 let bias = fc.inputs.count > 2 ? model.parameters[fc.inputs[2]] : nil
                 let op = PackedLinear(weight: Self.blockedColumns(w, channels: s[1], h: s[2], w: s[3]), bias: bias)
-                steps.append(.blockedLinear(input: node.inputs[0], op: op, relu: relu, output: out))
-                names.append(([node.name, fc.name] + (relu ? [out] : [])).joined(separator: "+"))
+                append(.blockedLinear(input: node.inputs[0], op: op, relu: fused, output: nodes[next - 1].outputs[0]), nodes[start..<next])
             case .activation
             where consumers[node.inputs[0]] == 1 && !model.graph.outputs.contains(node.inputs[0])
                 && node.inputs[0] != model.graph.inputs[0].name && model.parameters[node.inputs[0]] == nil
                 && model.activationQuant[node.inputs[0]] == nil && model.activationQuant[node.outputs[0]] == nil:
-                guard let f = node.activation else { fallthrough }
-                steps.append(.activate(input: node.inputs[0], f, output: node.outputs[0]))
-                names.append(node.name)
+                guard let f = node.activation else {
+                    append(.node(node), nodes[start..<next])
+                    return
+                }
+                append(.activate(input: node.inputs[0], f, output: node.outputs[0]), nodes[start..<next])
+            case .mul:
+                // A squeeze-and-excitation gate: x [N, C, H, W] times a computed [N, C, 1, 1].
+                guard let a = shapes[node.inputs[0]], let b = shapes[node.inputs[1]], a.count == 4, b.count == 4,
+                    model.parameters[node.inputs[0]] == nil, model.parameters[node.inputs[1]] == nil,
+                    model.activationQuant[node.outputs[0]] == nil
+                else {
+                    append(.node(node), nodes[start..<next])
+                    return
+                }
+                let gate: [Int] = [a[0], a[1], 1, 1]
+                if b == gate && a != gate {
+                    append(.scaleChannels(input: node.inputs[0], scale: node.inputs[1], output: node.outputs[0]), nodes[start..<next])
+                } else if a == gate && b != gate {
+                    append(.scaleChannels(input: node.inputs[1], scale: node.inputs[0], output: node.outputs[0]), nodes[start..<next])
+                } else {
+                    append(.node(node), nodes[start..<next])
+                }
             default:
-                steps.append(.node(node))
-                names.append(node.name)
+                append(.node(node), nodes[start..<next])
             }
         }
-        (self.steps, self.stepNames) = Self.fuseResiduals(steps, names, consumers: consumers, quantized: Set(model.activationQuant.keys))
+        for group in Lowering(model, keeping: keep).groups { plan(group.nodes[...], residual: group.residual) }
+        (self.steps, self.stepNames) = (steps, names)
         // Each activation is released after its last reader (its buffer, still in the cache, then
         // holds a later layer's output), except the graph's outputs.
         var last: [String: Int] = [:]
@@ -322,38 +334,6 @@ public final class InferencePlan: @unchecked Sendable {
             }
         }
         return y
-    }
-
-    /// `conv (no ReLU) → add (+ ReLU)` becomes one direct convolution with the add's other operand
-    /// as its residual, run where the add was (the other operand is ready by then). Only when the
-    /// convolution's output feeds nothing else and is not rounded to an activation grid.
-    static func fuseResiduals(_ steps: [Step], _ names: [String], consumers: [String: Int], quantized: Set<String>) -> ([Step], [String]) {
-        var steps = steps
-        var names = names
-        var index = 0
-        while index < steps.count {
-            guard case .add(let a, let b, let relu, let output) = steps[index] else {
-                index += 1
-                continue
-            }
-            let producer = steps[..<index].lastIndex { step in
-                if case .direct(_, _, false, nil, let out) = step {
-                    return (out == a || out == b) && consumers[out] == 1 && !quantized.contains(out)
-                }
-                return false
-            }
-            guard let j = producer, case .direct(let input, let conv, _, _, let out) = steps[j], a != b, conv.inBlock == 8,
-                conv.epilogue == nil
-            else {
-                index += 1
-                continue
-            }
-            steps[index] = .direct(input: input, conv: conv, relu: relu, residual: out == a ? b : a, output: output)
-            names[index] = names[j] + "+" + names[index]
-            steps.remove(at: j)
-            names.remove(at: j)
-        }
-        return (steps, names)
     }
 
     /// Raw outputs (logits) for a batch; `timing`, when given, receives each step's index and seconds.
@@ -516,7 +496,8 @@ public final class InferencePlan: @unchecked Sendable {
                 storeFresh(output, y)
             case .scaleChannels(let input, let scale, let output):
                 if let b = blocked[input], values[input] == nil {
-                    storeBlocked(output, try Broadcast.scaleChannels(b, plain(scale)))
+                    // In place when this step is the input's last reader.
+                    storeBlocked(output, try Broadcast.scaleChannels(b, plain(scale), inPlace: releases[index].contains(input)))
                 } else {
                     storeFresh(output, try Broadcast.forward(.mul, plain(input), plain(scale)))
                 }

@@ -32,90 +32,71 @@ extension Model {
         }
         values[graph.inputs[0].name] = tape.leaf(activationQuant[graph.inputs[0].name].map { $0.applied(to: x) } ?? x)
         for (name, t) in parameters { values[name] = tape.leaf(t, requiresGrad: tape.recording && !frozen.contains(name)) }
-        let fused = keep.map { fusedReLUs(keeping: $0) } ?? [:]
-        var skipped = Set<String>()
-        for node in order where !skipped.contains(node.name) {
-            if let fusion = fused[node.name] {
-                let out = try Profiler.measure("forward \(fusion.label)") {
-                    try applyFused(node, fusion, tape: tape, values: values, training: training)
+        for group in Lowering(self, keeping: keep).groups {
+            if group.nodes.count == 1 {
+                let node = group.anchor
+                var out = try Profiler.measure("forward \(node.op.rawValue)") {
+                    try apply(node, tape: tape, values: values, training: training, rng: &rng)
                 }
-                skipped.formUnion(fusion.absorbed.map(\.name))
-                values[fusion.absorbed.last!.outputs[0]] = out
+                if let q = activationQuant[node.outputs[0]] { out = tape.leaf(q.applied(to: tape.value(out))) }
+                values[node.outputs[0]] = out
                 continue
             }
-            var out = try Profiler.measure("forward \(node.op.rawValue)") {
-                try apply(node, tape: tape, values: values, training: training, rng: &rng)
-            }
-            if let q = activationQuant[node.outputs[0]] { out = tape.leaf(q.applied(to: tape.value(out))) }
-            values[node.outputs[0]] = out
+            try run(group, tape: tape, values: &values, training: training, rng: &rng)
         }
         guard let output = values[graph.outputs[0]] else { throw NNError("graph output '\(graph.outputs[0])' was not computed") }
         return Forward(tape: tape, values: values, output: output)
     }
 
-    /// A batch norm or an addition run together with the ReLU after it (and, for a batch norm
-    /// whose output only an addition reads, with that addition too).
-    struct Fusion {
-        /// The nodes run inside the first one, in order (the last one's output is the result).
-        var absorbed: [Graph.Node]
-        /// The addition's other operand, for batch norm + add + ReLU.
-        var residual: String?
-        var label: String
-    }
-
-    /// Batch norms and additions whose output only a ReLU reads (possibly through an addition,
-    /// for a batch norm), by the first node's name. Never where a caller needs the tensors in
-    /// between (`keep`), where an activation grid rounds them, or at a graph output.
-    func fusedReLUs(keeping keep: Set<String>) -> [String: Fusion] {
-        var consumers: [String: [Graph.Node]] = [:]
-        for n in order { for i in n.inputs { consumers[i, default: []].append(n) } }
-        let outputs = Set(graph.outputs)
-        func soleReader(_ tensor: String) -> Graph.Node? {
-            guard !keep.contains(tensor), !outputs.contains(tensor), activationQuant[tensor] == nil, let r = consumers[tensor], r.count == 1
-            else { return nil }
-            return r[0]
-        }
-        // Where in the order each tensor is made (graph inputs and parameters: before everything).
-        var madeAt: [String: Int] = [:]
-        for (i, n) in order.enumerated() { for o in n.outputs { madeAt[o] = i } }
-        var fused: [String: Fusion] = [:]
-        var taken = Set<String>()
-        for (position, n) in order.enumerated() where (n.op == .batchnorm || n.op == .add) && !taken.contains(n.name) {
-            guard let next = soleReader(n.outputs[0]) else { continue }
-            if next.op == .relu {
-                fused[n.name] = Fusion(absorbed: [next], residual: nil, label: "\(n.op.rawValue)+relu")
-                taken.insert(next.name)
-            } else if n.op == .batchnorm, next.op == .add, next.inputs.count == 2, next.inputs[0] != next.inputs[1],
-                let relu = soleReader(next.outputs[0]), relu.op == .relu,
-                (madeAt[next.inputs[0] == n.outputs[0] ? next.inputs[1] : next.inputs[0]] ?? -1) < position
-            {
-                // The addition's other operand exists by the time the batch norm runs.
-                let residual = next.inputs[0] == n.outputs[0] ? next.inputs[1] : next.inputs[0]
-                fused[n.name] = Fusion(absorbed: [next, relu], residual: residual, label: "batchnorm+add+relu")
-                taken.formUnion([next.name, relu.name])
+    /// A group's nodes on the tape, with the fusions the tape has: batch norm + ReLU, batch norm
+    /// + add + ReLU, add + ReLU (the values between them then have none); the rest one by one.
+    /// Nothing inside a group is rounded to an activation grid (Lowering leaves those out).
+    func run(_ group: Lowering.Group, tape: Tape, values: inout [String: Var], training: Bool, rng: inout RandomSource) throws {
+        let nodes = group.nodes
+        func op(_ i: Int) -> Graph.Op? { i < nodes.count ? nodes[i].op : nil }
+        var i = 0
+        while i < nodes.count {
+            let node = nodes[i]
+            // How many nodes the tape runs as one op from here.
+            let span =
+                node.op == .batchnorm && op(i + 1) == .relu
+                ? 2
+                : node.op == .batchnorm && op(i + 1) == .add && op(i + 2) == .relu
+                    ? 3 : node.op == .add && op(i + 1) == .relu ? 2 : 1
+            let label = nodes[i..<(i + span)].map(\.op.rawValue).joined(separator: "+")
+            let out: Var = try Profiler.measure("forward \(label)") {
+                func input(_ k: Int) throws -> Var {
+                    if let v = values[node.inputs[k]] { return v }
+                    throw NNError("node '\(node.name)' reads '\(node.inputs[k])', which has no value")
+                }
+                switch (node.op, span) {
+                case (.add, 2): return try tape.addRelu(try input(0), try input(1))
+                case (.batchnorm, 2...):
+                    guard let mean = buffers[node.inputs[3]], let variance = buffers[node.inputs[4]] else {
+                        throw NNError("batchnorm '\(node.name)' has no running statistics")
+                    }
+                    let (x, scale, bias) = (try input(0), try input(1), try input(2))
+                    let (epsilon, momentum) = (Float(node.float("epsilon")), Float(node.float("momentum")))
+                    if span == 2 {
+                        return try tape.batchnormRelu(
+                            x, scale: scale, bias: bias, runningMean: mean, runningVar: variance, epsilon: epsilon, momentum: momentum,
+                            training: training)
+                    }
+                    guard let residual = group.residual, let r = values[residual] else {
+                        throw NNError("node '\(nodes[i + 1].name)' reads a value that has none")
+                    }
+                    return try tape.batchnormAddRelu(
+                        x, scale: scale, bias: bias, runningMean: mean, runningVar: variance, epsilon: epsilon, momentum: momentum,
+                        training: training, residual: r)
+                default: return try apply(node, tape: tape, values: values, training: training, rng: &rng)
+                }
             }
+            i += span
+            values[nodes[i - 1].outputs[0]] = out
         }
-        return fused
-    }
-
-    func applyFused(_ node: Graph.Node, _ fusion: Fusion, tape: Tape, values: [String: Var], training: Bool) throws -> Var {
-        func value(_ name: String) throws -> Var {
-            if let v = values[name] { return v }
-            throw NNError("node '\(node.name)' reads '\(name)', which has no value")
+        if let q = activationQuant[group.output], let v = values[group.output] {
+            values[group.output] = tape.leaf(q.applied(to: tape.value(v)))
         }
-        if node.op == .add { return try tape.addRelu(try value(node.inputs[0]), try value(node.inputs[1])) }
-        guard let mean = buffers[node.inputs[3]], let variance = buffers[node.inputs[4]] else {
-            throw NNError("batchnorm '\(node.name)' has no running statistics")
-        }
-        let (x, scale, bias) = (try value(node.inputs[0]), try value(node.inputs[1]), try value(node.inputs[2]))
-        let (epsilon, momentum) = (Float(node.float("epsilon")), Float(node.float("momentum")))
-        if let residual = fusion.residual {
-            return try tape.batchnormAddRelu(
-                x, scale: scale, bias: bias, runningMean: mean, runningVar: variance, epsilon: epsilon, momentum: momentum,
-                training: training, residual: try value(residual))
-        }
-        return try tape.batchnormRelu(
-            x, scale: scale, bias: bias, runningMean: mean, runningVar: variance, epsilon: epsilon, momentum: momentum, training: training)
     }
 
     /// One node's forward on the tape (shared by training, evaluation and the inference plan).

@@ -160,13 +160,21 @@ struct InferencePlanTests {
             let other: [Float] = fused.1[n]?.array ?? []
             #expect(other == g.array, "\(name): gradient of \(n)")
         }
-        let fusions = m.fusedReLUs(keeping: [])
-        #expect(!fusions.isEmpty || ["lenet5", "fitnet-thin"].contains(name))
-        // A tensor the caller reads is never fused away: the ones inside each fusion, kept, stay.
-        func inside(_ f: [String: Model.Fusion]) -> Set<String> {
-            Set(f.flatMap { first, fusion in [m.graph.node(named: first)!.outputs[0]] + fusion.absorbed.dropLast().map { $0.outputs[0] } })
+        let groups = Lowering(m, keeping: []).groups
+        #expect(groups.contains { $0.nodes.count > 1 })
+        // Every node runs once, each group after what it reads.
+        #expect(groups.flatMap { $0.nodes.map(\.name) }.sorted() == m.order.map(\.name).sorted())
+        var made = Set(m.graph.inputs.map(\.name)).union(m.parameters.keys).union(m.buffers.keys)
+        for g in groups {
+            for n in g.nodes {
+                #expect(n.inputs.allSatisfy { made.contains($0) }, "\(name): \(n.name) runs before what it reads")
+                made.formUnion(n.outputs)
+            }
         }
-        let kept = inside(fusions)
-        #expect(inside(m.fusedReLUs(keeping: kept)).isDisjoint(with: kept))
+        // A tensor the caller reads is never fused away: the ones inside each group, kept, stay.
+        func inside(_ groups: [Lowering.Group]) -> Set<String> { Set(groups.flatMap { $0.nodes.dropLast().map { $0.outputs[0] } }) }
+        let kept = inside(groups)
+        #expect(!kept.isEmpty)
+        #expect(inside(Lowering(m, keeping: kept).groups).isDisjoint(with: kept))
     }
 }

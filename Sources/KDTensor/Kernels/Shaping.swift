@@ -343,12 +343,13 @@ public enum Shaping {
 
 extension Broadcast {
     /// x · s for channel-blocked x [N, C, H, W] and per-image channel scales s (N·C values, a
-    /// squeeze-and-excitation gate), kept blocked with x's halo (zero stays zero).
-    public static func scaleChannels(_ x: BlockedTensor, _ s: Tensor) throws -> BlockedTensor {
+    /// squeeze-and-excitation gate), kept blocked with x's halo (zero stays zero). `inPlace`
+    /// writes over x (its caller's last read of it).
+    public static func scaleChannels(_ x: BlockedTensor, _ s: Tensor, inPlace: Bool = false) throws -> BlockedTensor {
         guard s.count == x.n * x.channels else {
             throw TensorError("mul: scales \(s.shape) do not give one value per image and channel of \(x.shape)")
         }
-        let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
+        let y = inPlace ? x : BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
         let planes = x.n * x.blocks
         let per = x.planeStride
         Parallel.chunks(planes, parts: planes * per > 1 << 15 ? Parallel.threads : 1) { _, range in
