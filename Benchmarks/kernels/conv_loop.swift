@@ -25,9 +25,9 @@ let x = BlockedTensor(
     Tensor(shape: [n, c, h, h], values: uniform(n * c * h * h, 0...1)),
     pad: max(WinogradConv.halo(h: h, w: h, tile: 2), WinogradConv.halo(h: h, w: h, tile: 4)))
 let runs: [(String, () throws -> BlockedTensor)] = [
-    ("direct", { try direct(x, relu: true, outPad: 1) }),
-    ("Winograd F(2×2, 3×3)", { try winograd(x, relu: true, outPad: 1, tile: 2) }),
-    ("Winograd F(4×4, 3×3)", { try winograd(x, relu: true, outPad: 1, tile: 4) }),
+    ("direct", { try direct(x, .relu, outPad: 1) }),
+    ("Winograd F(2×2, 3×3)", { try winograd(x, .relu, outPad: 1, tile: 2) }),
+    ("Winograd F(4×4, 3×3)", { try winograd(x, .relu, outPad: 1, tile: 4) }),
 ]
 let reference = try runs[0].1().plain()
 let differences = try runs.dropFirst().map { run in

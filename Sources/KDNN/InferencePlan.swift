@@ -15,10 +15,9 @@ import KDTensor
 ///     let logits = try plan.run(images)
 public final class InferencePlan: @unchecked Sendable {
     enum Step {
-        /// conv2d (+ folded batchnorm) (+ relu or another activation, inside the depthwise kernel's
-        /// rows); `output` is the name the graph uses downstream.
-        case conv(
-            input: String, weight: Tensor, bias: Tensor?, window: Window, groups: Int, relu: Bool, activation: Activation?, output: String)
+        /// conv2d (+ folded batchnorm) (+ an activation, inside the depthwise kernel's rows);
+        /// `output` is the name the graph uses downstream.
+        case conv(input: String, weight: Tensor, bias: Tensor?, window: Window, groups: Int, epilogue: Epilogue.Function?, output: String)
         /// An activation applied in place to the value its input alone feeds (an epilogue pass
         /// while the producer's output is warm): channel-blocked values keep their layout when
         /// f(0) = 0, so their zero halo stays zero.
@@ -27,25 +26,25 @@ public final class InferencePlan: @unchecked Sendable {
         /// gate), channel-blocked when x is.
         case scaleChannels(input: String, scale: String, output: String)
         /// The same on the direct kernel, output in channel-blocked layout; `residual` is a
-        /// following addition's other operand, added before the ReLU.
-        case direct(input: String, conv: DirectConv, relu: Bool, residual: String?, output: String)
+        /// following addition's other operand, added before the activation.
+        case direct(input: String, conv: DirectConv, epilogue: Epilogue.Function?, residual: String?, output: String)
         /// conv2d (+ folded batchnorm) (+ relu) → 2×2 max pool at stride 2, fused on the pixel
         /// kernel: NCHW in, NCHW out.
-        case directPool(input: String, conv: DirectConv, relu: Bool, output: String)
+        case directPool(input: String, conv: DirectConv, epilogue: Epilogue.Function?, output: String)
         /// add (+ relu)
         case add(String, String, relu: Bool, output: String)
-        /// linear (+ relu) on pre-packed weights
-        case linear(input: String, op: PackedLinear, relu: Bool, output: String)
+        /// linear (+ an activation) on pre-packed weights
+        case linear(input: String, op: PackedLinear, epilogue: Epilogue.Function?, output: String)
         /// flatten → linear (+ relu) on a channel-blocked input: the weight's columns are permuted
         /// to the blocked order (zero for the lanes past the channels), so the blocked buffer,
         /// without a halo, is the linear layer's input as it stands, with no conversion to NCHW.
-        case blockedLinear(input: String, op: PackedLinear, relu: Bool, output: String)
+        case blockedLinear(input: String, op: PackedLinear, epilogue: Epilogue.Function?, output: String)
         case node(Graph.Node)
 
         /// The tensors the step reads.
         var reads: [String] {
             switch self {
-            case .conv(let input, _, _, _, _, _, _, _): [input]
+            case .conv(let input, _, _, _, _, _, _): [input]
             case .activate(let input, _, _): [input]
             case .scaleChannels(let input, let scale, _): [input, scale]
             case .direct(let input, _, _, let residual, _): [input] + (residual.map { [$0] } ?? [])
@@ -100,6 +99,14 @@ public final class InferencePlan: @unchecked Sendable {
         }
         /// Whether `nodes[i]` is a ReLU.
         func relu(_ nodes: ArraySlice<Graph.Node>, _ i: Int) -> Bool { i < nodes.endIndex && nodes[i].op == .relu }
+        /// `nodes[i]` as a kernel's epilogue function, if it is an activation (one with f(0) = 0
+        /// where `preservingZero`).
+        func function(_ nodes: ArraySlice<Graph.Node>, _ i: Int, preservingZero: Bool) -> Epilogue.Function? {
+            guard i < nodes.endIndex else { return nil }
+            if nodes[i].op == .relu { return .relu }
+            guard let f = nodes[i].activation, !preservingZero || f.preservesZero else { return nil }
+            return .activation(f)
+        }
         /// Plans a chain of the lowering (anchor first): the longest prefix a fused step runs, then
         /// the rest as a chain of its own.
         func plan(_ nodes: ArraySlice<Graph.Node>, residual: String?) {
@@ -137,7 +144,7 @@ public final class InferencePlan: @unchecked Sendable {
                 let plainInput =
                     pooledTensors.contains(node.inputs[0])
                     && !(Self.winograd && WinogradConv.applies(kernel: [w.shape[2], w.shape[3]], window: window, groups: 1))
-                var conv =
+                let conv =
                     direct
                     ? DirectConv(
                         weight: weight, bias: bias, window: window,
@@ -151,47 +158,40 @@ public final class InferencePlan: @unchecked Sendable {
                     let out = relu(nodes, next + 1) ? next + 2 : next + 1
                     append(
                         .direct(
-                            input: node.inputs[0], conv: conv, relu: relu(nodes, next + 1), residual: residual,
+                            input: node.inputs[0], conv: conv, epilogue: out > next + 1 ? .relu : nil, residual: residual,
                             output: nodes[out - 1].outputs[0]), nodes[start..<out])
                     next = out
                     return
                 }
-                var fusedReLU = false
-                var activation: Activation?
-                if relu(nodes, next) {
-                    fusedReLU = true
-                    next += 1
-                } else if next < nodes.endIndex, let f = nodes[next].activation, !direct || f.preservesZero {
-                    activation = f
-                    next += 1
-                }
+                // The activation, where the kernel runs it: the direct kernel's rows also cover the
+                // zero halo and padding lanes, so there it must map 0 to 0.
+                let epilogue = function(nodes, next, preservingZero: direct)
+                if epilogue != nil { next += 1 }
                 let out = nodes[next - 1].outputs[0]
-                guard var c = conv else {
+                guard let conv else {
                     append(
                         .conv(
-                            input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, relu: fusedReLU,
-                            activation: activation, output: out), nodes[start..<next])
+                            input: node.inputs[0], weight: weight, bias: bias, window: window, groups: groups, epilogue: epilogue,
+                            output: out), nodes[start..<next])
                     return
                 }
-                // An activation other than ReLU runs in the kernel's rows (f(0) = 0 checked above).
-                c.epilogue = activation
-                conv = c
-                if activation == nil, next < nodes.endIndex, nodes[next].op == .maxpool, Self.isPool2x2(nodes[next]),
-                    let s = shape(node.inputs[0]), s.count == 4, c.poolFuses(h: s[2], w: s[3])
+                if epilogue == nil || epilogue == .relu, next < nodes.endIndex, nodes[next].op == .maxpool, Self.isPool2x2(nodes[next]),
+                    let s = shape(node.inputs[0]), s.count == 4, conv.poolFuses(h: s[2], w: s[3])
                 {
                     append(
-                        .directPool(input: node.inputs[0], conv: c, relu: fusedReLU, output: nodes[next].outputs[0]), nodes[start...next])
+                        .directPool(input: node.inputs[0], conv: conv, epilogue: epilogue, output: nodes[next].outputs[0]),
+                        nodes[start...next])
                     next += 1
                 } else {
-                    append(.direct(input: node.inputs[0], conv: c, relu: fusedReLU, residual: nil, output: out), nodes[start..<next])
+                    append(.direct(input: node.inputs[0], conv: conv, epilogue: epilogue, residual: nil, output: out), nodes[start..<next])
                 }
             case .linear where model.parameters[node.inputs[1]]?.rank == 2 && shape(node.inputs[0])?.count == 2:
-                let fused = relu(nodes, next)
-                if fused { next += 1 }
+                let epilogue = function(nodes, next, preservingZero: false)
+                if epilogue != nil { next += 1 }
                 let bias = node.inputs.count > 2 ? model.parameters[node.inputs[2]] : nil
                 append(
                     .linear(
-                        input: node.inputs[0], op: PackedLinear(weight: model.parameters[node.inputs[1]]!, bias: bias), relu: fused,
+                        input: node.inputs[0], op: PackedLinear(weight: model.parameters[node.inputs[1]]!, bias: bias), epilogue: epilogue,
                         output: nodes[next - 1].outputs[0]), nodes[start..<next])
             case .add where shapes[node.inputs[0]] != nil && shapes[node.inputs[0]] == shapes[node.inputs[1]]:
                 let fused = relu(nodes, next)
@@ -206,11 +206,13 @@ public final class InferencePlan: @unchecked Sendable {
                     return
                 }
                 next += 1
-                let fused = relu(nodes, next)
-                if fused { next += 1 }
+                let epilogue = function(nodes, next, preservingZero: false)
+                if epilogue != nil { next += 1 }
                 let bias = fc.inputs.count > 2 ? model.parameters[fc.inputs[2]] : nil
                 let op = PackedLinear(weight: Self.blockedColumns(w, channels: s[1], h: s[2], w: s[3]), bias: bias)
-                append(.blockedLinear(input: node.inputs[0], op: op, relu: fused, output: nodes[next - 1].outputs[0]), nodes[start..<next])
+                append(
+                    .blockedLinear(input: node.inputs[0], op: op, epilogue: epilogue, output: nodes[next - 1].outputs[0]),
+                    nodes[start..<next])
             case .activation
             where consumers[node.inputs[0]] == 1 && !model.graph.outputs.contains(node.inputs[0])
                 && node.inputs[0] != model.graph.inputs[0].name && model.parameters[node.inputs[0]] == nil
@@ -276,7 +278,7 @@ public final class InferencePlan: @unchecked Sendable {
         halo = min(
             3,
             self.steps.reduce(0) { most, step in
-                if case .conv(_, let weight, _, let window, let groups, _, _, _) = step, groups > 1, weight.shape[1] == 1,
+                if case .conv(_, let weight, _, let window, let groups, _, _) = step, groups > 1, weight.shape[1] == 1,
                     weight.shape[0] == groups
                 {
                     return max(most, window.pads.max() ?? 0)
@@ -466,33 +468,33 @@ public final class InferencePlan: @unchecked Sendable {
                 }
             }
             switch step {
-            case .direct(let input, let conv, let relu, let residual, let output):
-                let r = residual.map(block)
+            case .direct(let input, let conv, let function, let residual, let output):
+                let epilogue = Epilogue(function, residual: residual.map(block))
                 let y =
                     conv.inBlock == 8
-                    ? try conv(block(input), relu: relu, residual: r, outPad: outPad(output))
-                    : try conv(plain: plain(input), relu: relu, residual: r, outPad: outPad(output))
+                    ? try conv(block(input), epilogue, outPad: outPad(output))
+                    : try conv(plain: plain(input), epilogue, outPad: outPad(output))
                 storeBlocked(output, y)
-            case .directPool(let input, let conv, let relu, let output):
-                storeFresh(output, try conv.pooled(plain: plain(input), relu: relu))
-            case .conv(let input, let weight, let bias, let window, let groups, let relu, let activation, let output):
+            case .directPool(let input, let conv, let function, let output):
+                storeFresh(output, try conv.pooled(plain: plain(input), Epilogue(function)))
+            case .conv(let input, let weight, let bias, let window, let groups, let function, let output):
+                let epilogue = Epilogue(function)
                 if let b = blocked[input], values[input] == nil, groups == b.channels,
                     Depthwise.blockedApplies(b, weight: weight.shape, window)
                 {
                     storeBlocked(
                         output,
                         try Depthwise.blocked(
-                            b, weight: weight, bias: bias, window, relu: relu, activation: activation, outPad: outPad(output)))
+                            b, weight: weight, bias: bias, window, epilogue, outPad: outPad(output)))
                     continue
                 }
                 let x = plain(input)
                 if Depthwise.applies(input: x.shape, weight: weight.shape, groups: groups) {
-                    storeFresh(output, try Depthwise.forward(x: x, weight: weight, bias: bias, window, relu: relu, activation: activation))
+                    storeFresh(output, try Depthwise.forward(x: x, weight: weight, bias: bias, window, epilogue))
                     continue
                 }
                 let y = try Conv2d.forward(x: x, weight: weight, bias: bias, window, groups: groups)
-                if relu { Elementwise.reluInPlace(y) }
-                activation?.forward(y.pointer, y.pointer, count: y.count)
+                epilogue.apply(to: y)
                 storeFresh(output, y)
             case .scaleChannels(let input, let scale, let output):
                 if let b = blocked[input], values[input] == nil {
@@ -511,16 +513,13 @@ public final class InferencePlan: @unchecked Sendable {
                     storeFresh(output, t)
                 }
                 // In place, in parallel where a batch of one leaves the workers to the layers.
-                Parallel.chunks(t.count / 16, parts: t.count > 1 << 16 ? Parallel.threads : 1) { _, r in
-                    let end = r.upperBound * 16 == (t.count / 16) * 16 ? t.count : r.upperBound * 16
-                    f.forward(t.pointer + r.lowerBound * 16, t.pointer + r.lowerBound * 16, count: end - r.lowerBound * 16)
-                }
-            case .linear(let input, let op, let relu, let output):
-                storeFresh(output, try op(plain(input), relu: relu))
-            case .blockedLinear(let input, let op, let relu, let output):
+                Epilogue(.activation(f)).apply(to: t)
+            case .linear(let input, let op, let function, let output):
+                storeFresh(output, try op(plain(input), Epilogue(function)))
+            case .blockedLinear(let input, let op, let function, let output):
                 var x = blocked[input] ?? BlockedTensor(plain(input), pad: 0)
                 if x.pad != 0 { x = x.withPad(0) }
-                storeFresh(output, try op(try x.data.reshaped([x.n, x.data.count / max(1, x.n)]), relu: relu))
+                storeFresh(output, try op(try x.data.reshaped([x.n, x.data.count / max(1, x.n)]), Epilogue(function)))
             case .add(let a, let b, let relu, let output):
                 if blocked[a] != nil || blocked[b] != nil {
                     storeBlocked(output, try BlockedTensor.add(block(a), block(b), relu: relu))

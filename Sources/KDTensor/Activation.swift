@@ -172,7 +172,7 @@ public enum Activation: Hashable, Sendable {
 
     /// An optional activation (nil: identity) or ReLU, as `accept` does.
     @inline(__always)
-    public static func accept<Visitor: ActivationVisitor>(_ f: Activation?, relu: Bool, _ visitor: Visitor) -> Visitor.Result {
+    static func accept<Visitor: ActivationVisitor>(_ f: Activation?, relu: Bool, _ visitor: Visitor) -> Visitor.Result {
         if relu { return visitor.visit(ReLU()) }
         guard let f else { return visitor.visit(Identity()) }
         return f.accept(visitor)

@@ -32,8 +32,9 @@ struct DepthwiseTests {
         let g = Window(kernel: [k, k], stride: [stride, stride], pads: [pad, pad, pad, pad])
         for f in [nil, Activation.hardswish, .hardsigmoid(alpha: 0.2, beta: 0.5), .clip(min: 0, max: 6)] as [Activation?] {
             let want = try Self.reference(x, w, b, g, f)
-            let plain = try Depthwise.forward(x: x, weight: w, bias: b, g, activation: f)
-            let blocked = try Depthwise.blocked(BlockedTensor(x, pad: 3), weight: w, bias: b, g, activation: f, outPad: 1)
+            let plain = try Depthwise.forward(x: x, weight: w, bias: b, g, Epilogue(f.map { .activation($0) }))
+            let blocked = try Depthwise.blocked(
+                BlockedTensor(x, pad: 3), weight: w, bias: b, g, Epilogue(f.map { .activation($0) }), outPad: 1)
             let scale = max(1, want.array.map(abs).max() ?? 1)
             #expect(plain.shape == want.shape && blocked.shape == want.shape)
             #expect(zip(plain.array, want.array).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "NCHW, \(String(describing: f))")

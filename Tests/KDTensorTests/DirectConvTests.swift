@@ -45,7 +45,7 @@ struct DirectConvTests {
                 for pixels in [true, false] {
                     let conv = DirectConv(weight: w, bias: b, window: g, inBlock: inBlock, lanes: lanes, allowPixelPath: pixels)
                     for relu in [false, true] {
-                        let y = try conv(plain: x, relu: relu).plain()
+                        let y = try conv(plain: x, Epilogue(relu: relu)).plain()
                         #expect(y.shape == reference.shape)
                         let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
                         #expect(
@@ -80,9 +80,9 @@ struct DirectConvTests {
             for relu in [false, true] {
                 for residual in [nil, r] {
                     for outPad in [0, 1, 2] {
-                        let want = try direct(xb, relu: relu, residual: residual, outPad: outPad)
+                        let want = try direct(xb, Epilogue(relu: relu, residual: residual), outPad: outPad)
                         for tile in [2, 4] {
-                            let got = try kernel(xb, relu: relu, residual: residual, outPad: outPad, tile: tile)
+                            let got = try kernel(xb, Epilogue(relu: relu, residual: residual), outPad: outPad, tile: tile)
                             #expect(got.pad == outPad)
                             let (a, e) = (got.plain(), want.plain())
                             let scale = max(1, e.array.map(abs).max() ?? 1)
@@ -97,15 +97,16 @@ struct DirectConvTests {
                             #expect(BlockedTensor(a, pad: outPad).data.array == got.data.array)
                         }
                         // Through the direct convolution, the tile size `tile(h:w:)` picks.
-                        let picked = try kernel(xb, relu: relu, residual: residual, outPad: outPad, tile: WinogradConv.tile(h: h, w: w))
-                        #expect(try wino(xb, relu: relu, residual: residual, outPad: outPad).data.array == picked.data.array)
+                        let picked = try kernel(
+                            xb, Epilogue(relu: relu, residual: residual), outPad: outPad, tile: WinogradConv.tile(h: h, w: w))
+                        #expect(try wino(xb, Epilogue(relu: relu, residual: residual), outPad: outPad).data.array == picked.data.array)
                     }
                 }
             }
             for tile in [2, 4] {
-                let one = try kernel(xb, relu: true, residual: r, tile: tile).data.array
+                let one = try kernel(xb, Epilogue(.relu, residual: r), tile: tile).data.array
                 Parallel.configure(threads: 2)
-                let two = try kernel(xb, relu: true, residual: r, tile: tile).data.array
+                let two = try kernel(xb, Epilogue(.relu, residual: r), tile: tile).data.array
                 Parallel.configure(threads: 1)
                 #expect(one == two, "F(\(tile)×\(tile)) \(c)→\(o) at \(h)×\(w): two threads give other bits than one")
             }
@@ -126,7 +127,7 @@ struct DirectConvTests {
         let wino = DirectConv(weight: wt, bias: nil, window: g, inBlock: 8, winograd: true)
         for (x, pad) in [(Self.random([2, 16, 7, 7], &rng), 1), (Self.random([1, 16, 8, 8], &rng), 0)] {
             let xb = BlockedTensor(x, pad: pad)
-            #expect(try wino(xb, relu: true).data.array == direct(xb, relu: true).data.array)
+            #expect(try wino(xb, .relu).data.array == direct(xb, .relu).data.array)
         }
         // Only 3×3 stride-1 convolutions with padding 1 get one.
         for (k, stride, pad) in [(3, 2, 1), (5, 1, 2), (3, 1, 0), (1, 1, 0)] {
@@ -152,7 +153,7 @@ struct DirectConvTests {
             let want = (0..<conv.count).map { max(0, conv[$0] + r[$0]) }
             for lanes in DirectConv.laneChoices(outChannels: o) {
                 let direct = DirectConv(weight: w, bias: b, window: g, inBlock: 8, lanes: lanes)
-                let y = try direct(BlockedTensor(x), relu: true, residual: BlockedTensor(r)).plain()
+                let y = try direct(BlockedTensor(x), Epilogue(.relu, residual: BlockedTensor(r))).plain()
                 let worst = (0..<y.count).map { abs(y[$0] - want[$0]) }.max() ?? 0
                 #expect(worst <= 1e-5 * max(1, want.map(abs).max() ?? 1), "\(c)→\(o) at \(hw)×\(hw), \(lanes) lanes: max error \(worst)")
             }
@@ -171,7 +172,7 @@ struct DirectConvTests {
         let conv = DirectConv(
             weight: Self.random([8, 8, 3, 3], &rng), bias: nil, window: Window(kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0]),
             inBlock: 8)
-        #expect(throws: TensorError.self) { try conv(mismatched, residual: mismatched) }
+        #expect(throws: TensorError.self) { try conv(mismatched, Epilogue(residual: mismatched)) }
     }
 
     @Test("the pixel kernel leaves the blocked output's padding lanes zero")
@@ -184,7 +185,7 @@ struct DirectConvTests {
                 window: Window(kernel: [5, 5], stride: [1, 1], pads: [2, 2, 2, 2]), inBlock: 1, allowPixelPath: pixels)
             // Six outputs leave two of eight channel lanes empty: the pixel kernel's case, in a build that has it.
             #expect(conv.pixelPath == (pixels && VectorUnits.wide))
-            let y = try conv(plain: x, relu: true)
+            let y = try conv(plain: x, .relu)
             let data = y.data.array
             #expect((0..<(data.count / 8)).allSatisfy { data[$0 * 8 + 6] == 0 && data[$0 * 8 + 7] == 0 })
             #expect(data.contains { $0 > 0 })
@@ -215,16 +216,16 @@ struct DirectConvTests {
         #expect(conv.poolFuses(h: c.x[2], w: c.x[3]) == (VectorUnits.wide && c.w[0] % conv.lanes != 0 && wo / 2 * 2 >= 16), "\(c)")
         var one: [UInt32] = []
         for relu in [false, true] {
-            let fused = try conv.pooled(plain: x, relu: relu)
+            let fused = try conv.pooled(plain: x, Epilogue(relu: relu))
             one = fused.array.map(\.bitPattern)
-            let steps = try conv(plain: x, relu: relu).maxPool(DirectConv.pool2x2).plain()
+            let steps = try conv(plain: x, Epilogue(relu: relu)).maxPool(DirectConv.pool2x2).plain()
             #expect(fused.shape == [c.x[0], c.w[0], ho / 2, wo / 2])
             #expect(fused.array.map(\.bitPattern) == steps.array.map(\.bitPattern), "\(c) relu \(relu)")
             #expect(fused.array.contains { $0.isNaN } && fused.array.contains { $0 > 0 })
         }
         Parallel.configure(threads: 2)
         defer { Parallel.configure(threads: 1) }
-        #expect(try conv.pooled(plain: x, relu: true).array.map(\.bitPattern) == one, "\(c): two workers give other bits than one")
+        #expect(try conv.pooled(plain: x, .relu).array.map(\.bitPattern) == one, "\(c): two workers give other bits than one")
     }
 
     @Test("sliding row tiles give the bits of tap-by-tap ones and match im2col, for 3 and 5 columns and every tile width")
@@ -247,8 +248,8 @@ struct DirectConvTests {
             let tapped = DirectConv(weight: w, bias: b, window: g, inBlock: 1, allowSliding: false)
             #expect(slid.sliding == VectorUnits.wide && !tapped.sliding)
             for (relu, r) in [(false, nil), (true, residual)] as [(Bool, BlockedTensor?)] {
-                let y = try slid(plain: x, relu: relu, residual: r).plain()
-                let want = try tapped(plain: x, relu: relu, residual: r).plain()
+                let y = try slid(plain: x, Epilogue(relu: relu, residual: r)).plain()
+                let want = try tapped(plain: x, Epilogue(relu: relu, residual: r)).plain()
                 #expect(y.array.map(\.bitPattern) == want.array.map(\.bitPattern), "\(c) relu \(relu)")
                 if r == nil {
                     let worst = (0..<y.count).map { abs(y[$0] - reference[$0]) }.max() ?? 0
@@ -337,7 +338,8 @@ struct DirectConvTests {
             for lanes in DirectConv.laneChoices(outChannels: c.w[0]) {
                 let conv = DirectConv(weight: w, bias: b, window: g, inBlock: 8, lanes: lanes)
                 for outPad in [0, 1] {
-                    let y = try conv(BlockedTensor(x, pad: c.halo), relu: true, residual: BlockedTensor(residual, pad: 1), outPad: outPad)
+                    let y = try conv(
+                        BlockedTensor(x, pad: c.halo), Epilogue(.relu, residual: BlockedTensor(residual, pad: 1)), outPad: outPad)
                     #expect(y.pad == outPad)
                     #expect(Self.halo(y).allSatisfy { $0 == 0 }, "\(c): the output halo is not zero")
                     let got = y.plain()
@@ -390,7 +392,7 @@ struct DirectConvTests {
                 let reference = try Linear.forward(x: x, weight: w, bias: bias)
                 let op = PackedLinear(weight: w, bias: bias)
                 for relu in [false, true] {
-                    let y = try op(x, relu: relu)
+                    let y = try op(x, Epilogue(relu: relu))
                     #expect(y.shape == [n, o])
                     let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
                     #expect(worst <= 1e-5 * max(1, reference.array.map(abs).max() ?? 1), "\(n)×\(i) → \(o): max error \(worst)")
@@ -398,5 +400,38 @@ struct DirectConvTests {
             }
             #expect(throws: TensorError.self) { try PackedLinear(weight: w, bias: b)(Self.random([n, i + 1], &rng)) }
         }
+    }
+
+    @Test("one epilogue value on every kernel: the activation after bias and residual, as the separate ops give it")
+    func epilogueEverywhere() throws {
+        var rng = RandomSource(seed: 23)
+        let f = Activation.hardswish
+        func reference(_ y: Tensor) -> [Float] {
+            let out = Tensor(uninitialized: y.shape)
+            f.forward(y.pointer, out.pointer, count: y.count)
+            return out.array
+        }
+        func close(_ a: [Float], _ b: [Float], _ what: String) {
+            let scale = max(1, b.map(abs).max() ?? 1)
+            #expect(a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "\(what)")
+        }
+        // Direct and Winograd convolution with a residual: f(conv(x) + r).
+        let x = Self.random([2, 16, 10, 10], &rng)
+        let w = Self.random([16, 16, 3, 3], &rng)
+        let r = Self.random([2, 16, 10, 10], &rng)
+        let g = Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])
+        let sum = try Elementwise.add(try Conv2d.forward(x: x, weight: w, bias: nil, g, groups: 1), r)
+        let epilogue = Epilogue(.activation(f), residual: BlockedTensor(r, pad: 2))
+        let direct = DirectConv(weight: w, bias: nil, window: g, inBlock: 8)
+        close(try direct(BlockedTensor(x, pad: 2), epilogue).plain().array, reference(sum), "direct")
+        let winograd = WinogradConv(weight: w, bias: nil)
+        close(try winograd(BlockedTensor(x, pad: 2), epilogue, tile: 2).plain().array, reference(sum), "Winograd")
+        // The packed linear layer (no residual).
+        let a = Self.random([5, 24], &rng)
+        let lw = Self.random([10, 24], &rng)
+        close(
+            try PackedLinear(weight: lw, bias: nil)(a, Epilogue(.activation(f))).array,
+            reference(try Linear.forward(x: a, weight: lw, bias: nil)), "linear")
+        #expect(Epilogue(.activation(.silu)).preservesZero && !Epilogue(.activation(.hardsigmoid(alpha: 0.2, beta: 0.5))).preservesZero)
     }
 }

@@ -21,14 +21,14 @@ public enum Depthwise {
         return lo..<max(lo, hi)
     }
 
-    /// Forward with the bias first and ReLU or `activation` last, in registers: each output row is
+    /// Forward with the bias first and the epilogue's activation last (it has no residual), in
+    /// registers: each output row is
     /// computed 16 columns at a time, every tap added to the same accumulator. Each input plane is
     /// first copied into its column phases (phase p holds columns p, p + s, p + 2s, … for stride s;
     /// one phase at stride 1) with zero margins on both sides, so every tap of every chunk is one
     /// unconditional contiguous load, and padding reads zeros.
-    public static func forward(x: Tensor, weight: Tensor, bias: Tensor?, _ g: Window, relu: Bool = false, activation: Activation? = nil)
-        throws -> Tensor
-    {
+    public static func forward(x: Tensor, weight: Tensor, bias: Tensor?, _ g: Window, _ epilogue: Epilogue = .none) throws -> Tensor {
+        precondition(epilogue.residual == nil, "the depthwise kernels take no residual")
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         guard applies(input: x.shape, weight: weight.shape, groups: c), (weight.shape[2], weight.shape[3]) == g.kernel else {
             throw TensorError("depthwise conv2d: input \(x.shape) does not match weight \(weight.shape)")
@@ -53,7 +53,7 @@ public enum Depthwise {
             x: x, y: y, weight: weight, bias: bias, window: g, c: c, h: h, w: w, o: o, m: m, ho: ho, wo: wo, chunks: chunks,
             left: left, rowWidth: rowWidth,
             tapOffsets: taps.map { $0.phase * h * rowWidth + left + $0.offset })
-        Activation.accept(activation, relu: relu, plan)
+        epilogue.accept(plan)
         return y
     }
 
@@ -226,8 +226,9 @@ extension Depthwise {
     /// output pixels at a time; padding is the input's zero halo, so no tap is ever checked. The
     /// output is blocked with halo `outPad`, its bias first and its epilogue applied in registers.
     public static func blocked(
-        _ x: BlockedTensor, weight: Tensor, bias: Tensor?, _ g: Window, relu: Bool = false, activation: Activation? = nil, outPad: Int
+        _ x: BlockedTensor, weight: Tensor, bias: Tensor?, _ g: Window, _ epilogue: Epilogue = .none, outPad: Int
     ) throws -> BlockedTensor {
+        precondition(epilogue.residual == nil, "the depthwise kernels take no residual")
         guard blockedApplies(x, weight: weight.shape, g), (weight.shape[2], weight.shape[3]) == g.kernel else {
             throw TensorError("blocked depthwise conv2d: input \(x.shape) (halo \(x.pad)) does not match weight \(weight.shape)")
         }
@@ -243,7 +244,7 @@ extension Depthwise {
             b8[(ch / 8) * 8 + ch % 8] = bias?.pointer[ch] ?? 0
         }
         let visitor = BlockedPlan(x: x, y: y, window: g, ho: ho, wo: wo, packed: packed, bias: b8)
-        Activation.accept(activation, relu: relu, visitor)
+        epilogue.accept(visitor)
         return y
     }
 

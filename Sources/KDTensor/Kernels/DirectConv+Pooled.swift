@@ -10,7 +10,7 @@
 /// few vector operations, and the tile stores 8 pooled pixels per output row of each channel,
 /// contiguous in NCHW. The next convolution reads that NCHW input as it is.
 extension DirectConv {
-    /// Whether `pooled(plain:relu:)` runs fused for inputs of `h` × `w` pixels: the pixel kernel
+    /// Whether `pooled(plain:_:)` runs fused for inputs of `h` × `w` pixels: the pixel kernel
     /// (an AVX-512 build, NCHW input, outputs that leave channel lanes empty), stride 1, and a
     /// convolution output at least 16 pixels wide and 2 high.
     public func poolFuses(h: Int, w: Int) -> Bool {
@@ -26,23 +26,23 @@ extension DirectConv {
     /// The 2×2 windows a pool at stride 2 takes over the convolution's output.
     public static let pool2x2 = Window(kernel: [2, 2], stride: [2, 2], pads: [0, 0, 0, 0])
 
-    /// max_pool(2×2, stride 2)(ReLU?(conv(x))) of an NCHW input, as NCHW `[N, O, ⌊Ho/2⌋, ⌊Wo/2⌋]`.
-    /// NaN propagates as in `BlockedTensor.maxPool`. Where `poolFuses` does not hold, it runs the
-    /// three steps one after the other (with the same result).
-    public func pooled(plain x: Tensor, relu: Bool) throws -> Tensor {
+    /// max_pool(2×2, stride 2)(epilogue(conv(x))) of an NCHW input, as NCHW `[N, O, ⌊Ho/2⌋, ⌊Wo/2⌋]`.
+    /// NaN propagates as in `BlockedTensor.maxPool`. Where `poolFuses` does not hold (or the
+    /// epilogue is more than a ReLU), it runs the three steps one after the other (with the same result).
+    public func pooled(plain x: Tensor, _ epilogue: Epilogue = .none) throws -> Tensor {
         guard x.rank == 4, x.shape[1] == inChannels else {
             throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
         }
         #if KDTOOL_AVX512
-            if poolFuses(h: x.shape[2], w: x.shape[3]) {
+            if poolFuses(h: x.shape[2], w: x.shape[3]), epilogue.activation == nil, epilogue.residual == nil {
                 let (input, storage) = paddedPlain(x)
                 let (ho, wo) = (input.h - kh + 1, input.w - kw + 1)
                 let y = Tensor(uninitialized: [x.shape[0], outChannels, ho / 2, wo / 2])
-                withExtendedLifetime(storage) { runPooled(input, ho: ho, wo: wo, relu: relu, y: y) }
+                withExtendedLifetime(storage) { runPooled(input, ho: ho, wo: wo, relu: epilogue.isReLU, y: y) }
                 return y
             }
         #endif
-        return try self(plain: x, relu: relu).maxPool(Self.pool2x2).plain()
+        return try self(plain: x, epilogue).maxPool(Self.pool2x2).plain()
     }
 
     #if KDTOOL_AVX512

@@ -31,11 +31,9 @@ public struct DirectConv: @unchecked Sendable {
     /// The same convolution by Winograd's F(2×2, 3×3), where asked for and the geometry allows;
     /// blocked inputs it accepts (a halo, an even size) go there.
     public let winograd: WinogradConv?
-    /// An activation after the bias (and ReLU), applied to each output row while it is in cache; one
-    /// with f(0) = 0 only, since it may also run over the zero halo and padding lanes.
-    public var epilogue: Activation? {
-        didSet { precondition(epilogue?.preservesZero ?? true, "an epilogue must map 0 to 0") }
-    }
+    /// The epilogue's activation other than ReLU for the call under way (set on a copy by
+    /// `callAsFunction`), applied to each output row while it is in cache.
+    var activation: Activation?
 
     /// Whether the direct kernel handles a convolution with these groups (dense ones only).
     public static func applies(groups: Int) -> Bool { groups == 1 }
@@ -88,19 +86,22 @@ public struct DirectConv: @unchecked Sendable {
             ? WinogradConv(weight: weight, bias: bias) : nil
     }
 
-    /// Convolution of a blocked input (`inBlock` 8); `residual` (the output's shape) is added
-    /// before the ReLU — a ResNet block's `conv → add → relu` in one pass over the output. The
-    /// output gets a zero halo of `outPad`. Where the input's halo covers the padding, every tile
-    /// is an interior one.
-    public func callAsFunction(_ x: BlockedTensor, relu: Bool = false, residual: BlockedTensor? = nil, outPad: Int = 0) throws
-        -> BlockedTensor
-    {
+    /// Convolution of a blocked input (`inBlock` 8) with an epilogue (its residual, the output's
+    /// shape, added before the activation: a ResNet block's `conv → add → relu` in one pass over
+    /// the output; its activation must map 0 to 0, since it also runs over the zero halo and
+    /// padding lanes). The output gets a zero halo of `outPad`. Where the input's halo covers the
+    /// padding, every tile is an interior one.
+    public func callAsFunction(_ x: BlockedTensor, _ epilogue: Epilogue = .none, outPad: Int = 0) throws -> BlockedTensor {
         precondition(inBlock == 8, "this convolution was packed for NCHW input")
+        precondition(epilogue.preservesZero, "a convolution's epilogue must map 0 to 0")
         guard x.channels == inChannels else {
             throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
         }
+        var conv = self
+        conv.activation = epilogue.activation
+        let (relu, residual) = (epilogue.isReLU, epilogue.residual)
         if let winograd, winograd.accepts(x) {
-            return applyEpilogue(try winograd(x, relu: relu, residual: residual, outPad: outPad))
+            return conv.applyEpilogue(try winograd(x, Epilogue(relu: relu, residual: residual), outPad: outPad))
         }
         let p = window.pads
         var input = Input(
@@ -110,23 +111,24 @@ public struct DirectConv: @unchecked Sendable {
             input.base -= p[0] * x.rowStride + p[1] * 8
             input.h += p[0] + p[2]
             input.w += p[1] + p[3]
-            return try run(input, pads: [0, 0, 0, 0], relu: relu, residual: residual, outPad: outPad)
+            return try conv.run(input, pads: [0, 0, 0, 0], relu: relu, residual: residual, outPad: outPad)
         }
-        return try run(input, pads: p, relu: relu, residual: residual, outPad: outPad)
+        return try conv.run(input, pads: p, relu: relu, residual: residual, outPad: outPad)
     }
 
     /// Convolution of an NCHW input (any `inBlock`; converted when the packing wants blocks).
-    public func callAsFunction(plain x: Tensor, relu: Bool = false, residual: BlockedTensor? = nil, outPad: Int = 0) throws
-        -> BlockedTensor
-    {
+    public func callAsFunction(plain x: Tensor, _ epilogue: Epilogue = .none, outPad: Int = 0) throws -> BlockedTensor {
         guard x.rank == 4, x.shape[1] == inChannels else {
             throw TensorError("conv2d input \(x.shape) does not match \(inChannels) input channels")
         }
         let p = window.pads
-        if inBlock == 8 { return try self(BlockedTensor(x, pad: p.max() ?? 0), relu: relu, residual: residual, outPad: outPad) }
+        if inBlock == 8 { return try self(BlockedTensor(x, pad: p.max() ?? 0), epilogue, outPad: outPad) }
+        precondition(epilogue.preservesZero, "a convolution's epilogue must map 0 to 0")
+        var conv = self
+        conv.activation = epilogue.activation
         let (input, storage) = paddedPlain(x)
         return try withExtendedLifetime(storage) {
-            try run(input, pads: [0, 0, 0, 0], relu: relu, residual: residual, outPad: outPad)
+            try conv.run(input, pads: [0, 0, 0, 0], relu: epilogue.isReLU, residual: epilogue.residual, outPad: outPad)
         }
     }
 
@@ -247,7 +249,7 @@ public struct DirectConv: @unchecked Sendable {
 
     /// The epilogue over a whole output (paths that do not apply it row by row).
     func applyEpilogue(_ y: BlockedTensor) -> BlockedTensor {
-        guard let f = epilogue else { return y }
+        guard let f = activation else { return y }
         let t = y.data
         Parallel.chunks(t.count / 8, parts: t.count > 1 << 16 ? Parallel.threads : 1) { _, r in
             f.forward(t.pointer + r.lowerBound * 8, t.pointer + r.lowerBound * 8, count: r.count * 8)
@@ -258,7 +260,7 @@ public struct DirectConv: @unchecked Sendable {
     /// The epilogue over output rows `rows` of image `img`, every block (rows are contiguous: 8 floats a pixel).
     @inline(__always)
     func applyEpilogue(_ out: Output, img: Int, rows: Range<Int>, wo: Int) {
-        guard let f = epilogue, out.pixelStep == 8 else { return }
+        guard let f = activation, out.pixelStep == 8 else { return }
         for blk in 0..<outBlocks {
             for oi in rows {
                 let p = out.origin + img * out.imageStride + blk * out.planeStride + oi * out.rowStride

@@ -33,8 +33,10 @@ public struct PackedLinear: @unchecked Sendable {
         if let bias { self.bias.pointer.update(from: bias.pointer, count: o) }
     }
 
-    /// [N, I] → [N, O].
-    public func callAsFunction(_ x: Tensor, relu: Bool = false) throws -> Tensor {
+    /// [N, I] → [N, O], then the epilogue's activation (ReLU in registers; it has no residual).
+    public func callAsFunction(_ x: Tensor, _ epilogue: Epilogue = .none) throws -> Tensor {
+        precondition(epilogue.residual == nil, "a linear layer's epilogue takes no residual")
+        let relu = epilogue.isReLU
         guard x.rank == 2, x.shape[1] == inFeatures else {
             throw TensorError("linear input \(x.shape) does not match weight [\(outFeatures), \(inFeatures)]")
         }
@@ -43,10 +45,12 @@ public struct PackedLinear: @unchecked Sendable {
         #if KDTOOL_AVX512
             if lanes == 16 {
                 run(SIMD16<Float>.self, x, y, relu: relu)
+                if epilogue.activation != nil { epilogue.apply(to: y) }
                 return y
             }
         #endif
         run(SIMD8<Float>.self, x, y, relu: relu)
+        if epilogue.activation != nil { epilogue.apply(to: y) }
         return y
     }
 

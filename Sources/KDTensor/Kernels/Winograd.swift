@@ -115,11 +115,14 @@ public struct WinogradConv: @unchecked Sendable {
     /// sizes can read (`halo(h:w:)`, or F(2×2, 3×3)'s where that is less).
     public func accepts(_ x: BlockedTensor) -> Bool { tile(for: x) != nil }
 
-    /// The convolution of `x` (see `accepts`), `residual` added before the ReLU, output with a
-    /// zero halo of `outPad`. `tile` forces a tile size (tests compare the two).
-    public func callAsFunction(
-        _ x: BlockedTensor, relu: Bool = false, residual: BlockedTensor? = nil, outPad: Int = 0, tile forced: Int? = nil
-    ) throws -> BlockedTensor {
+    /// The convolution of `x` (see `accepts`) with an epilogue (its residual added before the
+    /// activation, which must map 0 to 0), output with a zero halo of `outPad`. `tile` forces a
+    /// tile size (tests compare the two).
+    public func callAsFunction(_ x: BlockedTensor, _ epilogue: Epilogue = .none, outPad: Int = 0, tile forced: Int? = nil) throws
+        -> BlockedTensor
+    {
+        precondition(epilogue.preservesZero, "a convolution's epilogue must map 0 to 0")
+        let (relu, residual) = (epilogue.isReLU, epilogue.residual)
         guard let chosen = tile(for: x), forced.map({ x.pad >= Self.halo(h: x.h, w: x.w, tile: $0) }) ?? true else {
             throw TensorError(
                 "Winograd convolution needs \(inChannels) channels and a halo of \(Self.halo(h: x.h, w: x.w)); got \(x.shape) with halo \(x.pad)"
@@ -152,6 +155,7 @@ public struct WinogradConv: @unchecked Sendable {
                 run(SIMD8<Float>.self, F2.self, x, y: y, residualOffset: residualOffset, relu: relu)
             }
         }
+        if epilogue.activation != nil { epilogue.apply(to: y.data) }
         return y
     }
 
