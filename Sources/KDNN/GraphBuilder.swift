@@ -29,21 +29,58 @@ public struct GraphBuilder {
 
     static func ints(_ xs: [Int]) -> Value { .ints(xs.map(Int64.init)) }
 
+    /// A convolution; `groups` > 1 splits the channels (groups = input channels = outputs: depthwise).
     public mutating func conv(
-        _ name: String, _ x: String, out: Int, kernel: Int, stride: Int = 1, pad: Int = 0, bias: Bool = true
+        _ name: String, _ x: String, out: Int, kernel: Int, stride: Int = 1, pad: Int = 0, groups: Int = 1, bias: Bool = true
     ) -> String {
         let s = shape(x)
-        let fanIn = s[1] * kernel * kernel
-        var inputs = [x, param("\(name).weight", [out, s[1], kernel, kernel], .weight(fanIn: fanIn, fanOut: out * kernel * kernel))]
+        precondition(s[1] % groups == 0 && out % groups == 0, "\(name): \(s[1]) → \(out) channels do not split into \(groups) groups")
+        let fanIn = s[1] / groups * kernel * kernel
+        var inputs = [
+            x,
+            param("\(name).weight", [out, s[1] / groups, kernel, kernel], .weight(fanIn: fanIn, fanOut: out / groups * kernel * kernel)),
+        ]
         if bias { inputs.append(param("\(name).bias", [out], .bias(fanIn: fanIn))) }
         let size = { (n: Int) in (n + 2 * pad - kernel) / stride + 1 }
         return add(
             name, .conv2d, inputs,
             [
                 "stride": Self.ints([stride, stride]), "pads": Self.ints([pad, pad, pad, pad]), "dilation": Self.ints([1, 1]),
-                "groups": .uint(1),
+                "groups": .uint(UInt64(groups)),
             ],
             shape: [s[0], out, size(s[2]), size(s[3])])
+    }
+
+    /// An elementwise activation of op set 2 (ReLU6 is `.clip(min: 0, max: 6)`).
+    public mutating func activation(_ name: String, _ x: String, _ f: Activation) -> String {
+        nodes.append(Graph.Node(name: name, activation: f, input: x, output: name))
+        shapes[name] = shape(x)
+        return name
+    }
+
+    /// a · b with NumPy broadcasting (a squeeze-and-excitation gate: [N, C, H, W] · [N, C, 1, 1]).
+    public mutating func mul(_ name: String, _ a: String, _ b: String) -> String {
+        let (sa, sb) = (shape(a), shape(b))
+        return add(name, .mul, [a, b], shape: zip(sa, sb).map { Swift.max($0, $1) })
+    }
+
+    /// Channels `range` of x (a channel split).
+    public mutating func sliceChannels(_ name: String, _ x: String, _ range: Range<Int>) -> String {
+        var s = shape(x)
+        s[1] = range.count
+        return add(
+            name, .slice, [x],
+            ["axes": Self.ints([1]), "starts": Self.ints([range.lowerBound]), "ends": Self.ints([range.upperBound])], shape: s)
+    }
+
+    /// ShuffleNet's channel shuffle: [N, C, H, W] → [N, g, C/g, H, W] → swap axes 1 and 2 → [N, C, H, W].
+    public mutating func channelShuffle(_ name: String, _ x: String, groups g: Int) -> String {
+        let s = shape(x)
+        let split = add(
+            "\(name).split", .reshape, [x], ["shape": Self.ints([0, g, s[1] / g, s[2], s[3]])], shape: [s[0], g, s[1] / g, s[2], s[3]])
+        let swapped = add(
+            "\(name).transpose", .transpose, [split], ["perm": Self.ints([0, 2, 1, 3, 4])], shape: [s[0], s[1] / g, g, s[2], s[3]])
+        return add(name, .reshape, [swapped], ["shape": Self.ints([0, s[1], s[2], s[3]])], shape: s)
     }
 
     public mutating func batchnorm(_ name: String, _ x: String, epsilon: Double = 1e-5, momentum: Double = 0.1) -> String {
@@ -56,16 +93,17 @@ public struct GraphBuilder {
     }
 
     public mutating func relu(_ name: String, _ x: String) -> String { add(name, .relu, [x], shape: shape(x)) }
+    public mutating func sigmoid(_ name: String, _ x: String) -> String { add(name, .sigmoid, [x], shape: shape(x)) }
 
-    public mutating func maxpool(_ name: String, _ x: String, kernel: Int, stride: Int) -> String {
+    public mutating func maxpool(_ name: String, _ x: String, kernel: Int, stride: Int, pad: Int = 0) -> String {
         let s = shape(x)
         return add(
             name, .maxpool, [x],
             [
-                "kernel": Self.ints([kernel, kernel]), "stride": Self.ints([stride, stride]), "pads": Self.ints([0, 0, 0, 0]),
+                "kernel": Self.ints([kernel, kernel]), "stride": Self.ints([stride, stride]), "pads": Self.ints([pad, pad, pad, pad]),
                 "dilation": Self.ints([1, 1]), "ceil_mode": .bool(false),
             ],
-            shape: [s[0], s[1], (s[2] - kernel) / stride + 1, (s[3] - kernel) / stride + 1])
+            shape: [s[0], s[1], (s[2] + 2 * pad - kernel) / stride + 1, (s[3] + 2 * pad - kernel) / stride + 1])
     }
 
     public mutating func globalAvgPool(_ name: String, _ x: String) -> String {

@@ -7,6 +7,19 @@ public struct Architecture: Sendable {
     public enum Kind: String, CaseIterable, Sendable {
         case mlp, lenet5, resnet8, resnet14, resnet20, resnet26, resnet32, resnet56
         case fitnetThin = "fitnet-thin"
+        case mobilenetv2
+        case mobilenetv3Small = "mobilenetv3-small"
+        case mobilenetv3Large = "mobilenetv3-large"
+        case shufflenetv2
+        case efficientnetLite0 = "efficientnet-lite0"
+        case efficientnetB0 = "efficientnet-b0"
+        case resnet18
+
+        /// The architectures built as torchvision builds them (Zoo+Mobile.swift).
+        public var isMobile: Bool {
+            [.mobilenetv2, .mobilenetv3Small, .mobilenetv3Large, .shufflenetv2, .efficientnetLite0, .efficientnetB0, .resnet18]
+                .contains(self)
+        }
     }
     public enum Shortcut: String, CaseIterable, Sendable { case a, b }
 
@@ -17,6 +30,8 @@ public struct Architecture: Sendable {
     public var hidden: [Int] = [800, 800]
     public var shortcut: Shortcut = .b
     public var dropout: Double = 0
+    /// The mobile architectures' and ResNet-18's stem; nil picks it from the input size.
+    public var stem: Stem?
 
     public init(_ kind: Kind) { self.kind = kind }
 
@@ -50,6 +65,8 @@ public struct Architecture: Sendable {
         var hintNodes: [String] = []
         let scaled = { (c: Int) in max(1, Int((Double(c) * width).rounded())) }
         switch kind {
+        case let k where k.isMobile:
+            (fsp, hintNodes) = try buildMobile(&b, input: input, classes: classes)
         case .mlp:
             var x = b.flatten("flatten", b.inputName)
             for (i, h) in hidden.enumerated() {
@@ -135,6 +152,7 @@ public struct Architecture: Sendable {
         switch kind {
         case .mlp: "mlp hidden \(hidden.map(String.init).joined(separator: ","))"
         case .lenet5, .fitnetThin: "\(kind.rawValue) width \(width)"
+        case let k where k.isMobile: "\(kind.rawValue) width \(width) stem \(stem?.rawValue ?? "auto")"
         default: "\(kind.rawValue) width \(Int((16 * width).rounded())) shortcut \(shortcut.rawValue)"
         }
     }

@@ -10,8 +10,12 @@ struct InitCommand: ParsableCommand {
         discussion: """
             Architectures: mlp (--hidden), lenet5 (--width multiplier), resnet8|14|20|26|32|56 (CIFAR-style, --width base channels/16, --shortcut a|b), fitnet-thin (deep and thin, --width multiplier). Each records its FSP layer pairs and hint/guided candidates in the bundle.
 
+            Mobile students, built as torchvision builds them (same parameter names, counts and FLOPs): mobilenetv2, mobilenetv3-small, mobilenetv3-large, efficientnet-b0 (--width as torchvision's width_mult, channels rounded to multiples of 8), efficientnet-lite0 (ReLU6, no squeeze-and-excitation), shufflenetv2 (--width 0.5, 1, 1.5 or 2), resnet18 (--width × 64 base channels). Inputs of at most 64 pixels a side get a CIFAR stem (stride 1, no max pool), larger ones ImageNet's; --stem overrides. --dropout sets their classifier's dropout (default 0.2).
+
             Examples:
               kdtool init --arch lenet5 --classes 10 --input 1x28x28 -o lenet5.kdb
+              kdtool init --arch mobilenetv2 --width 0.5 --classes 10 --input 3x32x32 --seed 1 -o mbv2.kdb
+              kdtool init --arch efficientnet-b0 --classes 1000 --input 3x224x224 -o b0.kdb
               kdtool init --arch resnet20 --classes 10 --input 3x32x32 --seed 1 -o r20.kdb
               kdtool init --arch mlp --hidden 64,64 --classes 10 --input 1x28x28 -o small.kdb
               kdtool init --arch resnet20 --data cifar-10-binary.tar.gz -o r20.kdb          (classes, names, input and normalisation from the data)
@@ -46,8 +50,11 @@ struct InitCommand: ParsableCommand {
     @Option(help: "ResNet shortcut when the shape changes: a (zero-padded identity) or b (1×1 conv + BN).")
     var shortcut: Architecture.Shortcut = .b
 
-    @Option(help: "Dropout ratio after hidden layers (mlp).")
+    @Option(help: "Dropout ratio after hidden layers (mlp), or before the classifier (mobile architectures; default 0.2).")
     var dropout: Double = 0
+
+    @Option(help: "Stem of the mobile architectures and resnet18: cifar or imagenet (default: cifar up to 64 pixels a side).")
+    var stem: Architecture.Stem?
 
     @Option(help: "Initialisation: torch (PyTorch defaults) or he (MSRA normal).")
     var initScheme: InitScheme = .torch
@@ -93,6 +100,7 @@ struct InitCommand: ParsableCommand {
         a.width = width
         a.shortcut = shortcut
         a.dropout = dropout
+        if a.kind.isMobile { a.stem = a.resolvedStem(input: shape) }
         a.hidden = try hidden.split(separator: ",").map {
             guard let v = Int($0.trimmingCharacters(in: " ")), v > 0 else { throw ValidationError("--hidden takes positive integers") }
             return v
@@ -109,6 +117,7 @@ struct InitCommand: ParsableCommand {
             method: "init",
             hyperparameters: [
                 "arch": .string(a.kind.rawValue), "summary": .string(a.summary), "width": .float(width),
+                "stem": .string(a.kind.isMobile ? a.resolvedStem(input: shape).rawValue : "none"),
                 "init": .string(initScheme.rawValue),
                 "classes": .uint(UInt64(classes)), "input": .string(shape.map(String.init).joined(separator: "x")),
             ], data: data.map { ["source": .string($0)] } ?? [:], seed: Int64(bitPattern: seed))

@@ -54,6 +54,9 @@ struct ImportCommand: ParsableCommand {
     @Option(help: "Width multiplier for --arch.")
     var width: Double = 1
 
+    @Option(help: "Stem for --arch's mobile architectures and resnet18: cifar or imagenet (default: by the input size).")
+    var stem: Architecture.Stem?
+
     @Option(help: "Hidden sizes for --arch mlp.")
     var hidden: String = "800,800"
 
@@ -92,6 +95,7 @@ struct ImportCommand: ParsableCommand {
             guard let k = classes ?? names?.count else { throw ValidationError("give --classes or --labels with --arch") }
             var a = try reportingErrors { try Architecture(name: arch) }
             a.width = width
+            a.stem = stem
             a.hidden = hidden.split(separator: ",").compactMap { Int($0) }
             model = try reportingErrors { try a.build(input: shape, classes: k, seed: 0) }
             let dict = try withInteropErrors { try StateDict.read(path: source) }

@@ -296,6 +296,7 @@ extension Schedule.Kind: ExpressibleByArgument {}
 extension Split: ExpressibleByArgument {}
 extension InitScheme: ExpressibleByArgument {}
 extension Architecture.Shortcut: ExpressibleByArgument {}
+extension Architecture.Stem: ExpressibleByArgument {}
 
 /// Normalisation from a bundle's preprocessing.
 extension Preprocessing {
