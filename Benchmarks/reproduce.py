@@ -660,6 +660,92 @@ def cifar_section(rc, seeds, res):
     res["cifar"] = {"rows": rows, "data": data, "notes": notes, "teacher": acc(t)}
 
 
+def mobile_section(rc, seeds, res, threads):
+    """The students people deploy (issue #24): the CIFAR section's resnet20 teacher distilled into
+    mobilenetv2 ×0.5 and shufflenetv2 ×0.5 (torchvision's builds, CIFAR stem), alone vs KD with the
+    CIFAR section's recipe; then int8-per-channel quantize-check and ONNX export of each KD student,
+    with parameters, FLOPs, file sizes and kdtool / ONNX Runtime inference speed; and the same
+    student trained alone by PyTorch with the same recipe (Benchmarks/peers/torch_train_cifar.py)."""
+    epochs, teacher_epochs = 15, 30
+    aug = ["--augment", "crop-flip"]
+    rc.train("c2-teacher", ["train", rc.init("c-teacher", "resnet20", 100), "--epochs", str(teacher_epochs)] + aug)
+    teacher = rc.path("c2-teacher.kdb")
+    torch_py = os.path.join(ROOT, ".build", "venv-torch", "bin", "python3")
+    rows, data = [], {}
+    for arch, width in [("mobilenetv2", "0.5"), ("shufflenetv2", "0.5")]:
+        alone, kd, peers, students = [], [], [], []
+        for s in seeds:
+            init = rc.init("m-%s-s%d" % (arch, s), arch, s, extra=["--width", width])
+            base = aug + ["--seed", str(s)]
+            alone.append(rc.train("m-%s-alone-s%d" % (arch, s), ["train", init, "--epochs", str(epochs)] + base))
+            kd.append(rc.train("m-%s-kd-s%d" % (arch, s), ["distill", teacher, init, "--epochs", str(epochs)] + base))
+            students.append(rc.path("m-%s-kd-s%d.kdb" % (arch, s)))
+            peer_out = rc.path("m-%s-torch-s%d.json" % (arch, s))
+            if not os.path.exists(peer_out) and os.path.exists(torch_py) and not rc.dry:
+                print("  running m-%s-torch-s%d" % (arch, s), flush=True)
+                r = subprocess.run([torch_py, os.path.join(ROOT, "Benchmarks", "peers", "torch_train_cifar.py"), rc.data, "--arch", arch,
+                                    "--width", width, "--epochs", str(epochs), "--seed", str(s), "--threads", str(threads)],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    sys.exit("the PyTorch peer failed:\n" + r.stderr[-2000:])
+                with open(peer_out, "w") as fh:
+                    fh.write(r.stdout)
+            if os.path.exists(peer_out):
+                peers.append(json.loads(open(peer_out).read()))
+        label = "%s ×%s" % (arch, width)
+        rows.append(row(label + " alone", per_seed(alone), [m["total_seconds"] for m in alone], [m["images_per_second"] for m in alone], None))
+        rows.append(row(label + " KD (T = 4, α = 0.9)", per_seed(kd), [m["total_seconds"] for m in kd], [m["images_per_second"] for m in kd],
+                        per_seed(alone)))
+        if peers:
+            rows.append(row(label + " alone, PyTorch 2.13 (same recipe)", [p["eval_accuracy"] for p in peers], [p["seconds"] for p in peers],
+                            [p["images_per_second"] for p in peers], per_seed(alone)))
+        data[label] = {"alone": per_seed(alone), "kd": per_seed(kd), "pytorch_alone": [p["eval_accuracy"] for p in peers]}
+        # Deployment figures of the KD students: quantize-check, export, sizes and speed (seed 0's for speed).
+        q = []
+        for path in students:
+            out = path[:-4] + ".int8pc.kdb"
+            proc = subprocess.run([rc.k, "quantize-check", path, "--data", rc.data, "--scheme", "int8-per-channel", "--json",
+                                   "--max-drop", "100", "--threads", str(threads), "-o", out], capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit("quantize-check failed on %s:\n%s" % (path, proc.stderr[-2000:]))
+            q.append(json.loads(proc.stdout))
+        onnx = students[0][:-4] + ".onnx"
+        rc.call(["export", students[0], "-o", onnx])
+        info = json.loads(rc.call(["inspect", students[0], "--json"])[0])
+        bench = json.loads(rc.call(["bench", students[0], "--batch", "1,64", "--threads", str(threads), "--runs", "20", "--rounds", "3",
+                                    "--compare-onnxruntime", "--json"])[0])
+        data[label]["deploy"] = {"quantize": [{k: v for k, v in d.items() if k != "layers"} for d in q], "bench": bench,
+                                 "params": info["graph"]["totals"]["parameters"], "flops": info["graph"]["totals"]["flops"],
+                                 "kdb_bytes": os.path.getsize(students[0]), "onnx_bytes": os.path.getsize(onnx)}
+    res["mobile"] = {"rows": rows, "data": data, "notes": mobile_notes(data, epochs, teacher_epochs, len(seeds))}
+
+
+def mobile_notes(data, epochs, teacher_epochs, n):
+    lines = ["The CIFAR section's resnet20 teacher (%d epochs) and recipe: every student trains %d epochs with random crops and "
+             "flips, SGD defaults, %d paired seeds; KD at T = 4, α = 0.9. The PyTorch row trains torchvision's build of the same "
+             "student (`tools/zoo_reference.py`, CIFAR stem) with the same recipe (`Benchmarks/peers/torch_train_cifar.py`); its "
+             "interval is against kdtool's student alone, seed by seed." % (teacher_epochs, epochs, n)]
+    head = "| KD student | parameters | FLOPs / image | .kdb | .onnx | int8-per-channel: accuracy drop, file ratio | kdtool img/s, batch 1 / 64 | kdtool ÷ ONNX Runtime, batch 1 / 64 |"
+    table_lines = [head, "|" + "---|" * 8]
+    for label, d in data.items():
+        dep = d.get("deploy")
+        if not dep:
+            continue
+        drops = [x["accuracy_drop_points"] for x in dep["quantize"]]
+        ratio = stats([x["file_size_ratio"] for x in dep["quantize"]])[0]
+        runs = {r["batch"]: r for r in dep["bench"]["batches"]}
+        ips = " / ".join("{:,.0f}".format(runs[b]["images_per_second"]) for b in (1, 64) if b in runs)
+        vs = " / ".join("%.2f×" % runs[b]["speed_ratio_vs_onnxruntime"] for b in (1, 64) if runs.get(b, {}).get("speed_ratio_vs_onnxruntime"))
+        table_lines.append("| %s | {:,} | {:,} | %.1f MB | %.1f MB | %+.2f ± %.2f points, %.3f | %s | %s |".format(dep["params"], dep["flops"])
+                           % (label, dep["kdb_bytes"] / 1e6, dep["onnx_bytes"] / 1e6, stats(drops)[0], stats(drops)[1], ratio, ips, vs))
+        lines.append("Verdict, %s KD: " % label + verdict("beats the student alone", d["alone"], d["kd"]))
+        if d["pytorch_alone"]:
+            lines.append("Verdict, %s alone, kdtool vs PyTorch: " % label + verdict("kdtool's student is at least as accurate as PyTorch's",
+                                                                                  d["pytorch_alone"], d["alone"]))
+    lines.append("\n".join(table_lines))
+    return lines
+
+
 # --- the report --------------------------------------------------------------------------------
 
 HEAD = ["arm", "eval accuracy % (mean ± std)", "seeds", "paired difference vs baseline, points [95 % CI]", "wall s / run",
@@ -714,8 +800,9 @@ def table(rows, head=None):
 
 TITLES = {"kd": "Hinton knowledge distillation (METHODS.md §1)", "fitnets": "FitNets (§2)", "fsp": "FSP (§3)",
           "dml": "Deep Mutual Learning (§4)", "kc": "Knowledge Concentration (§5)", "specialists": "Specialists (§1)",
-          "cifar": "CIFAR-10: KD, FitNets, FSP and DML on the papers' own data", "quant": "Quantize-check on the distilled students"}
-ORDER = ["kd", "fitnets", "fsp", "dml", "kc", "specialists", "cifar", "quant"]
+          "cifar": "CIFAR-10: KD, FitNets, FSP and DML on the papers' own data", "quant": "Quantize-check on the distilled students",
+          "mobile": "Mobile students on CIFAR-10: alone, KD, PyTorch, int8 and ONNX"}
+ORDER = ["kd", "fitnets", "fsp", "dml", "kc", "specialists", "cifar", "mobile", "quant"]
 
 
 def write_report(res, args):
@@ -771,6 +858,7 @@ def main():
     sections = [("kd", lambda: kd_section(r, seeds, res)), ("dml", lambda: dml_section(r, seeds, res)),
                 ("fitnets", lambda: fitnets_section(r, seeds, res)), ("fsp", lambda: fsp_section(r, seeds, res, True)),
                 ("cifar", lambda: cifar_section(rc, list(range(args.cifar_seeds)), res)),
+                ("mobile", lambda: mobile_section(rc, list(range(args.cifar_seeds)), res, args.threads)),
                 ("kc", lambda: kc_section(r, seeds, res)), ("specialists", lambda: specialists_section(r, seeds, res)),
                 ("quant", lambda: quant_section(r, seeds, res))]
     if args.report_only:

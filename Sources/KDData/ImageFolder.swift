@@ -29,9 +29,7 @@ public enum ImageFolder {
         var names: [(name: String, type: UInt8)] = []
         while let e = readdir(d) {
             // Names are bytes: ones that are not UTF-8 are decoded losslessly (PathCoding) and opened as they are.
-            let name = withUnsafeBytes(of: e.pointee.d_name) {
-                PathCoding.decode(UnsafeRawBufferPointer(rebasing: $0.prefix(while: { $0 != 0 })))
-            }
+            let name = PathCoding.entryName(e)
             if name != "." && name != ".." && !name.hasPrefix(".") { names.append((name, e.pointee.d_type)) }
         }
         return names.sorted { $0.name < $1.name }

@@ -145,6 +145,14 @@ func errnoMessage() -> String { String(cString: strerror(errno)) }
 public enum PathCoding {
     static let base: UInt32 = 0x10_FF00
 
+    /// The name of an entry `readdir` returned, read in place and decoded losslessly. A record holds
+    /// only as many bytes of `d_name` as its name needs (`d_reclen`), so copying the whole 256-byte
+    /// field, as `e.pointee.d_name` does, reads past the end of the last record in the buffer.
+    public static func entryName(_ e: UnsafeMutablePointer<dirent>) -> String {
+        let field = UnsafeRawPointer(e) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!
+        return decode(UnsafeRawBufferPointer(start: field, count: strlen(field.assumingMemoryBound(to: CChar.self))))
+    }
+
     /// The bytes of a name as a String, losslessly.
     public static func decode(_ bytes: UnsafeRawBufferPointer) -> String {
         if let s = String(validating: bytes, as: UTF8.self), !s.unicodeScalars.contains(where: { $0.value >= base }) { return s }

@@ -113,9 +113,7 @@ public final class AtomicOutput {
         let prefix = ".\(base).tmp-"
         var stale: [String] = []
         while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                PathCoding.decode(UnsafeRawBufferPointer(rebasing: raw.prefix(while: { $0 != 0 })))
-            }
+            let name = PathCoding.entryName(e)
             guard name.hasPrefix(prefix) else { continue }
             let rest = name.dropFirst(prefix.count)
             guard let pid = Int32(rest.split(separator: "-").first ?? "") else { continue }

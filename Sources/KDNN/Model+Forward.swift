@@ -57,12 +57,16 @@ extension Model {
         var i = 0
         while i < nodes.count {
             let node = nodes[i]
+            // ReLU6 (clip(0, u)) after a batch norm fuses as ReLU does, with its upper bound.
+            var upper = Float.infinity
+            if node.op == .batchnorm, i + 1 < nodes.count, case .clip(let lo, let hi)? = nodes[i + 1].activation, lo == 0, hi > 0 {
+                upper = hi
+            }
             // How many nodes the tape runs as one op from here.
             let span =
-                node.op == .batchnorm && op(i + 1) == .relu
+                node.op == .batchnorm && (op(i + 1) == .relu || upper.isFinite)
                 ? 2
-                : node.op == .batchnorm && op(i + 1) == .add && op(i + 2) == .relu
-                    ? 3 : node.op == .add && op(i + 1) == .relu ? 2 : 1
+                : node.op == .batchnorm && op(i + 1) == .add && op(i + 2) == .relu ? 3 : node.op == .add && op(i + 1) == .relu ? 2 : 1
             let label = nodes[i..<(i + span)].map(\.op.rawValue).joined(separator: "+")
             let out: Var = try Profiler.measure("forward \(label)") {
                 func input(_ k: Int) throws -> Var {
@@ -80,7 +84,7 @@ extension Model {
                     if span == 2 {
                         return try tape.batchnormRelu(
                             x, scale: scale, bias: bias, runningMean: mean, runningVar: variance, epsilon: epsilon, momentum: momentum,
-                            training: training)
+                            training: training, upper: upper)
                     }
                     guard let residual = group.residual, let r = values[residual] else {
                         throw NNError("node '\(nodes[i + 1].name)' reads a value that has none")

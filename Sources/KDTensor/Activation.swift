@@ -127,6 +127,16 @@ public enum Activation: Hashable, Sendable {
         }
     }
 
+    /// Whether the activation may run over a blocked value's zero halo and padding lanes in
+    /// training: f(0) = 0, and a zero gradient there stays zero (f'(0) finite; not √x).
+    public var runsOnHalo: Bool {
+        guard preservesZero else { return false }
+        var (x, y, dy, dx): (Float, Float, Float, Float) = (0, 0, 0, 1)
+        forward(&x, &y, count: 1)
+        backward(x: &x, y: &y, dy: &dy, dx: &dx, count: 1)
+        return dx == 0
+    }
+
     // MARK: forward and derivative
 
     @inline(__always) static func sigmoid(_ v: Float) -> Float { v >= 0 ? 1 / (1 + expf(-v)) : expf(v) / (1 + expf(v)) }

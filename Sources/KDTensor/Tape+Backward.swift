@@ -108,14 +108,20 @@ extension Tape {
             }
             accumulate(ins[1], dw)
             if hasBias { accumulate(ins[2], BlockedConvGradient.bias(g)) }
+        case .depthwiseBlocked(let window, let hasBias, let input):
+            let g = Depthwise.blockedBackward(
+                dy: gradBlocked(r.output), x: input, weight: values(ins[1]), window, hasBias: hasBias, needInput: need(0))
+            if let dx = g.dx { accumulate(ins[0], dx.pad == halo ? dx : dx.withPad(halo)) }
+            accumulate(ins[1], g.dw)
+            if let db = g.db { accumulate(ins[2], db) }
         case .batchnormBlocked(let saved):
             let g = BlockedOps.batchNormBackward(dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]))
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
-        case .batchnormReluBlocked(let saved):
+        case .batchnormReluBlocked(let saved, let upper):
             let g = BlockedOps.batchNormBackward(
-                dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]), reluOutput: blockedValues[r.output]!)
+                dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]), reluOutput: blockedValues[r.output]!, upper: upper)
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
@@ -196,6 +202,18 @@ extension Tape {
             accumulate(ins[1], dgamma)
         case .activation(let f):
             accumulate(ins[0], f.backward(dy: dy, x: values(ins[0]), y: values(r.output)))
+        case .activationBlocked(let f):
+            let (x, y) = (blockedValue(Var(id: ins[0])), blockedValue(Var(id: r.output)))
+            var g = gradBlocked(r.output)
+            if g.pad != x.pad { g = g.withPad(x.pad) }
+            let dx = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad, zeroHalo: false)
+            let count = x.data.count
+            let (xp, yp, gp, dp) = (x.data.pointer, y.data.pointer, g.data.pointer, dx.data.pointer)
+            Parallel.chunks(count, parts: count > 1 << 15 ? Parallel.threads : 1) { _, range in
+                let o = range.lowerBound
+                f.backward(x: xp + o, y: yp + o, dy: gp + o, dx: dp + o, count: range.count)
+            }
+            accumulate(ins[0], dx)
         case .broadcast(let op):
             let (da, db) = try Broadcast.backward(op, dy: dy, x: values(ins[0]), y: values(ins[1]), needX: need(0), needY: need(1))
             if let da { accumulate(ins[0], da) }

@@ -23,10 +23,13 @@ public final class Tape {
         case conv2d(Window, groups: Int, hasBias: Bool)
         /// On the direct kernel, output blocked; `plainInput`: the input was read as NCHW.
         case conv2dBlocked(Window, hasBias: Bool, plainInput: Bool)
+        /// Depthwise (one filter per channel), blocked in and out; `input` is x with the halo its
+        /// padding needs.
+        case depthwiseBlocked(Window, hasBias: Bool, input: BlockedTensor)
         case batchnorm(BatchNorm.Saved)
         case batchnormBlocked(BlockedOps.BatchNormSaved)
         /// Batch norm and the ReLU after it, blocked; the output is the ReLU's.
-        case batchnormReluBlocked(BlockedOps.BatchNormSaved)
+        case batchnormReluBlocked(BlockedOps.BatchNormSaved, upper: Float)
         /// relu(a + b), blocked.
         case addReluBlocked
         /// relu(batchnorm(x) + r), blocked: a residual block's end in one pass.
@@ -46,6 +49,8 @@ public final class Tape {
         case splitLinear(inSplits: [Int], shared: Int)
         case l2normScale(groups: [Int], epsilon: Float, norms: [Float])
         case activation(Activation)
+        /// An activation with f(0) = 0 over a blocked value, halo included (it stays zero).
+        case activationBlocked(Activation)
         case broadcast(Broadcast.Op)
         case reduceMean(axes: [Int])
         case transpose(perm: [Int])
@@ -178,6 +183,16 @@ public final class Tape {
             let y = plainInput ? try conv(plain: value(x), outPad: halo) : try conv(blockedValue(x), outPad: halo)
             return push(y, .conv2dBlocked(g, hasBias: b != nil, plainInput: plainInput), [x, w] + (b.map { [$0] } ?? []))
         }
+        if blocked && Conv2d.useFast && groups > 1 && weight.shape[1] == 1 && weight.shape[0] == groups && shape(x).count == 4 {
+            // Depthwise on the blocked layout the pointwise convolutions around it use; the input
+            // gets a wider halo where the padding needs one (5×5 filters).
+            var xb = blockedValue(x)
+            if xb.pad < g.pads.max() ?? 0 { xb = xb.withPad(g.pads.max() ?? 0) }
+            if Depthwise.blockedApplies(xb, weight: weight.shape, g) {
+                let y = try Depthwise.blocked(xb, weight: weight, bias: b.map(value), g, outPad: halo)
+                return push(y, .depthwiseBlocked(g, hasBias: b != nil, input: xb), [x, w] + (b.map { [$0] } ?? []))
+            }
+        }
         let y = try Conv2d.forward(x: value(x), weight: weight, bias: b.map(value), g, groups: groups)
         return push(y, .conv2d(g, groups: groups, hasBias: b != nil), [x, w] + (b.map { [$0] } ?? []))
     }
@@ -222,26 +237,27 @@ public final class Tape {
     }
 
     /// relu(batchnorm(x)) in one pass where x is blocked (the batch norm's own output is not kept:
-    /// its backward rule needs only x, and the ReLU's only its output); else the two ops.
+    /// its backward rule needs only x, and the ReLU's only its output); else the two ops. A finite
+    /// `upper` clips the output there too: ReLU6 is clip(0, 6), upper 6.
     public func batchnormRelu(
         _ x: Var, scale: Var, bias: Var, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
-        training: Bool
+        training: Bool, upper: Float = .infinity
     ) throws -> Var {
         guard isBlocked(x) && shape(x).count == 4 else {
-            return relu(
-                try batchnorm(
-                    x, scale: scale, bias: bias, runningMean: runningMean, runningVar: runningVar, epsilon: epsilon, momentum: momentum,
-                    training: training))
+            let y = try batchnorm(
+                x, scale: scale, bias: bias, runningMean: runningMean, runningVar: runningVar, epsilon: epsilon, momentum: momentum,
+                training: training)
+            return upper.isFinite ? activation(y, .clip(min: 0, max: upper)) : relu(y)
         }
         let (y, saved) =
             training
             ? try BlockedOps.batchNormTraining(
                 blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
-                epsilon: epsilon, momentum: momentum, relu: true)
+                epsilon: epsilon, momentum: momentum, relu: true, upper: upper)
             : try BlockedOps.batchNormInference(
                 blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
-                epsilon: epsilon, relu: true)
-        return push(y, .batchnormReluBlocked(saved), [x, scale, bias])
+                epsilon: epsilon, relu: true, upper: upper)
+        return push(y, .batchnormReluBlocked(saved, upper: upper), [x, scale, bias])
     }
 
     /// relu(batchnorm(x) + residual) in one pass where x is blocked; else the three ops.
@@ -357,7 +373,20 @@ public final class Tape {
 extension Tape {
     // MARK: Op set 2
 
-    public func activation(_ x: Var, _ f: Activation) -> Var { push(f.forward(value(x)), .activation(f), [x]) }
+    /// An activation; over a blocked value (halo included) where f(0) = 0 and f'(0) is finite, so
+    /// the halo stays zero forward and backward.
+    public func activation(_ x: Var, _ f: Activation) -> Var {
+        if isBlocked(x) && f.runsOnHalo {
+            let xb = blockedValue(x)
+            let y = BlockedTensor(uninitialized: xb.n, channels: xb.channels, h: xb.h, w: xb.w, pad: xb.pad, zeroHalo: false)
+            let (src, dst, count) = (xb.data.pointer, y.data.pointer, xb.data.count)
+            Parallel.chunks(count, parts: count > 1 << 16 ? Parallel.threads : 1) { _, r in
+                f.forward(src + r.lowerBound, dst + r.lowerBound, count: r.count)
+            }
+            return push(y, .activationBlocked(f), [x])
+        }
+        return push(f.forward(value(x)), .activation(f), [x])
+    }
 
     /// a ∘ b with NumPy broadcasting.
     public func broadcast(_ op: Broadcast.Op, _ a: Var, _ b: Var) throws -> Var {
@@ -404,8 +433,9 @@ extension Tape.Op {
         switch self {
         case .linear: "linear"
         case .conv2d, .conv2dBlocked: "conv2d"
+        case .depthwiseBlocked: "conv2d (depthwise)"
         case .batchnorm, .batchnormBlocked: "batchnorm"
-        case .batchnormReluBlocked: "batchnorm+relu"
+        case .batchnormReluBlocked(_, let upper): upper.isFinite ? "batchnorm+clip" : "batchnorm+relu"
         case .addReluBlocked: "add+relu"
         case .batchnormAddReluBlocked: "batchnorm+add+relu"
         case .relu: "relu"
@@ -420,7 +450,7 @@ extension Tape.Op {
         case .softmax: "softmax"
         case .splitLinear: "split_linear"
         case .l2normScale: "l2norm_scale"
-        case .activation(let f): f.kind.rawValue
+        case .activation(let f), .activationBlocked(let f): f.kind.rawValue
         case .broadcast(let op): op.rawValue
         case .reduceMean: "reduce_mean"
         case .transpose: "transpose"

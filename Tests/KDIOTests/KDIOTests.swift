@@ -160,3 +160,28 @@ final class OutputTests: XCTestCase {
         XCTAssertNoThrow(try OutputLock(dir + "/run.kdb"))
     }
 }
+
+final class DirectoryEntryTests: XCTestCase {
+    /// Names of every length, and one that is not UTF-8, come back from `readdir` whole; the name is
+    /// read within its record (copying all of `d_name` read past the last one: found by AddressSanitizer).
+    func testEntryNamesOfEveryLength() throws {
+        let dir = NSTemporaryDirectory() + "kdtool-dirent-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var want = Set((1...60).map { String(repeating: "n", count: $0) })
+        for name in want { FileManager.default.createFile(atPath: "\(dir)/\(name)", contents: nil) }
+        let odd = [UInt8]([0x61, 0xFF, 0x62]).withUnsafeBytes { PathCoding.decode($0) }
+        let fd = PathCoding.withCString("\(dir)/\(odd)") { creat($0, 0o644) }
+        XCTAssertTrue(fd >= 0)
+        close(fd)
+        want.insert(odd)
+        let d = try XCTUnwrap(PathCoding.withCString(dir) { opendir($0) })
+        defer { closedir(d) }
+        var got = Set<String>()
+        while let e = readdir(d) {
+            let name = PathCoding.entryName(e)
+            if name != "." && name != ".." { got.insert(name) }
+        }
+        XCTAssertEqual(got, want)
+    }
+}

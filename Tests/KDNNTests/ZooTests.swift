@@ -131,8 +131,8 @@ struct InferencePlanTests {
     }
 
     @Test(
-        "a training step with batch norm + ReLU and batch norm + add + ReLU fused gives the bits of the unfused one",
-        arguments: ["resnet8", "resnet14", "fitnet-thin", "lenet5"])
+        "a training step with batch norm + ReLU (or ReLU6) and batch norm + add + ReLU fused gives the bits of the unfused one",
+        arguments: ["resnet8", "resnet14", "fitnet-thin", "lenet5", "mobilenetv2", "efficientnet-lite0", "shufflenetv2"])
     func fusedStep(name: String) throws {
         var a = try Architecture(name: name)
         a.width = 0.5

@@ -50,4 +50,53 @@ struct DepthwiseTests {
             }
         }
     }
+
+    @Test(
+        "the blocked backward gives im2col's gradients for x, the filters and the bias",
+        arguments: [(13, 9, 3, 1, 1), (16, 12, 5, 2, 2), (24, 10, 3, 2, 1), (8, 7, 5, 1, 2)])
+    func backward(c: Int, size: Int, k: Int, stride: Int, pad: Int) throws {
+        let x = Self.random([2, c, size, size + 1], seed: 4)
+        let w = Self.random([c, 1, k, k], seed: 5)
+        let g = Window(kernel: [k, k], stride: [stride, stride], pads: [pad, pad, pad, pad])
+        let y = try Self.reference(x, w, Self.random([c], seed: 6), g, nil)
+        let dy = Self.random(y.shape, seed: 7)
+        let want = try Conv2d.backward(dy: dy, x: x, weight: w, hasBias: true, g, groups: c, needInput: true, allowFast: false)
+        let got = Depthwise.blockedBackward(
+            dy: BlockedTensor(dy, pad: 1), x: BlockedTensor(x, pad: pad), weight: w, g, hasBias: true, needInput: true)
+        func close(_ a: [Float], _ b: [Float], _ what: String) {
+            let scale = max(1, b.map(abs).max() ?? 1)
+            #expect(a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= 1e-4 * scale }, "\(what)")
+        }
+        let dx = try #require(got.dx)
+        close(dx.plain().array, try #require(want.dx).array, "dx")
+        close(got.dw.array, want.dw.array, "dw")
+        close(try #require(got.db).array, try #require(want.db).array, "db")
+        // The halo of dx (padding positions) is cleared for the gradient's next consumer.
+        let total = dx.data.array.reduce(0) { $0 + abs($1) }
+        let interior = dx.plain().array.reduce(0) { $0 + abs($1) }
+        #expect(abs(total - interior) <= 1e-3 * max(1, interior))
+    }
+
+    @Test("training on the tape runs depthwise layers and their activations blocked, with the NCHW tape's values and gradients")
+    func tapeBlocked() throws {
+        let x = Self.random([2, 12, 9, 9], seed: 8)
+        let w1 = Self.random([12, 12, 1, 1], seed: 9)
+        let dw = Self.random([12, 1, 5, 5], seed: 10)
+        func run(blocked: Bool) throws -> ([Float], [Float], [Float]) {
+            let tape = Tape(blocked: blocked)
+            let (xv, a, b) = (tape.leaf(x, requiresGrad: true), tape.leaf(w1, requiresGrad: true), tape.leaf(dw, requiresGrad: true))
+            let p = try tape.conv2d(xv, a, nil, Window(kernel: [1, 1], stride: [1, 1], pads: [0, 0, 0, 0]), groups: 1)
+            let d = try tape.conv2d(p, b, nil, Window(kernel: [5, 5], stride: [2, 2], pads: [2, 2, 2, 2]), groups: 12)
+            let y = tape.activation(tape.activation(d, .hardswish), .clip(min: 0, max: 6))
+            if blocked { #expect(tape.isBlocked(y)) }
+            let out = tape.value(y)
+            try tape.backward([(y, Tensor(shape: out.shape, values: (0..<out.count).map { Float($0 % 5) - 2 }))])
+            return (out.array, tape.grad(xv)!.array, tape.grad(b)!.array)
+        }
+        let (fast, slow) = (try run(blocked: true), try run(blocked: false))
+        for (a, b, what) in [(fast.0, slow.0, "y"), (fast.1, slow.1, "dx"), (fast.2, slow.2, "dw")] {
+            let scale = max(1, b.map(abs).max() ?? 1)
+            #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 1e-4 * scale }, "\(what)")
+        }
+    }
 }

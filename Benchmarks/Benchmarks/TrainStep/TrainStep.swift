@@ -15,12 +15,18 @@ struct Case {
     let arch: Architecture.Kind
     let input: [Int]
     let torchName: String
+    var width: Double = 1
 }
 
 let cases = [
     Case(name: "resnet8 1×28×28", arch: .resnet8, input: [1, 28, 28], torchName: "resnet8"),
     Case(name: "resnet20 3×32×32", arch: .resnet20, input: [3, 32, 32], torchName: "resnet20"),
     Case(name: "lenet5 1×28×28", arch: .lenet5, input: [1, 28, 28], torchName: "lenet5"),
+    // The mobile students (CIFAR stem), against torchvision's builds of the same networks.
+    Case(name: "mobilenetv2 ×1.0 3×32×32", arch: .mobilenetv2, input: [3, 32, 32], torchName: "mobilenetv2@1.0"),
+    Case(name: "mobilenetv2 ×0.5 3×32×32", arch: .mobilenetv2, input: [3, 32, 32], torchName: "mobilenetv2@0.5", width: 0.5),
+    Case(name: "shufflenetv2 ×1.0 3×32×32", arch: .shufflenetv2, input: [3, 32, 32], torchName: "shufflenetv2@1.0"),
+    Case(name: "efficientnet-lite0 3×32×32", arch: .efficientnetLite0, input: [3, 32, 32], torchName: "efficientnet-lite0@1.0"),
 ]
 
 /// A model, fixed random data and an optimizer, ready to step.
@@ -33,7 +39,9 @@ final class StepRunner {
     let forwardFlops: Int
 
     init(_ c: Case) throws {
-        let m = try Architecture(c.arch).build(input: c.input, classes: 10, seed: 0)
+        var a = Architecture(c.arch)
+        a.width = c.width
+        let m = try a.build(input: c.input, classes: 10, seed: 0)
         var rng = RandomSource(seed: 1)
         x = Tensor(shape: [batch] + c.input, values: (0..<(batch * c.input.reduce(1, *))).map { _ in rng.nextFloat() })
         labels = (0..<batch).map { _ in rng.nextInt(below: 10) }

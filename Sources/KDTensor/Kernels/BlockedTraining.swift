@@ -74,8 +74,12 @@ public enum BlockedOps {
         return (mean, variance)
     }
 
-    /// y = a·x + b per channel over the interior (the halo stays zero), then max(y, 0) with `relu`.
-    static func affine(_ x: BlockedTensor, a: [Float], b: [Float], relu: Bool = false, residual: BlockedTensor? = nil) -> BlockedTensor {
+    /// y = a·x + b per channel over the interior (the halo stays zero), then max(y, 0) with `relu`
+    /// (and min(·, upper): ReLU6 is upper 6).
+    static func affine(
+        _ x: BlockedTensor, a: [Float], b: [Float], relu: Bool = false, upper: Float = .infinity, residual: BlockedTensor? = nil
+    ) -> BlockedTensor {
+        let top = SIMD8<Float>(repeating: upper)
         let residual = residual?.withPad(x.pad)
         let offset = residual.map { $0.origin - x.origin } ?? 0
         let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
@@ -100,6 +104,8 @@ public enum BlockedOps {
                                 for j in 0..<cols {
                                     (SIMD8.load(s + j * 8) * va + vb + SIMD8.load(s + offset + j * 8)).relu().store(d + j * 8)
                                 }
+                            } else if relu && upper.isFinite {
+                                for j in 0..<cols { pointwiseMin((SIMD8.load(s + j * 8) * va + vb).relu(), top).store(d + j * 8) }
                             } else if relu {
                                 for j in 0..<cols { (SIMD8.load(s + j * 8) * va + vb).relu().store(d + j * 8) }
                             } else {
@@ -115,10 +121,11 @@ public enum BlockedOps {
 
     /// Batch norm with batch statistics; updates the running ones in place (running = (1 − m)·running
     /// + m·batch, the unbiased variance, as PyTorch does).
-    /// With `relu` the output is max(y, 0): batch norm and the ReLU after it in one pass.
+    /// With `relu` the output is max(y, 0) (clipped at `upper`): batch norm and the ReLU or ReLU6
+    /// after it in one pass.
     public static func batchNormTraining(
         _ x: BlockedTensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
-        relu: Bool = false, residual: BlockedTensor? = nil
+        relu: Bool = false, upper: Float = .infinity, residual: BlockedTensor? = nil
     ) throws -> (BlockedTensor, BatchNormSaved) {
         guard scale.shape == [x.channels], bias.shape == [x.channels] else {
             throw TensorError("batchnorm scale \(scale.shape) does not match input \(x.shape)")
@@ -136,14 +143,14 @@ public enum BlockedOps {
             runningMean[ch] = (1 - momentum) * runningMean[ch] + momentum * Float(mean[ch])
             runningVar[ch] = (1 - momentum) * runningVar[ch] + momentum * Float(unbiased)
         }
-        let y = affine(x, a: a, b: b, relu: relu, residual: residual)
+        let y = affine(x, a: a, b: b, relu: relu, upper: upper, residual: residual)
         return (y, BatchNormSaved(x: x, mean: mean.map { Float($0) }, invStd: invStd, frozen: false))
     }
 
     /// Batch norm with the running statistics.
     public static func batchNormInference(
         _ x: BlockedTensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, relu: Bool = false,
-        residual: BlockedTensor? = nil
+        upper: Float = .infinity, residual: BlockedTensor? = nil
     ) throws -> (BlockedTensor, BatchNormSaved) {
         guard scale.shape == [x.channels], bias.shape == [x.channels] else {
             throw TensorError("batchnorm scale \(scale.shape) does not match input \(x.shape)")
@@ -152,15 +159,17 @@ public enum BlockedOps {
         let a = (0..<x.channels).map { scale[$0] * invStd[$0] }
         let b = (0..<x.channels).map { bias[$0] - runningMean[$0] * a[$0] }
         return (
-            affine(x, a: a, b: b, relu: relu, residual: residual),
+            affine(x, a: a, b: b, relu: relu, upper: upper, residual: residual),
             BatchNormSaved(x: x, mean: runningMean.array, invStd: invStd, frozen: true)
         )
     }
 
     /// dx, dγ, dβ of batch norm: dx = γ·σ⁻¹·(dy − mean(dy) − x̂·mean(dy·x̂)), or γ·σ⁻¹·dy with frozen
     /// statistics. With `reluOutput` (batch norm fused with the ReLU after it), `dy` is the ReLU's
-    /// output gradient and is taken where that output was positive.
-    public static func batchNormBackward(dy: BlockedTensor, saved s: BatchNormSaved, scale: Tensor, reluOutput: BlockedTensor? = nil) -> (
+    /// output gradient and is taken where that output was positive (and below `upper`).
+    public static func batchNormBackward(
+        dy: BlockedTensor, saved s: BatchNormSaved, scale: Tensor, reluOutput: BlockedTensor? = nil, upper: Float = .infinity
+    ) -> (
         dx: BlockedTensor, dscale: Tensor, dbias: Tensor
     ) {
         let x = s.x
@@ -168,6 +177,7 @@ public enum BlockedOps {
         let mask = reluOutput?.withPad(x.pad)
         let maskOffset = mask.map { $0.origin - x.origin } ?? 0
         let masked = mask != nil
+        let top = SIMD8<Float>(repeating: upper)
         let parts = max(1, min(Parallel.threads, x.n))
         let width = x.blocks * 8
         var mean = [Float](repeating: 0, count: width)
@@ -191,7 +201,10 @@ public enum BlockedOps {
                             let r = plane + i * row
                             for j in 0..<cols {
                                 var g = SIMD8.load(r + dyOffset + j * 8)
-                                if masked { g.replace(with: 0, where: SIMD8.load(r + maskOffset + j * 8) .<= 0) }
+                                if masked {
+                                    let out = SIMD8.load(r + maskOffset + j * 8)
+                                    g.replace(with: 0, where: (out .<= 0) .| (out .>= top))
+                                }
                                 sd += g
                                 sdx += g * ((SIMD8.load(r + j * 8) - mv) * iv)
                             }
@@ -241,7 +254,10 @@ public enum BlockedOps {
                                 let (xs, gs, ds) = (src + i * row, grad + i * row, dst + i * row)
                                 for j in 0..<cols {
                                     var g = SIMD8.load(gs + j * 8)
-                                    if masked { g.replace(with: 0, where: SIMD8.load(xs + maskOffset + j * 8) .<= 0) }
+                                    if masked {
+                                        let out = SIMD8.load(xs + maskOffset + j * 8)
+                                        g.replace(with: 0, where: (out .<= 0) .| (out .>= top))
+                                    }
                                     (g * vk + v1 + SIMD8.load(xs + j * 8) * v2).store(ds + j * 8)
                                 }
                             }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import KDBundle
 import KDData
+import KDIO
 import KDDistill
 import KDNN
 import KDTensor
@@ -226,7 +227,7 @@ extension EvalCommand {
         }
         var files: [String] = []
         while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            let name = PathCoding.entryName(e)
             if name.hasSuffix(".kdb") && !name.contains(".ckpt.") && !name.contains(".best.") { files.append("\(folder)/\(name)") }
         }
         closedir(dir)

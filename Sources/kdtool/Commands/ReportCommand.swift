@@ -1,6 +1,7 @@
 import ArgumentParser
 import KDBundle
 import KDData
+import KDIO
 import KDNN
 import KDTensor
 
@@ -118,7 +119,7 @@ struct ReportCommand: ParsableCommand {
         defer { closedir(d) }
         var out: [String] = []
         while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = PathCoding.entryName(e)
             if name != "." && name != ".." { out.append(name) }
         }
         return out.sorted()
