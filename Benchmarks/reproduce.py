@@ -660,7 +660,7 @@ def cifar_section(rc, seeds, res):
     res["cifar"] = {"rows": rows, "data": data, "notes": notes, "teacher": acc(t)}
 
 
-def mobile_section(rc, seeds, res, threads):
+def mobile_section(rc, seeds, res, threads, peer_runs=None):
     """The students people deploy (issue #24): the CIFAR section's resnet20 teacher distilled into
     mobilenetv2 ×0.5 and shufflenetv2 ×0.5 (torchvision's builds, CIFAR stem), alone vs KD with the
     CIFAR section's recipe; then int8-per-channel quantize-check and ONNX export of each KD student,
@@ -671,36 +671,20 @@ def mobile_section(rc, seeds, res, threads):
     rc.train("c2-teacher", ["train", rc.init("c-teacher", "resnet20", 100), "--epochs", str(teacher_epochs)] + aug)
     teacher = rc.path("c2-teacher.kdb")
     torch_py = os.path.join(ROOT, ".build", "venv-torch", "bin", "python3")
+    # Which PyTorch peers to run (each takes 10 minutes on 2 cores): all by default.
+    peer_runs = peer_runs if peer_runs is not None else {(a, s) for a in ("mobilenetv2", "shufflenetv2") for s in seeds}
     rows, data = [], {}
-    for arch, width in [("mobilenetv2", "0.5"), ("shufflenetv2", "0.5")]:
-        alone, kd, peers, students = [], [], [], []
+    students_of = {"mobilenetv2": "0.5", "shufflenetv2": "0.5"}
+    # kdtool's arms first, then the PyTorch peers (slower: they run last so kdtool's table fills first).
+    for arch, width in students_of.items():
         for s in seeds:
             init = rc.init("m-%s-s%d" % (arch, s), arch, s, extra=["--width", width])
-            base = aug + ["--seed", str(s)]
-            alone.append(rc.train("m-%s-alone-s%d" % (arch, s), ["train", init, "--epochs", str(epochs)] + base))
-            kd.append(rc.train("m-%s-kd-s%d" % (arch, s), ["distill", teacher, init, "--epochs", str(epochs)] + base))
-            students.append(rc.path("m-%s-kd-s%d.kdb" % (arch, s)))
-            peer_out = rc.path("m-%s-torch-s%d.json" % (arch, s))
-            if not os.path.exists(peer_out) and os.path.exists(torch_py) and not rc.dry:
-                print("  running m-%s-torch-s%d" % (arch, s), flush=True)
-                r = subprocess.run([torch_py, os.path.join(ROOT, "Benchmarks", "peers", "torch_train_cifar.py"), rc.data, "--arch", arch,
-                                    "--width", width, "--epochs", str(epochs), "--seed", str(s), "--threads", str(threads)],
-                                   capture_output=True, text=True)
-                if r.returncode != 0:
-                    sys.exit("the PyTorch peer failed:\n" + r.stderr[-2000:])
-                with open(peer_out, "w") as fh:
-                    fh.write(r.stdout)
-            if os.path.exists(peer_out):
-                peers.append(json.loads(open(peer_out).read()))
+            rc.train("m-%s-alone-s%d" % (arch, s), ["train", init, "--epochs", str(epochs)] + aug + ["--seed", str(s)])
+            rc.train("m-%s-kd-s%d" % (arch, s), ["distill", teacher, init, "--epochs", str(epochs)] + aug + ["--seed", str(s)])
+    # Deployment figures of the KD students (quantize-check, export, sizes, speed), then the PyTorch peers.
+    for arch, width in students_of.items():
         label = "%s ×%s" % (arch, width)
-        rows.append(row(label + " alone", per_seed(alone), [m["total_seconds"] for m in alone], [m["images_per_second"] for m in alone], None))
-        rows.append(row(label + " KD (T = 4, α = 0.9)", per_seed(kd), [m["total_seconds"] for m in kd], [m["images_per_second"] for m in kd],
-                        per_seed(alone)))
-        if peers:
-            rows.append(row(label + " alone, PyTorch 2.13 (same recipe)", [p["eval_accuracy"] for p in peers], [p["seconds"] for p in peers],
-                            [p["images_per_second"] for p in peers], per_seed(alone)))
-        data[label] = {"alone": per_seed(alone), "kd": per_seed(kd), "pytorch_alone": [p["eval_accuracy"] for p in peers]}
-        # Deployment figures of the KD students: quantize-check, export, sizes and speed (seed 0's for speed).
+        students = [rc.path("m-%s-kd-s%d.kdb" % (arch, s)) for s in seeds]
         q = []
         for path in students:
             out = path[:-4] + ".int8pc.kdb"
@@ -714,9 +698,35 @@ def mobile_section(rc, seeds, res, threads):
         info = json.loads(rc.call(["inspect", students[0], "--json"])[0])
         bench = json.loads(rc.call(["bench", students[0], "--batch", "1,64", "--threads", str(threads), "--runs", "20", "--rounds", "3",
                                     "--compare-onnxruntime", "--json"])[0])
-        data[label]["deploy"] = {"quantize": [{k: v for k, v in d.items() if k != "layers"} for d in q], "bench": bench,
-                                 "params": info["graph"]["totals"]["parameters"], "flops": info["graph"]["totals"]["flops"],
-                                 "kdb_bytes": os.path.getsize(students[0]), "onnx_bytes": os.path.getsize(onnx)}
+        data[label] = {"deploy": {"quantize": [{k: v for k, v in d.items() if k != "layers"} for d in q], "bench": bench,
+                                  "params": info["graph"]["totals"]["parameters"], "flops": info["graph"]["totals"]["flops"],
+                                  "kdb_bytes": os.path.getsize(students[0]), "onnx_bytes": os.path.getsize(onnx)}}
+    for arch, width in students_of.items():
+        for s in seeds:
+            peer_out = rc.path("m-%s-torch-s%d.json" % (arch, s))
+            if not os.path.exists(peer_out) and os.path.exists(torch_py) and not rc.dry and (arch, s) in peer_runs:
+                print("  running m-%s-torch-s%d" % (arch, s), flush=True)
+                r = subprocess.run([torch_py, os.path.join(ROOT, "Benchmarks", "peers", "torch_train_cifar.py"), rc.data, "--arch", arch,
+                                    "--width", width, "--epochs", str(epochs), "--seed", str(s), "--threads", str(threads)],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    sys.exit("the PyTorch peer failed:\n" + r.stderr[-2000:])
+                with open(peer_out, "w") as fh:
+                    fh.write(r.stdout)
+    for arch, width in students_of.items():
+        label = "%s ×%s" % (arch, width)
+        alone = [rc.train("m-%s-alone-s%d" % (arch, s), []) for s in seeds]
+        kd = [rc.train("m-%s-kd-s%d" % (arch, s), []) for s in seeds]
+        peers = [json.loads(open(rc.path("m-%s-torch-s%d.json" % (arch, s))).read()) for s in seeds
+                 if os.path.exists(rc.path("m-%s-torch-s%d.json" % (arch, s)))]
+        rows.append(row(label + " alone", per_seed(alone), [m["total_seconds"] for m in alone], [m["images_per_second"] for m in alone], None))
+        rows.append(row(label + " KD (T = 4, α = 0.9)", per_seed(kd), [m["total_seconds"] for m in kd], [m["images_per_second"] for m in kd],
+                        per_seed(alone)))
+        peers = peers if len(peers) == len(seeds) else []  # a paired interval needs every seed
+        if peers:
+            rows.append(row(label + " alone, PyTorch 2.13 (same recipe)", [p["eval_accuracy"] for p in peers], [p["seconds"] for p in peers],
+                            [p["images_per_second"] for p in peers], per_seed(alone)))
+        data[label].update({"alone": per_seed(alone), "kd": per_seed(kd), "pytorch_alone": [p["eval_accuracy"] for p in peers]})
     res["mobile"] = {"rows": rows, "data": data, "notes": mobile_notes(data, epochs, teacher_epochs, len(seeds))}
 
 
@@ -847,6 +857,7 @@ def main():
     p.add_argument("--cifar-seeds", type=int, default=3, help="paired seeds per arm on CIFAR-10")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default="", help="comma-separated: " + ",".join(ORDER))
+    p.add_argument("--mobile-peers", default="all", help="students whose PyTorch peers run: all, or a comma-separated list")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
     only = set(args.only.split(",")) if args.only else set(ORDER)
@@ -858,7 +869,9 @@ def main():
     sections = [("kd", lambda: kd_section(r, seeds, res)), ("dml", lambda: dml_section(r, seeds, res)),
                 ("fitnets", lambda: fitnets_section(r, seeds, res)), ("fsp", lambda: fsp_section(r, seeds, res, True)),
                 ("cifar", lambda: cifar_section(rc, list(range(args.cifar_seeds)), res)),
-                ("mobile", lambda: mobile_section(rc, list(range(args.cifar_seeds)), res, args.threads)),
+                ("mobile", lambda: mobile_section(rc, list(range(args.cifar_seeds)), res, args.threads,
+                                                  None if args.mobile_peers == "all" else
+                                                  {(a, s) for a in args.mobile_peers.split(",") if a for s in range(args.cifar_seeds)})),
                 ("kc", lambda: kc_section(r, seeds, res)), ("specialists", lambda: specialists_section(r, seeds, res)),
                 ("quant", lambda: quant_section(r, seeds, res))]
     if args.report_only:

@@ -177,4 +177,30 @@ struct InferencePlanTests {
         #expect(!kept.isEmpty)
         #expect(inside(Lowering(m, keeping: kept).groups).isDisjoint(with: kept))
     }
+
+    @Test(
+        "pointwise convolutions over small maps run as linear layers over their pixels, with residual and ReLU6, as the tape computes them")
+    func pointwiseSteps() throws {
+        var a = try Architecture(name: "mobilenetv2")
+        a.width = 0.5
+        let m = try a.build(input: [3, 32, 32], classes: 10, seed: 1)
+        var rng = RandomSource(seed: 9)
+        for (_, t) in m.buffers {
+            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
+        }
+        let plan = try InferencePlan(m)
+        let pointwise = plan.steps.filter {
+            if case .pointwise = $0 { return true }
+            return false
+        }
+        let withResidual = pointwise.filter {
+            if case .pointwise(_, _, _, let residual, _) = $0 { return residual != nil }
+            return false
+        }
+        #expect(pointwise.count >= 8 && !withResidual.isEmpty, "\(plan.stepNames)")
+        let x = Tensor(shape: [3, 3, 32, 32], values: (0..<(3 * 3072)).map { _ in rng.nextFloat() })
+        let (want, got) = (try m.predict(x), try plan.run(x))
+        let scale = max(1, want.array.map(abs).max()!)
+        #expect(zip(want.array, got.array).allSatisfy { abs($0 - $1) <= 1e-4 * scale })
+    }
 }

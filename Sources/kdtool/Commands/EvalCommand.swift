@@ -1,8 +1,8 @@
 import ArgumentParser
 import KDBundle
 import KDData
-import KDIO
 import KDDistill
+import KDIO
 import KDNN
 import KDTensor
 
