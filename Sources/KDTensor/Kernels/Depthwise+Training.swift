@@ -3,6 +3,7 @@
 /// are one vector, so every tap is a vector multiply-add with no gather, and no value goes through
 /// NCHW on its way between the pointwise convolutions around it.
 ///
+/// One pass over dy computes both gradients:
 /// - dx: each output pixel's gradient vector times each tap's filter vector, added into the input
 ///   pixel the tap read (a scatter over the padded input; the halo, which stood for zero padding,
 ///   is cleared afterwards).
@@ -29,53 +30,42 @@ extension Depthwise {
         let tapOffsets = (0..<taps).map { t in (t / kw) * dh * xs + (t % kw) * dwl * 8 }
         let dwPacked = Tensor(zeros: [blocks * taps * 8])
         let dbPacked = Tensor(zeros: [blocks * 8])
-        var dx: BlockedTensor?
         // Filters as [block][tap][8] (the forward's packing), for dx; zero past the channels.
         let filters = Tensor(zeros: [blocks * taps * 8])
         for c in 0..<x.channels {
             for k in 0..<taps { filters[((c / 8) * taps + k) * 8 + c % 8] = weight[c * taps + k] }
         }
-        let planes = x.n * blocks
-        let work = planes * ho * wo * taps > 1 << 14
+        let work = x.n * blocks * ho * wo * taps > 1 << 14
+        let t = needInput ? BlockedTensor(zeros: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad) : nil
+        // One pass over dy: a worker takes whole blocks, images in order, and for each output pixel
+        // adds into dx's taps and the filter gradient's accumulators.
         tapOffsets.withUnsafeBufferPointer { offsets in
             let offsets = UncheckedSendable(offsets.baseAddress!)
-            if needInput {
-                let t = BlockedTensor(zeros: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
-                Parallel.chunks(planes, parts: work ? Parallel.threads : 1) { _, range in
-                    for plane in range {
-                        let filt = filters.pointer + (plane % blocks) * taps * 8
-                        let gsrc = dy.origin + plane * dy.planeStride
-                        let dst = t.data.pointer + plane * t.planeStride
-                        for oi in 0..<ho {
-                            let rowBase = dst + (oi * sh - g.pads[0] + x.pad) * xs + (x.pad - g.pads[1]) * 8
-                            for oj in 0..<wo {
-                                let v = load(gsrc + oi * dy.rowStride + oj * 8)
-                                let p = rowBase + oj * sw * 8
-                                for k in 0..<taps { store(load(p + offsets.value[k]) + v * load(filt + k * 8), p + offsets.value[k]) }
-                            }
-                        }
-                    }
-                }
-                t.zeroHalo()
-                dx = t
-            }
             Parallel.chunks(blocks, parts: work ? Parallel.threads : 1) { _, range in
                 let acc = UnsafeMutablePointer<V8>.allocate(capacity: taps)
                 defer { acc.deallocate() }
                 for blk in range {
                     acc.initialize(repeating: V8(), count: taps)
                     var bias = V8()
+                    let filt = filters.pointer + blk * taps * 8
                     for img in 0..<x.n {
                         let plane = img * blocks + blk
                         let gsrc = dy.origin + plane * dy.planeStride
                         let src = x.data.pointer + plane * x.planeStride
+                        let dst = t.map { $0.data.pointer + plane * $0.planeStride }
                         for oi in 0..<ho {
-                            let rowBase = src + (oi * sh - g.pads[0] + x.pad) * xs + (x.pad - g.pads[1]) * 8
+                            let row = (oi * sh - g.pads[0] + x.pad) * xs + (x.pad - g.pads[1]) * 8
                             for oj in 0..<wo {
                                 let v = load(gsrc + oi * dy.rowStride + oj * 8)
                                 bias += v
-                                let p = rowBase + oj * sw * 8
-                                for k in 0..<taps { acc[k] += v * load(p + offsets.value[k]) }
+                                let at = row + oj * sw * 8
+                                for k in 0..<taps { acc[k] += v * load(src + at + offsets.value[k]) }
+                                if let dst {
+                                    for k in 0..<taps {
+                                        let q = dst + at + offsets.value[k]
+                                        store(load(q) + v * load(filt + k * 8), q)
+                                    }
+                                }
                             }
                         }
                     }
@@ -84,6 +74,8 @@ extension Depthwise {
                 }
             }
         }
+        t?.zeroHalo()
+        let dx = t
         // Back to [C, 1, kh, kw] and [C].
         let dwOut = Tensor(uninitialized: weight.shape)
         for c in 0..<x.channels {
