@@ -685,6 +685,10 @@ def mobile_section(rc, seeds, res, threads, peer_runs=None):
     for arch, width in students_of.items():
         label = "%s ×%s" % (arch, width)
         students = [rc.path("m-%s-kd-s%d.kdb" % (arch, s)) for s in seeds]
+        cached = rc.path("m-%s-deploy.json" % arch)
+        if os.path.exists(cached):
+            data[label] = {"deploy": json.load(open(cached))}
+            continue
         q = []
         for path in students:
             out = path[:-4] + ".int8pc.kdb"
@@ -699,8 +703,10 @@ def mobile_section(rc, seeds, res, threads, peer_runs=None):
         bench = json.loads(rc.call(["bench", students[0], "--batch", "1,64", "--threads", str(threads), "--runs", "20", "--rounds", "3",
                                     "--compare-onnxruntime", "--json"])[0])
         data[label] = {"deploy": {"quantize": [{k: v for k, v in d.items() if k != "layers"} for d in q], "bench": bench,
-                                  "params": info["graph"]["totals"]["parameters"], "flops": info["graph"]["totals"]["flops"],
+                                  "params": info["graph"]["totals"]["params"], "flops": info["graph"]["totals"]["flops"],
                                   "kdb_bytes": os.path.getsize(students[0]), "onnx_bytes": os.path.getsize(onnx)}}
+        with open(cached, "w") as fh:
+            json.dump(data[label]["deploy"], fh)
     for arch, width in students_of.items():
         for s in seeds:
             peer_out = rc.path("m-%s-torch-s%d.json" % (arch, s))
@@ -817,7 +823,7 @@ ORDER = ["kd", "fitnets", "fsp", "dml", "kc", "specialists", "cifar", "mobile", 
 
 def write_report(res, args):
     md = ["# Reproduction table (measured)", "",
-          "Produced by `python3 Benchmarks/reproduce.py%s` on %s (%d threads). MNIST: the committed test set `data/mnist` "
+          "Produced by `python3 Benchmarks/reproduce.py` (each section can be re-run alone with `--only NAME`) on %s (%d threads). MNIST: the committed test set `data/mnist` "
           "(train 0..7999, eval 8000..9999; 2,000 eval images, 1 error = 0.05 points); CIFAR-10: the subset in `../shared` "
           "(its own section). Protocol: 5 paired seeds per arm on MNIST, 3 on CIFAR (paired arms share the student's "
           "initialisation and data order); no model selection — every arm reports its last epoch and every hyperparameter was "
@@ -825,7 +831,7 @@ def write_report(res, args):
           "a comparison, stage 1 of a two-stage method included; wall seconds cover every stage. Unless stated, runs use no "
           "augmentation (teacher outputs are computed once per run) and the `train` defaults (SGD momentum 0.9, lr 0.05 cosine, "
           "weight decay 5e-4, batch 128). Std is the sample std over seeds; intervals are paired 95 %% t intervals. Every "
-          "per-seed and per-peer value is in `docs/results.json`." % ((" --only " + args.only) if args.only else "", cpu_line(), args.threads), ""]
+          "per-seed and per-peer value is in `docs/results.json`." % (cpu_line(), args.threads), ""]
     for key in ORDER:
         if key in res:
             md += ["## " + TITLES[key], "", table(res[key]["rows"], res[key].get("head")), ""]

@@ -1,0 +1,66 @@
+// oneDNN (Debian's libdnnl 2.6) on the layers mobile students spend their time in, for the
+// per-layer comparison in docs/performance.md: depthwise 3×3 and pointwise 1×1 convolutions with a
+// fused ReLU6 (eltwise clip post-op), inference (forward_inference), in the blocked layout oneDNN
+// picks (format_tag::any: nChw16c with AVX-512). Only the convolution primitive is timed, as
+// Benchmarks/kernels/layers.swift times kdtool's kernels on their blocked layout.
+//
+//   g++ -O2 -std=c++17 Benchmarks/peers/onednn_layers.cpp -ldnnl -o .build/onednn_layers
+//   OMP_NUM_THREADS=2 .build/onednn_layers        # one line per layer: name, batch, median ms
+#include <dnnl.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+using namespace dnnl;
+
+struct Layer { const char *name; int n, c, o, h, w, k, s, groups; };
+
+int main() {
+    engine eng(engine::kind::cpu, 0);
+    stream strm(eng);
+    const Layer layers[] = {
+        {"dw3x3 s1 144ch 32x32", 1, 144, 144, 32, 32, 3, 1, 144},
+        {"dw3x3 s2 144ch 32x32", 1, 144, 144, 32, 32, 3, 2, 144},
+        {"pw 24->144 32x32", 1, 24, 144, 32, 32, 1, 1, 1},
+        {"pw 144->24 32x32", 1, 144, 24, 32, 32, 1, 1, 1},
+        {"pw 320->1280 4x4", 1, 320, 1280, 4, 4, 1, 1, 1},
+        {"dw3x3 s1 144ch 32x32", 64, 144, 144, 32, 32, 3, 1, 144},
+        {"pw 24->144 32x32", 64, 24, 144, 32, 32, 1, 1, 1},
+        {"pw 320->1280 4x4", 64, 320, 1280, 4, 4, 1, 1, 1},
+        {"dw3x3 s1 144ch 56x56", 1, 144, 144, 56, 56, 3, 1, 144},
+        {"pw 24->144 56x56", 1, 24, 144, 56, 56, 1, 1, 1},
+    };
+    for (const Layer &l : layers) {
+        int pad = l.k / 2;
+        int ho = (l.h + 2 * pad - l.k) / l.s + 1, wo = (l.w + 2 * pad - l.k) / l.s + 1;
+        memory::dims src{l.n, l.c, l.h, l.w}, dst{l.n, l.o, ho, wo}, bias{l.o};
+        memory::dims wts = l.groups > 1 ? memory::dims{l.groups, l.o / l.groups, l.c / l.groups, l.k, l.k}
+                                        : memory::dims{l.o, l.c, l.k, l.k};
+        auto any = memory::format_tag::any;
+        memory::desc sd(src, memory::data_type::f32, any), dd(dst, memory::data_type::f32, any),
+            wd(wts, memory::data_type::f32, any), bd(bias, memory::data_type::f32, memory::format_tag::x);
+        post_ops ops;
+        ops.append_eltwise(1.f, algorithm::eltwise_clip, 0.f, 6.f);
+        primitive_attr attr;
+        attr.set_post_ops(ops);
+        convolution_forward::desc desc(prop_kind::forward_inference, algorithm::convolution_direct, sd, wd, bd, dd,
+                                       {l.s, l.s}, {pad, pad}, {pad, pad});
+        convolution_forward::primitive_desc pd(desc, attr, eng);
+        memory s(pd.src_desc(), eng), w(pd.weights_desc(), eng), b(bd, eng), d(pd.dst_desc(), eng);
+        std::fill((float *)s.get_data_handle(), (float *)s.get_data_handle() + pd.src_desc().get_size() / 4, 0.5f);
+        std::fill((float *)w.get_data_handle(), (float *)w.get_data_handle() + pd.weights_desc().get_size() / 4, 0.01f);
+        std::fill((float *)b.get_data_handle(), (float *)b.get_data_handle() + l.o, 0.1f);
+        convolution_forward conv(pd);
+        std::vector<double> times;
+        for (int i = 0; i < 60; i++) {
+            auto t0 = std::chrono::steady_clock::now();
+            conv.execute(strm, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST, d}});
+            strm.wait();
+            auto t1 = std::chrono::steady_clock::now();
+            if (i >= 10) times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        }
+        std::sort(times.begin(), times.end());
+        std::printf("%s | batch %d | %.4f ms | %s\n", l.name, l.n, times[times.size() / 2], pd.impl_info_str());
+    }
+}
