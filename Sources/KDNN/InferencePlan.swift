@@ -168,14 +168,12 @@ public final class InferencePlan: @unchecked Sendable {
                     }
                     let epilogue = function(nodes, end, preservingZero: true)
                     if epilogue != nil { end += 1 }
-                    if add == nil || end == nodes.endIndex || epilogue != nil || nodes[end - 1].op == .add {
-                        let op = PackedLinear(weight: try! weight.reshaped([weight.shape[0], weight.shape[1]]), bias: bias)
-                        append(
-                            .pointwise(input: node.inputs[0], op: op, epilogue: epilogue, residual: add, output: nodes[end - 1].outputs[0]),
-                            nodes[start..<end])
-                        next = end
-                        return
-                    }
+                    let op = PackedLinear(weight: Tensor(shape: [weight.shape[0], weight.shape[1]], values: weight.array), bias: bias)
+                    append(
+                        .pointwise(input: node.inputs[0], op: op, epilogue: epilogue, residual: add, output: nodes[end - 1].outputs[0]),
+                        nodes[start..<end])
+                    next = end
+                    return
                 }
                 // A residual addition (+ ReLU) on the blocked direct kernel.
                 if next < nodes.endIndex, nodes[next].op == .add, let residual, let conv, conv.inBlock == 8,

@@ -43,7 +43,8 @@ extension Architecture {
     }
 
     /// A convolution, its batch norm and an activation (torchvision's `Conv2dNormActivation`:
-    /// `name.0`, `name.1`, `name.2`); nil activation leaves the last off.
+    /// `name.0`, `name.1`, `name.2`). `activation`: nil leaves the last off, `.some(nil)` is ReLU
+    /// (op set 1's node), `.some(f)` the activation f.
     static func convBN(
         _ b: inout GraphBuilder, _ name: String, _ x: String, out: Int, kernel: Int, stride: Int = 1, groups: Int = 1,
         activation: Activation??, epsilon: Double = 1e-5, momentum: Double = 0.1
