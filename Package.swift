@@ -71,6 +71,9 @@ let package = Package(
         .target(name: "KDBundle", dependencies: ["KDIO", "CZlib", "KDTensor"]),
         .target(name: "KDTensor", dependencies: ["CBLAS"], swiftSettings: simdSettings),
         .target(name: "KDNN", dependencies: ["KDIO", "KDTensor", "KDBundle", "KDData"]),
+        // Data-parallel runs under mpirun: Open MPI opened with dlopen only when the launcher started
+        // this process as one rank of several, so a plain build and run need no MPI (docs/distributed.md).
+        .target(name: "KDMPI", dependencies: ["KDTensor"]),
         .target(name: "KDData", dependencies: ["KDIO", "KDTensor", "CArchive", "CImage", "CZlib", "CImageSupport"]),
         .target(name: "KDInference", dependencies: ["KDIO", "KDNN", "KDData"]),
         .target(name: "KDDistill", dependencies: ["KDIO", "KDNN", "KDData", "KDBundle"]),
@@ -84,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "kdtool",
             dependencies: [
-                "KDIO", "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill", "KDQuant", "KDInterop",
+                "KDIO", "KDBundle", "KDTensor", "KDNN", "KDData", "KDInference", "KDDistill", "KDQuant", "KDInterop", "KDMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ]),
@@ -95,7 +98,7 @@ let package = Package(
 
         .testTarget(name: "KDIOTests", dependencies: ["KDIO"]),
         .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),
-        .testTarget(name: "KDTensorTests", dependencies: ["KDTensor"], resources: [.copy("Golden")]),
+        .testTarget(name: "KDTensorTests", dependencies: ["KDTensor", "KDMPI"], resources: [.copy("Golden")]),
         .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData", "KDIO"]),
         .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDTestSupport"]),
         .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib", "KDTestSupport"]),

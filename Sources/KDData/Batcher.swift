@@ -37,6 +37,10 @@ public final class Batcher: BatchSource, @unchecked Sendable {
     public let augmentation: Augmentation
     public let normalization: Normalization
     public let seed: UInt64
+    /// In a data-parallel run, this rank's share of every batch: of a batch of n examples, rank r
+    /// of N takes examples n·r/N ..< n·(r+1)/N. Orders and augmentation are drawn for the whole
+    /// batch whatever the share, so an example gets the same crop and flip for any N.
+    public var shard: (rank: Int, count: Int) = (0, 1)
 
     public init(
         _ dataset: Dataset, batchSize: Int, shuffle: Bool, augmentation: Augmentation = .none, normalization: Normalization, seed: UInt64
@@ -58,9 +62,14 @@ public final class Batcher: BatchSource, @unchecked Sendable {
         return rng.permutation(dataset.count)
     }
 
+    /// The positions within a batch of `n` examples that this rank takes.
+    public func share(of n: Int) -> Range<Int> { (n * shard.rank / shard.count)..<(n * (shard.rank + 1) / shard.count) }
+
     public func batch(epoch: Int, index: Int) -> Batch {
         let all = order(epoch: epoch)
-        let indices = Array(all[(index * batchSize)..<min(all.count, (index + 1) * batchSize)])
+        let whole = Array(all[(index * batchSize)..<min(all.count, (index + 1) * batchSize)])
+        let mine = share(of: whole.count)
+        let indices = Array(whole[mine])
         var rng = RandomSource(seed: seed, stream: 0xa06, UInt64(epoch), UInt64(index))
         let (c, h, w) = (dataset.channels, dataset.height, dataset.width)
         let x = Tensor(uninitialized: [indices.count, c, h, w])
@@ -68,13 +77,14 @@ public final class Batcher: BatchSource, @unchecked Sendable {
         let size = c * h * w
         dataset.pixels.withUnsafeBufferPointer { px in
             guard let base = px.baseAddress else { return }  // an empty dataset has no batches
-            for (b, i) in indices.enumerated() {
+            for (position, i) in whole.enumerated() {
                 let pad = augmentation.padCrop
                 let dy = pad > 0 ? rng.nextInt(below: 2 * pad + 1) - pad : 0
                 let dx = pad > 0 ? rng.nextInt(below: 2 * pad + 1) - pad : 0
                 let flip = augmentation.horizontalFlip && rng.nextFloat() < 0.5
+                guard mine.contains(position) else { continue }
                 let src = base + i * size
-                let dst = x.pointer + b * size
+                let dst = x.pointer + (position - mine.lowerBound) * size
                 for ch in 0..<c {
                     let a = norm.scale / norm.std[ch]
                     let off = -norm.mean[ch] / norm.std[ch]
@@ -90,6 +100,6 @@ public final class Batcher: BatchSource, @unchecked Sendable {
                 }
             }
         }
-        return Batch(inputs: x, labels: indices.map { dataset.labels[$0] }, indices: indices)
+        return Batch(inputs: x, labels: indices.map { dataset.labels[$0] }, indices: indices, globalCount: whole.count)
     }
 }

@@ -68,6 +68,52 @@ public final class TeacherOutputs {
         }
     }
 
+    /// Data-parallel runs (un-augmented data): every example's logits before training starts. Each
+    /// rank computes a contiguous shard of `transferSet` (its batches in order, unshuffled, of the
+    /// set the trainer draws from), the shards are gathered onto every rank, and rank 0 writes
+    /// them to the on-disk store. When rank 0 already has them from the store, it sends them.
+    public func precompute(_ transferSet: BatchSource, world: World) throws {
+        guard cache, world.isDistributed else { return }
+        let k = classes
+        let t = plans.count
+        let count = transferSet.exampleCount
+        func fill(_ all: [Float]) {
+            for i in 0..<count { stored[i] = (0..<t).map { j in Array(all[(i * t + j) * k..<(i * t + j + 1) * k]) } }
+        }
+        if try world.agree(savedToDisk && stored.count == count, what: "whether the teacher logits are on disk") {
+            let all = try world.broadcast(
+                world.isRoot ? (0..<count).flatMap { stored[$0]!.flatMap { $0 } } : [], what: "the teacher logits")
+            guard all.count == count * t * k else {
+                throw DistillError("rank 0 sent \(all.count) teacher logits, \(count * t * k) expected")
+            }
+            fill(all)
+            return
+        }
+        let batches = transferSet.batchesPerEpoch
+        var mine: [Float] = []
+        var first: Int?
+        for b in (batches * world.rank / world.size)..<(batches * (world.rank + 1) / world.size) {
+            let batch = transferSet.batch(epoch: 0, index: b)
+            if first == nil { first = batch.indices.first }
+            let out = try plans.map { try $0.run(batch.inputs) }
+            for row in batch.indices.indices { for z in out { mine += UnsafeBufferPointer(start: z.pointer + row * k, count: k) } }
+            computed += batch.indices.count
+        }
+        let bytes = mine.withUnsafeBytes { Array($0) }
+        let parts = try world.allgather(bytes, what: "the teacher logits")
+        var all: [Float] = []
+        all.reserveCapacity(count * t * k)
+        for p in parts {
+            guard p.count % 4 == 0 else { throw DistillError("a rank sent a malformed teacher-logit shard") }
+            all += p.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        }
+        guard all.count == count * t * k else {
+            throw DistillError("the ranks' teacher-logit shards hold \(all.count / max(1, t * k)) examples, \(count) expected")
+        }
+        fill(all)
+        if world.isRoot, let d = disk, !savedToDisk { savedToDisk = d.store.save(key: d.key, logits: all) }
+    }
+
     /// Logits of every teacher for `batch`.
     public func logits(_ batch: Batch) throws -> [Tensor] {
         let k = classes
@@ -104,6 +150,11 @@ public struct KDConfig: Sendable {
 }
 
 extension Trainer {
+    /// The training set in order, un-augmented and unsharded (for `TeacherOutputs.precompute`).
+    public var transferSet: BatchSource? {
+        (train as? Batcher).map { Batcher($0.dataset, batchSize: 256, shuffle: false, normalization: $0.normalization, seed: 0) }
+    }
+
     /// Makes this trainer minimise the KD loss against `teachers`.
     public func distill(from teachers: TeacherOutputs, _ kd: KDConfig) {
         stage = "kd"

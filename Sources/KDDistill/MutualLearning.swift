@@ -62,6 +62,11 @@ public final class MutualTrainer {
     public var shouldStop: () -> Bool = { false }
     public private(set) var history: [[EpochMetrics]]
     var optimizers: [Optimizer]
+    /// The ranks of a data-parallel run: each peer's step sums its gradients over them (as
+    /// `Trainer` does); rank 0 alone writes the checkpoints.
+    public var world: World = Cluster.world
+    /// A stop was requested on some rank during the last step.
+    var stopAfterStep = false
 
     public init(
         peers: [Model], config: TrainConfig, dml: DMLConfig, train: BatchSource, eval: BatchSource?, checkpointPaths: [String]?
@@ -91,24 +96,46 @@ public final class MutualTrainer {
         return Softmax.forward(tape.value(try peer.forward(x, training: true, tape: tape, rng: &rng, fusing: []).output))
     }
 
+    /// Peer k's step; returns its loss (a mean over the global batch) and correct predictions.
     func update(_ k: Int, _ batch: Batch, others: [Tensor], lr: Float, rng: inout RandomSource) throws -> (Float, Int) {
         let peer = peers[k]
-        let tape = Tape()
-        let f = try peer.forward(batch.inputs, training: true, tape: tape, rng: &rng, fusing: [])
-        let (loss, grad) = DMLLoss.evaluate(logits: tape.value(f.output), labels: batch.labels, others: others, ensemble: dml.ensemble)
-        guard loss.isFinite else { throw NNError("peer \(k + 1)'s loss became \(loss); try a lower --lr", code: .diverged) }
-        try tape.backward([(f.output, grad)])
         var grads: [String: Tensor] = [:]
-        for name in peer.trainableNames { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
-        optimizers[k].step(parameters: peer.parameters, gradients: grads, lr: lr)
-        let z = tape.value(f.output)
-        let kk = z.count / max(1, batch.labels.count)
+        var loss: Float = 0
         var correct = 0
-        for (i, y) in batch.labels.enumerated() {
-            var best = 0
-            for j in 1..<kk where z[i * kk + j] > z[i * kk + best] { best = j }
-            if best == y { correct += 1 }
+        if !batch.labels.isEmpty {
+            let tape = Tape()
+            tape.batchNormSync = config.syncBatchNorm && world.isDistributed ? world : nil
+            let f = try peer.forward(batch.inputs, training: true, tape: tape, rng: &rng, fusing: [])
+            var grad: Tensor
+            (loss, grad) = DMLLoss.evaluate(logits: tape.value(f.output), labels: batch.labels, others: others, ensemble: dml.ensemble)
+            guard loss.isFinite || world.isDistributed else {
+                throw NNError("peer \(k + 1)'s loss became \(loss); try a lower --lr", code: .diverged)
+            }
+            if world.isDistributed { grad = grad.scaled(by: DataParallel.weight(share: batch.labels.count, of: batch.globalCount)) }
+            try tape.backward([(f.output, grad)])
+            for name in peer.trainableNames { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
+            let z = tape.value(f.output)
+            let kk = z.count / max(1, batch.labels.count)
+            for (i, y) in batch.labels.enumerated() {
+                var best = 0
+                for j in 1..<kk where z[i * kk + j] > z[i * kk + best] { best = j }
+                if best == y { correct += 1 }
+            }
         }
+        if world.isDistributed {
+            let parallel = DataParallel(world: world)
+            let r = try parallel.reduce(
+                gradients: grads, names: peer.trainableNames, shapes: peer.parameters.mapValues(\.shape),
+                lossSum: Double(loss) * Double(batch.labels.count), correct: correct, stop: shouldStop(), what: "peer \(k + 1)'s gradients")
+            grads = r.gradients
+            loss = Float(r.lossSum / Double(max(batch.globalCount, 1)))
+            correct = r.correct
+            if r.stopRequested { stopAfterStep = true }
+            guard loss.isFinite else { throw NNError("peer \(k + 1)'s loss became \(loss); try a lower --lr", code: .diverged) }
+        }
+        optimizers[k].step(parameters: peer.parameters, gradients: grads, lr: lr)
+        try DataParallel(world: world).broadcast(
+            peer, names: peer.tensorNames.filter { peer.buffers[$0] != nil }, what: "rank 0's batch-norm statistics")
         return (loss, correct)
     }
 
@@ -120,7 +147,22 @@ public final class MutualTrainer {
         let schedule = Schedule(
             kind: config.schedule, baseLR: config.lr, totalSteps: perEpoch * config.epochs, warmupSteps: config.warmupSteps)
         var step = 0
-        if resume, let paths = checkpointPaths, paths.allSatisfy({ access($0, F_OK) == 0 }) {
+        if world.isDistributed {
+            // Rank 0 reads the checkpoints and sends them; then its weights, so every rank starts equal.
+            let parallel = DataParallel(world: world)
+            if resume, let paths = checkpointPaths {
+                let present = try world.agree(world.isRoot && paths.allSatisfy({ access($0, F_OK) == 0 }), what: "the checkpoints")
+                if present {
+                    let steps = try peers.indices.map { k -> Int in
+                        guard let b = try parallel.checkpoint(at: paths[k]) else { throw DistillError("\(paths[k]) vanished") }
+                        return try Checkpoint.restore(model: peers[k], optimizer: &optimizers[k], config: config, stage: "dml", from: b)
+                    }
+                    guard Set(steps).count == 1 else { throw DistillError("the peers' checkpoints are from different steps: \(steps)") }
+                    step = steps[0]
+                }
+            }
+            for peer in peers { try parallel.synchronize(peer) }
+        } else if resume, let paths = checkpointPaths, paths.allSatisfy({ access($0, F_OK) == 0 }) {
             let steps = try peers.indices.map {
                 try Checkpoint.restore(model: peers[$0], optimizer: &optimizers[$0], config: config, stage: "dml", from: paths[$0])
             }
@@ -137,24 +179,27 @@ public final class MutualTrainer {
             for batch in train.prefetching(epoch: epoch, from: step - epoch * perEpoch) {
                 let index = step - epoch * perEpoch
                 let lr = schedule.lr(at: step)
-                var rng = RandomSource(seed: config.seed, stream: 0xd41, UInt64(epoch), UInt64(index))
+                var rng =
+                    world.rank == 0
+                    ? RandomSource(seed: config.seed, stream: 0xd41, UInt64(epoch), UInt64(index))
+                    : RandomSource(seed: config.seed, stream: 0xd41, UInt64(epoch), UInt64(index), UInt64(world.rank))
                 var fixed: [Tensor]?
-                if dml.simultaneous {
+                if dml.simultaneous && !batch.labels.isEmpty {
                     fixed = try peers.map { try detachedProbabilities($0, batch.inputs, rng: &rng) }
                 }
                 for k in peers.indices {
-                    let others = try peers.indices.filter { $0 != k }.map { l in
+                    let others = try peers.indices.filter { $0 != k && !batch.labels.isEmpty }.map { l in
                         try fixed?[l] ?? detachedProbabilities(peers[l], batch.inputs, rng: &rng)
                     }
                     let (loss, c) = try update(k, batch, others: others, lr: lr, rng: &rng)
-                    lossSums[k] += Double(loss) * Double(batch.labels.count)
+                    lossSums[k] += Double(loss) * Double(batch.globalCount)
                     correct[k] += c
                 }
-                seen += batch.labels.count
+                seen += batch.globalCount
                 step += 1
                 onProgress?(epoch + 1, index + 1, perEpoch)
                 if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && index + 1 < perEpoch { try checkpoint(step) }
-                if shouldStop() {
+                if world.isDistributed ? stopAfterStep : shouldStop() {
                     try checkpoint(step)
                     throw Trainer.Interrupted(checkpoint: checkpointPaths?.first)
                 }
@@ -167,7 +212,7 @@ public final class MutualTrainer {
                     trainAccuracy: Double(correct[k]) / Double(max(seen, 1)), seconds: seconds,
                     imagesPerSecond: Double(seen) / max(seconds, 1e-9))
                 if let eval {
-                    let e = try peers[k].evaluate(eval)
+                    let e = try peers[k].evaluate(eval, world: world)
                     m.evalAccuracy = e.accuracy
                     m.evalLoss = e.loss
                 }
@@ -178,12 +223,12 @@ public final class MutualTrainer {
             epoch += 1
             if epoch < config.epochs { try checkpoint(step) }
         }
-        if let paths = checkpointPaths { for p in paths { unlink(p) } }
+        if world.isRoot, let paths = checkpointPaths { for p in paths { unlink(p) } }
         return start
     }
 
     func checkpoint(_ step: Int) throws {
-        guard let paths = checkpointPaths else { return }
+        guard world.isRoot, let paths = checkpointPaths else { return }
         for k in peers.indices {
             try Checkpoint.write(model: peers[k], optimizer: optimizers[k], config: config, stage: "dml", step: step, to: paths[k])
         }
@@ -235,6 +280,7 @@ public struct MutualLearningJob {
         try TrainingJob.checkFits(first, train)
         let batches = Batcher(
             train, batchSize: config.batchSize, shuffle: true, augmentation: augmentation, normalization: normalization, seed: config.seed)
+        batches.shard = (Cluster.world.rank, Cluster.world.size)
         let evalBatches = eval.map { Batcher($0, batchSize: 256, shuffle: false, normalization: normalization, seed: 0) }
         let trainer = MutualTrainer(
             peers: peers, config: config, dml: dml, train: batches, eval: evalBatches, checkpointPaths: checkpointPaths)
@@ -272,15 +318,18 @@ public enum TwoStageSchedule {
         load: (String) throws -> Model, stage1: (Model) throws -> Void, between: (Model) -> Void, stage2: (Model) throws -> Void
     ) throws -> Bool {
         var model = student
-        let skipped = resume && access(stage1Output, F_OK) == 0
+        // In a data-parallel run rank 0 decides; a rank that cannot see the file keeps the student
+        // as it is, and stage 2 starts from rank 0's weights on every rank anyway.
+        let world = Cluster.world
+        let skipped = try world.agree(resume && access(stage1Output, F_OK) == 0, what: "whether stage 1 is done")
         if skipped {
-            model = try load(stage1Output)
+            if world.isRoot || access(stage1Output, F_OK) == 0 { model = try load(stage1Output) }
         } else if stage1Epochs > 0 {
             try stage1(model)
         }
         between(model)
         try stage2(model)
-        if !keepStage1 { unlink(stage1Output) }
+        if !keepStage1 && world.isRoot { unlink(stage1Output) }
         return skipped
     }
 }

@@ -20,11 +20,15 @@ public struct TrainConfig: Sendable {
     public var stepEvery = 0
     public var seed: UInt64 = 0
     public var threads = 2
+    /// Data-parallel runs: batch-norm statistics over the whole global batch (`--sync-batchnorm`)
+    /// rather than each rank's share (the default, as in PyTorch's DistributedDataParallel).
+    public var syncBatchNorm = false
     /// Write a checkpoint every this many steps (0: only at the end of each epoch).
     public var checkpointEvery = 0
     /// Debugging (the hidden `--debug-stop-at-checkpoint N`): after writing its N-th checkpoint the
-    /// process stops itself (SIGSTOP), so a test can kill it at a known checkpoint boundary. It
-    /// changes no result and is not part of the fingerprint.
+    /// process stops itself (SIGSTOP), so a test can kill it at a known checkpoint boundary (every
+    /// rank of a data-parallel run stops there). It changes no result and is not part of the
+    /// fingerprint.
     public var stopAtCheckpoint = 0
     /// Early stopping: end training when the validation accuracy has not improved for this many
     /// epochs (0: never). Needs a validation set and `bestPath`; the best weights are kept.
@@ -45,12 +49,18 @@ public struct TrainConfig: Sendable {
             "warmup_steps": .uint(UInt64(warmupSteps)), "step_every": .uint(UInt64(stepEvery)), "threads": .uint(UInt64(threads)),
         ]
         if patience > 0 { hp["patience"] = .uint(UInt64(patience)) }
+        if syncBatchNorm { hp["sync_batchnorm"] = .bool(true) }
         return hp
     }
 
-    /// Identifies the run for resuming: a checkpoint from other settings is refused.
+    /// Identifies the run for resuming: a checkpoint from other settings is refused. The thread
+    /// count is not part of it, nor is the rank count of a data-parallel run: a run may resume with
+    /// other resources (it then continues correctly, though not to the last bit of the run it
+    /// replaces, since the summation order follows the partition).
     public var fingerprint: String {
-        Value.map(hyperparameters.merging(["seed": .uint(seed), "method": .map(methodSettings)]) { a, _ in a }).encoded()
+        var hp = hyperparameters
+        hp["threads"] = nil
+        return Value.map(hp.merging(["seed": .uint(seed), "method": .map(methodSettings)]) { a, _ in a }).encoded()
             .withUnsafeBytes { SHA256.hex($0) }
     }
 }
@@ -159,6 +169,9 @@ public final class Trainer {
     /// Steps in the whole run.
     public var totalSteps: Int { train.batchesPerEpoch * config.epochs }
     public private(set) var history: [EpochMetrics] = []
+    /// The ranks this run is spread over (data-parallel under `mpirun`); `Cluster.world` by default.
+    /// Rank 0 alone writes checkpoints, metrics and the best weights.
+    public var world: World = Cluster.world
 
     public struct Interrupted: Error, CustomStringConvertible {
         public let checkpoint: String?
@@ -190,13 +203,26 @@ public final class Trainer {
         var schedule = Schedule(kind: config.schedule, baseLR: config.lr, totalSteps: total, warmupSteps: config.warmupSteps)
         schedule.stepEvery = config.stepEvery
         var step = 0
-        if resume, let path = checkpointPath, access(path, F_OK) == 0 {
+        let parallel = DataParallel(world: world)
+        let root = world.isRoot
+        if world.isDistributed {
+            // Rank 0 reads the checkpoint and sends it, then its weights: every rank starts equal.
+            if resume, let path = checkpointPath, let b = try parallel.checkpoint(at: path) {
+                step = try Checkpoint.restore(model: model, optimizer: &optimizer, config: config, stage: stage, from: b)
+            }
+            try parallel.synchronize(model)
+        } else if resume, let path = checkpointPath, access(path, F_OK) == 0 {
             step = try restore(path)
         }
         let startStep = step
-        if step == 0, let bestPath { unlink(bestPath) }
-        if let metricsPath { try MetricsLog.truncate(metricsPath, afterStep: step, stage: stage) }
-        if config.logSteps > 0, let stepLogPath { try MetricsLog.truncate(stepLogPath, afterStep: step, stage: stage) }
+        if root {
+            if step == 0, let bestPath { unlink(bestPath) }
+            if let metricsPath { try MetricsLog.truncate(metricsPath, afterStep: step, stage: stage) }
+            if config.logSteps > 0, let stepLogPath { try MetricsLog.truncate(stepLogPath, afterStep: step, stage: stage) }
+        }
+        let trainable = model.trainableNames
+        let shapes = model.parameters.mapValues(\.shape)
+        let bufferNames = model.tensorNames.filter { model.buffers[$0] != nil }
         var epoch = step / perEpoch
         while epoch < config.epochs {
             let firstBatch = step - epoch * perEpoch
@@ -204,29 +230,73 @@ public final class Trainer {
             var seen = 0
             var lossSum = 0.0
             var correct = 0
+            world.resetStatistics()
+            var computeSeconds = 0.0
             for batch in train.prefetching(epoch: epoch, from: firstBatch) {
                 let index = step - epoch * perEpoch
                 let lr = schedule.lr(at: step)
-                var rng = RandomSource(seed: config.seed, stream: 0xd409, UInt64(epoch), UInt64(index))
-                let tape = Tape()
+                // Dropout masks: each rank draws its own (rank 0's stream is a single process's).
+                var rng =
+                    world.rank == 0
+                    ? RandomSource(seed: config.seed, stream: 0xd409, UInt64(epoch), UInt64(index))
+                    : RandomSource(seed: config.seed, stream: 0xd409, UInt64(epoch), UInt64(index), UInt64(world.rank))
                 currentStep = step
-                let f = try model.forward(batch.inputs, training: true, tape: tape, rng: &rng, fusing: objectiveReads)
-                let (loss, seeds) = try objective(batch, f)
-                guard loss.isFinite else {
-                    throw NNError(
-                        "loss became \(loss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))", code: .diverged)
-                }
-                if config.logSteps > 0, step < config.logSteps, let stepLogPath {
-                    try MetricsLog.append(stepLogPath, "{\"stage\":\"\(stage)\",\"step\":\(step + 1),\"loss\":\(loss),\"lr\":\(lr)}")
-                }
-                try tape.backward(seeds)
+                let computeStart = now()
+                var loss: Float = 0
                 var grads: [String: Tensor] = [:]
-                for name in model.trainableNames { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
-                Profiler.measure("optimizer step") { optimizer.step(parameters: model.parameters, gradients: grads, lr: lr) }
+                var batchCorrect = 0
                 let n = batch.labels.count
-                seen += n
-                lossSum += Double(loss) * Double(n)
-                correct += Self.correct(tape.value(f.output), batch.labels)
+                if n > 0 {
+                    let tape = Tape()
+                    tape.batchNormSync = config.syncBatchNorm && world.isDistributed ? world : nil
+                    let f = try model.forward(batch.inputs, training: true, tape: tape, rng: &rng, fusing: objectiveReads)
+                    var (l, seeds) = try objective(batch, f)
+                    loss = l
+                    if world.isDistributed {
+                        let w = DataParallel.weight(share: n, of: batch.globalCount)
+                        seeds = seeds.map { v, g in (v, g.scaled(by: w)) }
+                    }
+                    guard loss.isFinite || world.isDistributed else {
+                        throw NNError(
+                            "loss became \(loss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))",
+                            code: .diverged)
+                    }
+                    try tape.backward(seeds)
+                    for name in trainable { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
+                    batchCorrect = Self.correct(tape.value(f.output), batch.labels)
+                } else if config.syncBatchNorm && world.isDistributed {
+                    throw NNError(
+                        "batch \(index + 1) of epoch \(epoch + 1) has fewer examples than there are ranks; --sync-batchnorm needs every rank to hold at least one"
+                    )
+                }
+                computeSeconds += now() - computeStart
+                var stepLoss = Double(loss)
+                var stepCount = n
+                if world.isDistributed {
+                    let r = try parallel.reduce(
+                        gradients: grads, names: trainable, shapes: shapes, lossSum: Double(loss) * Double(n),
+                        correct: batchCorrect, stop: shouldStop())
+                    grads = r.gradients
+                    stepCount = batch.globalCount
+                    stepLoss = r.lossSum / Double(max(stepCount, 1))
+                    batchCorrect = r.correct
+                    if r.stopRequested { stopAfterStep = true }
+                    guard stepLoss.isFinite else {
+                        throw NNError(
+                            "loss became \(stepLoss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))",
+                            code: .diverged)
+                    }
+                }
+                if root, config.logSteps > 0, step < config.logSteps, let stepLogPath {
+                    try MetricsLog.append(
+                        stepLogPath, "{\"stage\":\"\(stage)\",\"step\":\(step + 1),\"loss\":\(Float(stepLoss)),\"lr\":\(lr)}")
+                }
+                Profiler.measure("optimizer step") { optimizer.step(parameters: model.parameters, gradients: grads, lr: lr) }
+                // Running batch-norm averages: rank 0's everywhere.
+                try parallel.broadcast(model, names: bufferNames, what: "rank 0's batch-norm statistics")
+                seen += stepCount
+                lossSum += stepLoss * Double(stepCount)
+                correct += batchCorrect
                 step += 1
                 let elapsed = max(now() - started, 1e-9)
                 onProgress?(
@@ -236,7 +306,7 @@ public final class Trainer {
                         accuracy: Double(correct) / Double(seen), imagesPerSecond: Double(seen) / elapsed, lr: lr))
                 let atEpochEnd = index + 1 == perEpoch
                 if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && !atEpochEnd { try checkpoint(step: step) }
-                if shouldStop() {
+                if world.isDistributed ? stopAfterStep : shouldStop() {
                     try checkpoint(step: step)
                     throw Interrupted(checkpoint: checkpointPath)
                 }
@@ -245,16 +315,23 @@ public final class Trainer {
             var m = EpochMetrics(
                 epoch: epoch + 1, step: step, stage: stage, trainLoss: lossSum / Double(max(seen, 1)),
                 trainAccuracy: Double(correct) / Double(max(seen, 1)), seconds: seconds, imagesPerSecond: Double(seen) / max(seconds, 1e-9))
+            if world.isDistributed {
+                // The step-time breakdown: this rank's compute and time inside collectives.
+                m.extra["ranks"] = Double(world.size)
+                m.extra["compute_seconds"] = computeSeconds
+                m.extra["allreduce_seconds"] = world.seconds
+                m.extra["allreduce_bytes_per_step"] = Double(world.bytesSent) / Double(max(1, step - epoch * perEpoch - firstBatch))
+            }
             if let eval {
-                let e = try model.evaluate(eval)
+                let e = try model.evaluate(eval, world: world)
                 m.evalLoss = e.loss
                 m.evalAccuracy = e.accuracy
             }
             if let validation {
-                let v = try model.evaluate(validation)
+                let v = try model.evaluate(validation, world: world)
                 m.extra["val_accuracy"] = v.accuracy
                 m.extra["val_loss"] = v.loss
-                if let bestPath, v.accuracy > (try Self.bestAccuracy(bestPath) ?? -1) {
+                if root, let bestPath, v.accuracy > (try Self.bestAccuracy(bestPath) ?? -1) {
                     var c = model.contents()
                     var meta = c.metadata?.entries ?? [:]
                     meta[Self.bestKey] = .map(["val_accuracy": .float(v.accuracy), "epoch": .uint(UInt64(epoch + 1))])
@@ -263,20 +340,25 @@ public final class Trainer {
                 }
             }
             history.append(m)
-            if let metricsPath { try MetricsLog.append(metricsPath, m.json) }
+            if root, let metricsPath { try MetricsLog.append(metricsPath, m.json) }
             onEpoch?(m)
             epoch += 1
-            // Early stopping: the best epoch so far is stored with the best weights (so it survives a resume).
-            if config.patience > 0, let bestPath, let best = try Self.bestInfo(bestPath)?.epoch, epoch - best >= config.patience,
+            // Early stopping: the best epoch so far is stored with the best weights (so it survives a
+            // resume); rank 0 holds them and decides for every rank.
+            var stopEarly = false
+            if root, config.patience > 0, let bestPath, let best = try Self.bestInfo(bestPath)?.epoch, epoch - best >= config.patience,
                 epoch < config.epochs
             {
+                stopEarly = true
+            }
+            if try world.agree(stopEarly, what: "the early-stopping decision") {
                 stoppedEarly = epoch
                 break
             }
             if epoch < config.epochs { try checkpoint(step: step) }
         }
-        if let path = checkpointPath { unlink(path) }
-        if let bestPath, access(bestPath, F_OK) == 0 {
+        if root, let path = checkpointPath { unlink(path) }
+        if root, let bestPath, access(bestPath, F_OK) == 0 {
             let b = try ModelBundle(path: bestPath)
             try model.load(from: b)
             if case .map(let info)? = try b.metadata()?.entries[Self.bestKey] {
@@ -284,6 +366,15 @@ public final class Trainer {
                 if case .float(let a)? = info["val_accuracy"] { bestValidationAccuracy = a }
             }
             unlink(bestPath)
+        }
+        if world.isDistributed && bestPath != nil {
+            // The kept weights are rank 0's best epoch; every rank evaluates the same model.
+            try parallel.synchronize(model)
+            let info = try world.broadcast([Double(bestEpoch ?? 0), bestValidationAccuracy ?? -1], what: "the best epoch")
+            if !root, info[0] > 0 {
+                bestEpoch = Int(info[0])
+                bestValidationAccuracy = info[1]
+            }
         }
         return startStep
     }
@@ -317,9 +408,13 @@ public final class Trainer {
 
     // MARK: Checkpoints
 
+    /// A stop was requested on some rank during the last step (data-parallel runs stop together).
+    var stopAfterStep = false
+
     func checkpoint(step: Int) throws {
         guard let path = checkpointPath else { return }
-        try Checkpoint.write(model: model, optimizer: optimizer, config: config, stage: stage, step: step, to: path)
+        // Rank 0 writes; every rank counts, so `stopAtCheckpoint` pauses each at the same step.
+        if world.isRoot { try Checkpoint.write(model: model, optimizer: optimizer, config: config, stage: stage, step: step, to: path) }
         checkpointsWritten += 1
         if checkpointsWritten == config.stopAtCheckpoint { raise(SIGSTOP) }
     }
@@ -352,7 +447,14 @@ public enum Checkpoint {
     public static func restore(model: Model, optimizer: inout Optimizer, config: TrainConfig, stage: String, from path: String) throws
         -> Int
     {
-        let b = try ModelBundle(path: path)
+        try restore(model: model, optimizer: &optimizer, config: config, stage: stage, from: try ModelBundle(path: path))
+    }
+
+    /// Loads a checkpoint already read (a data-parallel run's rank 0 sends its bytes to the others).
+    public static func restore(model: Model, optimizer: inout Optimizer, config: TrainConfig, stage: String, from b: ModelBundle) throws
+        -> Int
+    {
+        let path = b.path
         guard case .map(let info)? = try b.metadata()?.entries[key],
             case .uint(let step)? = info["step"], case .uint(let optSteps)? = info["optimizer_steps"],
             case .string(let fingerprint)? = info["fingerprint"]

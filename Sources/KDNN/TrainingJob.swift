@@ -106,6 +106,7 @@ public struct TrainingJob {
         let batches = Batcher(
             trainSet, batchSize: config.batchSize, shuffle: true, augmentation: augmentation, normalization: normalization,
             seed: config.seed)
+        batches.shard = (Cluster.world.rank, Cluster.world.size)
         let evalBatches = eval.map { Batcher($0, batchSize: 256, shuffle: false, normalization: normalization, seed: 0) }
         let trainer = Trainer(
             model: model, config: config, train: batches, eval: evalBatches, checkpointPath: checkpointPath, metricsPath: metricsPath)
@@ -137,7 +138,8 @@ public struct TrainingJob {
             if let v = trainer.bestValidationAccuracy { metrics["val_accuracy"] = .float(v) }
             // The kept weights are the best epoch's: the eval figures are for them, not for the last epoch.
             if let eval {
-                let e = try model.evaluate(Batcher(eval, batchSize: 256, shuffle: false, normalization: normalization, seed: 0))
+                let e = try model.evaluate(
+                    Batcher(eval, batchSize: 256, shuffle: false, normalization: normalization, seed: 0), world: Cluster.world)
                 metrics["eval_accuracy"] = .float(e.accuracy)
                 metrics["eval_loss"] = .float(e.loss)
             }

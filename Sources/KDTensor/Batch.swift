@@ -5,11 +5,15 @@ public struct Batch: Sendable {
     public var inputs: Tensor
     public var labels: [Int]
     public var indices: [Int]
+    /// The examples in the whole batch across the ranks of a data-parallel run, of which this is
+    /// one rank's share (`labels.count` in a run of one process).
+    public var globalCount: Int
 
-    public init(inputs: Tensor, labels: [Int], indices: [Int]) {
+    public init(inputs: Tensor, labels: [Int], indices: [Int], globalCount: Int? = nil) {
         self.inputs = inputs
         self.labels = labels
         self.indices = indices
+        self.globalCount = globalCount ?? labels.count
     }
 }
 

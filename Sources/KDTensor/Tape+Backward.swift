@@ -115,19 +115,19 @@ extension Tape {
             accumulate(ins[1], g.dw)
             if let db = g.db { accumulate(ins[2], db) }
         case .batchnormBlocked(let saved):
-            let g = BlockedOps.batchNormBackward(dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]))
+            let g = try BlockedOps.batchNormBackward(dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]))
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
         case .batchnormReluBlocked(let saved, let upper):
-            let g = BlockedOps.batchNormBackward(
+            let g = try BlockedOps.batchNormBackward(
                 dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]), reluOutput: blockedValues[r.output]!, upper: upper)
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
         case .batchnormAddReluBlocked(let saved):
             let masked = BlockedOps.masked(gradBlocked(r.output), by: blockedValues[r.output]!)
-            let g = BlockedOps.batchNormBackward(dy: masked, saved: saved, scale: values(ins[1]))
+            let g = try BlockedOps.batchNormBackward(dy: masked, saved: saved, scale: values(ins[1]))
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
@@ -141,7 +141,7 @@ extension Tape {
         case .globalAvgPoolBlocked:
             accumulate(ins[0], BlockedOps.globalAveragePoolBackward(dy: dy, shape: shape(Var(id: ins[0])), pad: halo))
         case .batchnorm(let saved):
-            let g = BatchNorm.backward(dy: dy, saved: saved, scale: values(ins[1]))
+            let g = try BatchNorm.backward(dy: dy, saved: saved, scale: values(ins[1]))
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)

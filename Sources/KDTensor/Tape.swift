@@ -74,6 +74,9 @@ public final class Tape {
 
     /// Each value in NCHW, blocked, or both (a conversion made once is kept).
     var plainValues: [Tensor?] = []
+    /// Synchronized batch norm in a data-parallel run: the ranks whose shares of the batch the
+    /// training-mode statistics are over (nil: this process's batch alone).
+    public var batchNormSync: World?
     var blockedValues: [BlockedTensor?] = []
     var needsGrad: [Bool] = []
     var grads: [Grad?] = []
@@ -207,7 +210,7 @@ public final class Tape {
                 training
                 ? try BlockedOps.batchNormTraining(
                     blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
-                    epsilon: epsilon, momentum: momentum)
+                    epsilon: epsilon, momentum: momentum, sync: batchNormSync)
                 : try BlockedOps.batchNormInference(
                     blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
                     epsilon: epsilon)
@@ -216,7 +219,7 @@ public final class Tape {
         if training {
             let (y, saved) = try BatchNorm.forwardTraining(
                 value(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
-                epsilon: epsilon, momentum: momentum)
+                epsilon: epsilon, momentum: momentum, sync: batchNormSync)
             return push(y, .batchnorm(saved), [x, scale, bias])
         }
         let y = try BatchNorm.forwardInference(
@@ -253,7 +256,7 @@ public final class Tape {
             training
             ? try BlockedOps.batchNormTraining(
                 blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
-                epsilon: epsilon, momentum: momentum, relu: true, upper: upper)
+                epsilon: epsilon, momentum: momentum, relu: true, upper: upper, sync: batchNormSync)
             : try BlockedOps.batchNormInference(
                 blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
                 epsilon: epsilon, relu: true, upper: upper)
@@ -275,7 +278,7 @@ public final class Tape {
             training
             ? try BlockedOps.batchNormTraining(
                 blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
-                epsilon: epsilon, momentum: momentum, relu: true, residual: blockedValue(residual))
+                epsilon: epsilon, momentum: momentum, relu: true, residual: blockedValue(residual), sync: batchNormSync)
             : try BlockedOps.batchNormInference(
                 blockedValue(x), scale: value(scale), bias: value(bias), runningMean: runningMean, runningVar: runningVar,
                 epsilon: epsilon, relu: true, residual: blockedValue(residual))

@@ -208,6 +208,13 @@ public struct Tensor: @unchecked Sendable {
         return t
     }
 
+    /// A new tensor: every element times `factor`.
+    public func scaled(by factor: Float) -> Tensor {
+        let t = Tensor(uninitialized: shape)
+        for i in 0..<count { t.pointer[i] = pointer[i] * factor }
+        return t
+    }
+
     /// Element `i` in row-major order; bounds-checked in debug builds (a `precondition` under
     /// SwiftPM's DEBUG define, since KDTensor's debug build is optimised and `assert` would vanish),
     /// unchecked in release builds.

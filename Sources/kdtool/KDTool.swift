@@ -15,7 +15,9 @@ struct KDTool: ParsableCommand {
         discussion: """
             Every step reads and writes the same self-describing model bundle (.kdb, see Spec/bundle-format.md).
 
-            Exit codes: 0 success; 1 a check failed (rerun digest mismatch, --strict stop); 2 an input (bundle, model, data, image, config) is unreadable or invalid (bundle errors carry the format error code, e.g. KDB-E04, whether open or --verify found them); 3 partial success; 4 a quality gate was exceeded; 5 an output could not be written (the previous file is kept); 64 usage error.
+            Exit codes: 0 success; 1 a check failed (rerun digest mismatch, --strict stop); 2 an input (bundle, model, data, image, config) is unreadable or invalid (bundle errors carry the format error code, e.g. KDB-E04, whether open or --verify found them); 3 partial success; 4 a quality gate was exceeded; 5 an output could not be written (the previous file is kept); 6 a rank of a data-parallel (mpirun) run died or went silent; 64 usage error.
+
+            Under `mpirun -np N` (or `srun`), train, distill, infer and eval run data-parallel over the N ranks (docs/distributed.md).
             """,
         version: "kdtool \(kdtoolVersion)",
         subcommands: [
@@ -30,12 +32,14 @@ struct KDTool: ParsableCommand {
     static func main() {
         requireVectorUnits()
         BLASCore.restartWithBetterKernelsIfNeeded()
+        // Under mpirun/srun with more than one rank: join the job (Open MPI is loaded only then).
+        ClusterSetup.start()
         let runs: [[String]]
         do {
             runs = try RunConfig.expand(Array(CommandLine.arguments.dropFirst()))
         } catch {
             warn("kdtool: error: \(error)")
-            exit(withError: kdtoolExitCode(for: error) ?? Exit.usage)
+            ClusterSetup.end(code: (kdtoolExitCode(for: error) ?? Exit.usage).rawValue)
         }
         for (index, args) in runs.enumerated() {
             if runs.count > 1, let output = RunConfig.finishedOutput(args) {
@@ -51,7 +55,14 @@ struct KDTool: ParsableCommand {
                 // kdtool's own errors that no command caught get their code from the table.
                 if !(error is ExitCode), let code = kdtoolExitCode(for: error) {
                     warn("kdtool: error: \(error)")
-                    exit(withError: code)
+                    ClusterSetup.end(code: code.rawValue)
+                }
+                if Cluster.world.isDistributed {
+                    // One rank's failure stops every rank (MPI_Abort); its message names the rank.
+                    let code = exitCode(for: error)
+                    let message = fullMessage(for: error)
+                    if !message.isEmpty { warn(code.isSuccess ? message : "kdtool: error: \(message)") }
+                    ClusterSetup.end(code: code.rawValue)
                 }
                 exit(withError: error)
             }
@@ -64,6 +75,7 @@ struct KDTool: ParsableCommand {
                 if (try? AtomicOutput.write(csv, to: path)) != nil { print("summary: \(path)") }
             }
         }
+        if Cluster.world.isDistributed { ClusterSetup.end(code: 0) }
     }
 }
 

@@ -5,6 +5,11 @@ public enum BatchNorm {
         public var invStd: [Float]
         /// Running statistics were used (inference mode): the input does not affect the statistics.
         public var frozen = false
+        /// Synchronized batch norm: the statistics were over every rank's share of the batch, and
+        /// the backward pass sums its per-channel terms over the ranks too.
+        public var sync: World?
+        /// Values per channel the statistics were over (all ranks' with `sync`).
+        public var count: Double = 0
 
         public init(xhat: Tensor, invStd: [Float]) {
             self.xhat = xhat
@@ -19,8 +24,14 @@ public enum BatchNorm {
     /// Training mode: normalises with batch statistics and updates the running ones in place
     /// (running = (1 − momentum)·running + momentum·batch, unbiased variance as PyTorch does).
     public static func forwardTraining(
-        _ x: Tensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float
+        _ x: Tensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
+        sync: World? = nil
     ) throws -> (Tensor, Saved) {
+        if let sync {
+            return try forwardTrainingSynchronized(
+                x, scale: scale, bias: bias, runningMean: runningMean, runningVar: runningVar, epsilon: epsilon, momentum: momentum,
+                world: sync)
+        }
         try check(x, scale)
         let (n, c, hw) = geometry(x.shape)
         let m = Float(n * hw)
@@ -79,7 +90,8 @@ public enum BatchNorm {
         return y
     }
 
-    public static func backward(dy: Tensor, saved: Saved, scale: Tensor) -> (dx: Tensor, dscale: Tensor, dbias: Tensor) {
+    public static func backward(dy: Tensor, saved: Saved, scale: Tensor) throws -> (dx: Tensor, dscale: Tensor, dbias: Tensor) {
+        if let world = saved.sync, !saved.frozen { return try backwardSynchronized(dy: dy, saved: saved, scale: scale, world: world) }
         let (n, c, hw) = geometry(dy.shape)
         let m = Float(n * hw)
         let dx = Tensor(uninitialized: dy.shape)
@@ -120,5 +132,124 @@ public enum BatchNorm {
         guard x.rank >= 2, scale.shape == [x.shape[1]] else {
             throw TensorError("batchnorm scale \(scale.shape) does not match input \(x.shape)")
         }
+    }
+}
+
+// MARK: Synchronized batch norm (data-parallel, `--sync-batchnorm`)
+
+extension BatchNorm {
+    /// Batch mean and variance over every rank's share, from each rank's own (`mean`, `variance`
+    /// over `count` values per channel). The ranks sum n·μ and n·(σ² + (μ − r)²) about a reference
+    /// r that every rank holds alike (the running mean), which keeps the variance free of
+    /// cancellation when the mean is large.
+    public static func synchronized(
+        mean: [Double], variance: [Double], count: Double, reference: Tensor, world: World
+    ) throws -> (mean: [Double], variance: [Double], count: Double) {
+        let c = mean.count
+        var buffer = [Double](repeating: 0, count: 2 * c + 1)
+        for ch in 0..<c {
+            let d = mean[ch] - Double(reference[ch])
+            buffer[ch] = count * mean[ch]
+            buffer[c + ch] = count * (variance[ch] + d * d)
+        }
+        buffer[2 * c] = count
+        try world.allreduceSum(&buffer, what: "synchronized batch-norm statistics")
+        let total = buffer[2 * c]
+        guard total > 0 else { throw TensorError("synchronized batch norm over an empty batch") }
+        var gm = [Double](repeating: 0, count: c)
+        var gv = [Double](repeating: 0, count: c)
+        for ch in 0..<c {
+            gm[ch] = buffer[ch] / total
+            let d = gm[ch] - Double(reference[ch])
+            gv[ch] = max(0, buffer[c + ch] / total - d * d)
+        }
+        return (gm, gv, total)
+    }
+
+    /// Σdy and Σdy·x̂ per channel summed over the ranks (the backward pass's only cross-example terms).
+    public static func synchronizedSums(_ sdy: [Double], _ sdyx: [Double], world: World) throws -> (sdy: [Double], sdyx: [Double]) {
+        var buffer = sdy + sdyx
+        try world.allreduceSum(&buffer, what: "synchronized batch-norm gradients")
+        return (Array(buffer[0..<sdy.count]), Array(buffer[sdy.count...]))
+    }
+
+    static func forwardTrainingSynchronized(
+        _ x: Tensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float, world: World
+    ) throws -> (Tensor, Saved) {
+        try check(x, scale)
+        let (n, c, hw) = geometry(x.shape)
+        let local = Double(n * hw)
+        var mean = [Double](repeating: 0, count: c)
+        var variance = [Double](repeating: 0, count: c)
+        for ch in 0..<c where local > 0 {
+            var sum = 0.0
+            for i in 0..<n { sum += Double(Reduce.sum(x.pointer + (i * c + ch) * hw, hw)) }
+            let mu = Float(sum / local)
+            var sq = 0.0
+            for i in 0..<n { sq += Double(Reduce.squaredDeviation(x.pointer + (i * c + ch) * hw, hw, mean: mu)) }
+            mean[ch] = Double(mu)
+            variance[ch] = sq / local
+        }
+        let g = try synchronized(mean: mean, variance: variance, count: local, reference: runningMean, world: world)
+        let m = g.count
+        let y = Tensor(uninitialized: x.shape)
+        let xhat = Tensor(uninitialized: x.shape)
+        var invStd = [Float](repeating: 0, count: c)
+        for ch in 0..<c {
+            let mu = Float(g.mean[ch])
+            let istd = 1 / (Float(g.variance[ch]) + epsilon).squareRoot()
+            invStd[ch] = istd
+            let (gamma, beta) = (scale.pointer[ch], bias.pointer[ch])
+            for i in 0..<n {
+                let off = (i * c + ch) * hw
+                for j in 0..<hw {
+                    let xh = (x.pointer[off + j] - mu) * istd
+                    xhat.pointer[off + j] = xh
+                    y.pointer[off + j] = gamma * xh + beta
+                }
+            }
+            let unbiased = Float(m > 1 ? g.variance[ch] * m / (m - 1) : g.variance[ch])
+            runningMean.pointer[ch] = (1 - momentum) * runningMean.pointer[ch] + momentum * mu
+            runningVar.pointer[ch] = (1 - momentum) * runningVar.pointer[ch] + momentum * unbiased
+        }
+        var saved = Saved(xhat: xhat, invStd: invStd)
+        saved.sync = world
+        saved.count = m
+        return (y, saved)
+    }
+
+    static func backwardSynchronized(dy: Tensor, saved: Saved, scale: Tensor, world: World) throws -> (
+        dx: Tensor, dscale: Tensor, dbias: Tensor
+    ) {
+        let (n, c, hw) = geometry(dy.shape)
+        var sdy = [Double](repeating: 0, count: c)
+        var sdyx = [Double](repeating: 0, count: c)
+        let dscale = Tensor(uninitialized: [c])
+        let dbias = Tensor(uninitialized: [c])
+        for ch in 0..<c {
+            var (a, b): (Float, Float) = (0, 0)
+            for i in 0..<n {
+                let off = (i * c + ch) * hw
+                a += Reduce.sum(dy.pointer + off, hw)
+                b += Reduce.dot(dy.pointer + off, saved.xhat.pointer + off, hw)
+            }
+            // The parameters' gradients stay this rank's: the trainer sums them with the rest.
+            dbias.pointer[ch] = a
+            dscale.pointer[ch] = b
+            sdy[ch] = Double(a)
+            sdyx[ch] = Double(b)
+        }
+        let total = try synchronizedSums(sdy, sdyx, world: world)
+        let m = Float(saved.count)
+        let dx = Tensor(uninitialized: dy.shape)
+        for ch in 0..<c {
+            let k = scale.pointer[ch] * saved.invStd[ch] / m
+            let (gd, gx) = (Float(total.sdy[ch]), Float(total.sdyx[ch]))
+            for i in 0..<n {
+                let off = (i * c + ch) * hw
+                for j in 0..<hw { dx.pointer[off + j] = k * (m * dy.pointer[off + j] - gd - saved.xhat.pointer[off + j] * gx) }
+            }
+        }
+        return (dx, dscale, dbias)
     }
 }

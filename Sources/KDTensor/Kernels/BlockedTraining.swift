@@ -13,6 +13,9 @@ public enum BlockedOps {
         public let invStd: [Float]
         /// Running statistics were used: the input does not affect them.
         public let frozen: Bool
+        /// Synchronized batch norm (`BatchNorm.synchronized`): the ranks and the count over all of them.
+        public var sync: World? = nil
+        public var count: Double = 0
     }
 
     /// Per (part, block) sums over the interior pixels of the images in each part: `f(x, shift)`
@@ -125,13 +128,16 @@ public enum BlockedOps {
     /// after it in one pass.
     public static func batchNormTraining(
         _ x: BlockedTensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
-        relu: Bool = false, upper: Float = .infinity, residual: BlockedTensor? = nil
+        relu: Bool = false, upper: Float = .infinity, residual: BlockedTensor? = nil, sync: World? = nil
     ) throws -> (BlockedTensor, BatchNormSaved) {
         guard scale.shape == [x.channels], bias.shape == [x.channels] else {
             throw TensorError("batchnorm scale \(scale.shape) does not match input \(x.shape)")
         }
-        let (mean, variance) = statistics(x)
-        let m = Double(x.n * x.h * x.w)
+        var (mean, variance) = statistics(x)
+        var m = Double(x.n * x.h * x.w)
+        if let sync {
+            (mean, variance, m) = try BatchNorm.synchronized(mean: mean, variance: variance, count: m, reference: runningMean, world: sync)
+        }
         var invStd = [Float](repeating: 0, count: x.channels)
         var a = [Float](repeating: 0, count: x.channels)
         var b = [Float](repeating: 0, count: x.channels)
@@ -144,7 +150,7 @@ public enum BlockedOps {
             runningVar[ch] = (1 - momentum) * runningVar[ch] + momentum * Float(unbiased)
         }
         let y = affine(x, a: a, b: b, relu: relu, upper: upper, residual: residual)
-        return (y, BatchNormSaved(x: x, mean: mean.map { Float($0) }, invStd: invStd, frozen: false))
+        return (y, BatchNormSaved(x: x, mean: mean.map { Float($0) }, invStd: invStd, frozen: false, sync: sync, count: m))
     }
 
     /// Batch norm with the running statistics.
@@ -169,7 +175,7 @@ public enum BlockedOps {
     /// output gradient and is taken where that output was positive (and below `upper`).
     public static func batchNormBackward(
         dy: BlockedTensor, saved s: BatchNormSaved, scale: Tensor, reluOutput: BlockedTensor? = nil, upper: Float = .infinity
-    ) -> (
+    ) throws -> (
         dx: BlockedTensor, dscale: Tensor, dbias: Tensor
     ) {
         let x = s.x
@@ -220,19 +226,28 @@ public enum BlockedOps {
         }
         let dscale = Tensor(zeros: [x.channels])
         let dbias = Tensor(zeros: [x.channels])
-        let m = Float(x.n * x.h * x.w)
+        var m = Float(x.n * x.h * x.w)
         // dx = k·dy + c1 + c2·x per channel, with k = γσ⁻¹, c2 = −k·σ⁻¹·Σdyx̂/m, c1 = −k·Σdy/m − c2·μ.
         var k = [Float](repeating: 0, count: width)
         var c1 = [Float](repeating: 0, count: width)
         var c2 = [Float](repeating: 0, count: width)
+        var sdy = [Double](repeating: 0, count: x.channels)
+        var sdyx = [Double](repeating: 0, count: x.channels)
         for ch in 0..<x.channels {
-            var (sd, sdx) = (0.0, 0.0)
             for part in 0..<parts {
-                sd += sums[(part * width + ch) * 2]
-                sdx += sums[(part * width + ch) * 2 + 1]
+                sdy[ch] += sums[(part * width + ch) * 2]
+                sdyx[ch] += sums[(part * width + ch) * 2 + 1]
             }
-            dbias[ch] = Float(sd)
-            dscale[ch] = Float(sdx)
+            // The parameters' gradients stay this rank's (with sync too): the trainer sums them.
+            dbias[ch] = Float(sdy[ch])
+            dscale[ch] = Float(sdyx[ch])
+        }
+        if let world = s.sync, !s.frozen {
+            (sdy, sdyx) = try BatchNorm.synchronizedSums(sdy, sdyx, world: world)
+            m = Float(s.count)
+        }
+        for ch in 0..<x.channels {
+            let (sd, sdx) = (sdy[ch], sdyx[ch])
             k[ch] = scale[ch] * inv[ch]
             if s.frozen { continue }
             c2[ch] = -k[ch] * inv[ch] * Float(sdx) / m

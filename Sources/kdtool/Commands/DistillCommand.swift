@@ -199,6 +199,7 @@ struct DistillCommand: ParsableCommand {
                 return (TeacherLogitStore(directory: dir), key, trainSet.count)
             }
             let t = try TeacherOutputs(teachers: teachers.map(\.1), cacheAcrossEpochs: augmentation.isNone, disk: disk)
+            if let set = trainer.transferSet { try t.precompute(set, world: trainer.world) }
             outputs = t
             trainer.distill(from: t, kd)
         }
@@ -275,6 +276,7 @@ extension DistillCommand {
             stage2: ("fitnets", settings.merging(stage2Loss == .hinton ? kd.hyperparameters : [:]) { a, _ in a }),
             configure2: { trainer, augmentation in
                 let t = try TeacherOutputs(teachers: [teacher], cacheAcrossEpochs: augmentation.isNone)
+                if let set = trainer.transferSet { try t.precompute(set, world: trainer.world) }
                 if stage2Loss == .hinton { trainer.distill(from: t, kd) } else { trainer.fitnetsKD(from: t, tau: tau) }
             })
     }
@@ -336,10 +338,15 @@ extension DistillCommand {
             try Compatibility.check(teachers: loaded.dropFirst().map { ($0.0, $0.1) }, student: (loaded[0].0, loaded[0].1))
         }
         let dir = io.output.hasSuffix(".kdb") ? String(io.output.dropLast(4)) : io.output
-        let lock = try preflight(output: dir, isFolder: true)
+        let world = Cluster.world
+        world.timeout = training.rankTimeout
+        // Rank 0 alone writes the peers, checkpoints and metrics (and holds the lock); every rank trains.
+        let lock = world.isRoot ? try preflight(output: dir, isFolder: true) : nil
         defer { withExtendedLifetime(lock) {} }
-        mkdir(dir, 0o755)
-        guard ImageFolder.isDirectory(dir) else { throw ValidationError("cannot create the output folder \(dir)") }
+        if world.isRoot {
+            mkdir(dir, 0o755)
+            guard ImageFolder.isDirectory(dir) else { throw ValidationError("cannot create the output folder \(dir)") }
+        }
         let first = loaded[0].1
         let prep =
             first.preprocessing ?? Preprocessing(channels: first.inputShape[1], height: first.inputShape[2], width: first.inputShape[3])
@@ -371,7 +378,7 @@ extension DistillCommand {
                 fraction: (Double(epoch - 1) + Double(batch) / Double(batches)) / Double(config.epochs))
         }
         job.onEpoch = { epoch, metrics in
-            for m in metrics where logFailure.error == nil {
+            for m in metrics where logFailure.error == nil && world.isRoot {
                 do { try MetricsLog.append("\(dir)/metrics.jsonl", m.json) } catch { logFailure.error = error }
             }
             let accs = metrics.map { m in
@@ -393,11 +400,12 @@ extension DistillCommand {
             if let e = logFailure.error { try reportingErrors { throw e } }
             throw error
         }
-        guard let result = outcome else { return }
+        guard let result = outcome, world.isRoot else { return }
         for (i, (path, model, digest)) in loaded.enumerated() {
             let metrics = result.metrics[i]
             var hp = config.hyperparameters.merging(dml.hyperparameters) { _, b in b }
             hp["peers"] = .uint(UInt64(k))
+            if world.isDistributed { hp["ranks"] = .uint(UInt64(world.size)) }
             if !Invocation.arguments.isEmpty { hp["argv"] = .array(Invocation.arguments.map { .string($0) }) }
             if !KernelPolicy.changes.isEmpty { hp["kernels"] = .array(KernelPolicy.changes.map { .string($0) }) }
             model.provenance = Provenance(

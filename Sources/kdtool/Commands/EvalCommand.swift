@@ -89,7 +89,10 @@ struct EvalCommand: ParsableCommand {
         try reportingErrors { try checkCompatible(model, set) }
         let started = monotonic()
         let e = try reportingErrors {
-            try model.evaluate(Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0), fused: true)
+            // Under mpirun the batches are split across the ranks and their counts summed.
+            try model.evaluate(
+                Batcher(set, batchSize: batch, shuffle: false, normalization: prep.normalization, seed: 0), world: Cluster.world,
+                fused: true)
         }
         let seconds = monotonic() - started
         let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)

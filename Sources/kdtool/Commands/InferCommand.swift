@@ -66,6 +66,9 @@ struct InferCommand: ParsableCommand {
     @Flag(help: "No progress or summary on stderr.")
     var quiet = false
 
+    @Option(help: "Under mpirun: seconds a rank waits for another before it stops the job and names the silent rank.")
+    var rankTimeout: Double = 600
+
     enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case csv, jsonl, table }
 
     func validate() throws {
@@ -93,7 +96,9 @@ struct InferCommand: ParsableCommand {
         let predictor = try reportingErrors { try Predictor(model: model, options: options) }
         let names = model.labels?.classes ?? (0..<model.classCount).map(String.init)
         let k = min(topK, model.classCount)
-        let sink = try OutputSink(path: output)
+        Cluster.world.timeout = rankTimeout
+        // In a data-parallel run rank 0 writes every row, in input order.
+        let sink = try OutputSink(path: Cluster.world.isRoot ? output : nil)
         let progress = ProgressLine()
         progress.quiet = quiet
         let started = monotonic()
@@ -119,70 +124,71 @@ struct InferCommand: ParsableCommand {
                 (["path"] + (1...k).flatMap { ["label\($0)", "prob\($0)"] } + ["error"]).map(csvField).joined(separator: ",") + "\n")
         case .jsonl, .table: break
         }
+        /// What one prediction becomes: its output row (or table row) and, for a failure, a warning.
+        func render(_ p: Prediction) -> Row {
+            var row = Row(failed: p.error != nil, warning: p.error.map { "kdtool: warning: \(PathCoding.display($0.path)): \($0.message)" })
+            switch format {
+            case .csv:
+                var fields = [p.path]
+                for i in 0..<k {
+                    fields += i < p.top.count ? [names[p.top[i].index], Text.fixed(Double(p.top[i].probability), 6)] : ["", ""]
+                }
+                fields.append(p.error.map { "\($0.kind): \($0.message)" } ?? "")
+                row.text = fields.map(csvField).joined(separator: ",") + "\n"
+            case .jsonl:
+                // A name that is not UTF-8 is shown with \\xNN escapes; path_b64 holds its exact bytes.
+                let doc = JSON.object(
+                    [("path", .string(PathCoding.display(p.path)))]
+                        + (PathCoding.isRaw(p.path) ? [("path_b64", JSON.string(PathCoding.base64(p.path)))] : []) + [
+                            (
+                                "top",
+                                .array(
+                                    p.top.map {
+                                        .object([
+                                            ("label", .string(names[$0.index])), ("index", .int($0.index)),
+                                            ("probability", .number(Double($0.probability))),
+                                        ])
+                                    })
+                            ),
+                            ("error", p.error.map { .object([("kind", .string($0.kind)), ("message", .string($0.message))]) } ?? .null),
+                        ])
+                row.text = doc.render(pretty: false) + "\n"
+            case .table:
+                row.table =
+                    [PathCoding.display(p.path)]
+                    + (p.error == nil
+                        ? [p.top.map { "\(names[$0.index]) \(Text.fixed(100 * Double($0.probability), 1))%" }.joined(separator: "  "), ""]
+                        : ["", "\(p.error!.kind): \(p.error!.message)"])
+            }
+            return row
+        }
+        /// Counts, prints and writes a row; false stops the run (--strict, or a failed write).
+        func take(_ row: Row) -> Bool {
+            if let w = row.warning { warn(w) }
+            if row.failed { failed += 1 } else { ok += 1 }
+            if let text = row.text, !emit(text) { return false }
+            if let t = row.table { tableRows.append(t) }
+            if strict && row.failed {
+                stoppedEarly = true
+                return false
+            }
+            return true
+        }
+        func showProgress(_ done: Int) {
+            let rate = Double(done) / max(monotonic() - started, 1e-9)
+            if let total {
+                progress.update("\(done)/\(total) images, \(Text.grouped(Int(rate))) img/s", fraction: Double(done) / Double(max(total, 1)))
+            } else {
+                progress.update("\(done) images, \(Text.grouped(Int(rate))) img/s", fraction: 0)
+            }
+        }
         try reportingErrors {
-            try predictor.run(
-                next: { try inputs.next() },
-                deliver: { p in
-                    if let e = p.error {
-                        failed += 1
-                        warn("kdtool: warning: \(PathCoding.display(e.path)): \(e.message)")
-                    } else {
-                        ok += 1
-                    }
-                    switch format {
-                    case .csv:
-                        var fields = [p.path]
-                        for i in 0..<k {
-                            fields += i < p.top.count ? [names[p.top[i].index], Text.fixed(Double(p.top[i].probability), 6)] : ["", ""]
-                        }
-                        fields.append(p.error.map { "\($0.kind): \($0.message)" } ?? "")
-                        if !emit(fields.map(csvField).joined(separator: ",") + "\n") { return false }
-                    case .jsonl:
-                        // A name that is not UTF-8 is shown with \\xNN escapes; path_b64 holds its exact bytes.
-                        let doc = JSON.object(
-                            [("path", .string(PathCoding.display(p.path)))]
-                                + (PathCoding.isRaw(p.path) ? [("path_b64", JSON.string(PathCoding.base64(p.path)))] : []) + [
-                                    (
-                                        "top",
-                                        .array(
-                                            p.top.map {
-                                                .object([
-                                                    ("label", .string(names[$0.index])), ("index", .int($0.index)),
-                                                    ("probability", .number(Double($0.probability))),
-                                                ])
-                                            })
-                                    ),
-                                    (
-                                        "error",
-                                        p.error.map { .object([("kind", .string($0.kind)), ("message", .string($0.message))]) } ?? .null
-                                    ),
-                                ])
-                        if !emit(doc.render(pretty: false) + "\n") { return false }
-                    case .table:
-                        tableRows.append(
-                            [PathCoding.display(p.path)]
-                                + (p.error == nil
-                                    ? [
-                                        p.top.map { "\(names[$0.index]) \(Text.fixed(100 * Double($0.probability), 1))%" }.joined(
-                                            separator: "  "), "",
-                                    ]
-                                    : ["", "\(p.error!.kind): \(p.error!.message)"]))
-                    }
-                    if strict && p.error != nil {
-                        stoppedEarly = true
-                        return false
-                    }
-                    return true
-                },
-                progress: { done in
-                    let rate = Double(done) / max(monotonic() - started, 1e-9)
-                    if let total {
-                        progress.update(
-                            "\(done)/\(total) images, \(Text.grouped(Int(rate))) img/s", fraction: Double(done) / Double(max(total, 1)))
-                    } else {
-                        progress.update("\(done) images, \(Text.grouped(Int(rate))) img/s", fraction: 0)
-                    }
-                })
+            if Cluster.world.isDistributed {
+                try DistributedInference(world: Cluster.world, window: max(batch, 1) * 8).run(
+                    predictor: predictor, next: { try inputs.next() }, render: render, take: take, progress: showProgress)
+            } else {
+                try predictor.run(next: { try inputs.next() }, deliver: { take(render($0)) }, progress: showProgress)
+            }
         }
         if let writeFailure { throw writeFailure }
         if format == .table { try sink.write(Text.table(["path", "prediction", "error"], tableRows, indent: "") + "\n") }

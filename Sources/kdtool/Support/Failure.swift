@@ -17,12 +17,14 @@ enum Exit {
     static let partial = ExitCode(3)
     static let gateExceeded = ExitCode(4)
     static let outputFailed = ExitCode(5)
+    /// A data-parallel run lost a rank: it died, hung past --rank-timeout, or MPI failed.
+    static let rankFailed = ExitCode(6)
     static let usage = ExitCode(64)
 }
 
 /// Prints one line to standard error.
 func warn(_ message: String) {
-    var line = message
+    guard var line = ClusterSetup.filter(message) else { return }
     if !line.hasSuffix("\n") { line += "\n" }
     line.withCString { _ = write(2, $0, strlen($0)) }
 }
@@ -43,6 +45,7 @@ func kdtoolExitCode(for error: Error) -> ExitCode? {
         case .precondition: return Exit.checkFailed
         }
     case is TensorError: return Exit.checkFailed
+    case is CollectiveError: return Exit.rankFailed
     case let e as RunConfig.Failure: return e.code
     default: return nil
     }

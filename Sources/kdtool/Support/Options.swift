@@ -98,10 +98,17 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "With --keep best: stop when validation accuracy has not improved for this many epochs (0: never).")
     var patience: Int = 0
 
+    @Flag(help: "Under mpirun: batch-norm statistics over the whole global batch rather than each rank's share.")
+    var syncBatchnorm = false
+
+    @Option(help: "Under mpirun: seconds a rank waits for another before it stops the job and names the silent rank.")
+    var rankTimeout: Double = 600
+
     func validate() throws {
         guard epochs > 0, batch > 0, lr > 0, threads > 0 else {
             throw ValidationError("--epochs, --batch, --lr and --threads must be positive")
         }
+        guard rankTimeout > 0 else { throw ValidationError("--rank-timeout must be a positive number of seconds") }
         guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or a number of epochs") }
         guard patience == 0 || keep == .best else {
             throw ValidationError("--patience stops on the validation split, which --keep best holds out: add --keep best")
@@ -126,6 +133,7 @@ struct TrainingOptions: ParsableArguments {
         c.stopAtCheckpoint = debugStopAtCheckpoint
         c.patience = patience
         c.logSteps = max(0, logSteps)
+        c.syncBatchNorm = syncBatchnorm
         return c
     }
 

@@ -1,3 +1,5 @@
+import KDTensor
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -35,7 +37,11 @@ final class ProgressLine {
     }
 }
 
-func warnRaw(_ s: String) { s.withCString { _ = write(2, $0, strlen($0)) } }
+func warnRaw(_ s: String) {
+    // Progress is rank 0's to show in a data-parallel run.
+    guard Cluster.world.isRoot else { return }
+    s.withCString { _ = write(2, $0, strlen($0)) }
+}
 
 func monotonic() -> Double {
     var ts = timespec()

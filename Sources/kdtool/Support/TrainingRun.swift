@@ -35,7 +35,10 @@ struct TrainingRun {
     var beforeWrite: ((Model) -> Void)?
 
     func execute(configure: (Trainer, Dataset, Augmentation) throws -> Void) throws {
-        let lock = try preflight(output: output)
+        let world = Cluster.world
+        world.timeout = training.rankTimeout
+        // Rank 0 alone writes the output (and holds its lock); every rank trains.
+        let lock = world.isRoot ? try preflight(output: output) : nil
         defer { withExtendedLifetime(lock) {} }
         Interruption.install()
         let progress = ProgressLine()
@@ -106,7 +109,7 @@ struct TrainingRun {
         job.onReady = { j in
             if !quiet {
                 warn(
-                    "\(method == "train" ? "training" : "distilling (\(method)) into") \(modelPath) (\(Text.grouped(j.model.parameterCount)) parameters) on \(j.train.count) images from \(source) [\(splitName)], \(config.epochs) epochs, batch \(config.batchSize), \(config.threads) threads"
+                    "\(method == "train" ? "training" : "distilling (\(method)) into") \(modelPath) (\(Text.grouped(j.model.parameterCount)) parameters) on \(j.train.count) images from \(source) [\(splitName)], \(config.epochs) epochs, batch \(config.batchSize), \(config.threads) threads\(world.isDistributed ? " × \(world.size) ranks" : "")"
                 )
             }
         }
@@ -138,6 +141,7 @@ struct TrainingRun {
         }
         if let file = Invocation.configFile { hp["config"] = .string(file) }
         if !KernelPolicy.changes.isEmpty { hp["kernels"] = .array(KernelPolicy.changes.map { .string($0) }) }
+        if world.isDistributed { hp["ranks"] = .uint(UInt64(world.size)) }
         model.provenance = Provenance(
             method: method, parents: parents, hyperparameters: hp,
             data: [
@@ -146,6 +150,7 @@ struct TrainingRun {
             ], seed: Int64(bitPattern: config.seed), metrics: metrics)
         model.preprocessing = prep
         beforeWrite?(model)
+        guard world.isRoot else { return }
         let written = try withBundleErrors { try BundleWriter.write(model.contents(), to: output) }
         if Invocation.configFile != nil, metricsFor == nil {
             try writeText(RunConfig.resolved(Invocation.arguments), to: Companion.config(output))
