@@ -19,6 +19,14 @@ import KDTensor
 public final class MPITransport: Transport, @unchecked Sendable {
     public let rank: Int
     public let size: Int
+    public let allowsOtherThreads: Bool
+    /// From the launcher: Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE, Slurm's SLURM_JOB_NUM_NODES.
+    public var allOnOneNode: Bool? {
+        func env(_ k: String) -> Int? { getenv(k).flatMap { Int(String(cString: $0)) } }
+        if let local = env("OMPI_COMM_WORLD_LOCAL_SIZE") { return local == size }
+        if let nodes = env("SLURM_JOB_NUM_NODES") { return nodes == 1 }
+        return nil
+    }
 
     typealias InitThread =
         @convention(c) (UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?, Int32, UnsafeMutablePointer<Int32>) ->
@@ -46,6 +54,9 @@ public final class MPITransport: Transport, @unchecked Sendable {
     let abortCall: Abort
     let finalize: Finalize
     private var finished = false
+    /// The thread that joined the job: it waits by spinning (its wait is the step's critical path);
+    /// a communication thread working during backward yields the core to the computation instead.
+    let mainThread = pthread_self()
 
     /// The library kdtool opens: Open MPI 4.1's (Debian `libopenmpi3`, installed with `openmpi-bin`).
     public static let libraryNames = ["libmpi.so.40", "libmpi.so"]
@@ -101,8 +112,10 @@ public final class MPITransport: Transport, @unchecked Sendable {
         let commSize = try function("MPI_Comm_size", CommQuery.self)
         let setErrhandler = try function("MPI_Comm_set_errhandler", SetErrhandler.self)
         var provided: Int32 = 0
-        // MPI_THREAD_FUNNELED (1): only the main thread calls MPI.
-        guard initThread(nil, nil, 1, &provided) == 0 else { throw CollectiveError("MPI_Init_thread failed") }
+        // MPI_THREAD_SERIALIZED (2): one thread at a time calls MPI, not always the main one (the
+        // gradient sum runs on a communication thread during backward).
+        guard initThread(nil, nil, 2, &provided) == 0 else { throw CollectiveError("MPI_Init_thread failed") }
+        allowsOtherThreads = provided >= 2
         // Errors come back as codes, so kdtool can name the rank and the operation before it stops the job.
         _ = setErrhandler(commWorld, try symbol("ompi_mpi_errors_return"))
         var r: Int32 = 0
@@ -154,6 +167,8 @@ public final class MPITransport: Transport, @unchecked Sendable {
         var done = [Bool](repeating: false, count: requests.count)
         let deadline = monotonicSeconds() + timeout
         var polls = 0
+        let patient = pthread_equal(pthread_self(), mainThread) == 0
+        let spins = patient ? 20 : 2000
         while true {
             for i in requests.indices where !done[i] {
                 var flag: Int32 = 0
@@ -164,14 +179,14 @@ public final class MPITransport: Transport, @unchecked Sendable {
             if !done.contains(false) { return }
             polls += 1
             // Spin briefly (a step's allreduce is typically under a millisecond), then back off.
-            if polls > 2000 {
+            if polls > spins {
                 if monotonicSeconds() > deadline {
                     let silent = peers.enumerated().filter { !done[$0.offset] }.map { "rank \($0.element)" }
                     throw CollectiveError(
                         "rank \(rank): no message from \(Set(silent).sorted().joined(separator: ", ")) for \(Int(timeout)) s during \(what); "
                             + "that rank has died or is stuck (--rank-timeout sets the wait)")
                 }
-                usleep(polls > 20000 ? 1000 : 20)
+                usleep(polls > 20000 ? 1000 : patient ? 50 : 20)
             }
         }
     }

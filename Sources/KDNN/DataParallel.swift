@@ -1,6 +1,8 @@
+import Dispatch
 import KDBundle
 import KDIO
 import KDTensor
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -138,5 +140,119 @@ extension Model {
             b += world.size
         }
         return try e.merged(over: world)
+    }
+}
+
+/// The gradient sum overlapped with the backward pass: parameters are grouped into buckets of
+/// about `bucketBytes` in the order backward completes them (the reverse of the graph's order); a
+/// bucket goes to a communication thread as soon as its last gradient is final, and the
+/// allreduce runs there while backward computes the layers before it (PyTorch DDP's gradient
+/// buckets). Buckets are summed strictly in their index order on every rank, so the collectives
+/// match up; the result per element depends only on N and the bucket plan, hence the same digest
+/// on every rerun.
+public final class GradientBuckets: @unchecked Sendable {
+    public let world: World
+    let names: [String]
+    /// Bucket of each parameter, and its offset there.
+    let place: [String: (bucket: Int, offset: Int, count: Int)]
+    let shapes: [String: [Int]]
+    /// Per bucket: its parameters and its buffer (values, then one presence flag per parameter).
+    let members: [[String]]
+    final class Buffer: @unchecked Sendable {
+        var values: [Float]
+        init(count: Int) { values = [Float](repeating: 0, count: count) }
+    }
+    var buffers: [Buffer] = []
+    var missing: [Int] = []
+    var launched = 0
+    let queue = DispatchQueue(label: "kdtool.gradient-sum")
+    let group = DispatchGroup()
+    let failure = Mutex<Error?>(nil)
+    public private(set) var bucketCount: Int
+    /// Seconds the training thread waited for buckets still being summed after backward ended
+    /// (the communication backward did not hide).
+    public var waitSeconds = 0.0
+
+    /// `names` in forward order (`Model.trainableNames`).
+    public init(world: World, names: [String], shapes: [String: [Int]], bucketBytes: Int) {
+        self.world = world
+        self.names = names
+        var place: [String: (Int, Int, Int)] = [:]
+        var members: [[String]] = [[]]
+        var size = 0
+        for name in names.reversed() {
+            let n = (shapes[name] ?? []).reduce(1, *)
+            if size > 0 && (size + n) * 4 > bucketBytes {
+                members.append([])
+                size = 0
+            }
+            place[name] = (members.count - 1, size, n)
+            members[members.count - 1].append(name)
+            size += n
+        }
+        self.place = place
+        self.shapes = shapes
+        self.members = members
+        bucketCount = members.count
+    }
+
+    func total(_ b: Int) -> Int { members[b].reduce(0) { $0 + (place[$1]?.count ?? 0) } }
+
+    /// A new step: every bucket empty, none launched.
+    public func begin() {
+        buffers = members.indices.map { Buffer(count: total($0) + members[$0].count) }
+        missing = members.map(\.count)
+        launched = 0
+    }
+
+    /// `name`'s gradient is final (already weighted by the rank's share); nil: it got none.
+    public func ready(_ name: String, _ g: Tensor?) {
+        guard let p = place[name] else { return }
+        let buffer = buffers[p.bucket]
+        if let g {
+            let src = g.pointer
+            buffer.values.withUnsafeMutableBufferPointer { dst in
+                for i in 0..<min(g.count, p.count) { dst[p.offset + i] = src[i] }
+            }
+            buffer.values[total(p.bucket) + members[p.bucket].firstIndex(of: name)!] = 1
+        }
+        missing[p.bucket] -= 1
+        while launched < members.count && missing[launched] == 0 { launch(launched) }
+    }
+
+    func launch(_ b: Int) {
+        launched = b + 1
+        let buffer = buffers[b]
+        let world = self.world
+        group.enter()
+        queue.async { [self] in
+            defer { group.leave() }
+            if failure.withLock({ $0 != nil }) { return }
+            do { try world.allreduceSum(&buffer.values, what: "gradient bucket \(b + 1)") } catch {
+                failure.withLock { $0 = error }
+            }
+        }
+    }
+
+    /// Launches what is left (buckets of parameters that got no gradient here, in order), sums the
+    /// step's scalars, and waits: the gradients summed over every rank, and the scalars.
+    public func finish(lossSum: Double, correct: Int, stop: Bool) throws -> DataParallel.Reduced {
+        while launched < members.count { launch(launched) }
+        let t0 = monotonicSeconds()
+        group.wait()
+        waitSeconds += monotonicSeconds() - t0
+        if let e = failure.withLock({ $0 }) { throw e }
+        var tail: [Float] = [Float(lossSum), Float(correct), stop ? 1 : 0]
+        try world.allreduceSum(&tail, what: "the step's loss and counts")
+        var out: [String: Tensor] = [:]
+        for (b, names) in members.enumerated() {
+            let values = buffers[b].values
+            let flags = total(b)
+            for (k, name) in names.enumerated() where values[flags + k] > 0 {
+                let p = place[name]!
+                out[name] = Tensor(shape: shapes[name] ?? [p.count], values: Array(values[p.offset..<(p.offset + p.count)]))
+            }
+        }
+        return DataParallel.Reduced(gradients: out, lossSum: Double(tail[0]), correct: Int(tail[1]), stopRequested: tail[2] > 0)
     }
 }

@@ -23,6 +23,18 @@ public struct TrainConfig: Sendable {
     /// Data-parallel runs: batch-norm statistics over the whole global batch (`--sync-batchnorm`)
     /// rather than each rank's share (the default, as in PyTorch's DistributedDataParallel).
     public var syncBatchNorm = false
+    /// Data-parallel runs: gradients are summed in buckets of about this many bytes while backward
+    /// runs (0: one sum after backward; nil: buckets of 256 KiB when the ranks span several
+    /// machines, one sum when they share one — there the ring's copies are work for the same cores
+    /// that compute, and overlap measured slower). Synchronized batch norm sums inside backward
+    /// itself, so it always uses the single sum.
+    public var gradientBucketBytes: Int? = nil
+
+    /// The bucket size a run on `world` uses (0: one sum after backward).
+    public func bucketBytes(on world: World) -> Int {
+        if let b = gradientBucketBytes { return b }
+        return world.transport?.allOnOneNode == false || world.transport?.allOnOneNode == nil ? 256 << 10 : 0
+    }
     /// Write a checkpoint every this many steps (0: only at the end of each epoch).
     public var checkpointEvery = 0
     /// Debugging (the hidden `--debug-stop-at-checkpoint N`): after writing its N-th checkpoint the
@@ -223,6 +235,11 @@ public final class Trainer {
         let trainable = model.trainableNames
         let shapes = model.parameters.mapValues(\.shape)
         let bufferNames = model.tensorNames.filter { model.buffers[$0] != nil }
+        let overlap =
+            world.isDistributed && config.bucketBytes(on: world) > 0 && !config.syncBatchNorm
+            && (world.transport?.allowsOtherThreads ?? false)
+        let buckets =
+            overlap ? GradientBuckets(world: world, names: trainable, shapes: shapes, bucketBytes: config.bucketBytes(on: world)) : nil
         var epoch = step / perEpoch
         while epoch < config.epochs {
             let firstBatch = step - epoch * perEpoch
@@ -231,6 +248,7 @@ public final class Trainer {
             var lossSum = 0.0
             var correct = 0
             world.resetStatistics()
+            buckets?.waitSeconds = 0
             var computeSeconds = 0.0
             for batch in train.prefetching(epoch: epoch, from: firstBatch) {
                 let index = step - epoch * perEpoch
@@ -246,6 +264,7 @@ public final class Trainer {
                 var grads: [String: Tensor] = [:]
                 var batchCorrect = 0
                 let n = batch.labels.count
+                buckets?.begin()
                 if n > 0 {
                     let tape = Tape()
                     tape.batchNormSync = config.syncBatchNorm && world.isDistributed ? world : nil
@@ -261,8 +280,21 @@ public final class Trainer {
                             "loss became \(loss) at epoch \(epoch + 1), step \(step + 1); try a lower --lr (now \(config.lr))",
                             code: .diverged)
                     }
-                    try tape.backward(seeds)
-                    for name in trainable { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
+                    if let buckets {
+                        // Each parameter's gradient goes to its bucket as soon as it is final.
+                        var watched: [Var] = []
+                        var nameOf: [Int: String] = [:]
+                        for name in trainable {
+                            if let v = f.parameter(name) {
+                                watched.append(v)
+                                nameOf[v.id] = name
+                            }
+                        }
+                        try tape.backward(seeds, watching: watched) { v in buckets.ready(nameOf[v.id]!, tape.grad(v)) }
+                    } else {
+                        try tape.backward(seeds)
+                        for name in trainable { if let v = f.parameter(name), let g = tape.grad(v) { grads[name] = g } }
+                    }
                     batchCorrect = Self.correct(tape.value(f.output), batch.labels)
                 } else if config.syncBatchNorm && world.isDistributed {
                     throw NNError(
@@ -273,9 +305,11 @@ public final class Trainer {
                 var stepLoss = Double(loss)
                 var stepCount = n
                 if world.isDistributed {
-                    let r = try parallel.reduce(
-                        gradients: grads, names: trainable, shapes: shapes, lossSum: Double(loss) * Double(n),
-                        correct: batchCorrect, stop: shouldStop())
+                    let r =
+                        try buckets?.finish(lossSum: Double(loss) * Double(n), correct: batchCorrect, stop: shouldStop())
+                        ?? parallel.reduce(
+                            gradients: grads, names: trainable, shapes: shapes, lossSum: Double(loss) * Double(n),
+                            correct: batchCorrect, stop: shouldStop())
                     grads = r.gradients
                     stepCount = batch.globalCount
                     stepLoss = r.lossSum / Double(max(stepCount, 1))
@@ -320,6 +354,10 @@ public final class Trainer {
                 m.extra["ranks"] = Double(world.size)
                 m.extra["compute_seconds"] = computeSeconds
                 m.extra["allreduce_seconds"] = world.seconds
+                if let buckets {
+                    m.extra["allreduce_wait_seconds"] = buckets.waitSeconds
+                    m.extra["gradient_buckets"] = Double(buckets.bucketCount)
+                }
                 m.extra["allreduce_bytes_per_step"] = Double(world.bytesSent) / Double(max(1, step - epoch * perEpoch - firstBatch))
             }
             if let eval {

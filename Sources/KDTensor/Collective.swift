@@ -21,6 +21,12 @@ public protocol Transport: AnyObject, Sendable {
     func abort(code: Int32) -> Never
     /// Ends the job's communication cleanly (MPI_Finalize); called once, at a successful exit.
     func finish()
+    /// Whether another thread than the one that started the job may call `exchange`, one thread at
+    /// a time (MPI_THREAD_SERIALIZED): what overlapping the gradient sum with backward needs.
+    var allowsOtherThreads: Bool { get }
+    /// Whether every rank runs on this machine (their messages are memory copies by the CPUs
+    /// that also compute, so overlapping them with backward gains nothing); nil: unknown.
+    var allOnOneNode: Bool? { get }
 }
 
 /// A collective operation that could not complete: a rank died, hung, or disagreed.
@@ -94,7 +100,21 @@ public final class World: @unchecked Sendable {
     /// A ring: reduce-scatter, then all-gather, 2·(N−1)/N of the buffer sent per rank. Chunk c is
     /// summed starting at rank c and going round the ring, always in that order, so the result
     /// depends only on the inputs and N — never on timing or on which algorithm MPI would pick.
-    public func allreduceSum<T: BinaryFloatingPoint>(_ values: UnsafeMutableBufferPointer<T>, what: String) throws {
+    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>, what: String) throws { try ringSum(values, what: what) }
+
+    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Double>, what: String) throws { try ringSum(values, what: what) }
+
+    public func allreduceSum(_ values: inout [Float], what: String) throws {
+        try values.withUnsafeMutableBufferPointer { try ringSum($0, what: what) }
+    }
+
+    public func allreduceSum(_ values: inout [Double], what: String) throws {
+        try values.withUnsafeMutableBufferPointer { try ringSum($0, what: what) }
+    }
+
+    /// The ring, specialised here for each element type (the public entry points are concrete, so
+    /// the per-element addition is not a generic call).
+    func ringSum<T: BinaryFloatingPoint>(_ values: UnsafeMutableBufferPointer<T>, what: String) throws {
         guard size > 1, let base = values.baseAddress else { return }
         try timed {
             let n = values.count
@@ -112,7 +132,10 @@ public final class World: @unchecked Sendable {
                         (UnsafeMutableRawBufferPointer(start: sb.baseAddress, count: inc.count * MemoryLayout<T>.stride), previous),
                         tag: Self.tagAllreduce, what: what)
                 }
-                for (j, i) in inc.enumerated() { base[i] = scratch[j] + base[i] }
+                scratch.withUnsafeBufferPointer { sp in
+                    let (src, dst) = (sp.baseAddress!, base + inc.lowerBound)
+                    for j in 0..<inc.count { dst[j] = src[j] + dst[j] }
+                }
             }
             for s in 0..<(p - 1) {
                 let out = bounds((rank + 1 - s + p) % p)
@@ -123,10 +146,6 @@ public final class World: @unchecked Sendable {
                     tag: Self.tagAllreduce, what: what)
             }
         }
-    }
-
-    public func allreduceSum<T: BinaryFloatingPoint>(_ values: inout [T], what: String) throws {
-        try values.withUnsafeMutableBufferPointer { try allreduceSum($0, what: what) }
     }
 
     /// Root's bytes to every rank (a binomial tree: ⌈log₂ N⌉ rounds). Every rank passes a buffer of
@@ -275,6 +294,8 @@ public final class ThreadTransport: Transport, @unchecked Sendable {
 
     public func abort(code: Int32) -> Never { exit(code) }
     public func finish() {}
+    public var allowsOtherThreads: Bool { true }
+    public var allOnOneNode: Bool? { true }
 }
 
 /// Monotonic seconds.

@@ -1,18 +1,36 @@
 extension Tape {
     /// Back-propagates from the given seeds (dL/dv for each v) through every recorded op.
-    public func backward(_ seeds: [(Var, Tensor)]) throws {
+    public func backward(_ seeds: [(Var, Tensor)]) throws { try backward(seeds, watching: [], final: { _ in }) }
+
+    /// The same, calling `final(v)` for each watched value as soon as its gradient is complete
+    /// (the earliest op that read it has run its rule), while the pass goes on: a data-parallel
+    /// trainer starts summing those gradients across the ranks during the rest of the pass. A
+    /// watched value no op read is never reported.
+    public func backward(_ seeds: [(Var, Tensor)], watching: [Var], final: (Var) throws -> Void) throws {
         for (v, g) in seeds {
             guard shape(v).reduce(1, *) == g.count else {
                 throw TensorError("gradient \(g.shape) does not match value \(shape(v))")
             }
             accumulate(v.id, g)
         }
-        for record in records.reversed() {
-            guard grads[record.output] != nil else { continue }
-            try Profiler.measure("backward \(record.op.name)") { try backward(record) }
-            // An op's output gradient is not read again once its rule has run (the gradients
-            // callers read are those of leaves, which no op outputs): its memory goes back now.
-            grads[record.output] = nil
+        // For each record, the watched values whose first reader it is.
+        var completes: [Int: [Var]] = [:]
+        if !watching.isEmpty {
+            var firstReader: [Int: Int] = [:]
+            let watched = Set(watching.map(\.id))
+            for (i, r) in records.enumerated() {
+                for id in r.inputs where watched.contains(id) && firstReader[id] == nil { firstReader[id] = i }
+            }
+            for v in watching { if let i = firstReader[v.id] { completes[i, default: []].append(v) } }
+        }
+        for (i, record) in records.enumerated().reversed() {
+            if grads[record.output] != nil {
+                try Profiler.measure("backward \(record.op.name)") { try backward(record) }
+                // An op's output gradient is not read again once its rule has run (the gradients
+                // callers read are those of leaves, which no op outputs): its memory goes back now.
+                grads[record.output] = nil
+            }
+            for v in completes[i] ?? [] { try final(v) }
         }
     }
 

@@ -94,6 +94,13 @@ struct DistributedTests {
         #expect(again.status == 0, "\(again.err)")
         let (d2, d2b) = (try #require(digest(two.out)), try #require(digest(again.out)))
         #expect(d2 == d2b, "the same N and seed give the same content digest")
+        // Summing in buckets during backward or once after it adds the same two numbers per
+        // element with 2 ranks: the same digest.
+        for kb in ["0", "4"] {
+            let other = try MPI.run(2, common + ["--bucket-kb", kb, "-o", p("b\(kb).kdb")])
+            #expect(other.status == 0, "\(other.err)")
+            #expect(digest(other.out) == d2, "--bucket-kb \(kb)")
+        }
         #expect(two.out.components(separatedBy: "content digest").count == 2, "only rank 0 prints")
         let (a1, a2) = (try accuracy(p("one.metrics.jsonl")), try accuracy(p("two.metrics.jsonl")))
         #expect(abs(a1 - a2) < 0.02, "N = 1: \(a1), N = 2: \(a2)")

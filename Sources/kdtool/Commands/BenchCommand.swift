@@ -26,6 +26,11 @@ struct BenchCommand: ParsableCommand {
               kdtool bench student.kdb
               kdtool bench resnet20.kdb --batch 1,16,64 --threads 2 --compare-onnxruntime
               kdtool bench student.kdb --json
+              mpirun -np 2 kdtool bench resnet20.kdb --allreduce     # the ranks' links, and this model's gradient sum
+
+            --allreduce (under mpirun, N ≥ 2 ranks) times kdtool's ring allreduce instead: message sizes from 1 KiB to
+            16 MiB and the model's gradient size, the latency α and inverse bandwidth β fitted to the ring's cost
+            2(N−1)·α + 2(N−1)/N·bytes·β, and the model's gradient sum per step (docs/distributed.md uses them).
             """)
 
     @Argument(help: "The model bundle.")
@@ -53,10 +58,14 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON document.")
     var json = false
 
+    @Flag(help: "Under mpirun: time the gradient allreduce between the ranks instead of the forward pass.")
+    var allreduce = false
+
     /// The pause before each timing round with --compare-onnxruntime, longer than either side's spinning workers.
     static let quietMicroseconds: UInt32 = 150_000
 
     func run() throws {
+        if allreduce { return try runAllreduce() }
         Parallel.configure(threads: threads)
         let sizes = batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: " ")) }
         guard !sizes.isEmpty, sizes.allSatisfy({ $0 > 0 }), runs > 0 else {
@@ -339,5 +348,72 @@ enum OnnxRuntimePeer {
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return (exit, String(decoding: out, as: UTF8.self))
+    }
+}
+
+extension BenchCommand {
+    /// Times the ring allreduce on the ranks of this MPI job and fits its cost model.
+    func runAllreduce() throws {
+        let world = Cluster.world
+        guard world.isDistributed else {
+            throw ValidationError("--allreduce times the link between ranks: start it with mpirun -np N (N ≥ 2)")
+        }
+        let (m, _) = try loadModel(model)
+        let gradientBytes = m.trainableNames.reduce(0) { $0 + (m.parameters[$1]?.count ?? 0) } * 4
+        var sizes = [1 << 10, 16 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20]
+        if !sizes.contains(gradientBytes) { sizes.append(gradientBytes) }
+        sizes.sort()
+        var rows: [(bytes: Int, seconds: Double)] = []
+        for bytes in sizes {
+            var buffer = [Float](repeating: 1, count: max(1, bytes / 4))
+            let reps = max(3, min(runs, (64 << 20) / max(bytes, 1)))
+            try world.allreduceSum(&buffer, what: "warm-up")
+            var times: [Double] = []
+            for _ in 0..<reps {
+                let t0 = monotonicSeconds()
+                try world.allreduceSum(&buffer, what: "timing")
+                times.append(monotonicSeconds() - t0)
+            }
+            // Rank 0's median; every rank took part.
+            rows.append((bytes, times.sorted()[times.count / 2]))
+        }
+        // The ring's cost is 2(N−1)·α + 2(N−1)/N·bytes·β: α from the smallest message (latency-bound),
+        // β from a least-squares slope over the messages of 256 KiB and more (bandwidth-bound).
+        let n = Double(world.size)
+        let large = rows.filter { $0.bytes >= 256 << 10 }
+        let xs = large.map { Double($0.bytes) }
+        let ys = large.map(\.seconds)
+        let mx = xs.reduce(0, +) / Double(max(xs.count, 1))
+        let my = ys.reduce(0, +) / Double(max(ys.count, 1))
+        let slope = zip(xs, ys).reduce(0) { $0 + ($1.0 - mx) * ($1.1 - my) } / max(xs.reduce(0) { $0 + ($1 - mx) * ($1 - mx) }, 1e-30)
+        let beta = max(slope, 1e-15) * n / (2 * (n - 1))
+        let alpha = max(0, rows[0].seconds - 2 * (n - 1) / n * Double(rows[0].bytes) * beta) / (2 * (n - 1))
+        let model = rows.first { $0.bytes == gradientBytes }!.seconds
+        if json {
+            let doc = JSON.object([
+                ("ranks", .int(world.size)), ("model", .string(self.model)), ("gradient_bytes", .int(gradientBytes)),
+                ("gradient_allreduce_seconds", .number(model)), ("alpha_seconds", .number(alpha)),
+                ("beta_seconds_per_byte", .number(beta)),
+                ("sizes", .array(rows.map { .object([("bytes", .int($0.bytes)), ("seconds", .number($0.seconds))]) })),
+            ])
+            print(doc.render())
+            return
+        }
+        print("ring allreduce over \(world.size) ranks (kdtool's, rank 0's median per size)")
+        print(
+            Text.table(
+                ["bytes", "ms", "GB/s (bus)"],
+                rows.map { r in
+                    [
+                        Text.grouped(r.bytes), Text.fixed(r.seconds * 1e3, 3),
+                        Text.fixed(2 * (n - 1) / n * Double(r.bytes) / r.seconds / 1e9, 2),
+                    ]
+                }))
+        print(
+            "fit: α \(Text.fixed(alpha * 1e6, 2)) µs per message, β \(Text.fixed(beta * 1e9, 4)) ns per byte (\(Text.fixed(1 / max(beta, 1e-30) / 1e9, 2)) GB/s)"
+        )
+        print(
+            "\(self.model): \(Text.grouped(gradientBytes)) bytes of gradients, \(Text.fixed(model * 1e3, 3)) ms per allreduce on \(world.size) ranks"
+        )
     }
 }

@@ -104,10 +104,17 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Under mpirun: seconds a rank waits for another before it stops the job and names the silent rank.")
     var rankTimeout: Double = 600
 
+    @Option(
+        help:
+            "Under mpirun: sum gradients in buckets of this many KiB while backward runs (0: one sum after backward; default: 256 when the ranks span machines, 0 on one machine)."
+    )
+    var bucketKb: Int?
+
     func validate() throws {
         guard epochs > 0, batch > 0, lr > 0, threads > 0 else {
             throw ValidationError("--epochs, --batch, --lr and --threads must be positive")
         }
+        guard (bucketKb ?? 0) >= 0 && (bucketKb ?? 0) <= 1 << 20 else { throw ValidationError("--bucket-kb must be within 0…1048576") }
         guard rankTimeout > 0 else { throw ValidationError("--rank-timeout must be a positive number of seconds") }
         guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or a number of epochs") }
         guard patience == 0 || keep == .best else {
@@ -134,6 +141,7 @@ struct TrainingOptions: ParsableArguments {
         c.patience = patience
         c.logSteps = max(0, logSteps)
         c.syncBatchNorm = syncBatchnorm
+        c.gradientBucketBytes = bucketKb.map { $0 << 10 }
         return c
     }
 

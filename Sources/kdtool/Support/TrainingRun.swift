@@ -141,7 +141,10 @@ struct TrainingRun {
         }
         if let file = Invocation.configFile { hp["config"] = .string(file) }
         if !KernelPolicy.changes.isEmpty { hp["kernels"] = .array(KernelPolicy.changes.map { .string($0) }) }
-        if world.isDistributed { hp["ranks"] = .uint(UInt64(world.size)) }
+        if world.isDistributed {
+            hp["ranks"] = .uint(UInt64(world.size))
+            hp["bucket_kb"] = .uint(UInt64(config.bucketBytes(on: world) >> 10))
+        }
         model.provenance = Provenance(
             method: method, parents: parents, hyperparameters: hp,
             data: [
