@@ -23,6 +23,7 @@ struct DistillCommand: ParsableCommand {
               kdtool distill teacher.kdb student.kdb --method fsp --stage1-epochs 3 --data data/mnist -o fsp.kdb
               kdtool distill spec-a.kdb spec-b.kdb spec-c.kdb student.kdb --method kc --verticals v.json --top-k 2 --head fc-sc --self-paced vertical --data data/mnist -o kc.kdb
               kdtool distill generalist.kdb --method specialist --verticals v.json --data data/mnist -o specialists/
+              mpirun -np 4 kdtool distill teacher.kdb student.kdb --data data/mnist --threads 1 -o distilled.kdb
             """,
         aliases: ["distil"])
 

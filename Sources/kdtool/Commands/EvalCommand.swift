@@ -23,6 +23,7 @@ struct EvalCommand: ParsableCommand {
               kdtool eval lenet5-trained.kdb --data data/mnist
               kdtool eval model.kdb --data photos/ --split all --json
               kdtool eval s1.kdb s2.kdb s3.kdb --data data/mnist     # members and their ensemble
+              mpirun -np 2 kdtool eval model.kdb --data data/mnist --json   # one model's batches split across ranks
             """)
 
     @Argument(help: "The model bundle (several: each, and their ensemble).")

@@ -25,6 +25,7 @@ struct InferCommand: ParsableCommand {
               kdtool infer student.kdb photos/ --top-k 3
               find scans -name '*.jpg' | kdtool infer student.kdb - --format jsonl -o predictions.jsonl
               kdtool infer student.kdb a.png b.jpg --format table
+              mpirun -np 4 kdtool infer student.kdb photos/ -o predictions.csv     # split across ranks, rows in input order
             """)
 
     @Argument(help: "The model bundle.")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KDBundle
+import KDTensor
 
 #if canImport(Glibc)
     import Glibc
@@ -40,6 +41,13 @@ struct RerunCommand: ParsableCommand {
         var args = recorded.compactMap { if case .string(let s) = $0 { s } else { nil } }
         guard let sub = args.first, ["train", "distill", "distil"].contains(sub) else {
             warn("kdtool: error: \(bundle): PROV names command '\(args.first ?? "")'; rerun replays train and distill")
+            throw ExitCode.failure
+        }
+        // A data-parallel run is replayed by the same number of ranks (a different N sums in another order).
+        if case .uint(let ranks)? = prov.hyperparameters["ranks"], Int(ranks) != Cluster.world.size {
+            warn(
+                "kdtool: error: \(bundle) was trained by \(ranks) ranks; replay it with the same number: mpirun -np \(ranks) kdtool rerun \(bundle)"
+            )
             throw ExitCode.failure
         }
         if prov.method.hasPrefix("dml") {
@@ -89,6 +97,8 @@ struct RerunCommand: ParsableCommand {
         Invocation.configFile = nil
         var command = try KDTool.parseAsRoot(try DebugFlags.apply(args))
         try command.run()
+        // Rank 0 wrote the replay and compares it.
+        guard Cluster.world.isRoot else { return }
         let want = try withBundleErrors { try original.contentDigest() }
         let got = try withBundleErrors { try ModelBundle(path: target).contentDigest() }
         if want == got {

@@ -19,6 +19,7 @@ struct TrainCommand: ParsableCommand {
               kdtool train r20.kdb --data cifar-10-binary-subset.tar.gz --epochs 30 --eval-split eval -o r20-trained.kdb
               kdtool train model.kdb --data digits.csv.gz --epochs 5 --checkpoint-every 20 --resume -o out.kdb
               kdtool train spec.kdb --data data/mnist --loss sigmoid --classes 3,5,8 -o specialist-358.kdb
+              mpirun -np 4 kdtool train r20.kdb --data cifar.tar.gz --threads 1 -o r20-trained.kdb     # data-parallel (docs/distributed.md)
 
             --loss sigmoid trains sigmoid outputs (one-vs-rest cross-entropy; the graph records the output kind, so eval, infer and export read them as sigmoids): the specialist teachers of Knowledge Concentration. --classes restricts the data to those classes (by name), in that order; the model needs exactly that many outputs.
             """)
