@@ -434,4 +434,37 @@ struct DirectConvTests {
             reference(try Linear.forward(x: a, weight: lw, bias: nil)), "linear")
         #expect(Epilogue(.activation(.silu)).preservesZero && !Epilogue(.activation(.hardsigmoid(alpha: 0.2, beta: 0.5))).preservesZero)
     }
+
+    @Test("ReLU6 in the direct kernel's registers matches clip(conv + bias (+ residual), 0, 6) on every tile family")
+    func relu6InRegisters() throws {
+        var rng = RandomSource(seed: 29)
+        let six = Activation.clip(min: 0, max: 6)
+        for (c, o, k, h, w, pad, lanes, pixels, sliding) in [
+            (24, 32, 1, 9, 13, 0, 16, false, false), (16, 16, 3, 10, 10, 1, 16, false, false), (16, 16, 3, 12, 20, 1, 16, true, false),
+            (16, 16, 3, 7, 30, 0, 16, false, true), (8, 24, 1, 6, 6, 0, 8, false, false),
+        ] {
+            let x = Self.random([2, c, h, w], &rng).scaled(by: 8)
+            let wt = Self.random([o, c, k, k], &rng)
+            let bias = Self.random([o], &rng)
+            let g = Window(kernel: [k, k], stride: [1, 1], pads: [pad, pad, pad, pad])
+            let conv = try Conv2d.forward(x: x, weight: wt, bias: bias, g, groups: 1)
+            let r = Self.random(conv.shape, &rng).scaled(by: 4)
+            for residual in [nil, r] {
+                let pre = residual.map { try! Elementwise.add(conv, $0) } ?? conv
+                let want = pre.array.map { min(max($0, 0), 6) }
+                guard DirectConv.laneChoices(outChannels: o).contains(lanes) else { continue }
+                let kernel = DirectConv(
+                    weight: wt, bias: bias, window: g, inBlock: 8, lanes: lanes, allowPixelPath: pixels, allowSliding: sliding)
+                let got = try kernel(
+                    BlockedTensor(x, pad: pad), Epilogue(.activation(six), residual: residual.map { BlockedTensor($0, pad: 1) })
+                )
+                .plain().array
+                let scale = max(1, want.map(abs).max() ?? 1)
+                #expect(
+                    got.count == want.count && zip(got, want).allSatisfy { abs($0 - $1) <= 1e-5 * scale },
+                    "c \(c) o \(o) k \(k) \(h)×\(w) lanes \(lanes) pixels \(pixels) sliding \(sliding) residual \(residual != nil)")
+                #expect(got.allSatisfy { $0 >= 0 && $0 <= 6 } && got.contains(6) && got.contains(0), "clipped at both ends")
+            }
+        }
+    }
 }

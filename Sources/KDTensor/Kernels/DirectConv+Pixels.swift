@@ -49,7 +49,7 @@ extension DirectConv {
         let geometry = PixelTile(
             inPlane: x.planeStride, inRow: x.rowStride, kh: kh, kw: kw, inChannels: inChannels, outChannels: o, outPlane: outPlane,
             outRow: outRow,
-            relu: relu, weightStride: kh * kw * packedLanes, packedLanes: packedLanes)
+            relu: relu, upper: upper, weightStride: kh * kw * packedLanes, packedLanes: packedLanes)
         Parallel.chunks(x.n * rowTiles) { _, range in
             for u in range {
                 let (img, t) = (u / rowTiles, u % rowTiles)
@@ -86,6 +86,8 @@ extension DirectConv {
         let outPlane: Int
         let outRow: Int
         let relu: Bool
+        /// With `relu`: the ceiling of a clip to [0, upper] (ReLU6), infinity for a plain ReLU.
+        let upper: Float
         /// Packed weights: channel o, input c, tap k at ((o / L · C + c) · kh·kw + k) · L + o % L.
         let weightStride: Int
         let packedLanes: Int
@@ -195,7 +197,7 @@ extension DirectConv {
                         var rows = InlineArray<8, SIMD16<Float>>(repeating: SIMD16())
                         for k in 0..<nk {
                             let v = unsafeBitCast(acc[k * nr + r], to: SIMD16<Float>.self)
-                            rows[k] = relu ? v.relu() : v
+                            rows[k] = relu ? (upper < .infinity ? v.relu(upTo: upper) : v.relu()) : v
                         }
                         Self.storeTransposed(rows, plane + r * outRow)
                     }
@@ -206,7 +208,7 @@ extension DirectConv {
                 let oc = o0 + k
                 let plane = d + (oc / 8) * outPlane + oc % 8
                 for r in 0..<nr {
-                    let v = relu ? acc[k * nr + r].relu() : acc[k * nr + r]
+                    let v = relu ? (upper < .infinity ? acc[k * nr + r].relu(upTo: upper) : acc[k * nr + r].relu()) : acc[k * nr + r]
                     let row = plane + r * outRow
                     for p in 0..<V.scalarCount { row[p * 8] = v[p] }
                 }

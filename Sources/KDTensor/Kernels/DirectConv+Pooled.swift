@@ -62,7 +62,7 @@ extension DirectConv {
             let out = y.pointer
             let geometry = PixelTile(
                 inPlane: x.planeStride, inRow: x.rowStride, kh: kh, kw: kw, inChannels: inChannels, outChannels: o, outPlane: hp * wp,
-                outRow: wp, relu: relu, weightStride: kh * kw * lanes, packedLanes: lanes)
+                outRow: wp, relu: relu, upper: .infinity, weightStride: kh * kw * lanes, packedLanes: lanes)
             Parallel.chunks(x.n * rowTiles) { _, range in
                 for u in range {
                     let (img, t) = (u / rowTiles, u % rowTiles)

@@ -58,6 +58,6 @@ extension DirectConv.Tile {
     func finish(_ acc: V, _ o: UnsafeMutablePointer<Float>) {
         var v = acc
         if let residualOffset { v += V.load(o + residualOffset, blockStride: outBlock) }
-        (relu ? v.relu() : v).store(o, blockStride: outBlock)
+        (relu ? (upper < .infinity ? v.relu(upTo: upper) : v.relu()) : v).store(o, blockStride: outBlock)
     }
 }

@@ -34,6 +34,9 @@ public struct DirectConv: @unchecked Sendable {
     /// The epilogue's activation other than ReLU for the call under way (set on a copy by
     /// `callAsFunction`), applied to each output row while it is in cache.
     var activation: Activation?
+    /// ReLU6 and other clips to [0, upper]: applied in registers with the ReLU (set on a copy by
+    /// `run`); infinity when the activation is not such a clip.
+    var upper: Float = .infinity
 
     /// Whether the direct kernel handles a convolution with these groups (dense ones only).
     public static func applies(groups: Int) -> Bool { groups == 1 }
@@ -225,6 +228,13 @@ public struct DirectConv: @unchecked Sendable {
     }
 
     func run(_ x: Input, pads: [Int], relu: Bool, residual: BlockedTensor?, outPad: Int) throws -> BlockedTensor {
+        // A clip to [0, u] (ReLU6) is a ReLU with a ceiling: in registers, not a pass over the output.
+        if !relu, case .clip(let lo, let hi)? = activation, lo == 0, hi > 0, upper == .infinity {
+            var conv = self
+            conv.activation = nil
+            conv.upper = hi
+            return try conv.run(x, pads: pads, relu: true, residual: residual, outPad: outPad)
+        }
         var g = window
         g.pads = pads
         let ho = try g.outputSize(x.h, axis: 0)
@@ -316,7 +326,7 @@ public struct DirectConv: @unchecked Sendable {
         let perBlock = cb * kh * kw * ib * V.scalarCount
         let tile = Tile<V>(
             planeStride: x.planeStride, pixelStep: g.stride.w * ib, tapH: g.dilation.h * x.rowStride, tapW: g.dilation.w * ib, ib: ib,
-            cb: cb, kh: kh, kw: kw, weightBlock: perBlock, outBlock: output.planeStride, relu: relu,
+            cb: cb, kh: kh, kw: kw, weightBlock: perBlock, outBlock: output.planeStride, relu: relu, upper: upper,
             unitStride: ib == 8 && g.stride.w == 1, residualOffset: residual.map { $0.origin - output.origin },
             outPixel: output.pixelStep)
         let wts = UnsafePointer(packed.pointer)
@@ -411,6 +421,8 @@ public struct DirectConv: @unchecked Sendable {
         /// Floats from one output block of eight channels to the next (its plane with the halo).
         let outBlock: Int
         let relu: Bool
+        /// With `relu`: the ceiling of a clip to [0, upper] (ReLU6), infinity for a plain ReLU.
+        let upper: Float
         let unitStride: Bool
         /// Distance from the output to the residual added before the ReLU, when there is one.
         let residualOffset: Int?
@@ -596,7 +608,7 @@ public struct DirectConv: @unchecked Sendable {
                         let o = d + b * vectorStride + r * outRow + q * outPix
                         var v = acc[(b * nr + r) * np + q]
                         if let residual { v += V.load(o + residual, blockStride: outBlock) }
-                        (relu ? v.relu() : v).store(o, blockStride: outBlock)
+                        (relu ? (upper < .infinity ? v.relu(upTo: upper) : v.relu()) : v).store(o, blockStride: outBlock)
                     }
                 }
             }
@@ -663,6 +675,8 @@ protocol OutputLanes: SIMD where Scalar == Float {
     /// max(x, 0), NaN kept. A requirement, not the generic `replacing(with:where:)`, which in
     /// code generic over the vector type compiles to a loop over the lanes.
     func relu() -> Self
+    /// min(max(x, 0), upper): ReLU6 and other clips from 0.
+    func relu(upTo upper: Float) -> Self
 }
 
 extension SIMD8: OutputLanes where Scalar == Float {
@@ -674,6 +688,11 @@ extension SIMD8: OutputLanes where Scalar == Float {
     func storeContiguous(_ p: UnsafeMutablePointer<Float>) { store(p) }
     @inline(__always)
     func relu() -> SIMD8<Float> { replacing(with: 0, where: self .< 0) }
+    @inline(__always)
+    func relu(upTo upper: Float) -> SIMD8<Float> {
+        let v = replacing(with: 0, where: self .< 0)
+        return v.replacing(with: upper, where: v .> upper)
+    }
 }
 
 extension SIMD16: OutputLanes where Scalar == Float {
@@ -692,6 +711,11 @@ extension SIMD16: OutputLanes where Scalar == Float {
     func storeContiguous(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD16<Float>.self) }
     @inline(__always)
     func relu() -> SIMD16<Float> { replacing(with: 0, where: self .< 0) }
+    @inline(__always)
+    func relu(upTo upper: Float) -> SIMD16<Float> {
+        let v = replacing(with: 0, where: self .< 0)
+        return v.replacing(with: upper, where: v .> upper)
+    }
 }
 
 protocol TilePixels { static var count: Int { get } }
