@@ -13,25 +13,13 @@
 #include <cstdlib>
 #include <vector>
 
-struct Layer { const char *name; int n, c, o, h, w, k, s, groups; };
+#include "mobile_layers.h"
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     if (xnn_initialize(nullptr) != xnn_status_success) { fprintf(stderr, "xnn_initialize failed\n"); return 1; }
     pthreadpool_t pool = pthreadpool_create(threads);
-    const Layer layers[] = {
-        {"dw3x3 s1 144ch 32x32", 1, 144, 144, 32, 32, 3, 1, 144},
-        {"dw3x3 s2 144ch 32x32", 1, 144, 144, 32, 32, 3, 2, 144},
-        {"pw 24->144 32x32", 1, 24, 144, 32, 32, 1, 1, 1},
-        {"pw 144->24 32x32", 1, 144, 24, 32, 32, 1, 1, 1},
-        {"pw 320->1280 4x4", 1, 320, 1280, 4, 4, 1, 1, 1},
-        {"dw3x3 s1 144ch 32x32", 64, 144, 144, 32, 32, 3, 1, 144},
-        {"pw 24->144 32x32", 64, 24, 144, 32, 32, 1, 1, 1},
-        {"pw 320->1280 4x4", 64, 320, 1280, 4, 4, 1, 1, 1},
-        {"dw3x3 s1 144ch 56x56", 1, 144, 144, 56, 56, 3, 1, 144},
-        {"pw 24->144 56x56", 1, 24, 144, 56, 56, 1, 1, 1},
-    };
-    for (const Layer &l : layers) {
+    for (const Layer &l : mobileLayers) {
         int pad = l.k / 2;
         int ho = (l.h + 2 * pad - l.k) / l.s + 1, wo = (l.w + 2 * pad - l.k) / l.s + 1;
         size_t gi = l.c / l.groups, go = l.o / l.groups;

@@ -33,11 +33,9 @@ public final class MPITransport: Transport, @unchecked Sendable {
         Int32
     typealias CommQuery = @convention(c) (UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> Int32
     typealias SetErrhandler = @convention(c) (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Int32
-    typealias Isend =
-        @convention(c) (
-            UnsafeRawPointer?, Int32, UnsafeMutableRawPointer, Int32, Int32, UnsafeMutableRawPointer, UnsafeMutablePointer<OpaquePointer?>
-        ) -> Int32
-    typealias Irecv =
+    /// MPI_Isend and MPI_Irecv: (buffer, count, type, peer, tag, communicator, request). The send's
+    /// buffer is `const void *` in C, the same pointer in the ABI.
+    typealias Post =
         @convention(c) (
             UnsafeMutableRawPointer?, Int32, UnsafeMutableRawPointer, Int32, Int32, UnsafeMutableRawPointer,
             UnsafeMutablePointer<OpaquePointer?>
@@ -48,8 +46,8 @@ public final class MPITransport: Transport, @unchecked Sendable {
 
     let commWorld: UnsafeMutableRawPointer
     let byteType: UnsafeMutableRawPointer
-    let isend: Isend
-    let irecv: Irecv
+    let isend: Post
+    let irecv: Post
     let test: Test
     let abortCall: Abort
     let finalize: Finalize
@@ -102,8 +100,8 @@ public final class MPITransport: Transport, @unchecked Sendable {
         func function<F>(_ name: String, _: F.Type) throws -> F { unsafeBitCast(try symbol(name), to: F.self) }
         commWorld = try symbol("ompi_mpi_comm_world")
         byteType = try symbol("ompi_mpi_byte")
-        isend = try function("MPI_Isend", Isend.self)
-        irecv = try function("MPI_Irecv", Irecv.self)
+        isend = try function("MPI_Isend", Post.self)
+        irecv = try function("MPI_Irecv", Post.self)
         test = try function("MPI_Test", Test.self)
         abortCall = try function("MPI_Abort", Abort.self)
         finalize = try function("MPI_Finalize", Finalize.self)
@@ -141,22 +139,18 @@ public final class MPITransport: Transport, @unchecked Sendable {
         repeat {
             var requests: [OpaquePointer?] = []
             var peers: [Int] = []
-            if let receive, offset < receiveCount || (offset == 0) {
-                let n = min(Self.piece, max(0, receiveCount - offset))
+            /// Posts this round's piece of one direction (`total` bytes from `base`) to or from `peer`.
+            func post(_ call: Post, _ base: UnsafeMutableRawPointer?, total: Int, peer: Int) throws {
+                guard offset < total || offset == 0 else { return }
                 var req: OpaquePointer?
-                let rc = irecv(receive.bytes.baseAddress.map { $0 + offset }, Int32(n), byteType, Int32(receive.from), tag, commWorld, &req)
-                guard rc == 0 else { throw failure(rc, peer: receive.from, what: what) }
+                let n = min(Self.piece, max(0, total - offset))
+                let rc = call(base.map { $0 + offset }, Int32(n), byteType, Int32(peer), tag, commWorld, &req)
+                guard rc == 0 else { throw failure(rc, peer: peer, what: what) }
                 requests.append(req)
-                peers.append(receive.from)
+                peers.append(peer)
             }
-            if let send, offset < sendCount || (offset == 0) {
-                let n = min(Self.piece, max(0, sendCount - offset))
-                var req: OpaquePointer?
-                let rc = isend(send.bytes.baseAddress.map { $0 + offset }, Int32(n), byteType, Int32(send.to), tag, commWorld, &req)
-                guard rc == 0 else { throw failure(rc, peer: send.to, what: what) }
-                requests.append(req)
-                peers.append(send.to)
-            }
+            if let receive { try post(irecv, receive.bytes.baseAddress, total: receiveCount, peer: receive.from) }
+            if let send { try post(isend, UnsafeMutableRawPointer(mutating: send.bytes.baseAddress), total: sendCount, peer: send.to) }
             try wait(&requests, peers: peers, timeout: timeout, what: what)
             offset += Self.piece
         } while offset < max(sendCount, receiveCount)

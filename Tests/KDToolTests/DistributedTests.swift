@@ -65,6 +65,14 @@ struct DistributedTests {
         return try #require(JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
     }
 
+    /// `kdtool init --arch mlp` into `path`, with these hidden widths, seed, classes and input.
+    func initMLP(_ hidden: String, seed: Int, classes: Int = 10, input: String = "1x28x28", extra: [String] = [], _ path: String) throws {
+        let r = try CLI.run(
+            ["init", "--arch", "mlp", "--hidden", hidden, "--classes", "\(classes)", "--input", input, "--seed", "\(seed)", "-o", path]
+                + extra)
+        #expect(r.status == 0, "\(r.err)")
+    }
+
     func digest(_ out: String) -> String? {
         out.split(separator: "\n").first { $0.hasPrefix("content digest ") }.map { String($0.dropFirst("content digest ".count)) }
     }
@@ -79,10 +87,7 @@ struct DistributedTests {
     func train() throws {
         let d = try Scratch.folder("kdtool-mpi-train")
         func p(_ n: String) -> String { d.appendingPathComponent(n).path }
-        #expect(
-            try CLI.run([
-                "init", "--arch", "mlp", "--hidden", "64", "--classes", "10", "--input", "1x28x28", "--seed", "3", "-o", p("s.kdb"),
-            ]).status == 0)
+        try initMLP("64", seed: 3, p("s.kdb"))
         let common = [
             "train", p("s.kdb"), "--data", Self.mnist, "--epochs", "1", "--threads", "1", "--eval-split", "eval", "--augment", "none",
         ]
@@ -131,15 +136,9 @@ struct DistributedTests {
     func distill() throws {
         let d = try Scratch.folder("kdtool-mpi-distill")
         func p(_ n: String) -> String { d.appendingPathComponent(n).path }
-        #expect(
-            try CLI.run([
-                "init", "--arch", "mlp", "--hidden", "48", "--classes", "10", "--input", "1x28x28", "--seed", "1", "-o", p("t0.kdb"),
-            ]).status == 0)
+        try initMLP("48", seed: 1, p("t0.kdb"))
         #expect(try CLI.run(["train", p("t0.kdb"), "--data", Self.mnist, "--epochs", "1", "--quiet", "-o", p("t.kdb")]).status == 0)
-        #expect(
-            try CLI.run([
-                "init", "--arch", "mlp", "--hidden", "16", "--classes", "10", "--input", "1x28x28", "--seed", "2", "-o", p("s.kdb"),
-            ]).status == 0)
+        try initMLP("16", seed: 2, p("s.kdb"))
         func kd(_ cache: String, _ out: String) -> [String] {
             [
                 "distill", p("t.kdb"), p("s.kdb"), "--data", Self.mnist, "--epochs", "1", "--threads", "1", "--augment", "none",
@@ -174,11 +173,7 @@ struct DistributedTests {
     func inferAndEval() throws {
         let d = try Scratch.folder("kdtool-mpi-infer")
         func p(_ n: String) -> String { d.appendingPathComponent(n).path }
-        #expect(
-            try CLI.run([
-                "init", "--arch", "mlp", "--hidden", "8", "--classes", "3", "--input", "3x16x16", "--labels", "cat,dog,bird", "-o",
-                p("m.kdb"),
-            ]).status == 0)
+        try initMLP("8", seed: 0, classes: 3, input: "3x16x16", extra: ["--labels", "cat,dog,bird"], p("m.kdb"))
         let images = InferCommandTests.images
         let one = try CLI.run(["infer", p("m.kdb"), images, "--top-k", "2", "--quiet", "-o", p("one.csv")])
         #expect(one.status == 3, "GIF and TIFF fail")
@@ -190,8 +185,7 @@ struct DistributedTests {
         let jsonl = try MPI.run(2, ["infer", p("m.kdb"), images, "--format", "jsonl", "--quiet"])
         #expect(jsonl.out.split(separator: "\n").count == 14, "one line per file, on rank 0's stdout only")
         // eval: batches split across ranks, counts summed.
-        #expect(
-            try CLI.run(["init", "--arch", "mlp", "--hidden", "8", "--classes", "10", "--input", "1x28x28", "-o", p("e.kdb")]).status == 0)
+        try initMLP("8", seed: 0, p("e.kdb"))
         let e1 = try CLI.run(["eval", p("e.kdb"), "--data", Self.mnist, "--batch", "100", "--json"])
         let e2 = try MPI.run(2, ["eval", p("e.kdb"), "--data", Self.mnist, "--batch", "100", "--json"])
         #expect(e1.status == 0 && e2.status == 0, "\(e2.err)")
@@ -206,10 +200,7 @@ struct DistributedTests {
     func failures() throws {
         let d = try Scratch.folder("kdtool-mpi-kill")
         func p(_ n: String) -> String { d.appendingPathComponent(n).path }
-        #expect(
-            try CLI.run([
-                "init", "--arch", "mlp", "--hidden", "32", "--classes", "10", "--input", "1x28x28", "--seed", "5", "-o", p("s.kdb"),
-            ]).status == 0)
+        try initMLP("32", seed: 5, p("s.kdb"))
         func job(_ out: String, _ extra: [String]) throws -> Process {
             let proc = Process()
             proc.executableURL = URL(fileURLWithPath: MPI.mpirun!)

@@ -27,14 +27,36 @@ public enum BatchNorm {
         _ x: Tensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float,
         sync: World? = nil
     ) throws -> (Tensor, Saved) {
-        if let sync {
-            return try forwardTrainingSynchronized(
-                x, scale: scale, bias: bias, runningMean: runningMean, runningVar: runningVar, epsilon: epsilon, momentum: momentum,
-                world: sync)
-        }
         try check(x, scale)
         let (n, c, hw) = geometry(x.shape)
-        let m = Float(n * hw)
+        var m = Float(n * hw)
+        // Per channel: the batch mean, then the variance about it (per-plane float partial sums,
+        // vectorised, combined in double).
+        var mean = [Float](repeating: 0, count: c)
+        var variance = [Float](repeating: 0, count: c)
+        mean.withUnsafeMutableBufferPointer { mp in
+            variance.withUnsafeMutableBufferPointer { vp in
+                let (mp, vp) = (UncheckedSendable(mp.baseAddress!), UncheckedSendable(vp.baseAddress!))
+                Parallel.chunks(c) { _, channels in
+                    for ch in channels where m > 0 {
+                        var sum: Double = 0
+                        for i in 0..<n { sum += Double(Reduce.sum(x.pointer + (i * c + ch) * hw, hw)) }
+                        let mu = Float(sum / Double(m))
+                        var sq: Double = 0
+                        for i in 0..<n { sq += Double(Reduce.squaredDeviation(x.pointer + (i * c + ch) * hw, hw, mean: mu)) }
+                        mp.value[ch] = mu
+                        vp.value[ch] = Float(sq / Double(m))
+                    }
+                }
+            }
+        }
+        if let sync {
+            let g = try synchronized(
+                mean: mean.map(Double.init), variance: variance.map(Double.init), count: Double(m), reference: runningMean, world: sync)
+            mean = g.mean.map { Float($0) }
+            variance = g.variance.map { Float($0) }
+            m = Float(g.count)
+        }
         let y = Tensor(uninitialized: x.shape)
         let xhat = Tensor(uninitialized: x.shape)
         var invStd = [Float](repeating: 0, count: c)
@@ -42,13 +64,7 @@ public enum BatchNorm {
             let invp = inv.baseAddress!
             Parallel.chunks(c) { _, channels in
                 for ch in channels {
-                    // Per-plane float partial sums (vectorised), combined in double.
-                    var sum: Double = 0
-                    for i in 0..<n { sum += Double(Reduce.sum(x.pointer + (i * c + ch) * hw, hw)) }
-                    let mean = Float(sum / Double(m))
-                    var sq: Double = 0
-                    for i in 0..<n { sq += Double(Reduce.squaredDeviation(x.pointer + (i * c + ch) * hw, hw, mean: mean)) }
-                    let variance = Float(sq / Double(m))
+                    let (mu, variance) = (mean[ch], variance[ch])
                     let istd = 1 / (variance + epsilon).squareRoot()
                     invp[ch] = istd
                     let gamma = scale.pointer[ch]
@@ -56,18 +72,21 @@ public enum BatchNorm {
                     for i in 0..<n {
                         let off = (i * c + ch) * hw
                         for j in 0..<hw {
-                            let xh = (x.pointer[off + j] - mean) * istd
+                            let xh = (x.pointer[off + j] - mu) * istd
                             xhat.pointer[off + j] = xh
                             y.pointer[off + j] = gamma * xh + beta
                         }
                     }
                     let unbiased = m > 1 ? variance * m / (m - 1) : variance
-                    runningMean.pointer[ch] = (1 - momentum) * runningMean.pointer[ch] + momentum * mean
+                    runningMean.pointer[ch] = (1 - momentum) * runningMean.pointer[ch] + momentum * mu
                     runningVar.pointer[ch] = (1 - momentum) * runningVar.pointer[ch] + momentum * unbiased
                 }
             }
         }
-        return (y, Saved(xhat: xhat, invStd: invStd))
+        var saved = Saved(xhat: xhat, invStd: invStd)
+        saved.sync = sync
+        saved.count = Double(m)
+        return (y, saved)
     }
 
     /// Inference mode: running statistics.
@@ -91,10 +110,11 @@ public enum BatchNorm {
     }
 
     public static func backward(dy: Tensor, saved: Saved, scale: Tensor) throws -> (dx: Tensor, dscale: Tensor, dbias: Tensor) {
-        if let world = saved.sync, !saved.frozen { return try backwardSynchronized(dy: dy, saved: saved, scale: scale, world: world) }
         let (n, c, hw) = geometry(dy.shape)
-        let m = Float(n * hw)
+        var m = Float(n * hw)
         let dx = Tensor(uninitialized: dy.shape)
+        // Σdy and Σdy·x̂ per channel: the parameters' gradients (this rank's, with sync too: the
+        // trainer sums them with the rest), and the only cross-example terms of dx.
         let dscale = Tensor(uninitialized: [c])
         let dbias = Tensor(uninitialized: [c])
         Parallel.chunks(c) { _, channels in
@@ -108,6 +128,16 @@ public enum BatchNorm {
                 }
                 dscale.pointer[ch] = sdyx
                 dbias.pointer[ch] = sdy
+            }
+        }
+        var (sdy, sdyx) = (dbias.array, dscale.array)
+        if let world = saved.sync, !saved.frozen {
+            let total = try synchronizedSums(sdy.map(Double.init), sdyx.map(Double.init), world: world)
+            (sdy, sdyx) = (total.sdy.map { Float($0) }, total.sdyx.map { Float($0) })
+            m = Float(saved.count)
+        }
+        Parallel.chunks(c) { _, channels in
+            for ch in channels {
                 if saved.frozen {
                     let k = scale.pointer[ch] * saved.invStd[ch]
                     for i in 0..<n {
@@ -117,10 +147,11 @@ public enum BatchNorm {
                     continue
                 }
                 let k = scale.pointer[ch] * saved.invStd[ch] / m
+                let (gd, gx) = (sdy[ch], sdyx[ch])
                 for i in 0..<n {
                     let off = (i * c + ch) * hw
                     for j in 0..<hw {
-                        dx.pointer[off + j] = k * (m * dy.pointer[off + j] - sdy - saved.xhat.pointer[off + j] * sdyx)
+                        dx.pointer[off + j] = k * (m * dy.pointer[off + j] - gd - saved.xhat.pointer[off + j] * gx)
                     }
                 }
             }
@@ -171,85 +202,5 @@ extension BatchNorm {
         var buffer = sdy + sdyx
         try world.allreduceSum(&buffer, what: "synchronized batch-norm gradients")
         return (Array(buffer[0..<sdy.count]), Array(buffer[sdy.count...]))
-    }
-
-    static func forwardTrainingSynchronized(
-        _ x: Tensor, scale: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, epsilon: Float, momentum: Float, world: World
-    ) throws -> (Tensor, Saved) {
-        try check(x, scale)
-        let (n, c, hw) = geometry(x.shape)
-        let local = Double(n * hw)
-        var mean = [Double](repeating: 0, count: c)
-        var variance = [Double](repeating: 0, count: c)
-        for ch in 0..<c where local > 0 {
-            var sum = 0.0
-            for i in 0..<n { sum += Double(Reduce.sum(x.pointer + (i * c + ch) * hw, hw)) }
-            let mu = Float(sum / local)
-            var sq = 0.0
-            for i in 0..<n { sq += Double(Reduce.squaredDeviation(x.pointer + (i * c + ch) * hw, hw, mean: mu)) }
-            mean[ch] = Double(mu)
-            variance[ch] = sq / local
-        }
-        let g = try synchronized(mean: mean, variance: variance, count: local, reference: runningMean, world: world)
-        let m = g.count
-        let y = Tensor(uninitialized: x.shape)
-        let xhat = Tensor(uninitialized: x.shape)
-        var invStd = [Float](repeating: 0, count: c)
-        for ch in 0..<c {
-            let mu = Float(g.mean[ch])
-            let istd = 1 / (Float(g.variance[ch]) + epsilon).squareRoot()
-            invStd[ch] = istd
-            let (gamma, beta) = (scale.pointer[ch], bias.pointer[ch])
-            for i in 0..<n {
-                let off = (i * c + ch) * hw
-                for j in 0..<hw {
-                    let xh = (x.pointer[off + j] - mu) * istd
-                    xhat.pointer[off + j] = xh
-                    y.pointer[off + j] = gamma * xh + beta
-                }
-            }
-            let unbiased = Float(m > 1 ? g.variance[ch] * m / (m - 1) : g.variance[ch])
-            runningMean.pointer[ch] = (1 - momentum) * runningMean.pointer[ch] + momentum * mu
-            runningVar.pointer[ch] = (1 - momentum) * runningVar.pointer[ch] + momentum * unbiased
-        }
-        var saved = Saved(xhat: xhat, invStd: invStd)
-        saved.sync = world
-        saved.count = m
-        return (y, saved)
-    }
-
-    static func backwardSynchronized(dy: Tensor, saved: Saved, scale: Tensor, world: World) throws -> (
-        dx: Tensor, dscale: Tensor, dbias: Tensor
-    ) {
-        let (n, c, hw) = geometry(dy.shape)
-        var sdy = [Double](repeating: 0, count: c)
-        var sdyx = [Double](repeating: 0, count: c)
-        let dscale = Tensor(uninitialized: [c])
-        let dbias = Tensor(uninitialized: [c])
-        for ch in 0..<c {
-            var (a, b): (Float, Float) = (0, 0)
-            for i in 0..<n {
-                let off = (i * c + ch) * hw
-                a += Reduce.sum(dy.pointer + off, hw)
-                b += Reduce.dot(dy.pointer + off, saved.xhat.pointer + off, hw)
-            }
-            // The parameters' gradients stay this rank's: the trainer sums them with the rest.
-            dbias.pointer[ch] = a
-            dscale.pointer[ch] = b
-            sdy[ch] = Double(a)
-            sdyx[ch] = Double(b)
-        }
-        let total = try synchronizedSums(sdy, sdyx, world: world)
-        let m = Float(saved.count)
-        let dx = Tensor(uninitialized: dy.shape)
-        for ch in 0..<c {
-            let k = scale.pointer[ch] * saved.invStd[ch] / m
-            let (gd, gx) = (Float(total.sdy[ch]), Float(total.sdyx[ch]))
-            for i in 0..<n {
-                let off = (i * c + ch) * hw
-                for j in 0..<hw { dx.pointer[off + j] = k * (m * dy.pointer[off + j] - gd - saved.xhat.pointer[off + j] * gx) }
-            }
-        }
-        return (dx, dscale, dbias)
     }
 }
