@@ -33,7 +33,7 @@ public struct TrainConfig: Sendable {
     /// The bucket size a run on `world` uses (0: one sum after backward).
     public func bucketBytes(on world: World) -> Int {
         if let b = gradientBucketBytes { return b }
-        return world.transport?.allOnOneNode == false || world.transport?.allOnOneNode == nil ? 256 << 10 : 0
+        return world.transport?.allOnOneNode == true ? 0 : 256 << 10
     }
     /// Write a checkpoint every this many steps (0: only at the end of each epoch).
     public var checkpointEvery = 0
@@ -247,7 +247,7 @@ public final class Trainer {
             var seen = 0
             var lossSum = 0.0
             var correct = 0
-            world.resetStatistics()
+            if world.isDistributed { world.resetStatistics() }
             buckets?.waitSeconds = 0
             var computeSeconds = 0.0
             for batch in train.prefetching(epoch: epoch, from: firstBatch) {
