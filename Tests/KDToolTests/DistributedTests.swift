@@ -196,7 +196,9 @@ struct DistributedTests {
         #expect(j1["count"] as? Int == j2["count"] as? Int && j1["errors"] as? Int == j2["errors"] as? Int)
     }
 
-    @Test("a killed rank stops the job within seconds, naming it; a silent one times out; --resume with 1 rank finishes")
+    @Test(
+        "a killed rank stops the job within seconds, naming it; a silent one times out; --resume finishes with 1 rank, and with 2 gives the uninterrupted digest"
+    )
     func failures() throws {
         let d = try Scratch.folder("kdtool-mpi-kill")
         func p(_ n: String) -> String { d.appendingPathComponent(n).path }
@@ -259,6 +261,16 @@ struct DistributedTests {
         #expect(silent.terminationStatus == 6, "exit 6: a rank was lost")
         let err2 = try String(contentsOfFile: p("h.kdb.err"), encoding: .utf8)
         #expect(err2.contains("no message from rank 1 for 3 s"), "\(err2)")
+
+        // Resumed with the same 2 ranks: the digest of the run that was never interrupted.
+        let train = [
+            "train", p("s.kdb"), "--data", Self.mnist, "--epochs", "2", "--threads", "1", "--checkpoint-every", "20",
+        ]
+        let whole = try MPI.run(2, train + ["-o", p("whole.kdb")])
+        let continued = try MPI.run(2, train + ["--resume", "-o", p("h.kdb")])
+        #expect(whole.status == 0 && continued.status == 0, "\(continued.err)")
+        #expect(continued.err.contains("resumed from step 20"), "\(continued.err)")
+        #expect(digest(continued.out) != nil && digest(continued.out) == digest(whole.out))
     }
 }
 
