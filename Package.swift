@@ -94,12 +94,12 @@ let package = Package(
 
         // Fixtures every test target can write (an image folder, a CIFAR-format tarball), so the
         // tests need nothing beside the clone; a plain target under Tests/, in no product.
-        .target(name: "KDTestSupport", dependencies: ["KDData", "CArchive"], path: "Tests/Support"),
+        .target(name: "KDTestSupport", dependencies: ["KDTensor", "KDData", "CArchive"], path: "Tests/Support"),
 
         .testTarget(name: "KDIOTests", dependencies: ["KDIO"]),
         .testTarget(name: "KDBundleTests", dependencies: ["KDBundle"]),
-        .testTarget(name: "KDTensorTests", dependencies: ["KDTensor", "KDMPI"], resources: [.copy("Golden")]),
-        .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData", "KDIO"]),
+        .testTarget(name: "KDTensorTests", dependencies: ["KDTensor", "KDMPI", "KDTestSupport"], resources: [.copy("Golden")]),
+        .testTarget(name: "KDNNTests", dependencies: ["KDNN", "KDData", "KDIO", "KDTestSupport"]),
         .testTarget(name: "KDDataTests", dependencies: ["KDData", "KDTestSupport"]),
         .testTarget(name: "KDInferenceTests", dependencies: ["KDInference", "CZlib", "KDTestSupport"]),
         .testTarget(name: "KDDistillTests", dependencies: ["KDDistill", "KDData"], resources: [.copy("Golden")]),

@@ -1,6 +1,7 @@
 import Foundation
 import KDBundle
 import KDTensor
+import KDTestSupport
 import Testing
 
 @testable import KDNN
@@ -35,24 +36,8 @@ struct DataParallelTests {
         return (out, loss)
     }
 
-    /// Runs `body` on `n` ranks (one thread each) and returns their results in rank order.
     func onRanks<R: Sendable>(_ n: Int, _ body: @escaping @Sendable (World) throws -> R) throws -> [R] {
-        let hub = ThreadTransport.Hub(size: n)
-        let box = ResultBox<R>(count: n)
-        let done = DispatchGroup()
-        for r in 0..<n {
-            done.enter()
-            Thread {
-                Parallel.configure(threads: 1)
-                let world = World(transport: hub.transport(rank: r))
-                world.timeout = 30
-                let outcome = Result { try body(world) }
-                box.lock.withLock { box.values[r] = outcome }
-                done.leave()
-            }.start()
-        }
-        done.wait()
-        return try box.values.map { try $0!.get() }
+        try ThreadRanks.run(n, body)
     }
 
     /// flatten → linear → batch norm over features (the NCHW kernel) → ReLU → linear.
@@ -139,10 +124,4 @@ struct DataParallelTests {
         let differs = want.contains { name, w in zip(results[0][name]!.array, w.array).contains { abs($0 - $1) > 1e-3 * max(1, abs($1)) } }
         #expect(differs, "per-rank batch statistics are a different function of the batch")
     }
-}
-
-final class ResultBox<R>: @unchecked Sendable {
-    var values: [Result<R, Error>?]
-    let lock = NSLock()
-    init(count: Int) { values = Array(repeating: nil, count: count) }
 }

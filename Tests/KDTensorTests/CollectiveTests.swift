@@ -1,5 +1,6 @@
 import Foundation
 import KDMPI
+import KDTestSupport
 import Testing
 
 @testable import KDTensor
@@ -7,24 +8,8 @@ import Testing
 /// kdtool's collectives over ranks that are threads of this process (the same code runs over MPI).
 @Suite("collectives: ring allreduce, broadcast, gather")
 struct CollectiveTests {
-    /// Runs `body(world)` on `n` ranks at once; returns each rank's result in rank order.
     func onRanks<R: Sendable>(_ n: Int, timeout: Double = 20, _ body: @escaping @Sendable (World) throws -> R) throws -> [R] {
-        let hub = ThreadTransport.Hub(size: n)
-        let results = UncheckedBox<[Result<R, Error>?]>(Array(repeating: nil, count: n))
-        // One thread per rank (a pool of two cores' width would leave ranks waiting to start).
-        let done = DispatchGroup()
-        for r in 0..<n {
-            done.enter()
-            Thread {
-                let world = World(transport: hub.transport(rank: r))
-                world.timeout = timeout
-                let outcome = Result { try body(world) }
-                results.lock.withLock { results.value[r] = outcome }
-                done.leave()
-            }.start()
-        }
-        done.wait()
-        return try results.value.map { try $0!.get() }
+        try ThreadRanks.run(n, timeout: timeout, body)
     }
 
     @Test("every rank gets the same sum, in a fixed order, for 2, 3 and 5 ranks and awkward sizes")
@@ -97,10 +82,4 @@ struct CollectiveTests {
             #expect(try MPITransport.launch() == nil)
         }
     }
-}
-
-final class UncheckedBox<T>: @unchecked Sendable {
-    var value: T
-    let lock = NSLock()
-    init(_ value: T) { self.value = value }
 }
