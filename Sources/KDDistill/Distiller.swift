@@ -91,10 +91,8 @@ public final class TeacherOutputs {
         }
         let batches = transferSet.batchesPerEpoch
         var mine: [Float] = []
-        var first: Int?
         for b in (batches * world.rank / world.size)..<(batches * (world.rank + 1) / world.size) {
             let batch = transferSet.batch(epoch: 0, index: b)
-            if first == nil { first = batch.indices.first }
             let out = try plans.map { try $0.run(batch.inputs) }
             for row in batch.indices.indices { for z in out { mine += UnsafeBufferPointer(start: z.pointer + row * k, count: k) } }
             computed += batch.indices.count

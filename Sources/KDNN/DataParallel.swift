@@ -152,12 +152,13 @@ extension Model {
 /// on every rerun.
 public final class GradientBuckets: @unchecked Sendable {
     public let world: World
-    let names: [String]
-    /// Bucket of each parameter, and its offset there.
-    let place: [String: (bucket: Int, offset: Int, count: Int)]
+    /// Bucket of each parameter, its offset there and its presence flag's index (after the values).
+    let place: [String: (bucket: Int, offset: Int, count: Int, slot: Int)]
     let shapes: [String: [Int]]
-    /// Per bucket: its parameters and its buffer (values, then one presence flag per parameter).
+    /// Per bucket: its parameters, and the number of values (its buffer holds the values, then one
+    /// presence flag per parameter).
     let members: [[String]]
+    let totals: [Int]
     final class Buffer: @unchecked Sendable {
         var values: [Float]
         init(count: Int) { values = [Float](repeating: 0, count: count) }
@@ -176,8 +177,7 @@ public final class GradientBuckets: @unchecked Sendable {
     /// `names` in forward order (`Model.trainableNames`).
     public init(world: World, names: [String], shapes: [String: [Int]], bucketBytes: Int) {
         self.world = world
-        self.names = names
-        var place: [String: (Int, Int, Int)] = [:]
+        var place: [String: (Int, Int, Int, Int)] = [:]
         var members: [[String]] = [[]]
         var size = 0
         for name in names.reversed() {
@@ -186,21 +186,20 @@ public final class GradientBuckets: @unchecked Sendable {
                 members.append([])
                 size = 0
             }
-            place[name] = (members.count - 1, size, n)
+            place[name] = (members.count - 1, size, n, members[members.count - 1].count)
             members[members.count - 1].append(name)
             size += n
         }
         self.place = place
         self.shapes = shapes
         self.members = members
+        totals = members.map { $0.reduce(0) { $0 + (place[$1]?.2 ?? 0) } }
         bucketCount = members.count
     }
 
-    func total(_ b: Int) -> Int { members[b].reduce(0) { $0 + (place[$1]?.count ?? 0) } }
-
     /// A new step: every bucket empty, none launched.
     public func begin() {
-        buffers = members.indices.map { Buffer(count: total($0) + members[$0].count) }
+        buffers = members.indices.map { Buffer(count: totals[$0] + members[$0].count) }
         missing = members.map(\.count)
         launched = 0
     }
@@ -214,7 +213,7 @@ public final class GradientBuckets: @unchecked Sendable {
             buffer.values.withUnsafeMutableBufferPointer { dst in
                 for i in 0..<min(g.count, p.count) { dst[p.offset + i] = src[i] }
             }
-            buffer.values[total(p.bucket) + members[p.bucket].firstIndex(of: name)!] = 1
+            buffer.values[totals[p.bucket] + p.slot] = 1
         }
         missing[p.bucket] -= 1
         while launched < members.count && missing[launched] == 0 { launch(launched) }
@@ -247,8 +246,7 @@ public final class GradientBuckets: @unchecked Sendable {
         var out: [String: Tensor] = [:]
         for (b, names) in members.enumerated() {
             let values = buffers[b].values
-            let flags = total(b)
-            for (k, name) in names.enumerated() where values[flags + k] > 0 {
+            for (k, name) in names.enumerated() where values[totals[b] + k] > 0 {
                 let p = place[name]!
                 out[name] = Tensor(shape: shapes[name] ?? [p.count], values: Array(values[p.offset..<(p.offset + p.count)]))
             }

@@ -86,7 +86,8 @@ struct InferCommand: ParsableCommand {
         }
         // Paths are read as the run goes (memory does not grow with the folder); a first walk
         // counts them for the progress line and reports unreadable folders before any output.
-        let total = try reportingErrors { try InputList.count(paths, recursive: recursive) }
+        // Rank 0 alone reads the input list in a data-parallel run; the others need no count.
+        let total = Cluster.world.isRoot ? try reportingErrors { try InputList.count(paths, recursive: recursive) } : nil
         var inputs = InputList(paths, recursive: recursive) { readLine(strippingNewline: true) }
         var options = Predictor.Options()
         options.batchSize = batch
