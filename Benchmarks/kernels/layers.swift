@@ -1,7 +1,7 @@
 // kdtool's kernels on the layers of Benchmarks/peers/onednn_layers.cpp (the same shapes, ReLU6
 // fused, inference, blocked layout, 2 threads): depthwise 3×3 on the channel-blocked depthwise
 // kernel, pointwise 1×1 on the direct convolution, and on the packed linear kernel over pixels
-// where the inference plan puts maps of at most 8 × 8 (`InferencePlan.pointwise`). One line per
+// where the inference plan puts maps of at most 16 pixels (`InferencePlan.pointwise`). One line per
 // layer: name, batch, median ms of 50 calls after 10.
 // Built and run by ./layers (next to this file), against `swift build -c release`'s objects.
 import Foundation
@@ -43,7 +43,7 @@ for l in layers {
     } else {
         let conv = DirectConv(weight: weight, bias: bias, window: window, inBlock: 8)
         line += String(format: "%.4f ms | direct", try median { _ = try conv(x, relu6, outPad: 1) })
-        if l.h * l.w <= 64 {
+        if l.h * l.w <= 16 {
             // What InferencePlan.pointwise runs: pixel rows, the packed linear kernel, back to blocks.
             let op = PackedLinear(weight: try weight.reshaped([l.o, l.c]), bias: bias)
             let rows = Tensor(shape: [l.n * l.h * l.w, l.c], repeating: 0.5)

@@ -44,6 +44,9 @@ public final class InferencePlan: @unchecked Sendable {
         /// to the blocked order (zero for the lanes past the channels), so the blocked buffer,
         /// without a halo, is the linear layer's input as it stands, with no conversion to NCHW.
         case blockedLinear(input: String, op: PackedLinear, epilogue: Epilogue.Function?, output: String)
+        /// Channels of blocked inputs copied to a blocked output (concatenations, slices and
+        /// shuffles along channels, composed: InferencePlan+Channels.swift).
+        case gather(inputs: [String], sources: [BlockedTensor.ChannelSource], output: String)
         case node(Graph.Node)
 
         /// The tensors the step reads.
@@ -57,6 +60,7 @@ public final class InferencePlan: @unchecked Sendable {
             case .directPool(let input, _, _, _): [input]
             case .add(let a, let b, _, _): [a, b]
             case .linear(let input, _, _, _), .blockedLinear(let input, _, _, _): [input]
+            case .gather(let inputs, _, _): inputs
             case .node(let node): node.inputs
             }
         }
@@ -88,11 +92,17 @@ public final class InferencePlan: @unchecked Sendable {
         // NCHW outputs of fused convolution-and-pool steps.
         var blockedTensors = Set<String>()
         var pooledTensors = Set<String>()
+        // The channels each gather step's output holds, as channels of values no gather made.
+        var gathered: [String: [ChannelRef]] = [:]
+        var absorbed = Set<String>()
+        // The node that alone reads a value, for values with one reader.
+        var soleReader: [String: Graph.Node] = [:]
+        for n in model.order { for i in Set(n.inputs) where consumers[i] == 1 { soleReader[i] = n } }
         func append(_ step: Step, _ nodes: ArraySlice<Graph.Node>) {
             steps.append(step)
             names.append(nodes.map(\.name).joined(separator: "+"))
             switch step {
-            case .direct(_, _, _, _, let out), .pointwise(_, _, _, _, let out): blockedTensors.insert(out)
+            case .direct(_, _, _, _, let out), .pointwise(_, _, _, _, let out), .gather(_, _, let out): blockedTensors.insert(out)
             case .directPool(_, _, _, let out): pooledTensors.insert(out)
             case .add(let a, let b, _, let out) where blockedTensors.contains(a) || blockedTensors.contains(b):
                 blockedTensors.insert(out)
@@ -120,6 +130,7 @@ public final class InferencePlan: @unchecked Sendable {
             let start = nodes.startIndex
             var next = start + 1
             defer { plan(nodes[next...], residual: residual) }
+            if absorbed.contains(node.name) { return }
             switch node.op {
             case .conv2d:
                 let w = model.parameters[node.inputs[1]]!
@@ -264,12 +275,40 @@ public final class InferencePlan: @unchecked Sendable {
                 } else {
                     append(.node(node), nodes[start..<next])
                 }
+            case .concat, .slice, .reshape:
+                // Along channels: a gather from what the inputs are gathered from. A shuffle's three
+                // nodes are one step, at the first; the later two are absorbed.
+                guard let (spanned, channels) = Self.channelOp(node, shape: shape, reader: { soleReader[$0] }),
+                    spanned.dropLast().allSatisfy({ n in
+                        !keep.contains(n.outputs[0]) && !model.graph.outputs.contains(n.outputs[0])
+                            && model.activationQuant[n.outputs[0]] == nil
+                    }),
+                    model.activationQuant[spanned.last!.outputs[0]] == nil,
+                    channels.allSatisfy({ model.parameters[$0.tensor] == nil && model.buffers[$0.tensor] == nil })
+                else {
+                    append(.node(node), nodes[start..<next])
+                    return
+                }
+                let composed = channels.map { gathered[$0.tensor]?[$0.channel] ?? $0 }
+                var inputs: [String] = []
+                var index: [String: Int] = [:]
+                let sources = composed.map { ref -> BlockedTensor.ChannelSource in
+                    if index[ref.tensor] == nil {
+                        index[ref.tensor] = inputs.count
+                        inputs.append(ref.tensor)
+                    }
+                    return BlockedTensor.ChannelSource(input: index[ref.tensor]!, channel: ref.channel)
+                }
+                let output = spanned.last!.outputs[0]
+                gathered[output] = composed
+                absorbed.formUnion(spanned.dropFirst().map(\.name))
+                append(.gather(inputs: inputs, sources: sources, output: output), spanned[...])
             default:
                 append(.node(node), nodes[start..<next])
             }
         }
         for group in Lowering(model, keeping: keep).groups { plan(group.nodes[...], residual: group.residual) }
-        (self.steps, self.stepNames) = (steps, names)
+        (self.steps, self.stepNames) = Self.droppingUnreadGathers(steps, names, needed: Set(model.graph.outputs).union(keep))
         // Each activation is released after its last reader (its buffer, still in the cache, then
         // holds a later layer's output), except the graph's outputs.
         var last: [String: Int] = [:]
@@ -341,11 +380,13 @@ public final class InferencePlan: @unchecked Sendable {
     let nodeParameters: [String]
 
     /// Whether a convolution runs as `.pointwise`: 1×1, stride 1, unpadded, over a map of at most
-    /// 8 × 8 pixels, where the direct kernel's row tiles (a row of 4 pixels on a 4 × 4 map) read
-    /// the weights once per output row. mobilenetv2's 320 → 1280 head at 4 × 4: 0.38 ms direct.
+    /// 16 pixels, where the direct kernel's row tiles (a row of 4 pixels on a 4 × 4 map) read the
+    /// weights once per output row. mobilenetv2's 320 → 1280 head at 4 × 4: 0.38 ms direct. On
+    /// 8 × 8 maps the row tiles won once the direct kernel stopped retaining its tile lists per
+    /// tile (mobilenetv2 and efficientnet-lite0 at 32 × 32, mnasnet at 64 × 64; docs/performance.md).
     static func pointwisePays(weight: [Int], window: Window, output: [Int]?) -> Bool {
         guard let output, output.count == 4, weight[2] == 1, weight[3] == 1 else { return false }
-        return window.stride == (1, 1) && window.pads.allSatisfy { $0 == 0 } && output[2] * output[3] <= 64
+        return window.stride == (1, 1) && window.pads.allSatisfy { $0 == 0 } && output[2] * output[3] <= 16
     }
 
     /// Whether a max-pool node takes 2×2 windows at stride 2, unpadded, in floor mode.
@@ -556,6 +597,8 @@ public final class InferencePlan: @unchecked Sendable {
                 var x = blocked[input] ?? BlockedTensor(plain(input), pad: 0)
                 if x.pad != 0 { x = x.withPad(0) }
                 storeFresh(output, try op(try x.data.reshaped([x.n, x.data.count / max(1, x.n)]), Epilogue(function)))
+            case .gather(let inputs, let sources, let output):
+                storeBlocked(output, try BlockedTensor.gatherChannels(inputs.map(block), sources, outPad: outPad(output)))
             case .add(let a, let b, let relu, let output):
                 if blocked[a] != nil || blocked[b] != nil {
                     storeBlocked(output, try BlockedTensor.add(block(a), block(b), relu: relu))

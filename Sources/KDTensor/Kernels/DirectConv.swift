@@ -377,6 +377,9 @@ public struct DirectConv: @unchecked Sendable {
             }
             return
         }
+        // The loops below read the tile lists through buffer pointers: iterating the arrays captured
+        // by the closure retained and released them around every tile (10 % of a pointwise layer).
+        spans.withUnsafeBufferPointer { spans in blockGroups.withUnsafeBufferPointer { blockGroups in
         Parallel.chunks(x.n * ho) { _, range in
             for u in range {
                 let (img, oi) = (u / ho, u % ho)
@@ -403,6 +406,7 @@ public struct DirectConv: @unchecked Sendable {
                 applyEpilogue(output, img: img, rows: oi..<(oi + 1), wo: wo)
             }
         }
+        } }
     }
 
     /// Strides of one convolution's input, packed weights and output, in floats; `V` holds one
