@@ -179,7 +179,8 @@ struct InferencePlanTests {
     }
 
     @Test(
-        "pointwise convolutions over maps of at most 16 pixels run as linear layers over their pixels, with residual and ReLU6, as the tape computes them")
+        "pointwise convolutions over maps of at most 16 pixels run as linear layers over their pixels, with residual and ReLU6, as the tape computes them"
+    )
     func pointwiseSteps() throws {
         var a = try Architecture(name: "mobilenetv2")
         a.width = 0.5

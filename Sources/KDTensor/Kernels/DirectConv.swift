@@ -379,34 +379,36 @@ public struct DirectConv: @unchecked Sendable {
         }
         // The loops below read the tile lists through buffer pointers: iterating the arrays captured
         // by the closure retained and released them around every tile (10 % of a pointwise layer).
-        spans.withUnsafeBufferPointer { spans in blockGroups.withUnsafeBufferPointer { blockGroups in
-        Parallel.chunks(x.n * ho) { _, range in
-            for u in range {
-                let (img, oi) = (u / ho, u % ho)
-                // Kernel rows that land inside the input for this output row.
-                let top = oi * g.stride.h - g.pads[0]
-                let kiLo = max(0, (-top + g.dilation.h - 1) / g.dilation.h)
-                let kiHi = min(kh, top >= h ? 0 : (h - 1 - top) / g.dilation.h + 1)
-                let rowIn = x.base + img * x.imageStride + top * x.rowStride
-                let taps = Tile<V>.Taps(rows: kiLo..<max(kiLo, kiHi), columns: 0..<kw, first: true, last: true)
-                var b = 0
-                for nb in blockGroups {
-                    let d = out + img * outImage + (b * V.scalarCount / 8) * outPlane + oi * outRow
-                    for span in spans {
-                        let x = rowIn + (span.oj * g.stride.w - g.pads[1]) * ib
-                        let (wb, bb, db) = (wts + b * perBlock, bias + b * V.scalarCount, d + span.oj * outPixel)
-                        if span.inside {
-                            tile.dispatch(span.p, nb, x, wb, bb, db, taps)
-                        } else {
-                            tile.border(span.p, nb, columns: columns, oj: span.oj, taps: taps, x, wb, bb, db)
+        spans.withUnsafeBufferPointer { spans in
+            blockGroups.withUnsafeBufferPointer { blockGroups in
+                Parallel.chunks(x.n * ho) { _, range in
+                    for u in range {
+                        let (img, oi) = (u / ho, u % ho)
+                        // Kernel rows that land inside the input for this output row.
+                        let top = oi * g.stride.h - g.pads[0]
+                        let kiLo = max(0, (-top + g.dilation.h - 1) / g.dilation.h)
+                        let kiHi = min(kh, top >= h ? 0 : (h - 1 - top) / g.dilation.h + 1)
+                        let rowIn = x.base + img * x.imageStride + top * x.rowStride
+                        let taps = Tile<V>.Taps(rows: kiLo..<max(kiLo, kiHi), columns: 0..<kw, first: true, last: true)
+                        var b = 0
+                        for nb in blockGroups {
+                            let d = out + img * outImage + (b * V.scalarCount / 8) * outPlane + oi * outRow
+                            for span in spans {
+                                let x = rowIn + (span.oj * g.stride.w - g.pads[1]) * ib
+                                let (wb, bb, db) = (wts + b * perBlock, bias + b * V.scalarCount, d + span.oj * outPixel)
+                                if span.inside {
+                                    tile.dispatch(span.p, nb, x, wb, bb, db, taps)
+                                } else {
+                                    tile.border(span.p, nb, columns: columns, oj: span.oj, taps: taps, x, wb, bb, db)
+                                }
+                            }
+                            b += nb
                         }
+                        applyEpilogue(output, img: img, rows: oi..<(oi + 1), wo: wo)
                     }
-                    b += nb
                 }
-                applyEpilogue(output, img: img, rows: oi..<(oi + 1), wo: wo)
             }
         }
-        } }
     }
 
     /// Strides of one convolution's input, packed weights and output, in floats; `V` holds one
