@@ -317,6 +317,15 @@ public final class InferencePlan: @unchecked Sendable {
         var releases = [[String]](repeating: [], count: self.steps.count)
         for (name, i) in last where !keep.contains(name) { releases[i].append(name) }
         self.releases = releases.map { $0.sorted() }
+        var filters: [Int: Depthwise.BlockedFilters] = [:]
+        for (i, step) in self.steps.enumerated() {
+            if case .conv(_, let weight, let bias, _, let groups, _, _) = step, groups > 1, weight.rank == 4, weight.shape[1] == 1,
+                weight.shape[0] == groups
+            {
+                filters[i] = Depthwise.BlockedFilters(weight: weight, bias: bias)
+            }
+        }
+        depthwiseFilters = filters
         // Tensors that only blocked linear layers read are stored without a halo.
         var readers: [String: [Step]] = [:]
         for step in self.steps { for name in step.reads { readers[name, default: []].append(step) } }
@@ -367,6 +376,9 @@ public final class InferencePlan: @unchecked Sendable {
 
     /// The intermediate values `run(_:keeping:)` may return.
     public let kept: Set<String>
+
+    /// The packed filters of each depthwise `.conv` step, by step index.
+    let depthwiseFilters: [Int: Depthwise.BlockedFilters]
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
     public let sliceImages: Int
@@ -559,10 +571,8 @@ public final class InferencePlan: @unchecked Sendable {
                 if let b = blocked[input], values[input] == nil, groups == b.channels,
                     Depthwise.blockedApplies(b, weight: weight.shape, window)
                 {
-                    storeBlocked(
-                        output,
-                        try Depthwise.blocked(
-                            b, weight: weight, bias: bias, window, epilogue, outPad: outPad(output)))
+                    let filters = depthwiseFilters[index] ?? Depthwise.BlockedFilters(weight: weight, bias: bias)
+                    storeBlocked(output, try Depthwise.blocked(b, filters: filters, window, epilogue, outPad: outPad(output)))
                     continue
                 }
                 let x = plain(input)
