@@ -326,17 +326,33 @@ public final class InferencePlan: @unchecked Sendable {
             }
         }
         depthwiseFilters = filters
-        // Tensors that only blocked linear layers read are stored without a halo.
+        // Tensors that only blocked linear layers and 1×1 convolutions read are stored without a
+        // halo, unless a convolution adds one as its residual to an output that keeps a halo.
         var readers: [String: [Step]] = [:]
         for step in self.steps { for name in step.reads { readers[name, default: []].append(step) } }
-        unpadded = Set(
+        var bare = Set(
             readers.filter { name, steps in
                 !keep.contains(name)
                     && steps.allSatisfy {
-                        if case .blockedLinear = $0 { return true }
-                        return false
+                        switch $0 {
+                        case .blockedLinear: return true
+                        case .direct(let input, let conv, _, let residual, _):
+                            return (input == name && conv.readsWithoutHalo) || (residual == name && input != name)
+                        default: return false
+                        }
                     }
             }.keys)
+        while true {
+            let lost = bare.filter { name in
+                readers[name]!.contains {
+                    if case .direct(_, _, _, let residual, let output) = $0, residual == name { return !bare.contains(output) }
+                    return false
+                }
+            }
+            if lost.isEmpty { break }
+            bare.subtract(lost)
+        }
+        unpadded = bare
         nodeParameters = Set(
             self.steps.flatMap { step -> [String] in
                 if case .node(let node) = step { return node.inputs }

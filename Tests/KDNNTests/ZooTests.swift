@@ -199,6 +199,9 @@ struct InferencePlanTests {
             return false
         }
         #expect(pointwise.count >= 5 && !withResidual.isEmpty, "\(plan.stepNames)")
+        // What only 1×1 convolutions read (the depthwise outputs, the blocks' outputs) has no halo.
+        let depthwiseOutputs = m.order.filter { $0.op == .conv2d && $0.int("groups") > 1 }.map { $0.name }
+        #expect(plan.unpadded.count >= depthwiseOutputs.count, "\(plan.unpadded.sorted())")
         let x = Tensor(shape: [3, 3, 32, 32], values: (0..<(3 * 3072)).map { _ in rng.nextFloat() })
         let (want, got) = (try m.predict(x), try plan.run(x))
         let scale = max(1, want.array.map(abs).max()!)

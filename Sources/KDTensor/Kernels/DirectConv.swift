@@ -38,6 +38,11 @@ public struct DirectConv: @unchecked Sendable {
     /// `run`); infinity when the activation is not such a clip.
     var upper: Float = .infinity
 
+    /// Whether the convolution needs no halo around its blocked input: 1×1, stride 1, unpadded.
+    public var readsWithoutHalo: Bool {
+        kh == 1 && kw == 1 && inBlock == 8 && window.stride == (1, 1) && window.pads.allSatisfy { $0 == 0 }
+    }
+
     /// Whether the direct kernel handles a convolution with these groups (dense ones only).
     public static func applies(groups: Int) -> Bool { groups == 1 }
 
