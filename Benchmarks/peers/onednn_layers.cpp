@@ -6,17 +6,21 @@
 //
 //   g++ -O2 -std=c++17 Benchmarks/peers/onednn_layers.cpp -ldnnl -o .build/onednn_layers
 //   OMP_NUM_THREADS=2 .build/onednn_layers        # one line per layer: name, batch, median ms
+//   OMP_NUM_THREADS=2 .build/onednn_layers nChw8c # activations in kdtool's layout (8-channel blocks)
 #include <dnnl.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "mobile_layers.h"
 
 using namespace dnnl;
 
-int main() {
+int main(int argc, char **argv) {
+    // With "nChw8c" the activations are fixed to kdtool's blocked layout instead of oneDNN's choice.
+    bool tag8 = argc > 1 && std::string(argv[1]) == "nChw8c";
     engine eng(engine::kind::cpu, 0);
     stream strm(eng);
     for (const Layer &l : mobileLayers) {
@@ -26,7 +30,8 @@ int main() {
         memory::dims wts = l.groups > 1 ? memory::dims{l.groups, l.o / l.groups, l.c / l.groups, l.k, l.k}
                                         : memory::dims{l.o, l.c, l.k, l.k};
         auto any = memory::format_tag::any;
-        memory::desc sd(src, memory::data_type::f32, any), dd(dst, memory::data_type::f32, any),
+        auto act = tag8 ? memory::format_tag::nChw8c : any;
+        memory::desc sd(src, memory::data_type::f32, act), dd(dst, memory::data_type::f32, act),
             wd(wts, memory::data_type::f32, any), bd(bias, memory::data_type::f32, memory::format_tag::x);
         post_ops ops;
         ops.append_eltwise(1.f, algorithm::eltwise_clip, 0.f, 6.f);

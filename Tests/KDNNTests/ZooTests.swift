@@ -178,17 +178,25 @@ struct InferencePlanTests {
         #expect(inside(Lowering(m, keeping: kept).groups).isDisjoint(with: kept))
     }
 
+    /// A ×0.5 student for 3×32×32 inputs with non-trivial running statistics (drawn from a
+    /// generator seeded `statistics`, returned for the test's own draws).
+    static func student(_ name: String, statistics: UInt64) throws -> (Model, RandomSource) {
+        var a = try Architecture(name: name)
+        a.width = 0.5
+        let m = try a.build(input: [3, 32, 32], classes: 10, seed: 1)
+        var rng = RandomSource(seed: statistics)
+        for (_, t) in m.buffers {
+            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
+        }
+        return (m, rng)
+    }
+
     @Test(
         "pointwise convolutions over maps of at most 16 pixels run as linear layers over their pixels, with residual and ReLU6, as the tape computes them"
     )
     func pointwiseSteps() throws {
-        var a = try Architecture(name: "mobilenetv2")
-        a.width = 0.5
-        let m = try a.build(input: [3, 32, 32], classes: 10, seed: 1)
-        var rng = RandomSource(seed: 9)
-        for (_, t) in m.buffers {
-            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
-        }
+        let (m, drawn) = try Self.student("mobilenetv2", statistics: 9)
+        var rng = drawn
         let plan = try InferencePlan(m)
         let pointwise = plan.steps.filter {
             if case .pointwise = $0 { return true }
@@ -210,13 +218,8 @@ struct InferencePlanTests {
 
     @Test("ShuffleNet's concatenations, channel shuffles and splits run as gathers on blocked values and match the forward pass")
     func shuffleGathers() throws {
-        var a = try Architecture(name: "shufflenetv2")
-        a.width = 0.5
-        let m = try a.build(input: [3, 32, 32], classes: 10, seed: 1)
-        var rng = RandomSource(seed: 7)
-        for (_, t) in m.buffers {
-            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
-        }
+        let (m, drawn) = try Self.student("shufflenetv2", statistics: 7)
+        var rng = drawn
         let plan = try InferencePlan(m)
         let gathers = plan.steps.filter {
             if case .gather = $0 { return true }
