@@ -327,7 +327,8 @@ public final class InferencePlan: @unchecked Sendable {
         }
         depthwiseFilters = filters
         // Tensors that only blocked linear layers and 1×1 convolutions read are stored without a
-        // halo, unless a convolution adds one as its residual to an output that keeps a halo.
+        // halo, unless a convolution adds one as its residual to an output that keeps a halo (it
+        // would be copied into one).
         var readers: [String: [Step]] = [:]
         for step in self.steps { for name in step.reads { readers[name, default: []].append(step) } }
         var bare = Set(
@@ -338,6 +339,7 @@ public final class InferencePlan: @unchecked Sendable {
                         case .blockedLinear: return true
                         case .direct(let input, let conv, _, let residual, _):
                             return (input == name && conv.readsWithoutHalo) || (residual == name && input != name)
+                        case .pointwise(let input, _, _, let residual, _): return input == name || residual == name
                         default: return false
                         }
                     }
@@ -345,8 +347,11 @@ public final class InferencePlan: @unchecked Sendable {
         while true {
             let lost = bare.filter { name in
                 readers[name]!.contains {
-                    if case .direct(_, _, _, let residual, let output) = $0, residual == name { return !bare.contains(output) }
-                    return false
+                    switch $0 {
+                    case .direct(_, _, _, let residual, let output), .pointwise(_, _, _, let residual, let output):
+                        return residual == name && !bare.contains(output)
+                    default: return false
+                    }
                 }
             }
             if lost.isEmpty { break }
