@@ -32,7 +32,26 @@ extension Model {
         }
         values[graph.inputs[0].name] = tape.leaf(activationQuant[graph.inputs[0].name].map { $0.applied(to: x) } ?? x)
         for (name, t) in parameters { values[name] = tape.leaf(t, requiresGrad: tape.recording && !frozen.contains(name)) }
-        for group in Lowering(self, keeping: keep).groups {
+        let groups = Lowering(self, keeping: keep).groups
+        // Channel ops as gathers of blocked values, where the tape runs blocked and fuses.
+        let channels =
+            keep.flatMap { keep in
+                tape.blocked && Conv2d.useFast && activationQuant.isEmpty ? ChannelPlan(self, groups: groups, keep: keep) : nil
+            }
+        for group in groups {
+            if let channels, group.nodes.count == 1 {
+                if channels.absorbed.contains(group.anchor.name) { continue }
+                if let gather = channels.gathers[group.anchor.name] {
+                    if channels.needed.contains(gather.output) {
+                        let inputs = try gather.inputs.map { name in
+                            guard let v = values[name] else { throw NNError("gather '\(group.anchor.name)' reads '\(name)', which has no value") }
+                            return v
+                        }
+                        values[gather.output] = try Profiler.measure("forward gather") { try tape.gatherChannels(inputs, gather.sources) }
+                    }
+                    continue
+                }
+            }
             if group.nodes.count == 1 {
                 let node = group.anchor
                 var out = try Profiler.measure("forward \(node.op.rawValue)") {

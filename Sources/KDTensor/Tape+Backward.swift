@@ -189,6 +189,33 @@ extension Tape {
                 accumulate(ins[0], g)
                 accumulate(ins[1], ins[1] == ins[0] ? g : g.copy())
             }
+        case .gatherBlocked(let sources):
+            let g = gradBlocked(r.output)
+            for (i, id) in ins.enumerated() where needsGrad[id] && !ins[..<i].contains(id) {
+                // Input i's channels as sources in the output gradient, a layer per repeat (a
+                // channel gathered twice takes both gradients).
+                var layers: [[BlockedTensor.ChannelSource?]] = []
+                let channels = shape(Var(id: id))[1]
+                for (j, s) in sources.enumerated() where ins[s.input] == id {
+                    let layer = layers.firstIndex { $0[s.channel] == nil } ?? {
+                        layers.append(Array(repeating: nil, count: channels))
+                        return layers.count - 1
+                    }()
+                    layers[layer][s.channel] = BlockedTensor.ChannelSource(input: 0, channel: j)
+                }
+                for layer in layers {
+                    switch grads[id] {
+                    case nil:
+                        grads[id] = .blocked(try BlockedTensor.gatherChannels([g], layer, outPad: halo))
+                    case .blocked(let e):
+                        try BlockedTensor.addGathered([g], layer, into: e)
+                    case .plain(let t):
+                        let e = BlockedTensor((try? t.reshaped(shape(Var(id: id)))) ?? t, pad: halo)
+                        try BlockedTensor.addGathered([g], layer, into: e)
+                        grads[id] = .blocked(e)
+                    }
+                }
+            }
         case .concat(let axis, let sizes):
             for (i, piece) in Elementwise.split(dy, axis: axis, sizes: sizes).enumerated() { accumulate(ins[i], piece) }
         case .reshape:

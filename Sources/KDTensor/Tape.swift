@@ -56,6 +56,9 @@ public final class Tape {
         case transpose(perm: [Int])
         case pad(pads: [Int])
         case slice(ranges: [Range<Int>])
+        /// Channels of blocked values in one copy (concatenations, slices and shuffles along
+        /// channels, composed): output channel j is `sources[j]`.
+        case gatherBlocked(sources: [BlockedTensor.ChannelSource])
         case layerNorm(Shaping.LayerNormSaved, inner: Int, hasBias: Bool)
     }
 
@@ -118,6 +121,9 @@ public final class Tape {
         blockedValues[v.id] = b
         return b
     }
+
+    /// The names of the ops recorded for the backward pass, in order (as profiles name them).
+    public var recordedOps: [String] { records.map(\.op.name) }
 
     /// Whether the value exists in the blocked layout (without converting it).
     public func isBlocked(_ v: Var) -> Bool { blockedValues[v.id] != nil }
@@ -408,6 +414,15 @@ extension Tape {
         push(Shaping.pad(value(x), pads: pads, value: v), .pad(pads: pads), [x])
     }
 
+    /// Channels of blocked values in one copy: output channel j is channel `sources[j].channel`
+    /// of `xs[sources[j].input]` (NCHW inputs are converted). A concatenation, slice or shuffle
+    /// along channels, or several of them composed; the backward pass adds each output channel's
+    /// gradient into its source's.
+    public func gatherChannels(_ xs: [Var], _ sources: [BlockedTensor.ChannelSource]) throws -> Var {
+        let y = try BlockedTensor.gatherChannels(xs.map(blockedValue), sources, outPad: halo)
+        return push(y, .gatherBlocked(sources: sources), xs)
+    }
+
     /// The block `ranges` of x (one range per axis).
     public func slice(_ x: Var, ranges: [Range<Int>]) -> Var { push(Shaping.slice(value(x), ranges: ranges), .slice(ranges: ranges), [x]) }
 
@@ -459,6 +474,7 @@ extension Tape.Op {
         case .transpose: "transpose"
         case .pad: "pad"
         case .slice: "slice"
+        case .gatherBlocked: "gather"
         case .layerNorm: "layernorm"
         }
     }

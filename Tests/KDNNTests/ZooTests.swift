@@ -245,5 +245,16 @@ struct InferencePlanTests {
         let f = try m.forward(x, training: false, tape: tape, rng: &r)
         let reference = tape.value(f.values[shuffled]!)
         #expect(zip(reference.array, values[shuffled]!.array).allSatisfy { abs($0 - $1) <= 1e-4 * scale })
+        // Training too: the tape records gathers and none of the NCHW channel ops, and a kept
+        // shuffle output has the unfused pass's value (the gradients' bits: `fusedStep`).
+        let training = Tape()
+        var t = RandomSource(seed: 0)
+        let trained = try m.forward(x, training: true, tape: training, rng: &t, fusing: [shuffled])
+        let ops = training.recordedOps
+        #expect(ops.contains("gather") && !ops.contains { ["slice", "concat", "transpose"].contains($0) }, "\(ops)")
+        let unfused = Tape()
+        t = RandomSource(seed: 0)
+        let all = try m.forward(x, training: true, tape: unfused, rng: &t)
+        #expect(training.value(trained.values[shuffled]!).array == unfused.value(all.values[shuffled]!).array)
     }
 }

@@ -41,6 +41,41 @@ struct ChannelGatherTests {
         }
     }
 
+    @Test("channels without a source are zero; adding gathers into a tensor adds those with one and leaves the rest", arguments: [1, 2])
+    func holesAndAdding(threads: Int) throws {
+        Parallel.configure(threads: threads)
+        defer { Parallel.configure(threads: 1) }
+        var rng = RandomSource(seed: 8)
+        let (n, h, w) = (2, 4, 6)
+        func random(_ c: Int) -> Tensor { Tensor(shape: [n, c, h, w], values: (0..<(n * c * h * w)).map { _ in rng.nextFloat() - 0.5 }) }
+        let (plainG, plainT) = (random(24), random(20))
+        let g = BlockedTensor(plainG, pad: 1)
+        // Channel k of the result from channel map[k] of g: a whole block (8..<16 from 0..<8),
+        // scattered lanes, a block with no source at all (16..<20) and holes between.
+        var map = [Int?](repeating: nil, count: 20)
+        for k in 8..<16 { map[k] = k - 8 }
+        for (k, j) in [(0, 23), (3, 9), (5, 17)] { map[k] = j }
+        let sources = map.map { $0.map { BlockedTensor.ChannelSource(input: 0, channel: $0) } }
+        let fresh = try BlockedTensor.gatherChannels([g], sources, outPad: 1)
+        let target = BlockedTensor(plainT, pad: 1)
+        try BlockedTensor.addGathered([g], sources, into: target)
+        let (a, b) = (fresh.plain(), target.plain())
+        for img in 0..<n {
+            for k in 0..<20 {
+                for p in 0..<(h * w) {
+                    let i = (img * 20 + k) * h * w + p
+                    let from = map[k].map { plainG[(img * 24 + $0) * h * w + p] } ?? 0
+                    #expect(a[i] == from, "gathered: image \(img) channel \(k)")
+                    #expect(b[i] == plainT[i] + from, "added: image \(img) channel \(k)")
+                }
+            }
+        }
+        // The halos stay zero.
+        let held = (0..<a.count).reduce(Float(0)) { $0 + abs(a[$1]) }
+        #expect(abs(held - (0..<fresh.data.count).reduce(Float(0)) { $0 + abs(fresh.data[$1]) }) <= 1e-3 * max(1, held))
+        #expect(throws: TensorError.self) { try BlockedTensor.addGathered([g], Array(sources.dropLast()), into: target) }
+    }
+
     @Test("inputs of another size and channels past an input's count are refused")
     func refusals() throws {
         let a = BlockedTensor(Tensor(zeros: [1, 8, 4, 4]), pad: 0)

@@ -25,6 +25,10 @@ struct DirectConvTests {
         // Rows of 18 pixels and 20 outputs: the pixel kernel's overlapping last span and its
         // channel groups (7 + 7 + 6) that straddle output blocks.
         Case(x: [2, 3, 20, 18], w: [20, 3, 3, 3], stride: [1, 1], pads: [1, 1, 1, 1]),
+        // Odd numbers of output blocks (3 and 5): with AVX-512, 16-lane vectors whose last holds
+        // one block, at the borders, at stride 2 and as 1 × 1.
+        Case(x: [2, 16, 9, 11], w: [24, 16, 3, 3], stride: [2, 2], pads: [1, 1, 1, 1]),
+        Case(x: [2, 20, 6, 6], w: [40, 20, 1, 1], stride: [1, 1], pads: [0, 0, 0, 0]),
     ]
 
     static func random(_ shape: [Int], _ rng: inout RandomSource) -> Tensor {
@@ -41,7 +45,7 @@ struct DirectConvTests {
         let reference = try Conv2d.forward(x: x, weight: w, bias: b, g, groups: 1, allowFast: false)
         let scale = max(1, reference.array.map(abs).max() ?? 1)
         for inBlock in [1, 8] {
-            for lanes in DirectConv.laneChoices(outChannels: c.w[0]) {
+            for lanes in DirectConv.laneChoices(outChannels: c.w[0], inBlock: inBlock) {
                 for pixels in [true, false] {
                     let conv = DirectConv(weight: w, bias: b, window: g, inBlock: inBlock, lanes: lanes, allowPixelPath: pixels)
                     for relu in [false, true] {
@@ -143,7 +147,7 @@ struct DirectConvTests {
         var rng = RandomSource(seed: 11)
         // Widths and block counts that select the 6×2, 4×3, 3×4 and 8×1 tiles (and with AVX-512
         // the 14×1 and 12×2 ones, whole and split), with borders.
-        for (c, o, hw) in [(16, 16, 28), (32, 24, 14), (64, 64, 7), (8, 8, 28), (16, 32, 32), (8, 16, 11)] {
+        for (c, o, hw) in [(16, 16, 28), (32, 24, 14), (64, 64, 7), (8, 8, 28), (16, 32, 32), (8, 16, 11), (16, 40, 9)] {
             let x = Self.random([2, c, hw, hw], &rng)
             let w = Self.random([o, c, 3, 3], &rng)
             let b = Self.random([o], &rng)
@@ -162,12 +166,14 @@ struct DirectConvTests {
         #expect(DirectConv.shape(width: 28, blocks: 1) == (8, 1) as (Int, Int))
         #expect(DirectConv.shape(width: 28, blocks: 1, lanes: 16) == (14, 1) as (Int, Int))
         #expect(DirectConv.shape(width: 7, blocks: 4, lanes: 16) == (12, 2) as (Int, Int))
-        // Paired output blocks take the 512-bit kernel where the build has it; an odd count cannot.
+        // Output blocks take the 512-bit kernel where the build has it: paired, or three or more
+        // on blocked input (the last vector half full); one block, or an odd count on NCHW input, cannot.
         let window = Window(kernel: [1, 1], stride: [1, 1], pads: [0, 0, 0, 0])
-        #expect(
-            DirectConv(weight: Self.random([32, 8, 1, 1], &rng), bias: nil, window: window, inBlock: 8).lanes == (VectorUnits.wide ? 16 : 8)
-        )
-        #expect(DirectConv(weight: Self.random([24, 8, 1, 1], &rng), bias: nil, window: window, inBlock: 8).lanes == 8)
+        let wide = VectorUnits.wide ? 16 : 8
+        #expect(DirectConv(weight: Self.random([32, 8, 1, 1], &rng), bias: nil, window: window, inBlock: 8).lanes == wide)
+        #expect(DirectConv(weight: Self.random([24, 8, 1, 1], &rng), bias: nil, window: window, inBlock: 8).lanes == wide)
+        #expect(DirectConv(weight: Self.random([24, 3, 1, 1], &rng), bias: nil, window: window, inBlock: 1).lanes == 8)
+        #expect(DirectConv(weight: Self.random([8, 8, 1, 1], &rng), bias: nil, window: window, inBlock: 8).lanes == 8)
         let mismatched = BlockedTensor(Self.random([1, 8, 5, 5], &rng))
         let conv = DirectConv(
             weight: Self.random([8, 8, 3, 3], &rng), bias: nil, window: Window(kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0]),

@@ -17,43 +17,49 @@ public enum BlockedConvGradient {
     /// dW `[O, C, kh, kw]` of a convolution whose input was `x` and whose output gradient is `dy`.
     ///
     /// A tile accumulates, in registers, dW for T output channels × kw kernel columns of one kernel
-    /// row, each a vector over 16 (or 8) input channels: per output pixel it loads the kw input
-    /// vectors under the kernel row and broadcasts T values of dY, T·kw multiply-adds for T + 2·kw
-    /// loads (8 × 3: 24 for 14).
+    /// row × up to three vectors of 16 (or 8) input channels: per output pixel it loads the input
+    /// vectors under the kernel row and broadcasts T values of dY (the tiles are generated,
+    /// `ConvGradients+Tiles.generated.swift`). With 16-lane vectors and an odd number of input
+    /// blocks, the last block takes 8-lane tiles.
     public static func weight(x: BlockedTensor, dy: BlockedTensor, window g: Window) -> Tensor {
         let (kh, kw) = g.kernel
         let x = x.pad >= (g.pads.max() ?? 0) ? x : x.withPad(g.pads.max() ?? 0)
         #if KDTOOL_AVX512
-            if x.blocks % 2 == 0 { return weight(SIMD16<Float>.self, x: x, dy: dy, g, kh: kh, kw: kw) }
+            if x.blocks >= 2 { return weight(lanes: 16, x: x, dy: dy, g, kh: kh, kw: kw) }
         #endif
-        return weight(SIMD8<Float>.self, x: x, dy: dy, g, kh: kh, kw: kw)
+        return weight(lanes: 8, x: x, dy: dy, g, kh: kh, kw: kw)
     }
 
-    /// Output channels per weight tile for kernel width `kw`: 8 × kw ≤ 24 accumulators; 1 × 1
-    /// kernels take up to three blocks of output channels.
-    static func outputTile(kw: Int, outBlocks: Int) -> Int {
-        switch kw {
-        case 1: outBlocks % 3 == 0 ? 24 : outBlocks % 2 == 0 ? 16 : 8
-        case 5: 4
-        default: 8
-        }
+    /// Vector registers the tiles may fill.
+    static var registers: Int {
+        #if KDTOOL_AVX512
+            32
+        #else
+            16
+        #endif
     }
 
-    static func weight<V: OutputLanes>(_: V.Type, x: BlockedTensor, dy: BlockedTensor, _ g: Window, kh: Int, kw: Int) -> Tensor {
-        let lanes = V.scalarCount
+    static func weight(lanes: Int, x: BlockedTensor, dy: BlockedTensor, _ g: Window, kh: Int, kw: Int) -> Tensor {
         let (n, ho, wo) = (dy.n, dy.h, dy.w)
         let (o, c) = (dy.channels, x.channels)
         let outPadded = dy.blocks * 8
-        let cvs = x.blocks * 8 / lanes
-        let tileO = outputTile(kw: kw, outBlocks: dy.blocks)
-        let tiles = outPadded / tileO
+        // Whole vectors of input channels, and a last block of 8 when `lanes` is 16 and the blocks odd.
+        let whole = x.blocks * 8 / lanes
+        let tail = x.blocks * 8 % lanes != 0
+        let cvs = whole + (tail ? 1 : 0)
+        guard let shape = WeightTile.shape(kernelWidth: kw, registers: registers) else {
+            preconditionFailure("no weight-gradient tiles for kernels \(kw) wide")
+        }
+        let tileO = shape.outputs
         // Per part: [cv][ki][o][kj][lanes].
-        let partSize = cvs * kh * outPadded * kw * lanes
+        let sumStride = kh * outPadded * kw * lanes
+        let partSize = cvs * sumStride
         let parts = max(1, min(Parallel.threads, n))
         let partial = Tensor(zeros: [parts * partSize])
         let geometry = WeightTile(
             xRow: x.rowStride, xPlane: x.planeStride, stride: g.stride.w * 8, rowStep: g.stride.h * x.rowStride, dyRow: dy.rowStride,
             dyPlane: dy.planeStride, ho: ho, wo: wo, kw: kw)
+        let vectorStride = (lanes / 8) * x.planeStride
         // Pixel (0, 0) of the padded input under the kernel's top-left tap.
         let xBase = UnsafePointer(x.origin - (g.pads[0] * x.rowStride + g.pads[1] * 8))
         let dyBase = UnsafePointer(dy.origin)
@@ -61,14 +67,23 @@ public enum BlockedConvGradient {
         Parallel.chunks(n, parts: parts) { part, images in
             let mine = acc + part * partSize
             for img in images {
-                for cv in 0..<cvs {
-                    let xi = xBase + img * x.imageStride + cv * (lanes / 8) * x.planeStride
-                    for ki in 0..<kh {
-                        for t in 0..<tiles {
-                            let o0 = t * tileO
-                            let d = dyBase + img * dy.imageStride + (o0 / 8) * dy.planeStride + o0 % 8
-                            let sums = mine + (((cv * kh + ki) * outPadded + o0) * kw) * lanes
-                            geometry.dispatch(V.self, tileO, xi + ki * x.rowStride, d, sums)
+                for ki in 0..<kh {
+                    let xi = xBase + img * x.imageStride + ki * x.rowStride
+                    for o0 in stride(from: 0, to: outPadded, by: tileO) {
+                        let d = dyBase + img * dy.imageStride + (o0 / 8) * dy.planeStride + o0 % 8
+                        let sums = mine + ((ki * outPadded + o0) * kw) * lanes
+                        var cv = 0
+                        while cv < whole {
+                            let nv = min(shape.vectors, whole - cv)
+                            geometry.tile(
+                                lanes: lanes, vectors: nv, outputs: tileO, xi + cv * vectorStride, d, sums + cv * sumStride,
+                                vectorStride: vectorStride, sumStride: sumStride, slot: lanes)
+                            cv += nv
+                        }
+                        if tail {
+                            geometry.tile(
+                                lanes: 8, vectors: 1, outputs: tileO, xi + whole * vectorStride, d, sums + whole * sumStride,
+                                vectorStride: 0, sumStride: sumStride, slot: lanes)
                         }
                     }
                 }
@@ -103,47 +118,6 @@ public enum BlockedConvGradient {
         let ho: Int
         let wo: Int
         let kw: Int
-
-        @inline(__always)
-        func dispatch<V: OutputLanes>(
-            _: V.Type, _ tileO: Int, _ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ sums: UnsafeMutablePointer<Float>
-        ) {
-            switch (tileO, kw) {
-            case (8, 3): run(V.self, Count8.self, Px3.self, x, dy, sums)
-            case (8, 1): run(V.self, Count8.self, Px1.self, x, dy, sums)
-            case (16, 1): run(V.self, Count16.self, Px1.self, x, dy, sums)
-            case (24, 1): run(V.self, Count24.self, Px1.self, x, dy, sums)
-            case (8, 2): run(V.self, Count8.self, Px2.self, x, dy, sums)
-            case (4, 5): run(V.self, Px4.self, Px5.self, x, dy, sums)
-            default: preconditionFailure("no weight-gradient tile for \(tileO) outputs × \(kw) columns")
-            }
-        }
-
-        /// `T.count` output channels × `K.count` kernel columns, summed over every output pixel of one image.
-        func run<V: OutputLanes, T: TilePixels, K: TilePixels>(
-            _: V.Type, _: T.Type, _: K.Type, _ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ sums: UnsafeMutablePointer<Float>
-        ) {
-            let (nt, nk, lanes) = (T.count, K.count, V.scalarCount)
-            var acc = InlineArray<24, V> { _ in V() }
-            for e in 0..<(nt * nk) { acc[e] = V.load(UnsafePointer(sums + e * lanes)) }
-            // Output channel t of the tile lies in dY's block t / 8, lane t % 8.
-            let (plane, step, xp) = (dyPlane, stride, xPlane)
-            for i in 0..<ho {
-                let xr = x + i &* rowStep
-                let dr = dy + i &* dyRow
-                for j in 0..<wo {
-                    let px = xr + j &* step
-                    let pd = dr + j &* 8
-                    var xv = InlineArray<5, V> { _ in V() }
-                    for kj in 0..<nk { xv[kj] = V.load(UnsafeMutablePointer(mutating: px + kj &* 8), blockStride: xp) }
-                    for t in 0..<nt {
-                        let v = V(repeating: pd[(t / 8) &* plane &+ t % 8])
-                        for kj in 0..<nk { acc[t * nk + kj].addProduct(v, xv[kj]) }
-                    }
-                }
-            }
-            for e in 0..<(nt * nk) { acc[e].storeContiguous(sums + e * lanes) }
-        }
     }
 
     // MARK: dW, NCHW input
@@ -347,7 +321,3 @@ public enum BlockedConvGradient {
         return dx
     }
 }
-
-enum Count8: TilePixels { static var count: Int { 8 } }
-enum Count16: TilePixels { static var count: Int { 16 } }
-enum Count24: TilePixels { static var count: Int { 24 } }

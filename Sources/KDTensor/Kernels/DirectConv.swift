@@ -17,7 +17,8 @@ public struct DirectConv: @unchecked Sendable {
     let inBlocks: Int
     let outBlocks: Int
     /// Output channels per vector: 16 (a 512-bit vector spanning two output blocks) where the
-    /// build has AVX-512 and the blocks pair up, else 8.
+    /// build has AVX-512 and the blocks pair up or (blocked input, three blocks or more) the last
+    /// vector holds one block, else 8.
     public let lanes: Int
     /// Whether stride-1 passes run on the pixel-vectorised kernel (DirectConv+Pixels.swift).
     public let pixelPath: Bool
@@ -49,9 +50,14 @@ public struct DirectConv: @unchecked Sendable {
     /// The input layout the kernel reads best for `channels` input channels.
     public static func inBlock(forChannels c: Int) -> Int { c <= 4 ? 1 : 8 }
 
-    /// The vector widths (output channels per vector) this build offers for `outChannels`.
-    public static func laneChoices(outChannels: Int) -> [Int] {
-        VectorUnits.wide && ((outChannels + 7) / 8) % 2 == 0 ? [16, 8] : [8]
+    /// The vector widths (output channels per vector) this build offers for `outChannels`. With
+    /// an odd number of output blocks, a 16-lane kernel's last vector holds one block (it loads and
+    /// stores its low half): offered on blocked input for three blocks or more (116 outputs run as
+    /// 7½ vectors of 16 instead of 15 of 8).
+    public static func laneChoices(outChannels: Int, inBlock: Int = 8) -> [Int] {
+        let blocks = (outChannels + 7) / 8
+        guard VectorUnits.wide else { return [8] }
+        return blocks % 2 == 0 || (inBlock == 8 && blocks >= 3) ? [16, 8] : [8]
     }
 
     /// `lanes` nil picks the widest of `laneChoices`; `allowPixelPath` false keeps a convolution
@@ -71,13 +77,14 @@ public struct DirectConv: @unchecked Sendable {
         self.kw = kw
         inBlocks = (c + inBlock - 1) / inBlock
         outBlocks = (o + 7) / 8
-        let choices = Self.laneChoices(outChannels: o)
+        let choices = Self.laneChoices(outChannels: o, inBlock: inBlock)
         let lanes = lanes ?? choices[0]
         precondition(choices.contains(lanes), "no \(lanes)-lane kernel for \(o) output channels in this build")
         self.lanes = lanes
         pixelPath = allowPixelPath && Self.pixelKernelFits(inBlock: inBlock, outChannels: o, lanes: lanes)
         sliding = allowSliding && VectorUnits.wide && Self.slides(inBlock: inBlock, kernelWidth: kw, window: window)
-        packed = Tensor(zeros: [outBlocks * inBlocks * kh * kw * inBlock * 8])
+        let vectors = (outBlocks * 8 + lanes - 1) / lanes
+        packed = Tensor(zeros: [vectors * inBlocks * kh * kw * inBlock * lanes])
         let wp = weight.pointer
         for oc in 0..<o {
             for ic in 0..<c {
@@ -87,7 +94,7 @@ public struct DirectConv: @unchecked Sendable {
                 }
             }
         }
-        self.bias = Tensor(zeros: [outBlocks * 8])
+        self.bias = Tensor(zeros: [vectors * lanes])
         if let bias { for oc in 0..<o { self.bias[oc] = bias[oc] } }
         self.winograd =
             winograd && inBlock == 8 && WinogradConv.applies(kernel: [kh, kw], window: window, groups: 1)
@@ -327,7 +334,9 @@ public struct DirectConv: @unchecked Sendable {
         _: V.Type, _ x: Input, g: Window, ho: Int, wo: Int, residual: BlockedTensor?, relu: Bool, out output: Output
     ) {
         let (ib, cb, kh, kw, h, w) = (inBlock, inBlocks, kh, kw, x.h, x.w)
-        let ob = outBlocks * 8 / V.scalarCount  // output vectors
+        let ob = (outBlocks * 8 + V.scalarCount - 1) / V.scalarCount  // output vectors
+        // The last vector holds one block of eight (16 lanes, an odd number of blocks).
+        let halfTail = outBlocks * 8 % V.scalarCount != 0
         let perBlock = cb * kh * kw * ib * V.scalarCount
         let tile = Tile<V>(
             planeStride: x.planeStride, pixelStep: g.stride.w * ib, tapH: g.dilation.h * x.rowStride, tapW: g.dilation.w * ib, ib: ib,
@@ -357,7 +366,7 @@ public struct DirectConv: @unchecked Sendable {
             oj += p
         }
         let blockGroups = (0..<groups).map { ob / groups + ($0 < ob % groups ? 1 : 0) }
-        if ob == 1, V.scalarCount == 16, g.pads.allSatisfy({ $0 == 0 }), let rows = Self.rowTile(width: wo, height: ho) {
+        if ob == 1, !halfTail, V.scalarCount == 16, g.pads.allSatisfy({ $0 == 0 }), let rows = Self.rowTile(width: wo, height: ho) {
             var tile = tile
             tile.inRowStep = g.stride.h * x.rowStride
             tile.outRowStep = outRow
@@ -398,6 +407,8 @@ public struct DirectConv: @unchecked Sendable {
                         var b = 0
                         for nb in blockGroups {
                             let d = out + img * outImage + (b * V.scalarCount / 8) * outPlane + oi * outRow
+                            var tile = tile
+                            tile.halfTail = halfTail && b + nb == ob
                             for span in spans {
                                 let x = rowIn + (span.oj * g.stride.w - g.pads[1]) * ib
                                 let (wb, bb, db) = (wts + b * perBlock, bias + b * V.scalarCount, d + span.oj * outPixel)
@@ -445,6 +456,19 @@ public struct DirectConv: @unchecked Sendable {
         var outPixel = 8
         /// Whether multi-row tiles over NCHW input take the sliding kernel (`DirectConv.sliding`).
         var slide = false
+        /// Whether the tile's last vector holds one block of eight: it loads and stores its low half.
+        var halfTail = false
+
+        /// Output vector `b` of `nb` at `p` (its low half when it is the half tail).
+        @inline(__always)
+        func loadOut(_ p: UnsafeMutablePointer<Float>, _ b: Int, _ nb: Int) -> V {
+            halfTail && b == nb - 1 ? V.loadLow(UnsafePointer(p)) : V.load(p, blockStride: outBlock)
+        }
+
+        @inline(__always)
+        func storeOut(_ v: V, _ p: UnsafeMutablePointer<Float>, _ b: Int, _ nb: Int) {
+            if halfTail && b == nb - 1 { v.storeLow(p) } else { v.store(p, blockStride: outBlock) }
+        }
 
         /// The kernel rows and columns one pass accumulates; a pixel at the input's border takes
         /// its taps in several passes, the first starting from the bias and the last finishing.
@@ -463,7 +487,7 @@ public struct DirectConv: @unchecked Sendable {
             _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>
         ) {
             for b in 0..<nb {
-                for q in 0..<p { V.load(bias + b * V.scalarCount).store(d + b * vectorStride + q * outPixel, blockStride: outBlock) }
+                for q in 0..<p { storeOut(V.load(bias + b * V.scalarCount), d + b * vectorStride + q * outPixel, b, nb) }
             }
             var kj = 0
             while kj < kw {
@@ -561,7 +585,7 @@ public struct DirectConv: @unchecked Sendable {
                         acc[(b * nr + r) * np + q] =
                             taps.first
                             ? V.load(bias + b * lanes)
-                            : V.load(d + b * vectorStride + r * outRow + q * outPix, blockStride: outBlock)
+                            : loadOut(d + b * vectorStride + r * outRow + q * outPix, b, nb)
                     }
                 }
             }
@@ -618,8 +642,8 @@ public struct DirectConv: @unchecked Sendable {
                     for q in 0..<np {
                         let o = d + b * vectorStride + r * outRow + q * outPix
                         var v = acc[(b * nr + r) * np + q]
-                        if let residual { v += V.load(o + residual, blockStride: outBlock) }
-                        (relu ? (upper < .infinity ? v.relu(upTo: upper) : v.relu()) : v).store(o, blockStride: outBlock)
+                        if let residual { v += loadOut(o + residual, b, nb) }
+                        storeOut(relu ? (upper < .infinity ? v.relu(upTo: upper) : v.relu()) : v, o, b, nb)
                     }
                 }
             }
@@ -683,6 +707,10 @@ protocol OutputLanes: SIMD where Scalar == Float {
     func store(_ p: UnsafeMutablePointer<Float>, blockStride: Int)
     /// `scalarCount` contiguous floats.
     func storeContiguous(_ p: UnsafeMutablePointer<Float>)
+    /// One block of eight floats at `p` into the low lanes, the others zero.
+    static func loadLow(_ p: UnsafePointer<Float>) -> Self
+    /// The low eight lanes to `p`.
+    func storeLow(_ p: UnsafeMutablePointer<Float>)
     /// max(x, 0), NaN kept. A requirement, not the generic `replacing(with:where:)`, which in
     /// code generic over the vector type compiles to a loop over the lanes.
     func relu() -> Self
@@ -697,6 +725,10 @@ extension SIMD8: OutputLanes where Scalar == Float {
     func store(_ p: UnsafeMutablePointer<Float>, blockStride: Int) { store(p) }
     @inline(__always)
     func storeContiguous(_ p: UnsafeMutablePointer<Float>) { store(p) }
+    @inline(__always)
+    static func loadLow(_ p: UnsafePointer<Float>) -> SIMD8<Float> { load(p) }
+    @inline(__always)
+    func storeLow(_ p: UnsafeMutablePointer<Float>) { store(p) }
     @inline(__always)
     func relu() -> SIMD8<Float> { replacing(with: 0, where: self .< 0) }
     @inline(__always)
@@ -720,6 +752,10 @@ extension SIMD16: OutputLanes where Scalar == Float {
     }
     @inline(__always)
     func storeContiguous(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD16<Float>.self) }
+    @inline(__always)
+    static func loadLow(_ p: UnsafePointer<Float>) -> SIMD16<Float> { SIMD16(lowHalf: SIMD8.load(p), highHalf: SIMD8()) }
+    @inline(__always)
+    func storeLow(_ p: UnsafeMutablePointer<Float>) { lowHalf.store(p) }
     @inline(__always)
     func relu() -> SIMD16<Float> { replacing(with: 0, where: self .< 0) }
     @inline(__always)
