@@ -44,7 +44,9 @@ extension Model {
                 if let gather = channels.gathers[group.anchor.name] {
                     if channels.needed.contains(gather.output) {
                         let inputs = try gather.inputs.map { name in
-                            guard let v = values[name] else { throw NNError("gather '\(group.anchor.name)' reads '\(name)', which has no value") }
+                            guard let v = values[name] else {
+                                throw NNError("gather '\(group.anchor.name)' reads '\(name)', which has no value")
+                            }
                             return v
                         }
                         values[gather.output] = try Profiler.measure("forward gather") { try tape.gatherChannels(inputs, gather.sources) }

@@ -197,10 +197,9 @@ extension Tape {
                 var layers: [[BlockedTensor.ChannelSource?]] = []
                 let channels = shape(Var(id: id))[1]
                 for (j, s) in sources.enumerated() where ins[s.input] == id {
-                    let layer = layers.firstIndex { $0[s.channel] == nil } ?? {
-                        layers.append(Array(repeating: nil, count: channels))
-                        return layers.count - 1
-                    }()
+                    var layer = 0
+                    while layer < layers.count && layers[layer][s.channel] != nil { layer += 1 }
+                    if layer == layers.count { layers.append(Array(repeating: nil, count: channels)) }
                     layers[layer][s.channel] = BlockedTensor.ChannelSource(input: 0, channel: j)
                 }
                 for layer in layers {
