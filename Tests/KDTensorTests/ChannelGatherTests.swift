@@ -76,6 +76,36 @@ struct ChannelGatherTests {
         #expect(throws: TensorError.self) { try BlockedTensor.addGathered([g], Array(sources.dropLast()), into: target) }
     }
 
+    @Test("on the tape, a gather's backward adds each output channel's gradient into its source, twice for a channel taken twice")
+    func tapeBackward() throws {
+        var rng = RandomSource(seed: 5)
+        let (n, h, w) = (2, 3, 4)
+        func random(_ c: Int) -> Tensor { Tensor(shape: [n, c, h, w], values: (0..<(n * c * h * w)).map { _ in rng.nextFloat() - 0.5 }) }
+        let tape = Tape()
+        let a = tape.leaf(random(10), requiresGrad: true)
+        let b = tape.leaf(random(6), requiresGrad: true)
+        // b's channel 1 twice (once through each of two inputs naming b), a's 9 and 0, b's 5.
+        let picks = [(1, 1), (0, 9), (2, 1), (0, 0), (1, 5)]
+        let y = try tape.gatherChannels([a, b, b], picks.map { BlockedTensor.ChannelSource(input: $0.0, channel: $0.1) })
+        #expect(tape.shape(y) == [n, 5, h, w])
+        let seed = random(5)
+        try tape.backward([(y, seed)])
+        let (ga, gb) = (tape.grad(a)!, tape.grad(b)!)
+        for img in 0..<n {
+            for p in 0..<(h * w) {
+                func s(_ j: Int) -> Float { seed[(img * 5 + j) * h * w + p] }
+                for c in 0..<10 {
+                    let want: Float = c == 9 ? s(1) : c == 0 ? s(3) : 0
+                    #expect(ga[(img * 10 + c) * h * w + p] == want, "a channel \(c)")
+                }
+                for c in 0..<6 {
+                    let want: Float = c == 1 ? s(0) + s(2) : c == 5 ? s(4) : 0
+                    #expect(gb[(img * 6 + c) * h * w + p] == want, "b channel \(c)")
+                }
+            }
+        }
+    }
+
     @Test("inputs of another size and channels past an input's count are refused")
     func refusals() throws {
         let a = BlockedTensor(Tensor(zeros: [1, 8, 4, 4]), pad: 0)
