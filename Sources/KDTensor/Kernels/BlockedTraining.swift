@@ -16,6 +16,10 @@ public enum BlockedOps {
         /// Synchronized batch norm (`BatchNorm.synchronized`): the ranks and the count over all of them.
         public var sync: World? = nil
         public var count: Double = 0
+        /// The per-channel a, b of the forward's y = a·x + b (padded to whole blocks): a fused
+        /// ReLU's mask is recomputed from x with the forward's own arithmetic, not read from its output.
+        public var a: [Float] = []
+        public var b: [Float] = []
     }
 
     /// Per (part, block) sums over the interior pixels of the images in each part: `f(x, shift)`
@@ -150,7 +154,11 @@ public enum BlockedOps {
             runningVar[ch] = (1 - momentum) * runningVar[ch] + momentum * Float(unbiased)
         }
         let y = affine(x, a: a, b: b, relu: relu, upper: upper, residual: residual)
-        return (y, BatchNormSaved(x: x, mean: mean.map { Float($0) }, invStd: invStd, frozen: false, sync: sync, count: m))
+        return (
+            y,
+            BatchNormSaved(
+                x: x, mean: mean.map { Float($0) }, invStd: invStd, frozen: false, sync: sync, count: m, a: padded(a, x), b: padded(b, x))
+        )
     }
 
     /// Batch norm with the running statistics.
@@ -166,8 +174,22 @@ public enum BlockedOps {
         let b = (0..<x.channels).map { bias[$0] - runningMean[$0] * a[$0] }
         return (
             affine(x, a: a, b: b, relu: relu, upper: upper, residual: residual),
-            BatchNormSaved(x: x, mean: runningMean.array, invStd: invStd, frozen: true)
+            BatchNormSaved(x: x, mean: runningMean.array, invStd: invStd, frozen: true, a: padded(a, x), b: padded(b, x))
         )
+    }
+
+    /// Per-channel values padded with zeros to whole blocks of eight.
+    static func padded(_ v: [Float], _ x: BlockedTensor) -> [Float] { v + [Float](repeating: 0, count: x.blocks * 8 - v.count) }
+
+    /// Where a fused ReLU (clipped at `top`) stopped the gradient: its output y = relu(a·x + b)
+    /// computed as the forward computed it, then the test `batchNormBackward` applies to a stored y.
+    @inline(__always)
+    static func reluStops(
+        _ x: SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>, top: SIMD8<Float>, clipped: Bool
+    ) -> SIMDMask<SIMD8<Int32>> {
+        let z = (x * a + b).relu()
+        let out = clipped ? pointwiseMin(z, top) : z
+        return (out .<= 0) .| (out .>= top)
     }
 
     /// dx, dγ, dβ of batch norm: dx = γ·σ⁻¹·(dy − mean(dy) − x̂·mean(dy·x̂)), or γ·σ⁻¹·dy with frozen
@@ -180,10 +202,14 @@ public enum BlockedOps {
     ) {
         let x = s.x
         let dy = dy.withPad(x.pad)
-        let mask = reluOutput?.withPad(x.pad)
+        // With the forward's a, b saved, the ReLU's mask comes from x (one tensor fewer to read).
+        let fromX = reluOutput != nil && s.a.count == x.blocks * 8 && s.b.count == x.blocks * 8
+        let mask = fromX ? nil : reluOutput?.withPad(x.pad)
         let maskOffset = mask.map { $0.origin - x.origin } ?? 0
         let masked = mask != nil
         let top = SIMD8<Float>(repeating: upper)
+        let clipped = upper.isFinite
+        let (fa, fb) = fromX ? (s.a, s.b) : ([Float](repeating: 0, count: x.blocks * 8), [Float](repeating: 0, count: x.blocks * 8))
         let parts = max(1, min(Parallel.threads, x.n))
         let width = x.blocks * 8
         var mean = [Float](repeating: 0, count: width)
@@ -199,26 +225,35 @@ public enum BlockedOps {
         mean.withUnsafeBufferPointer { mp in
             inv.withUnsafeBufferPointer { ip in
                 sums.withUnsafeMutableBufferPointer { out in
-                    let (mp, ip, op) = (mp.baseAddress!, ip.baseAddress!, UncheckedSendable(out.baseAddress!))
-                    channelSums(x, parts: parts) { part, _, b, plane in
-                        let (mv, iv) = (SIMD8.load(mp + b * 8), SIMD8.load(ip + b * 8))
-                        var (sd, sdx) = (SIMD8<Float>(), SIMD8<Float>())
-                        for i in 0..<rows {
-                            let r = plane + i * row
-                            for j in 0..<cols {
-                                var g = SIMD8.load(r + dyOffset + j * 8)
-                                if masked {
-                                    let out = SIMD8.load(r + maskOffset + j * 8)
-                                    g.replace(with: 0, where: (out .<= 0) .| (out .>= top))
+                    fa.withUnsafeBufferPointer { fap in
+                        fb.withUnsafeBufferPointer { fbp in
+                            let (mp, ip, op) = (mp.baseAddress!, ip.baseAddress!, UncheckedSendable(out.baseAddress!))
+                            let (fap, fbp) = (fap.baseAddress!, fbp.baseAddress!)
+                            channelSums(x, parts: parts) { part, _, b, plane in
+                                let (mv, iv) = (SIMD8.load(mp + b * 8), SIMD8.load(ip + b * 8))
+                                let (va, vb) = (SIMD8.load(fap + b * 8), SIMD8.load(fbp + b * 8))
+                                var (sd, sdx) = (SIMD8<Float>(), SIMD8<Float>())
+                                for i in 0..<rows {
+                                    let r = plane + i * row
+                                    for j in 0..<cols {
+                                        var g = SIMD8.load(r + dyOffset + j * 8)
+                                        let xv = SIMD8.load(r + j * 8)
+                                        if fromX {
+                                            g.replace(with: 0, where: reluStops(xv, va, vb, top: top, clipped: clipped))
+                                        } else if masked {
+                                            let out = SIMD8.load(r + maskOffset + j * 8)
+                                            g.replace(with: 0, where: (out .<= 0) .| (out .>= top))
+                                        }
+                                        sd += g
+                                        sdx += g * ((xv - mv) * iv)
+                                    }
                                 }
-                                sd += g
-                                sdx += g * ((SIMD8.load(r + j * 8) - mv) * iv)
+                                let o = op.value + (part * width + b * 8) * 2
+                                for lane in 0..<8 {
+                                    o[lane * 2] += Double(sd[lane])
+                                    o[lane * 2 + 1] += Double(sdx[lane])
+                                }
                             }
-                        }
-                        let o = op.value + (part * width + b * 8) * 2
-                        for lane in 0..<8 {
-                            o[lane * 2] += Double(sd[lane])
-                            o[lane * 2 + 1] += Double(sdx[lane])
                         }
                     }
                 }
@@ -254,28 +289,28 @@ public enum BlockedOps {
             c1[ch] = -k[ch] * Float(sd) / m - c2[ch] * mean[ch]
         }
         let dx = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
-        k.withUnsafeBufferPointer { kp in
-            c1.withUnsafeBufferPointer { c1p in
-                c2.withUnsafeBufferPointer { c2p in
-                    let (kp, c1p, c2p) = (kp.baseAddress!, c1p.baseAddress!, c2p.baseAddress!)
-                    Parallel.chunks(x.n * x.blocks, parts: x.data.count > 1 << 15 ? Parallel.threads : 1) { _, range in
-                        for u in range {
-                            let b = u % x.blocks
-                            let (vk, v1, v2) = (SIMD8.load(kp + b * 8), SIMD8.load(c1p + b * 8), SIMD8.load(c2p + b * 8))
-                            let (src, grad, dst) = (
-                                x.origin + u * x.planeStride, dy.origin + u * x.planeStride, dx.origin + u * x.planeStride
-                            )
-                            for i in 0..<rows {
-                                let (xs, gs, ds) = (src + i * row, grad + i * row, dst + i * row)
-                                for j in 0..<cols {
-                                    var g = SIMD8.load(gs + j * 8)
-                                    if masked {
-                                        let out = SIMD8.load(xs + maskOffset + j * 8)
-                                        g.replace(with: 0, where: (out .<= 0) .| (out .>= top))
-                                    }
-                                    (g * vk + v1 + SIMD8.load(xs + j * 8) * v2).store(ds + j * 8)
-                                }
+        // k, c1, c2 and the forward's a, b side by side, a block of eight each.
+        let coefficients = k + c1 + c2 + fa + fb
+        coefficients.withUnsafeBufferPointer { cp in
+            let cp = cp.baseAddress!
+            Parallel.chunks(x.n * x.blocks, parts: x.data.count > 1 << 15 ? Parallel.threads : 1) { _, range in
+                for u in range {
+                    let b = u % x.blocks
+                    func at(_ k: Int) -> SIMD8<Float> { SIMD8.load(cp + k * width + b * 8) }
+                    let (vk, v1, v2, va, vb) = (at(0), at(1), at(2), at(3), at(4))
+                    let (src, grad, dst) = (x.origin + u * x.planeStride, dy.origin + u * x.planeStride, dx.origin + u * x.planeStride)
+                    for i in 0..<rows {
+                        let (xs, gs, ds) = (src + i * row, grad + i * row, dst + i * row)
+                        for j in 0..<cols {
+                            var g = SIMD8.load(gs + j * 8)
+                            let xv = SIMD8.load(xs + j * 8)
+                            if fromX {
+                                g.replace(with: 0, where: reluStops(xv, va, vb, top: top, clipped: clipped))
+                            } else if masked {
+                                let out = SIMD8.load(xs + maskOffset + j * 8)
+                                g.replace(with: 0, where: (out .<= 0) .| (out .>= top))
                             }
+                            (g * vk + v1 + xv * v2).store(ds + j * 8)
                         }
                     }
                 }
