@@ -61,4 +61,52 @@ struct ConvGradientTests {
             #expect(Self.error(dx, want.dx!) <= 1e-5, "\(c), \(threads) threads: dX differs by \(Self.error(dx, want.dx!))")
         }
     }
+
+    /// Leaves buffers of `floats` floats full of NaN in the pool, for the next tensors of that size.
+    static func poison(_ floats: Int) {
+        let held = (0..<3).map { _ in Tensor(shape: [floats], repeating: .nan) }
+        withExtendedLifetime(held) {}
+    }
+
+    @Test("kernels that clear their output's halo row by row or plane by plane leave no stale values in a reused buffer")
+    func halosInReusedBuffers() throws {
+        var rng = RandomSource(seed: 2)
+        let x = BlockedTensor(Self.random([2, 24, 6, 7], &rng), pad: 1)
+        func check(_ y: BlockedTensor, _ what: String) {
+            #expect(DirectConvTests.halo(y).allSatisfy { $0 == 0 }, "\(what): the halo is not zero")
+            #expect(y.plain().array.allSatisfy { !$0.isNaN }, "\(what): stale values inside")
+        }
+        // Direct convolutions: 1 × 1 and 3 × 3, 8 and 16 lanes (with a half tail), with a halo of 1 and 2.
+        for (o, k) in [(8, 1), (16, 1), (24, 3), (16, 3), (40, 1)] {
+            let conv = DirectConv(
+                weight: Self.random([o, 24, k, k], &rng), bias: nil,
+                window: Window(kernel: [k, k], stride: [1, 1], pads: Array(repeating: k / 2, count: 4)), inBlock: 8)
+            for outPad in [1, 2] {
+                Self.poison(2 * ((o + 7) / 8) * (6 + 2 * outPad) * (7 + 2 * outPad) * 8)
+                check(try conv(x, Epilogue(relu: true), outPad: outPad), "conv \(o) × \(k)×\(k), halo \(outPad)")
+            }
+        }
+        // dX of a stride-1 convolution.
+        let w = Self.random([16, 24, 1, 1], &rng)
+        let dy = BlockedTensor(Self.random([2, 16, 6, 7], &rng), pad: 1)
+        Self.poison(x.data.count)
+        check(
+            BlockedConvGradient.input(
+                dy: dy, weight: w, window: Window(kernel: [1, 1], stride: [1, 1], pads: [0, 0, 0, 0]), h: 6, w: 7, pad: 1),
+            "dX")
+        // Batch norm + ReLU forward and backward, and a gather.
+        let (scale, bias) = (Tensor(shape: [24], repeating: 1.5), Tensor(shape: [24], repeating: 0.1))
+        Self.poison(x.data.count)
+        let (y, saved) = try BlockedOps.batchNormTraining(
+            x, scale: scale, bias: bias, runningMean: Tensor(zeros: [24]), runningVar: Tensor(shape: [24], repeating: 1), epsilon: 1e-5,
+            momentum: 0.1, relu: true)
+        check(y, "batch norm + ReLU")
+        Self.poison(x.data.count)
+        check(
+            try BlockedOps.batchNormBackward(
+                dy: BlockedTensor(Self.random([2, 24, 6, 7], &rng), pad: 1), saved: saved, scale: scale, reluOutput: y
+            ).dx, "batch norm's dX")
+        Self.poison(x.data.count)
+        check(try BlockedTensor.gatherChannels([x], (0..<24).map { .init(input: 0, channel: 23 - $0) }, outPad: 1), "gather")
+    }
 }

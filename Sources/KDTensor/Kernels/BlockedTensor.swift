@@ -64,6 +64,17 @@ public struct BlockedTensor: @unchecked Sendable {
         }
     }
 
+    /// Zeroes the halo of plane `u` (image u / blocks, block u % blocks) alone: a kernel that writes
+    /// a tensor plane by plane clears each plane's halo while the plane is in its cache, instead of
+    /// a pass of its own over the whole tensor first (`init(uninitialized:…, zeroHalo: false)`).
+    @inline(__always)
+    func zeroHalo(plane u: Int) {
+        guard pad > 0 else { return }
+        zeroHalo(
+            plane: data.pointer + u * planeStride, rows: h + 2 * pad, row: rowStride, side: pad * 8, right: (w + pad) * 8,
+            zero: SIMD8<Float>())
+    }
+
     private func zeroHalo(
         plane base: UnsafeMutablePointer<Float>, rows: Int, row: Int, side: Int, right: Int, zero: SIMD8<Float>
     ) {

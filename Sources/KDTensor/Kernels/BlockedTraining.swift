@@ -89,7 +89,7 @@ public enum BlockedOps {
         let top = SIMD8<Float>(repeating: upper)
         let residual = residual?.withPad(x.pad)
         let offset = residual.map { $0.origin - x.origin } ?? 0
-        let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
+        let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad, zeroHalo: false)
         var av = [Float](repeating: 0, count: x.blocks * 8)
         var bv = [Float](repeating: 0, count: x.blocks * 8)
         for ch in 0..<x.channels {
@@ -103,6 +103,7 @@ public enum BlockedOps {
                 Parallel.chunks(x.n * x.blocks, parts: x.data.count > 1 << 15 ? Parallel.threads : 1) { _, range in
                     for u in range {
                         let b = u % x.blocks
+                        y.zeroHalo(plane: u)
                         let (src, dst) = (x.origin + u * x.planeStride, y.origin + u * y.planeStride)
                         let (va, vb) = (SIMD8.load(ap + b * 8), SIMD8.load(bp + b * 8))
                         for i in 0..<rows {
@@ -288,7 +289,7 @@ public enum BlockedOps {
             c2[ch] = -k[ch] * inv[ch] * Float(sdx) / m
             c1[ch] = -k[ch] * Float(sd) / m - c2[ch] * mean[ch]
         }
-        let dx = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
+        let dx = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad, zeroHalo: false)
         // k, c1, c2 and the forward's a, b side by side, a block of eight each.
         let coefficients = k + c1 + c2 + fa + fb
         coefficients.withUnsafeBufferPointer { cp in
@@ -296,6 +297,7 @@ public enum BlockedOps {
             Parallel.chunks(x.n * x.blocks, parts: x.data.count > 1 << 15 ? Parallel.threads : 1) { _, range in
                 for u in range {
                     let b = u % x.blocks
+                    dx.zeroHalo(plane: u)
                     func at(_ k: Int) -> SIMD8<Float> { SIMD8.load(cp + k * width + b * 8) }
                     let (vk, v1, v2, va, vb) = (at(0), at(1), at(2), at(3), at(4))
                     let (src, grad, dst) = (x.origin + u * x.planeStride, dy.origin + u * x.planeStride, dx.origin + u * x.planeStride)

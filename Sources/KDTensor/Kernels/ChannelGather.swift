@@ -23,7 +23,7 @@ extension BlockedTensor {
     /// gradient holds the channels that were gathered from it, and zeros).
     public static func gatherChannels(_ inputs: [BlockedTensor], _ sources: [ChannelSource?], outPad: Int) throws -> BlockedTensor {
         guard let first = inputs.first, !sources.isEmpty else { throw TensorError("gather: no inputs or no channels") }
-        let y = BlockedTensor(uninitialized: first.n, channels: sources.count, h: first.h, w: first.w, pad: outPad)
+        let y = BlockedTensor(uninitialized: first.n, channels: sources.count, h: first.h, w: first.w, pad: outPad, zeroHalo: false)
         try gather(inputs, sources, into: y, add: false)
         return y
     }
@@ -78,6 +78,7 @@ extension BlockedTensor {
                 Parallel.chunks(n * blocks, parts: n * blocks * h * w >= 4096 ? Parallel.threads : 1) { _, range in
                     for u in range {
                         let (img, b) = (u / blocks, u % blocks)
+                        if !add { y.zeroHalo(plane: u) }
                         let plane = y.origin + img * y.imageStride + b * y.planeStride
                         switch kinds[b] {
                         case .none:

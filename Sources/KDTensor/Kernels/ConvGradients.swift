@@ -286,10 +286,12 @@ public enum BlockedConvGradient {
                 }
             }
         }
+        // At stride 1 the one phase writes every row, and clears the halo around the rows it writes.
+        let whole = !zeroFirst && sh == 1 && sw == 1 && phases.count == 1
         let dx =
             zeroFirst
             ? BlockedTensor(zeros: dy.n, channels: c, h: h, w: w, pad: pad)
-            : BlockedTensor(uninitialized: dy.n, channels: c, h: h, w: w, pad: pad)
+            : BlockedTensor(uninitialized: dy.n, channels: c, h: h, w: w, pad: pad, zeroHalo: !whole)
         for ph in phases {
             // The phase's sub-kernel, as a forward convolution of dY: tap t of a row is kernel row rows[t].
             let (kr, kc) = (ph.rows.count, ph.cols.count)
@@ -316,7 +318,7 @@ public enum BlockedConvGradient {
             let out = DirectConv.Output(
                 origin: dx.origin + ph.ra * dx.rowStride + ph.rb * 8, pixelStep: 8 * sw, rowStride: sh * dx.rowStride,
                 planeStride: dx.planeStride, imageStride: dx.imageStride)
-            conv.run(input, g: conv.window, ho: hr, wo: wr, into: out, residual: nil, relu: false)
+            conv.run(input, g: conv.window, ho: hr, wo: wr, into: out, residual: nil, relu: false, halo: whole ? pad : 0)
         }
         return dx
     }

@@ -258,15 +258,35 @@ public struct DirectConv: @unchecked Sendable {
             }
             residual = r.withPad(outPad)
         }
-        let y = BlockedTensor(uninitialized: x.n, channels: outChannels, h: ho, w: wo, pad: outPad)
+        // The row loops clear the halo around the rows they write; the pixel path clears it first.
+        let y = BlockedTensor(uninitialized: x.n, channels: outChannels, h: ho, w: wo, pad: outPad, zeroHalo: false)
         #if KDTOOL_AVX512
             if pixelPathApplies(g: g, wo: wo, residual: residual) {
+                y.zeroHalo()
                 runPixels(SIMD16<Float>.self, x, ho: ho, wo: wo, relu: relu, y: y)
                 return applyEpilogue(y)
             }
         #endif
-        run(x, g: g, ho: ho, wo: wo, into: Output(y), residual: residual, relu: relu)
+        run(x, g: g, ho: ho, wo: wo, into: Output(y), residual: residual, relu: relu, halo: outPad)
         return y
+    }
+
+    /// Zeroes the halo (`pad` wide) around output row `oi` of image `img` in every block: its side
+    /// columns, and the rows above the first row and below the last. Rows are split between
+    /// workers, so each clears its own rows' halo while they are in its cache.
+    @inline(__always)
+    func clearHalo(_ out: Output, img: Int, rows: Range<Int>, ho: Int, wo: Int, pad: Int) {
+        guard pad > 0 else { return }
+        let (row, width) = (out.rowStride, (wo + 2 * pad) * 8)
+        for blk in 0..<outBlocks {
+            let base = out.origin + img * out.imageStride + blk * out.planeStride - pad * 8
+            for oi in rows {
+                (base + oi * row).update(repeating: 0, count: pad * 8)
+                (base + oi * row + (wo + pad) * 8).update(repeating: 0, count: pad * 8)
+            }
+            if rows.lowerBound == 0 { for k in 1...pad { (base - k * row).update(repeating: 0, count: width) } }
+            if rows.upperBound == ho { for k in 0..<pad { (base + (ho + k) * row).update(repeating: 0, count: width) } }
+        }
     }
 
     /// The epilogue over a whole output (paths that do not apply it row by row).
@@ -319,19 +339,20 @@ public struct DirectConv: @unchecked Sendable {
     }
 
     /// The convolution of `x` (padding `g.pads` read as zeros) into `out`, ho × wo pixels per image.
-    func run(_ x: Input, g: Window, ho: Int, wo: Int, into out: Output, residual: BlockedTensor?, relu: Bool) {
+    /// `halo` > 0: `out` is a whole blocked tensor with that halo, zeroed here row by row.
+    func run(_ x: Input, g: Window, ho: Int, wo: Int, into out: Output, residual: BlockedTensor?, relu: Bool, halo: Int = 0) {
         #if KDTOOL_AVX512
             if lanes == 16 {
-                run(SIMD16<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, out: out)
+                run(SIMD16<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, out: out, halo: halo)
                 return
             }
         #endif
-        run(SIMD8<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, out: out)
+        run(SIMD8<Float>.self, x, g: g, ho: ho, wo: wo, residual: residual, relu: relu, out: out, halo: halo)
     }
 
     /// The convolution with `V.scalarCount` output channels per vector.
     func run<V: OutputLanes>(
-        _: V.Type, _ x: Input, g: Window, ho: Int, wo: Int, residual: BlockedTensor?, relu: Bool, out output: Output
+        _: V.Type, _ x: Input, g: Window, ho: Int, wo: Int, residual: BlockedTensor?, relu: Bool, out output: Output, halo: Int
     ) {
         let (ib, cb, kh, kw, h, w) = (inBlock, inBlocks, kh, kw, x.h, x.w)
         let ob = (outBlocks * 8 + V.scalarCount - 1) / V.scalarCount  // output vectors
@@ -387,6 +408,7 @@ public struct DirectConv: @unchecked Sendable {
                         oj += p
                     }
                     applyEpilogue(output, img: img, rows: oi..<(oi + count), wo: wo)
+                    clearHalo(output, img: img, rows: oi..<(oi + count), ho: ho, wo: wo, pad: halo)
                 }
             }
             return
@@ -421,6 +443,7 @@ public struct DirectConv: @unchecked Sendable {
                             b += nb
                         }
                         applyEpilogue(output, img: img, rows: oi..<(oi + 1), wo: wo)
+                        clearHalo(output, img: img, rows: oi..<(oi + 1), ho: ho, wo: wo, pad: halo)
                     }
                 }
             }
