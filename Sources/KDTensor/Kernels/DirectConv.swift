@@ -277,15 +277,18 @@ public struct DirectConv: @unchecked Sendable {
     @inline(__always)
     func clearHalo(_ out: Output, img: Int, rows: Range<Int>, ho: Int, wo: Int, pad: Int) {
         guard pad > 0 else { return }
-        let (row, width) = (out.rowStride, (wo + 2 * pad) * 8)
+        // Vector stores, not memset: a side is a vector or two per row.
+        let (row, right, zero) = (out.rowStride, (wo + pad) * 8, SIMD8<Float>())
         for blk in 0..<outBlocks {
             let base = out.origin + img * out.imageStride + blk * out.planeStride - pad * 8
             for oi in rows {
-                (base + oi * row).update(repeating: 0, count: pad * 8)
-                (base + oi * row + (wo + pad) * 8).update(repeating: 0, count: pad * 8)
+                for k in 0..<pad {
+                    zero.store(base + oi * row + k * 8)
+                    zero.store(base + oi * row + right + k * 8)
+                }
             }
-            if rows.lowerBound == 0 { for k in 1...pad { (base - k * row).update(repeating: 0, count: width) } }
-            if rows.upperBound == ho { for k in 0..<pad { (base + (ho + k) * row).update(repeating: 0, count: width) } }
+            if rows.lowerBound == 0 { for k in 1...pad { (base - k * row).update(repeating: 0, count: (wo + 2 * pad) * 8) } }
+            if rows.upperBound == ho { for k in 0..<pad { (base + (ho + k) * row).update(repeating: 0, count: (wo + 2 * pad) * 8) } }
         }
     }
 
