@@ -1,3 +1,4 @@
+import Foundation
 import KDBundle
 import KDTensor
 
@@ -7,8 +8,13 @@ extension Model {
     /// (`InferencePlan.channelOp`): a channel op whose output only other channel ops read is never
     /// run, so a ShuffleNet v2 unit is one copy of the half its branch reads, and its backward
     /// one scatter of that half's gradient.
-    struct ChannelPlan {
-        struct Gather {
+    /// The channel plan for `keep`, from the cache or made now.
+    func channelPlan(keep: Set<String>, groups: [Lowering.Group]) -> ChannelPlan? {
+        channelPlans.plan(keep) { ChannelPlan(self, groups: groups, keep: keep) }
+    }
+
+    struct ChannelPlan: Sendable {
+        struct Gather: Sendable {
             var inputs: [String]
             var sources: [BlockedTensor.ChannelSource]
             var output: String
@@ -23,6 +29,7 @@ extension Model {
 
         /// Nil when no node is such a channel op.
         init?(_ model: Model, groups: [Lowering.Group], keep: Set<String>) {
+            guard model.order.contains(where: { [.concat, .slice, .reshape].contains($0.op) }) else { return nil }
             var consumers: [String: Int] = [:]
             for n in model.order { for i in n.inputs { consumers[i, default: 0] += 1 } }
             var soleReader: [String: Graph.Node] = [:]
@@ -64,5 +71,26 @@ extension Model {
             }
             if gathers.isEmpty { return nil }
         }
+    }
+}
+
+/// Channel plans by kept names, made once per graph (`Model.channelPlans`).
+final class ChannelPlanCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var plans: [Set<String>: Model.ChannelPlan?] = [:]
+
+    func plan(_ keep: Set<String>, make: () -> Model.ChannelPlan?) -> Model.ChannelPlan? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let made = plans[keep] { return made }
+        let plan = make()
+        plans[keep] = plan
+        return plan
+    }
+
+    func clear() {
+        lock.lock()
+        plans = [:]
+        lock.unlock()
     }
 }

@@ -36,7 +36,7 @@ extension Model {
         // Channel ops as gathers of blocked values, where the tape runs blocked and fuses.
         let channels =
             keep.flatMap { keep in
-                tape.blocked && Conv2d.useFast && activationQuant.isEmpty ? ChannelPlan(self, groups: groups, keep: keep) : nil
+                tape.blocked && Conv2d.useFast && activationQuant.isEmpty ? channelPlan(keep: keep, groups: groups) : nil
             }
         for group in groups {
             if let channels, group.nodes.count == 1 {

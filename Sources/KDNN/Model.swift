@@ -9,7 +9,10 @@ import KDTensor
 ///     let logits = try model.predict(images)
 public final class Model: @unchecked Sendable {
     public var graph: Graph {
-        didSet { peakActivationElements = Self.peak(graph, tensorShapes) }
+        didSet {
+            peakActivationElements = Self.peak(graph, tensorShapes)
+            channelPlans.clear()
+        }
     }
     /// Trainable tensors by dotted name (`stage2.block1.conv1.weight`).
     public var parameters: [String: Tensor]
@@ -130,6 +133,9 @@ public final class Model: @unchecked Sendable {
     /// The values of the largest activation of one image (input included), from shape inference.
     /// Computed when the model is made and whenever its graph changes, not on every forward pass.
     public private(set) var peakActivationElements = 0
+    /// The tape's channel gathers (`ChannelPlan`) by the names a caller keeps, made once: a
+    /// training step asks for the same plan every step.
+    let channelPlans = ChannelPlanCache()
 
     static func peak(_ graph: Graph, _ shapes: [String: [Int]]) -> Int {
         let stats = (try? graph.stats(tensorShapes: shapes, batch: 1)) ?? []
