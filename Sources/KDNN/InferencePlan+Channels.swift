@@ -51,6 +51,21 @@ extension InferencePlan {
         }
     }
 
+    /// A gather's inputs (each value once, in the order of first use) and its output channels'
+    /// sources among them, for output channels `refs`.
+    static func gatherSources(_ refs: [ChannelRef]) -> (inputs: [String], sources: [BlockedTensor.ChannelSource]) {
+        var inputs: [String] = []
+        var index: [String: Int] = [:]
+        let sources = refs.map { ref -> BlockedTensor.ChannelSource in
+            if index[ref.tensor] == nil {
+                index[ref.tensor] = inputs.count
+                inputs.append(ref.tensor)
+            }
+            return BlockedTensor.ChannelSource(input: index[ref.tensor]!, channel: ref.channel)
+        }
+        return (inputs, sources)
+    }
+
     /// `steps` without the gathers whose outputs no step reads and that are neither graph outputs
     /// nor kept (their readers read the composed gathers instead), with `names` kept in step.
     static func droppingUnreadGathers(_ steps: [Step], _ names: [String], needed: Set<String>) -> ([Step], [String]) {

@@ -290,15 +290,7 @@ public final class InferencePlan: @unchecked Sendable {
                     return
                 }
                 let composed = channels.map { gathered[$0.tensor]?[$0.channel] ?? $0 }
-                var inputs: [String] = []
-                var index: [String: Int] = [:]
-                let sources = composed.map { ref -> BlockedTensor.ChannelSource in
-                    if index[ref.tensor] == nil {
-                        index[ref.tensor] = inputs.count
-                        inputs.append(ref.tensor)
-                    }
-                    return BlockedTensor.ChannelSource(input: index[ref.tensor]!, channel: ref.channel)
-                }
+                let (inputs, sources) = Self.gatherSources(composed)
                 let output = spanned.last!.outputs[0]
                 gathered[output] = composed
                 absorbed.formUnion(spanned.dropFirst().map(\.name))

@@ -55,15 +55,7 @@ extension Model {
                     continue
                 }
                 let refs = channels.map { composed[$0.tensor]?[$0.channel] ?? $0 }
-                var inputs: [String] = []
-                var index: [String: Int] = [:]
-                let sources = refs.map { ref -> BlockedTensor.ChannelSource in
-                    if index[ref.tensor] == nil {
-                        index[ref.tensor] = inputs.count
-                        inputs.append(ref.tensor)
-                    }
-                    return BlockedTensor.ChannelSource(input: index[ref.tensor]!, channel: ref.channel)
-                }
+                let (inputs, sources) = InferencePlan.gatherSources(refs)
                 let output = spanned.last!.outputs[0]
                 composed[output] = refs
                 absorbed.formUnion(spanned.dropFirst().map(\.name))
