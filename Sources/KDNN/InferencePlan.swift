@@ -663,45 +663,12 @@ public final class InferencePlan: @unchecked Sendable {
     static func pointwise(_ x: BlockedTensor, _ op: PackedLinear, _ epilogue: Epilogue, residual: BlockedTensor?, outPad: Int) throws
         -> BlockedTensor
     {
-        let (n, c, h, w) = (x.n, x.channels, x.h, x.w)
-        let (o, pixels) = (op.outFeatures, h * w)
-        let rows = Tensor(uninitialized: [n * pixels, c])
-        for img in 0..<n {
-            for blk in 0..<x.blocks {
-                let lanes = min(8, c - blk * 8)
-                let plane = x.origin + img * x.imageStride + blk * x.planeStride
-                for i in 0..<h {
-                    for j in 0..<w {
-                        let src = plane + i * x.rowStride + j * 8
-                        let dst = rows.pointer + ((img * pixels + i * w + j) * c + blk * 8)
-                        for l in 0..<lanes { dst[l] = src[l] }
-                    }
-                }
-            }
-        }
-        let y = try op(rows)
-        let out = BlockedTensor(uninitialized: n, channels: o, h: h, w: w, pad: outPad)
-        let r = residual?.withPad(outPad)
-        for img in 0..<n {
-            for blk in 0..<out.blocks {
-                let lanes = min(8, o - blk * 8)
-                let offset = img * out.imageStride + blk * out.planeStride
-                for i in 0..<h {
-                    for j in 0..<w {
-                        let dst = out.origin + offset + i * out.rowStride + j * 8
-                        let src = y.pointer + ((img * pixels + i * w + j) * o + blk * 8)
-                        for l in 0..<lanes { dst[l] = src[l] }
-                        for l in lanes..<8 { dst[l] = 0 }
-                        if let r {
-                            let add = r.origin + offset + i * out.rowStride + j * 8
-                            for l in 0..<8 { dst[l] += add[l] }
-                        }
-                    }
-                }
-            }
-        }
-        if epilogue.function != nil { epilogue.apply(to: out.data) }
-        return out
+        // Without a residual the kernel applies the activation itself; with one, it is added
+        // first and the activation runs over each output row while it is in cache.
+        let y = try op(x.pixelRows(), residual == nil ? epilogue : .none)
+        return BlockedTensor(
+            pixelRows: y, n: x.n, h: x.h, w: x.w, pad: outPad, residual: residual,
+            activation: residual == nil ? .none : Epilogue(epilogue.function))
     }
 
     /// Outputs read as the graph says (softmax, sigmoid or raw).

@@ -473,4 +473,65 @@ struct DirectConvTests {
             }
         }
     }
+
+    @Test("straight-line tiles give the generic tile's bits: every width and vector count, borders, half tails, residual, ReLU and ReLU6")
+    func straightLineTiles() throws {
+        var rng = RandomSource(seed: 21)
+        let six = Activation.clip(min: 0, max: 6)
+        var compared = 0
+        // Widths 1–16 select every tile width of 1, 2, 3 and 4 vectors (16 lanes: 14 × 1 and
+        // 12 × 2; 8 lanes: 8 × 1, 6 × 2, 4 × 3, 3 × 4); 24 and 40 outputs end in a half vector;
+        // 3 × 3 with padding runs the border passes, which start from the output, not the bias.
+        for (k, pad) in [(1, 0), (3, 1)] {
+            for o in [8, 16, 24, 32, 40, 64] {
+                for width in 1...16 {
+                    let x = Self.random([1, 16, 3, width], &rng).scaled(by: 8)
+                    let w = Self.random([o, 16, k, k], &rng)
+                    let b = Self.random([o], &rng)
+                    let r = BlockedTensor(Self.random([1, o, 3, width], &rng).scaled(by: 4), pad: 1)
+                    let g = Window(kernel: [k, k], stride: [1, 1], pads: [pad, pad, pad, pad])
+                    for lanes in DirectConv.laneChoices(outChannels: o) {
+                        var generic = DirectConv(weight: w, bias: b, window: g, inBlock: 8, lanes: lanes, allowPixelPath: false)
+                        let straight = generic
+                        generic.straightLineTiles = false
+                        for epilogue in [Epilogue.none, Epilogue(.relu, residual: r), Epilogue(.activation(six), residual: r)] {
+                            let want = try generic(BlockedTensor(x, pad: pad), epilogue, outPad: 1)
+                            let got = try straight(BlockedTensor(x, pad: pad), epilogue, outPad: 1)
+                            let same = got.data.array.map(\.bitPattern) == want.data.array.map(\.bitPattern)
+                            #expect(same, "\(k)×\(k), \(o) outputs, width \(width), \(lanes) lanes")
+                            compared += 1
+                        }
+                    }
+                }
+            }
+        }
+        #expect(compared == 2 * 16 * 3 * DirectConv.laneChoices(outChannels: 8).count + 2 * 16 * 3 * 5 * (VectorUnits.wide ? 2 : 1))
+    }
+
+    @Test("pixel rows and back: every channel of every pixel, a partial last block, residual and activation row by row")
+    func pixelRows() throws {
+        var rng = RandomSource(seed: 5)
+        let x = Self.random([2, 20, 3, 5], &rng)
+        let rows = BlockedTensor(x, pad: 1).pixelRows()
+        #expect(rows.shape == [30, 20])
+        for img in 0..<2 {
+            for c in 0..<20 {
+                for p in 0..<15 { #expect(rows[(img * 15 + p) * 20 + c] == x[(img * 20 + c) * 15 + p]) }
+            }
+        }
+        let r = Self.random([2, 20, 3, 5], &rng)
+        let six = Activation.clip(min: 0, max: 6)
+        let back = BlockedTensor(
+            pixelRows: rows.scaled(by: 20), n: 2, h: 3, w: 5, pad: 1, residual: BlockedTensor(r), activation: Epilogue(.activation(six)))
+        #expect(back.pad == 1 && DirectConvTests.halo(back).allSatisfy { $0 == 0 }, "the halo stays zero")
+        let plane = back.data.count / (2 * 3)
+        var spare: [Float] = []
+        for img in 0..<2 {
+            for p in 0..<(plane / 8) { spare += (4..<8).map { back.data[(img * 3 + 2) * plane + p * 8 + $0] } }
+        }
+        #expect(spare.allSatisfy { $0 == 0 }, "channels 20–23 of the last block stay zero")
+        let want = (0..<x.count).map { min(max(x[$0] * 20 + r[$0], 0), 6) }
+        #expect(back.plain().array == want)
+        #expect(want.contains(0) && want.contains(6))
+    }
 }

@@ -266,3 +266,51 @@ extension SIMD8 where Scalar == Float {
     @inline(__always)
     func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD8<Float>.self) }
 }
+
+extension BlockedTensor {
+    /// The pixels as rows, `[N·H·W, C]` (a 1×1 convolution on a small map as a linear layer).
+    /// Whole blocks of eight move as vectors; a last block of fewer channels lane by lane.
+    public func pixelRows() -> Tensor {
+        let pixels = h * w
+        let rows = Tensor(uninitialized: [n * pixels, channels])
+        for img in 0..<n {
+            for blk in 0..<blocks {
+                let lanes = min(8, channels - blk * 8)
+                let plane = origin + img * imageStride + blk * planeStride
+                for i in 0..<h {
+                    for j in 0..<w {
+                        let src = plane + i * rowStride + j * 8
+                        let dst = rows.pointer + ((img * pixels + i * w + j) * channels + blk * 8)
+                        if lanes == 8 { SIMD8.load(src).store(dst) } else { for l in 0..<lanes { dst[l] = src[l] } }
+                    }
+                }
+            }
+        }
+        return rows
+    }
+
+    /// Pixel rows `[N·H·W, C]` back in the blocked layout with a halo of `pad`, `residual` (the
+    /// output's shape) added and then `activation` applied, row by row while each is in cache.
+    public init(pixelRows y: Tensor, n: Int, h: Int, w: Int, pad: Int, residual: BlockedTensor?, activation: Epilogue) {
+        let (c, pixels) = (y.shape[1], h * w)
+        self.init(uninitialized: n, channels: c, h: h, w: w, pad: pad)
+        let r = residual?.withPad(pad)
+        for img in 0..<n {
+            for blk in 0..<blocks {
+                let lanes = min(8, c - blk * 8)
+                let offset = img * imageStride + blk * planeStride
+                for i in 0..<h {
+                    let row = origin + offset + i * rowStride
+                    for j in 0..<w {
+                        let src = y.pointer + ((img * pixels + i * w + j) * c + blk * 8)
+                        var v = SIMD8<Float>()
+                        if lanes == 8 { v = SIMD8.load(src) } else { for l in 0..<lanes { v[l] = src[l] } }
+                        if let r { v += SIMD8.load(r.origin + offset + i * rowStride + j * 8) }
+                        v.store(row + j * 8)
+                    }
+                    activation.apply(to: row, count: w * 8)
+                }
+            }
+        }
+    }
+}

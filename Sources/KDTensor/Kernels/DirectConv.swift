@@ -38,6 +38,9 @@ public struct DirectConv: @unchecked Sendable {
     /// ReLU6 and other clips to [0, upper]: applied in registers with the ReLU (set on a copy by
     /// `run`); infinity when the activation is not such a clip.
     var upper: Float = .infinity
+    /// Whether unit-stride tiles over blocked input take the straight-line ones
+    /// (DirectConv+Tiles.generated.swift); false keeps the generic tile (tests compare the two).
+    var straightLineTiles = true
 
     /// Whether the convolution needs no halo around its blocked input: 1×1, stride 1, unpadded.
     public var readsWithoutHalo: Bool {
@@ -366,7 +369,7 @@ public struct DirectConv: @unchecked Sendable {
             planeStride: x.planeStride, pixelStep: g.stride.w * ib, tapH: g.dilation.h * x.rowStride, tapW: g.dilation.w * ib, ib: ib,
             cb: cb, kh: kh, kw: kw, weightBlock: perBlock, outBlock: output.planeStride, relu: relu, upper: upper,
             unitStride: ib == 8 && g.stride.w == 1, residualOffset: residual.map { $0.origin - output.origin },
-            outPixel: output.pixelStep)
+            outPixel: output.pixelStep, straightLine: straightLineTiles)
         let wts = UnsafePointer(packed.pointer)
         let bias = UnsafePointer(bias.pointer)
         let (out, outPlane, outRow, outImage, outPixel) =
@@ -484,6 +487,8 @@ public struct DirectConv: @unchecked Sendable {
         var slide = false
         /// Whether the tile's last vector holds one block of eight: it loads and stores its low half.
         var halfTail = false
+        /// Whether unit-stride tiles run the straight-line code (`DirectConv.straightLineTiles`).
+        var straightLine = true
 
         /// Output vector `b` of `nb` at `p` (its low half when it is the half tail).
         @inline(__always)
@@ -494,6 +499,18 @@ public struct DirectConv: @unchecked Sendable {
         @inline(__always)
         func storeOut(_ v: V, _ p: UnsafeMutablePointer<Float>, _ b: Int, _ nb: Int) {
             if halfTail && b == nb - 1 { v.storeLow(p) } else { v.store(p, blockStride: outBlock) }
+        }
+
+        /// Accumulator `acc` of output vector `b` of `nb` stored at `o`; after a tile's `last` taps
+        /// with the residual added and the ReLU (or clip from 0) applied.
+        @inline(__always)
+        func finish(_ acc: V, _ o: UnsafeMutablePointer<Float>, _ b: Int, _ nb: Int, last: Bool) {
+            var v = acc
+            if last {
+                if let residualOffset { v += loadOut(o + residualOffset, b, nb) }
+                if relu { v = upper < .infinity ? v.relu(upTo: upper) : v.relu() }
+            }
+            storeOut(v, o, b, nb)
         }
 
         /// The kernel rows and columns one pass accumulates; a pixel at the input's border takes
@@ -535,7 +552,8 @@ public struct DirectConv: @unchecked Sendable {
             _ d: UnsafeMutablePointer<Float>, _ taps: Taps
         ) {
             if unitStride {
-                dispatch(Stride1Blocked.self, p, nb, x, w, bias, d, taps)
+                // Straight-line tiles from registers (DirectConv+Tiles.generated.swift), the generic one otherwise.
+                if !straightLine || !blocked(p, nb, x, w, bias, d, taps) { dispatch(Stride1Blocked.self, p, nb, x, w, bias, d, taps) }
             } else if pixelStep == 1 {
                 dispatch(Stride1Plain.self, p, nb, x, w, bias, d, taps)
             } else if pixelStep == 16 && ib == 8 {
@@ -661,15 +679,10 @@ public struct DirectConv: @unchecked Sendable {
                     }
                 }
             }
-            let residual = taps.last ? residualOffset : nil
-            let relu = taps.last && self.relu
             for b in 0..<nb {
                 for r in 0..<nr {
                     for q in 0..<np {
-                        let o = d + b * vectorStride + r * outRow + q * outPix
-                        var v = acc[(b * nr + r) * np + q]
-                        if let residual { v += loadOut(o + residual, b, nb) }
-                        storeOut(relu ? (upper < .infinity ? v.relu(upTo: upper) : v.relu()) : v, o, b, nb)
+                        finish(acc[(b * nr + r) * np + q], d + b * vectorStride + r * outRow + q * outPix, b, nb, last: taps.last)
                     }
                 }
             }
@@ -767,21 +780,27 @@ extension SIMD8: OutputLanes where Scalar == Float {
 extension SIMD16: OutputLanes where Scalar == Float {
     @inline(__always)
     static func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
+    // The halves by bit casts, not `lowHalf`/`highHalf`: those are loops over the lanes until
+    // LLVM folds them, and in a large tile (DirectConv+Tiles.generated.swift) the SIL inliner
+    // stopped inlining them, calling a getter per half with the vector passed through the stack.
     @inline(__always)
     static func load(_ p: UnsafeMutablePointer<Float>, blockStride: Int) -> SIMD16<Float> {
-        SIMD16(lowHalf: SIMD8.load(p), highHalf: SIMD8.load(p + blockStride))
+        unsafeBitCast((SIMD8.load(p), SIMD8.load(p + blockStride)), to: SIMD16<Float>.self)
     }
     @inline(__always)
     func store(_ p: UnsafeMutablePointer<Float>, blockStride: Int) {
-        lowHalf.store(p)
-        highHalf.store(p + blockStride)
+        let halves = unsafeBitCast(self, to: (SIMD8<Float>, SIMD8<Float>).self)
+        halves.0.store(p)
+        halves.1.store(p + blockStride)
     }
     @inline(__always)
     func storeContiguous(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD16<Float>.self) }
     @inline(__always)
-    static func loadLow(_ p: UnsafePointer<Float>) -> SIMD16<Float> { SIMD16(lowHalf: SIMD8.load(p), highHalf: SIMD8()) }
+    static func loadLow(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+        unsafeBitCast((SIMD8.load(p), SIMD8<Float>()), to: SIMD16<Float>.self)
+    }
     @inline(__always)
-    func storeLow(_ p: UnsafeMutablePointer<Float>) { lowHalf.store(p) }
+    func storeLow(_ p: UnsafeMutablePointer<Float>) { unsafeBitCast(self, to: (SIMD8<Float>, SIMD8<Float>).self).0.store(p) }
     @inline(__always)
     func relu() -> SIMD16<Float> { replacing(with: 0, where: self .< 0) }
     @inline(__always)

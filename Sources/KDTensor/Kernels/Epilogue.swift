@@ -45,6 +45,16 @@ public struct Epilogue: @unchecked Sendable {
         Activation.accept(activation, relu: isReLU, visitor)
     }
 
+    /// The activation over `count` floats at `p` in place, on the calling thread.
+    public func apply(to p: UnsafeMutablePointer<Float>, count: Int) {
+        switch function {
+        case .relu:
+            for i in 0..<count { p[i] = max(p[i], 0) }
+        case .activation(let f): f.forward(p, p, count: count)
+        case nil: break
+        }
+    }
+
     /// The activation over a whole tensor in place (for kernels that finish their output first).
     public func apply(to t: Tensor) {
         switch function {
