@@ -89,21 +89,21 @@ def body(p, nb):
         "                let wi = wq + i &* lanes",
     ]
     # Whichever operand is fewer stays live across the lane (accumulators + min(p, nb) + 1 fit
-    # the registers: 16 with AVX2).
-    if nb <= p:
-        for b in range(nb):
-            lines.append(f"                let w{b} = V.load(wi{'' if b == 0 else ' + weightBlock' if b == 1 else f' + {b} &* weightBlock'})")
-        for q in range(p):
-            lines.append(f"                let x{q} = V(repeating: px[i{'' if q == 0 else f' &+ {8 * q}'}])")
-            for b in range(nb):
-                lines.append(f"                {a(b, q)}.addProduct(x{q}, w{b})")
-    else:
-        for q in range(p):
-            lines.append(f"                let x{q} = V(repeating: px[i{'' if q == 0 else f' &+ {8 * q}'}])")
-        for b in range(nb):
-            lines.append(f"                let w{b} = V.load(wi{'' if b == 0 else ' + weightBlock' if b == 1 else f' + {b} &* weightBlock'})")
-            for q in range(p):
-                lines.append(f"                {a(b, q)}.addProduct(x{q}, w{b})")
+    # the registers: 16 with AVX2): all of it is loaded first, the other one at a time.
+    def weight(b):
+        return f"                let w{b} = V.load(wi{'' if b == 0 else ' + weightBlock' if b == 1 else f' + {b} &* weightBlock'})"
+
+    def pixel(q):
+        return f"                let x{q} = V(repeating: px[i{'' if q == 0 else f' &+ {8 * q}'}])"
+
+    held, streamed = (range(nb), range(p)) if nb <= p else (range(p), range(nb))
+    load_held, load_streamed = (weight, pixel) if nb <= p else (pixel, weight)
+    lines += [load_held(k) for k in held]
+    for m in streamed:
+        lines.append(load_streamed(m))
+        for k in held:
+            b, q = (k, m) if nb <= p else (m, k)
+            lines.append(f"                {a(b, q)}.addProduct(x{q}, w{b})")
     lines += [
         "            }",
         "            kj &+= 1",
