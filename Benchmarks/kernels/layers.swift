@@ -20,6 +20,10 @@ let layers = [
     Layer(name: "pw 320->1280 4x4", n: 64, c: 320, o: 1280, h: 4, w: 4, k: 1, s: 1, groups: 1),
     Layer(name: "dw3x3 s1 144ch 56x56", n: 1, c: 144, o: 144, h: 56, w: 56, k: 3, s: 1, groups: 144),
     Layer(name: "pw 24->144 56x56", n: 1, c: 24, o: 144, h: 56, w: 56, k: 1, s: 1, groups: 1),
+    Layer(name: "dw5x5 s1 240ch 8x8", n: 1, c: 240, o: 240, h: 8, w: 8, k: 5, s: 1, groups: 240),
+    Layer(name: "dw5x5 s1 672ch 4x4", n: 1, c: 672, o: 672, h: 4, w: 4, k: 5, s: 1, groups: 672),
+    Layer(name: "dw5x5 s2 144ch 16x16", n: 1, c: 144, o: 144, h: 16, w: 16, k: 5, s: 2, groups: 144),
+    Layer(name: "dw5x5 s1 240ch 8x8", n: 64, c: 240, o: 240, h: 8, w: 8, k: 5, s: 1, groups: 240),
 ]
 func median(_ body: () throws -> Void) rethrows -> Double {
     var times: [Double] = []
@@ -36,13 +40,14 @@ for l in layers {
     let window = Window(kernel: [l.k, l.k], stride: [l.s, l.s], pads: [pad, pad, pad, pad])
     let weight = Tensor(shape: [l.o, l.c / l.groups, l.k, l.k], repeating: 0.01)
     let bias = Tensor(shape: [l.o], repeating: 0.1)
-    let x = BlockedTensor(Tensor(shape: [l.n, l.c, l.h, l.w], repeating: 0.5), pad: 1)
+    let x = BlockedTensor(Tensor(shape: [l.n, l.c, l.h, l.w], repeating: 0.5), pad: pad)
     var line = "\(l.name) | batch \(l.n) | "
     if l.groups > 1 {
-        line += String(format: "%.4f ms | depthwise blocked", try median { _ = try Depthwise.blocked(x, weight: weight, bias: bias, window, relu6, outPad: 1) })
+        let filters = Depthwise.BlockedFilters(weight: weight, bias: bias)  // packed once, as an inference plan does
+        line += String(format: "%.4f ms | depthwise blocked", try median { _ = try Depthwise.blocked(x, filters: filters, window, relu6, outPad: pad) })
     } else {
         let conv = DirectConv(weight: weight, bias: bias, window: window, inBlock: 8)
-        line += String(format: "%.4f ms | direct", try median { _ = try conv(x, relu6, outPad: 1) })
+        line += String(format: "%.4f ms | direct", try median { _ = try conv(x, relu6, outPad: pad) })
         if l.h * l.w <= 16 {
             // What InferencePlan.pointwise runs: pixel rows, the packed linear kernel, back to blocks.
             let op = PackedLinear(weight: try weight.reshaped([l.o, l.c]), bias: bias)

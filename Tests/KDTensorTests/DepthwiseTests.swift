@@ -51,6 +51,66 @@ struct DepthwiseTests {
         }
     }
 
+    /// One output of the blocked kernel in its documented order: the bias, then the taps row by row,
+    /// left to right (zeros where the tap is in the padding), a 3 × 3 filter's second and third rows
+    /// each summed before they are added, except in a row's lone last pixel (an odd width).
+    static func pinnedOrder(
+        _ x: Tensor, _ w: Tensor, _ b: Tensor, _ g: Window, img: Int, ch: Int, oi: Int, oj: Int, wo: Int
+    ) -> Float {
+        let (c, h, wd) = (x.shape[1], x.shape[2], x.shape[3])
+        let (kh, kw) = g.kernel
+        func tap(_ ki: Int, _ kj: Int) -> Float {
+            let (i, j) = (oi * g.stride.h - g.pads[0] + ki * g.dilation.h, oj * g.stride.w - g.pads[1] + kj * g.dilation.w)
+            let v = i >= 0 && i < h && j >= 0 && j < wd ? x[((img * c + ch) * h + i) * wd + j] : 0
+            return w[(ch * kh + ki) * kw + kj] * v
+        }
+        var a = b[ch]
+        let grouped = kh == 3 && kw == 3 && !(wo % 2 == 1 && oj == wo - 1)
+        for ki in 0..<kh {
+            if grouped && ki > 0 {
+                var t = tap(ki, 0)
+                for kj in 1..<kw { t += tap(ki, kj) }
+                a += t
+            } else {
+                for kj in 0..<kw { a += tap(ki, kj) }
+            }
+        }
+        return a
+    }
+
+    @Test(
+        "the blocked kernel sums in its documented order, bit for bit, in every tile of pixel pairs",
+        arguments: [
+            (3, 3, 1, 1, 15), (3, 3, 2, 1, 15), (3, 3, 1, 2, 7), (5, 5, 1, 1, 15), (5, 5, 2, 1, 14), (7, 7, 1, 1, 9),
+            (5, 3, 1, 1, 13), (3, 5, 2, 1, 1), (3, 3, 1, 1, 2),
+        ])
+    func pinnedOrder(kh: Int, kw: Int, stride: Int, dilation: Int, width: Int) throws {
+        let c = 13
+        let (ph, pw) = (kh / 2 * dilation, kw / 2 * dilation)
+        let x = Self.random([2, c, 6, width], seed: 11)
+        let w = Self.random([c, 1, kh, kw], seed: 12)
+        let b = Self.random([c], seed: 13)
+        let g = Window(kernel: [kh, kw], stride: [stride, stride], pads: [ph, pw, ph, pw], dilation: [dilation, dilation])
+        for f in [nil, Activation.clip(min: 0, max: 6)] as [Activation?] {
+            let y = try Depthwise.blocked(BlockedTensor(x, pad: max(ph, pw)), weight: w, bias: b, g, Epilogue(f.map { .activation($0) }), outPad: 1)
+                .plain()
+            let (ho, wo) = (y.shape[2], y.shape[3])
+            var mismatches = 0
+            for img in 0..<2 {
+                for ch in 0..<c {
+                    for oi in 0..<ho {
+                        for oj in 0..<wo {
+                            var want = Self.pinnedOrder(x, w, b, g, img: img, ch: ch, oi: oi, oj: oj, wo: wo)
+                            if f != nil { want = min(max(want, 0), 6) }
+                            if y[((img * c + ch) * ho + oi) * wo + oj].bitPattern != want.bitPattern { mismatches += 1 }
+                        }
+                    }
+                }
+            }
+            #expect(mismatches == 0, "\(kh)×\(kw) stride \(stride) dilation \(dilation) width \(width), \(String(describing: f))")
+        }
+    }
+
     @Test(
         "the blocked backward gives im2col's gradients for x, the filters and the bias",
         arguments: [(13, 9, 3, 1, 1), (16, 12, 5, 2, 2), (24, 10, 3, 2, 1), (8, 7, 5, 1, 2)])

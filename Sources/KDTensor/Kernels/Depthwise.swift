@@ -222,8 +222,8 @@ extension Depthwise {
     }
 
     /// Depthwise convolution on the channel-blocked layout (NCHW8c): eight channels of a pixel are
-    /// one vector, multiplied by the eight filters' tap and accumulated over the kh × kw taps, four
-    /// output pixels at a time; padding is the input's zero halo, so no tap is ever checked. The
+    /// one vector, multiplied by the eight filters' tap and accumulated over the kh × kw taps, two
+    /// output pixels to a 16-lane vector (`BlockedPlan`); padding is the input's zero halo, so no tap is ever checked. The
     /// output is blocked with halo `outPad`, its bias first and its epilogue applied in registers.
     public static func blocked(
         _ x: BlockedTensor, weight: Tensor, bias: Tensor?, _ g: Window, _ epilogue: Epilogue = .none, outPad: Int
@@ -231,9 +231,10 @@ extension Depthwise {
         try blocked(x, filters: BlockedFilters(weight: weight, bias: bias), g, epilogue, outPad: outPad)
     }
 
-    /// A depthwise layer's filters as the blocked kernel reads them: [block][kh·kw][8], the bias
-    /// [block][8], lanes past the channels zero. Packed once per layer (an inference plan keeps
-    /// them): packing per call was 4 % of efficientnet-lite0's inference at batch 1.
+    /// A depthwise layer's filters as the blocked kernel reads them: [block][kh·kw][16], each tap's
+    /// eight filters twice (one 16-lane vector multiplies two output pixels), and the bias
+    /// [block][16] the same way; lanes past the channels zero. Packed once per layer (an inference
+    /// plan keeps them): packing per call was 4 % of efficientnet-lite0's inference at batch 1.
     public struct BlockedFilters: Sendable {
         public let weightShape: [Int]
         let packed: [Float]
@@ -243,14 +244,20 @@ extension Depthwise {
             weightShape = weight.shape
             let (channels, taps) = (weight.shape[0], weight.shape.count == 4 ? weight.shape[2] * weight.shape[3] : 0)
             let blocks = (channels + 7) / 8
-            var packed = [Float](repeating: 0, count: blocks * taps * 8)
-            var b8 = [Float](repeating: 0, count: blocks * 8)
+            var packed = [Float](repeating: 0, count: blocks * taps * 16)
+            var b16 = [Float](repeating: 0, count: blocks * 16)
             for ch in 0..<channels {
-                for t in 0..<taps { packed[((ch / 8) * taps + t) * 8 + ch % 8] = weight.pointer[ch * taps + t] }
-                b8[(ch / 8) * 8 + ch % 8] = bias?.pointer[ch] ?? 0
+                let (blk, lane) = (ch / 8, ch % 8)
+                for t in 0..<taps {
+                    let v = weight.pointer[ch * taps + t]
+                    packed[(blk * taps + t) * 16 + lane] = v
+                    packed[(blk * taps + t) * 16 + 8 + lane] = v
+                }
+                let b = bias?.pointer[ch] ?? 0
+                (b16[blk * 16 + lane], b16[blk * 16 + 8 + lane]) = (b, b)
             }
             self.packed = packed
-            self.bias = b8
+            self.bias = b16
         }
     }
 
@@ -270,31 +277,48 @@ extension Depthwise {
         return y
     }
 
+    /// One call's sizes. Output pixels go in pairs: one 16-lane vector holds two pixels' eight
+    /// channels, so every tap is one 16-lane multiply and add for two pixels (AVX-512 runs it as one
+    /// instruction; the eight-lane kernel before it ran the 5 × 5 layers of efficientnet-lite0 at
+    /// twice ONNX Runtime's time). Tiles of 4, 2 and 1 pairs, then a lone last pixel.
+    ///
+    /// Each lane's sum is the same, in the same order, as one pixel at a time: the bias, then the
+    /// taps row by row, left to right. A 3 × 3 filter's second and third rows are summed first and
+    /// then added (the order `DepthwiseTests` pins down), except in the lone last pixel.
     struct BlockedPlan: ActivationVisitor {
         let x: BlockedTensor, y: BlockedTensor, window: Window, ho: Int, wo: Int
-
-        @inline(__always)
-        static func finish<F: VectorFunction>(_ f: F, _ a: SIMD8<Float>, _ b: SIMD8<Float>) -> (SIMD8<Float>, SIMD8<Float>) {
-            let v = f(SIMD16(lowHalf: a, highHalf: b))
-            return (v.lowHalf, v.highHalf)
-        }
         let packed: [Float], bias: [Float]
 
         func visit<F: VectorFunction>(_ epilogue: F) {
-            typealias V8 = SIMD8<Float>
-            @inline(__always) func load(_ p: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(p).loadUnaligned(as: V8.self) }
-            @inline(__always) func store(_ v: V8, _ p: UnsafeMutablePointer<Float>) {
-                UnsafeMutableRawPointer(p).storeBytes(of: v, as: V8.self)
+            switch (window.stride.w == 1 ? (window.dilation.w == 1 ? 0 : 1) : 2, window.kernel.w) {
+            case (0, 3): run(UnitStridePairs.self, Taps3.self, epilogue)
+            case (0, 5): run(UnitStridePairs.self, Taps5.self, epilogue)
+            case (0, _): run(UnitStridePairs.self, TapsAny.self, epilogue)
+            case (1, 3): run(DilatedPairs.self, Taps3.self, epilogue)
+            case (1, _): run(DilatedPairs.self, TapsAny.self, epilogue)
+            case (_, 3): run(StridedPairs.self, Taps3.self, epilogue)
+            case (_, 5): run(StridedPairs.self, Taps5.self, epilogue)
+            case (_, _): run(StridedPairs.self, TapsAny.self, epilogue)
             }
-            // The epilogue is a 16-lane function: two pixels' channels at a time (a static function:
-            // as a nested one capturing the epilogue it was not inlined, and its 16-lane argument
-            // went through four 128-bit registers: 10 % of efficientnet-lite0's inference).
+            // Lanes past the channels: the bias there is 0 and every tap weight 0, so they hold f(0); an
+            // epilogue with f(0) ≠ 0 would break the zero padding the next layer reads, so they are cleared.
+            if x.channels % 8 != 0 && epilogue(VectorMath.V()) != VectorMath.V() {
+                let (first, ys) = (x.channels % 8, y.rowStride)
+                for plane in 0..<(x.n * x.blocks) where plane % x.blocks == x.blocks - 1 {
+                    let dst = y.origin + plane * y.planeStride
+                    for oi in 0..<ho { for oj in 0..<wo { for l in first..<8 { dst[oi * ys + oj * 8 + l] = 0 } } }
+                }
+            }
+        }
+
+        func run<S: DepthwisePairs, K: DepthwiseTaps, F: VectorFunction>(_: S.Type, _: K.Type, _ epilogue: F) {
             let g = window
             let (kh, kw) = g.kernel
             let (sh, sw) = (g.stride.h, g.stride.w)
-            let (dh, dw) = (g.dilation.h, g.dilation.w)
             let (xs, ys) = (x.rowStride, y.rowStride)
             let planes = x.n * x.blocks
+            let taps = Geometry(
+                kh: kh, kw: kw, row: g.dilation.h * xs, column: g.dilation.w * 8, pixel: sw * 8, grouped: kh == 3 && kw == 3)
             packed.withUnsafeBufferPointer { pk in
                 bias.withUnsafeBufferPointer { bs in
                     let (pk, bs) = (UncheckedSendable(pk.baseAddress!), UncheckedSendable(bs.baseAddress!))
@@ -306,78 +330,158 @@ extension Depthwise {
                             // Input pixel (−pad, −pad) of this plane, and output pixel (0, 0).
                             let src = x.data.pointer + plane * x.planeStride
                             let dst = y.origin + plane * y.planeStride
-                            let filt = pk.value + blk * kh * kw * 8
-                            let b = load(bs.value + blk * 8)
+                            let filt = UnsafePointer(pk.value + blk * kh * kw * 16)
+                            let b = VectorMath.load(bs.value + blk * 16)
                             for oi in 0..<ho {
-                                let outRow = dst + oi * ys
+                                let out = dst + oi * ys
                                 // Input row of tap ki: oi·sh − pads[0] + ki·dh, offset by the halo.
-                                let rowBase = src + (oi * sh - g.pads[0] + x.pad) * xs + (x.pad - g.pads[1]) * 8
+                                let row = UnsafePointer(src + (oi * sh - g.pads[0] + x.pad) * xs + (x.pad - g.pads[1]) * 8)
                                 var oj = 0
-                                if kh == 3 && kw == 3 {
-                                    // The nine taps' filters stay in registers across the row.
-                                    let (w0, w1, w2) = (load(filt), load(filt + 8), load(filt + 16))
-                                    let (w3, w4, w5) = (load(filt + 24), load(filt + 32), load(filt + 40))
-                                    let (w6, w7, w8) = (load(filt + 48), load(filt + 56), load(filt + 64))
-                                    let (c1, c2) = (dw * 8, 2 * dw * 8)
-                                    let (r1, r2) = (dh * xs, 2 * dh * xs)
-                                    @inline(__always) func pixel(_ p: UnsafeMutablePointer<Float>) -> V8 {
-                                        var a = b + w0 * load(p) + w1 * load(p + c1) + w2 * load(p + c2)
-                                        a += w3 * load(p + r1) + w4 * load(p + r1 + c1) + w5 * load(p + r1 + c2)
-                                        a += w6 * load(p + r2) + w7 * load(p + r2 + c1) + w8 * load(p + r2 + c2)
-                                        return a
-                                    }
-                                    while oj + 2 <= wo {
-                                        let p = rowBase + oj * sw * 8
-                                        let (e0, e1) = Self.finish(epilogue, pixel(p), pixel(p + sw * 8))
-                                        store(e0, outRow + oj * 8)
-                                        store(e1, outRow + (oj + 1) * 8)
-                                        oj += 2
-                                    }
+                                while oj + 8 <= wo {
+                                    taps.pairs(Pairs4.self, S.self, K.self, epilogue, row + oj * sw * 8, filt, b, out + oj * 8)
+                                    oj += 8
                                 }
-                                while oj + 4 <= wo {
-                                    var (a0, a1, a2, a3) = (b, b, b, b)
-                                    for ki in 0..<kh {
-                                        let r = rowBase + ki * dh * xs + oj * sw * 8
-                                        for kj in 0..<kw {
-                                            let wv = load(filt + (ki * kw + kj) * 8)
-                                            let p = r + kj * dw * 8
-                                            a0 += wv * load(p)
-                                            a1 += wv * load(p + sw * 8)
-                                            a2 += wv * load(p + 2 * sw * 8)
-                                            a3 += wv * load(p + 3 * sw * 8)
-                                        }
-                                    }
-                                    let (e0, e1) = Self.finish(epilogue, a0, a1)
-                                    let (e2, e3) = Self.finish(epilogue, a2, a3)
-                                    store(e0, outRow + oj * 8)
-                                    store(e1, outRow + (oj + 1) * 8)
-                                    store(e2, outRow + (oj + 2) * 8)
-                                    store(e3, outRow + (oj + 3) * 8)
+                                if oj + 4 <= wo {
+                                    taps.pairs(Pairs2.self, S.self, K.self, epilogue, row + oj * sw * 8, filt, b, out + oj * 8)
                                     oj += 4
                                 }
-                                while oj < wo {
-                                    var a = b
-                                    for ki in 0..<kh {
-                                        let r = rowBase + ki * dh * xs + oj * sw * 8
-                                        for kj in 0..<kw { a += load(filt + (ki * kw + kj) * 8) * load(r + kj * dw * 8) }
-                                    }
-                                    store(Self.finish(epilogue, a, a).0, outRow + oj * 8)
-                                    oj += 1
+                                if oj + 2 <= wo {
+                                    taps.pairs(Pairs1.self, S.self, K.self, epilogue, row + oj * sw * 8, filt, b, out + oj * 8)
+                                    oj += 2
                                 }
+                                if oj < wo { taps.last(K.self, epilogue, row + oj * sw * 8, filt, b, out + oj * 8) }
                             }
                         }
                     }
                 }
             }
-            // Lanes past the channels: the bias there is 0 and every tap weight 0, so they hold f(0); an
-            // epilogue with f(0) ≠ 0 would break the zero padding the next layer reads, so they are cleared.
-            if x.channels % 8 != 0 && epilogue(VectorMath.V()) != VectorMath.V() {
-                let first = x.channels % 8
-                for plane in 0..<planes where plane % x.blocks == x.blocks - 1 {
-                    let dst = y.origin + plane * y.planeStride
-                    for oi in 0..<ho { for oj in 0..<wo { for l in first..<8 { dst[oi * ys + oj * 8 + l] = 0 } } }
+        }
+
+        /// Where the taps of one output pixel are, in floats from its first tap's input pixel.
+        struct Geometry {
+            let kh: Int, kw: Int
+            /// From one filter row to the next (dilation · row stride), and one column to the next.
+            let row: Int, column: Int
+            /// From one output pixel's input to the next's (stride · 8).
+            let pixel: Int
+            /// A 3 × 3 filter: its second and third rows are summed before they are added.
+            let grouped: Bool
+
+            /// `P.count` pairs of output pixels from `r` (the first pixel's first tap), stored from `out`.
+            @inline(__always)
+            func pairs<P: DepthwiseTile, S: DepthwisePairs, K: DepthwiseTaps, F: VectorFunction>(
+                _: P.Type, _: S.Type, _: K.Type, _ f: F, _ r: UnsafePointer<Float>, _ filt: UnsafePointer<Float>,
+                _ b: VectorMath.V, _ out: UnsafeMutablePointer<Float>
+            ) {
+                typealias V = VectorMath.V
+                let n = P.count
+                let kw = K.count == 0 ? self.kw : K.count
+                // Constants at stride 1 without dilation: tap kj of pair p then reads the pair at input
+                // pixel kj + 2p, and the compiler loads each of a row's pairs once (11 loads for four
+                // pairs of five taps, not 20).
+                let (column, pixel) = (S.column(self), S.pixel(self))
+                let pair = 2 &* pixel
+                var (a0, a1, a2, a3) = (b, b, b, b)
+                for ki in 0..<kh {
+                    let rr = r + ki &* row
+                    let fr = filt + ki &* kw &* 16
+                    if grouped && ki > 0 {
+                        let w0 = VectorMath.load(fr)
+                        var t0 = w0 * S.load(rr, pixel)
+                        var t1 = n > 1 ? w0 * S.load(rr + pair, pixel) : V()
+                        var t2 = n > 2 ? w0 * S.load(rr + 2 &* pair, pixel) : V()
+                        var t3 = n > 3 ? w0 * S.load(rr + 3 &* pair, pixel) : V()
+                        for kj in 1..<kw {
+                            let (wv, p) = (VectorMath.load(fr + kj &* 16), rr + kj &* column)
+                            t0 += wv * S.load(p, pixel)
+                            if n > 1 { t1 += wv * S.load(p + pair, pixel) }
+                            if n > 2 { t2 += wv * S.load(p + 2 &* pair, pixel) }
+                            if n > 3 { t3 += wv * S.load(p + 3 &* pair, pixel) }
+                        }
+                        a0 += t0
+                        if n > 1 { a1 += t1 }
+                        if n > 2 { a2 += t2 }
+                        if n > 3 { a3 += t3 }
+                    } else {
+                        for kj in 0..<kw {
+                            let (wv, p) = (VectorMath.load(fr + kj &* 16), rr + kj &* column)
+                            a0 += wv * S.load(p, pixel)
+                            if n > 1 { a1 += wv * S.load(p + pair, pixel) }
+                            if n > 2 { a2 += wv * S.load(p + 2 &* pair, pixel) }
+                            if n > 3 { a3 += wv * S.load(p + 3 &* pair, pixel) }
+                        }
+                    }
                 }
+                VectorMath.store(f(a0), out)
+                if n > 1 { VectorMath.store(f(a1), out + 16) }
+                if n > 2 { VectorMath.store(f(a2), out + 32) }
+                if n > 3 { VectorMath.store(f(a3), out + 48) }
+            }
+
+            /// A row's lone last pixel, in both halves of one vector; the taps in order, ungrouped.
+            @inline(__always)
+            func last<K: DepthwiseTaps, F: VectorFunction>(
+                _: K.Type, _ f: F, _ r: UnsafePointer<Float>, _ filt: UnsafePointer<Float>, _ b: VectorMath.V,
+                _ out: UnsafeMutablePointer<Float>
+            ) {
+                let kw = K.count == 0 ? self.kw : K.count
+                var a = b
+                for ki in 0..<kh {
+                    for kj in 0..<kw { a += VectorMath.load(filt + (ki &* kw &+ kj) &* 16) * StridedPairs.load(r + (ki &* row &+ kj &* column), 0) }
+                }
+                UnsafeMutableRawPointer(out).storeBytes(of: unsafeBitCast(f(a), to: (SIMD8<Float>, SIMD8<Float>).self).0, as: SIMD8<Float>.self)
             }
         }
     }
 }
+
+/// How a depthwise tile reads the inputs of two adjacent output pixels as one 16-lane vector, and
+/// how far apart its taps' and its pixels' inputs are (constants where the layer allows).
+protocol DepthwisePairs {
+    static func load(_ p: UnsafePointer<Float>, _ pixel: Int) -> VectorMath.V
+    static func column(_ g: Depthwise.BlockedPlan.Geometry) -> Int
+    static func pixel(_ g: Depthwise.BlockedPlan.Geometry) -> Int
+}
+
+/// At stride 1 pixel j + 1's eight channels follow pixel j's: one load. Without dilation the next
+/// tap's input is the next pixel too.
+enum UnitStridePairs: DepthwisePairs {
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>, _ pixel: Int) -> VectorMath.V { VectorMath.load(p) }
+    @inline(__always) static func column(_ g: Depthwise.BlockedPlan.Geometry) -> Int { 8 }
+    @inline(__always) static func pixel(_ g: Depthwise.BlockedPlan.Geometry) -> Int { 8 }
+}
+
+/// Stride 1 with dilation: one load per pair, the taps `dilation` pixels apart.
+enum DilatedPairs: DepthwisePairs {
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>, _ pixel: Int) -> VectorMath.V { VectorMath.load(p) }
+    @inline(__always) static func column(_ g: Depthwise.BlockedPlan.Geometry) -> Int { g.column }
+    @inline(__always) static func pixel(_ g: Depthwise.BlockedPlan.Geometry) -> Int { 8 }
+}
+
+/// At stride s, two eight-lane loads `pixel` floats apart (8·s; 0 repeats one pixel).
+enum StridedPairs: DepthwisePairs {
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>, _ pixel: Int) -> VectorMath.V {
+        let raw = UnsafeRawPointer(p)
+        return unsafeBitCast(
+            (raw.loadUnaligned(as: SIMD8<Float>.self), raw.loadUnaligned(fromByteOffset: pixel &* 4, as: SIMD8<Float>.self)),
+            to: VectorMath.V.self)
+    }
+    @inline(__always) static func column(_ g: Depthwise.BlockedPlan.Geometry) -> Int { g.column }
+    @inline(__always) static func pixel(_ g: Depthwise.BlockedPlan.Geometry) -> Int { g.pixel }
+}
+
+/// How many pairs of output pixels a depthwise tile computes (declared here, next to the kernel, so
+/// that a build without whole-module optimisation still sees the constants).
+protocol DepthwiseTile { static var count: Int { get } }
+enum Pairs1: DepthwiseTile { static var count: Int { 1 } }
+enum Pairs2: DepthwiseTile { static var count: Int { 2 } }
+enum Pairs4: DepthwiseTile { static var count: Int { 4 } }
+
+/// A depthwise filter's width as a constant the compiler unrolls (0: the width the call gives).
+protocol DepthwiseTaps { static var count: Int { get } }
+enum Taps3: DepthwiseTaps { static var count: Int { 3 } }
+enum Taps5: DepthwiseTaps { static var count: Int { 5 } }
+enum TapsAny: DepthwiseTaps { static var count: Int { 0 } }

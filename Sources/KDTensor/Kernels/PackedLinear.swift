@@ -4,7 +4,8 @@
 /// the whole weight matrix again on every call (as much work as the product itself at LeNet-5's
 /// 400 → 120), and two threads calling it at once contend inside it (measured: the slices of a
 /// batch took 22 % longer on two workers than on one). Here the weights are packed at plan time as
-/// `[⌈O/L⌉][I][L]` (L output features per vector) and a tile of R rows × B vectors is accumulated
+/// groups of at most four vectors of L output features, each group `[I][vectors][L]` (one
+/// sequential stream; see `groups(vectors:)`), and a tile of R rows × B vectors is accumulated
 /// in registers from broadcast inputs: R + B loads per R·B multiply-adds, as in the direct
 /// convolution.
 public struct PackedLinear: @unchecked Sendable {
@@ -12,7 +13,7 @@ public struct PackedLinear: @unchecked Sendable {
     public let outFeatures: Int
     /// Output features per vector: 16 in an AVX-512 build, else 8.
     public let lanes: Int
-    /// [⌈O/lanes⌉][I][lanes], zero past O.
+    /// Per group of vectors, [I][group's vectors][lanes]; zero past O.
     let packed: Tensor
     /// ⌈O/lanes⌉·lanes, zero past O.
     let bias: Tensor
@@ -26,8 +27,17 @@ public struct PackedLinear: @unchecked Sendable {
         let vectors = (o + lanes - 1) / lanes
         packed = Tensor(zeros: [vectors * i * lanes])
         let (wp, pp, l) = (weight.pointer, packed.pointer, lanes)
-        for r in 0..<o {
-            for c in 0..<i { pp[((r / l) * i + c) * l + r % l] = wp[r * i + c] }
+        // Vector v of group g (first vector v0, `count` vectors) at input feature c:
+        // v0·i·l + (c·count + v − v0)·l, so a group is one sequential stream.
+        let groups = Self.groups(vectors: vectors)
+        for g in 0..<groups {
+            let (v0, count) = Self.group(g, of: groups, vectors: vectors)
+            for v in v0..<(v0 + count) {
+                for lane in 0..<l where v * l + lane < o {
+                    let r = v * l + lane
+                    for c in 0..<i { pp[v0 * i * l + (c * count + v - v0) * l + lane] = wp[r * i + c] }
+                }
+            }
         }
         self.bias = Tensor(zeros: [vectors * lanes])
         if let bias { self.bias.pointer.update(from: bias.pointer, count: o) }
@@ -62,12 +72,21 @@ public struct PackedLinear: @unchecked Sendable {
         return (max(1, min(rows, most / b, 12)), b)
     }
 
+    /// How many groups of at most four vectors the outputs make (every tile's vectors are one group).
+    static func groups(vectors: Int) -> Int { (vectors + 3) / 4 }
+
+    /// Group g's first vector and vector count: even splits (8 vectors as 4 + 4, 5 as 2 + 3).
+    static func group(_ g: Int, of groups: Int, vectors: Int) -> (first: Int, count: Int) {
+        let v0 = vectors * g / groups
+        return (v0, vectors * (g + 1) / groups - v0)
+    }
+
     func run<V: OutputLanes>(_: V.Type, _ x: Tensor, _ y: Tensor, relu: Bool) {
         let (n, k, o) = (x.shape[0], inFeatures, outFeatures)
         let vectors = (o + V.scalarCount - 1) / V.scalarCount
         let shape = Self.tile(rows: n, vectors: vectors, lanes: V.scalarCount)
         let rowTiles = (n + shape.rows - 1) / shape.rows
-        let groups = (vectors + shape.vectors - 1) / shape.vectors
+        let groups = Self.groups(vectors: vectors)
         let (xp, yp, wp, bp) = (UnsafePointer(x.pointer), y.pointer, UnsafePointer(packed.pointer), UnsafePointer(bias.pointer))
         let geometry = Geometry(k: k, o: o, relu: relu)
         // Vector groups outer, row tiles inner: a group's packed weights (k × 16–64 floats) stay in
@@ -80,8 +99,7 @@ public struct PackedLinear: @unchecked Sendable {
                 // Even splits: 16 rows as 8 + 8, 8 vectors as 4 + 4.
                 let r0 = n * t / rowTiles
                 let rows = n * (t + 1) / rowTiles - r0
-                let v0 = vectors * g / groups
-                let count = vectors * (g + 1) / groups - v0
+                let (v0, count) = Self.group(g, of: groups, vectors: vectors)
                 geometry.dispatch(V.self, rows, count, xp + r0 * k, wp + v0 * k * V.scalarCount, bp + v0 * V.scalarCount, yp + r0 * o, v0)
             }
         }
@@ -151,10 +169,11 @@ public struct PackedLinear: @unchecked Sendable {
                 let bias = V.load(b + j * lanes)
                 for r in 0..<nr { acc[j * nr + r] = bias }
             }
-            let step = k &* lanes
+            // The group's vectors are interleaved by input feature: one sequential stream.
+            let step = nb &* lanes
             for i in 0..<k {
                 var wv = InlineArray<4, V>(repeating: V())
-                for j in 0..<nb { wv[j] = V.load(w + (j &* step &+ i &* lanes)) }
+                for j in 0..<nb { wv[j] = V.load(w + (i &* step &+ j &* lanes)) }
                 for r in 0..<nr {
                     let v = V(repeating: x[r &* k &+ i])
                     for j in 0..<nb { acc[j * nr + r].addProduct(v, wv[j]) }
