@@ -361,18 +361,47 @@ public final class InferencePlan: @unchecked Sendable {
         // its tiles hang over it: F(4×4, 3×3) up to 3 pixels more, F(2×2, 3×3) 1. The halo stops
         // at 3, so F(4×4, 3×3) runs on 14 × 14 (resnet8's second stage on MNIST, 0.66–0.75 ms →
         // 0.58 ms at batch 64) and sizes of 4k + 1 take F(2×2, 3×3).
-        halo = min(
-            3,
-            self.steps.reduce(0) { most, step in
-                if case .conv(_, let weight, _, let window, let groups, _, _) = step, groups > 1, weight.shape[1] == 1,
-                    weight.shape[0] == groups
-                {
-                    return max(most, window.pads.max() ?? 0)
+        // Each activation gets the halo its own readers need, not the largest any layer needs:
+        // efficientnet-lite0's stem (Winograd, 3) had every depthwise input of its 3 × 3 and 5 × 5
+        // layers carry 3 pixels of zeros on each side, 100 pixels a plane on its 4 × 4 maps. An
+        // output that takes over its input's buffer or layout (an activation or channel scale in
+        // place, an addition, a residual added in a convolution) shares its halo.
+        var need: [String: Int] = [:]
+        var link: [String: String] = [:]
+        func root(_ name: String) -> String {
+            var r = name
+            while let up = link[r] { r = up }
+            return r
+        }
+        func join(_ a: String, _ b: String) {
+            let (ra, rb) = (root(a), root(b))
+            if ra != rb { link[ra] = rb }
+        }
+        for step in self.steps {
+            switch step {
+            case .conv(let input, let weight, _, let window, let groups, _, _):
+                if groups > 1, weight.shape[1] == 1, weight.shape[0] == groups { need[input] = max(need[input] ?? 0, window.pads.max() ?? 0) }
+            case .direct(let input, let conv, _, let residual, let output):
+                if conv.inBlock == 8 {
+                    let winograd = conv.winograd != nil ? shapes[output].map { WinogradConv.halo(h: $0[2], w: $0[3]) } ?? 1 : 0
+                    need[input] = max(need[input] ?? 0, conv.window.pads.max() ?? 0, winograd)
                 }
-                guard case .direct(_, let conv, _, _, let output) = step, conv.inBlock == 8 else { return most }
-                let winograd = conv.winograd != nil ? shapes[output].map { WinogradConv.halo(h: $0[2], w: $0[3]) } ?? 1 : 0
-                return max(most, conv.window.pads.max() ?? 0, winograd)
-            })
+                if let residual { join(residual, output) }
+            case .pointwise(_, _, _, let residual, let output): if let residual { join(residual, output) }
+            case .activate(let input, _, let output), .scaleChannels(let input, _, let output): join(input, output)
+            case .add(let a, let b, _, let output):
+                join(a, output)
+                join(b, output)
+            case .node(let node) where node.op == .relu: join(node.inputs[0], node.outputs[0])
+            default: break
+            }
+        }
+        var classNeed: [String: Int] = [:]
+        for (name, n) in need { classNeed[root(name), default: 0] = max(classNeed[root(name)] ?? 0, min(3, n)) }
+        var pads: [String: Int] = [:]
+        for name in Set(need.keys).union(link.keys).union(link.values) { pads[name] = classNeed[root(name)] ?? 0 }
+        self.pads = pads
+        halo = pads.values.max() ?? 0
         // Images per slice: the largest activation of a slice stays within 256 KiB (half an L2),
         // so a slice's layers pass their outputs to each other through the cache.
         let largest = stats.map { $0.outputShape.reduce(1, *) }.max() ?? 1
@@ -395,8 +424,11 @@ public final class InferencePlan: @unchecked Sendable {
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
     public let sliceImages: Int
-    /// The zero halo of every blocked activation: the largest padding of a convolution reading one.
+    /// The largest zero halo of a blocked activation (`pads`).
     public let halo: Int
+    /// Per blocked activation, its zero halo: the largest padding of a convolution reading it (or
+    /// of one reading an activation that shares its buffer); 0 where none is listed.
+    let pads: [String: Int]
     /// Blocked activations stored with no halo (read by blocked linear layers only).
     let unpadded: Set<String>
     /// Per step, the activations it reads last.
@@ -533,7 +565,7 @@ public final class InferencePlan: @unchecked Sendable {
             values[name] = tape.leaf(y)
         }
         /// The halo a blocked output is made with.
-        func outPad(_ name: String) -> Int { unpadded.contains(name) ? 0 : halo }
+        func outPad(_ name: String) -> Int { unpadded.contains(name) ? 0 : pads[name] ?? 0 }
         func storeBlocked(_ name: String, _ y: BlockedTensor) {
             quant[name]?.applyInPlace(y.data)
             blocked[name] = y
@@ -546,7 +578,7 @@ public final class InferencePlan: @unchecked Sendable {
         }
         func block(_ name: String) -> BlockedTensor {
             if let b = blocked[name] { return b }
-            let b = BlockedTensor(plain(name), pad: halo)
+            let b = BlockedTensor(plain(name), pad: outPad(name))
             blocked[name] = b
             return b
         }

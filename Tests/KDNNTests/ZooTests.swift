@@ -216,6 +216,26 @@ struct InferencePlanTests {
         #expect(zip(want.array, got.array).allSatisfy { abs($0 - $1) <= 1e-4 * scale })
     }
 
+    @Test("each blocked activation keeps the halo its own readers need: a depthwise layer's input its padding, not the largest")
+    func perTensorHalos() throws {
+        let (m, drawn) = try Self.student("efficientnet-lite0", statistics: 11)
+        var rng = drawn
+        let plan = try InferencePlan(m)
+        var paddings = Set<Int>()
+        for step in plan.steps {
+            if case .conv(let input, let weight, _, let window, let groups, _, _) = step, groups > 1, weight.shape[1] == 1 {
+                let pad = window.pads.max() ?? 0
+                #expect(plan.pads[input] == pad, "\(input): halo \(plan.pads[input] ?? 0), padding \(pad)")
+                paddings.insert(pad)
+            }
+        }
+        #expect(paddings == [1, 2], "3 × 3 and 5 × 5 depthwise layers")
+        let x = Tensor(shape: [2, 3, 32, 32], values: (0..<(2 * 3072)).map { _ in rng.nextFloat() })
+        let (want, got) = (try m.predict(x), try plan.run(x))
+        let scale = max(1, want.array.map(abs).max()!)
+        #expect(zip(want.array, got.array).allSatisfy { abs($0 - $1) <= 1e-4 * scale })
+    }
+
     @Test("ShuffleNet's concatenations, channel shuffles and splits run as gathers on blocked values and match the forward pass")
     func shuffleGathers() throws {
         let (m, drawn) = try Self.student("shufflenetv2", statistics: 7)
