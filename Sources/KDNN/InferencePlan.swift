@@ -380,7 +380,9 @@ public final class InferencePlan: @unchecked Sendable {
         for step in self.steps {
             switch step {
             case .conv(let input, let weight, _, let window, let groups, _, _):
-                if groups > 1, weight.shape[1] == 1, weight.shape[0] == groups { need[input] = max(need[input] ?? 0, window.pads.max() ?? 0) }
+                if groups > 1, weight.shape[1] == 1, weight.shape[0] == groups {
+                    need[input] = max(need[input] ?? 0, window.pads.max() ?? 0)
+                }
             case .direct(let input, let conv, _, let residual, let output):
                 if conv.inBlock == 8 {
                     let winograd = conv.winograd != nil ? shapes[output].map { WinogradConv.halo(h: $0[2], w: $0[3]) } ?? 1 : 0

@@ -92,8 +92,10 @@ struct DepthwiseTests {
         let b = Self.random([c], seed: 13)
         let g = Window(kernel: [kh, kw], stride: [stride, stride], pads: [ph, pw, ph, pw], dilation: [dilation, dilation])
         for f in [nil, Activation.clip(min: 0, max: 6)] as [Activation?] {
-            let y = try Depthwise.blocked(BlockedTensor(x, pad: max(ph, pw)), weight: w, bias: b, g, Epilogue(f.map { .activation($0) }), outPad: 1)
-                .plain()
+            let y = try Depthwise.blocked(
+                BlockedTensor(x, pad: max(ph, pw)), weight: w, bias: b, g, Epilogue(f.map { .activation($0) }), outPad: 1
+            )
+            .plain()
             let (ho, wo) = (y.shape[2], y.shape[3])
             var mismatches = 0
             for img in 0..<2 {

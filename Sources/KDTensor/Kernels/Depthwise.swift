@@ -427,9 +427,12 @@ extension Depthwise {
                 let kw = K.count == 0 ? self.kw : K.count
                 var a = b
                 for ki in 0..<kh {
-                    for kj in 0..<kw { a += VectorMath.load(filt + (ki &* kw &+ kj) &* 16) * StridedPairs.load(r + (ki &* row &+ kj &* column), 0) }
+                    for kj in 0..<kw {
+                        a += VectorMath.load(filt + (ki &* kw &+ kj) &* 16) * StridedPairs.load(r + (ki &* row &+ kj &* column), 0)
+                    }
                 }
-                UnsafeMutableRawPointer(out).storeBytes(of: unsafeBitCast(f(a), to: (SIMD8<Float>, SIMD8<Float>).self).0, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(out).storeBytes(
+                    of: unsafeBitCast(f(a), to: (SIMD8<Float>, SIMD8<Float>).self).0, as: SIMD8<Float>.self)
             }
         }
     }
