@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates the current performance table at the top of docs/performance.md.
 
-    tools/perf_table.py [--rounds 2] [--no-write]
+    tools/perf_table.py [--rounds 2] [--models lenet5,shufflenetv2x0.5,...] [--no-write]
 
 With .build-avx2 (KDTOOL_PORTABLE=1 swift build -c release --scratch-path .build-avx2 --product
 kdtool) the AVX2 build is measured as well, in the same rounds, as its own rows.
@@ -36,12 +36,24 @@ CIFAR = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar-10-binary-s
 DOC = os.path.join(ROOT, "docs", "performance.md")
 BEGIN, END = "<!-- perf-table:begin -->", "<!-- perf-table:end -->"
 
-MODELS = [  # (zoo name, init flags, data, PyTorch peer name)
-    ("lenet5", ["--arch", "lenet5", "--input", "1x28x28"], MNIST, "lenet5"),
-    ("mlp 800-800", ["--arch", "mlp", "--hidden", "800,800", "--input", "1x28x28"], MNIST, "mlp800"),
-    ("resnet8", ["--arch", "resnet8", "--input", "1x28x28"], MNIST, "resnet8"),
-    ("resnet20", ["--arch", "resnet20", "--input", "3x32x32"], CIFAR, "resnet20"),
+MODELS = [  # (zoo name, init flags, data, PyTorch peer name, the peer's timed seconds)
+    ("lenet5", ["--arch", "lenet5", "--input", "1x28x28"], MNIST, "lenet5", 3),
+    ("mlp 800-800", ["--arch", "mlp", "--hidden", "800,800", "--input", "1x28x28"], MNIST, "mlp800", 3),
+    ("resnet8", ["--arch", "resnet8", "--input", "1x28x28"], MNIST, "resnet8", 3),
+    ("resnet20", ["--arch", "resnet20", "--input", "3x32x32"], CIFAR, "resnet20", 3),
+    # The mobile students of docs/zoo.md, CIFAR stem; a PyTorch step of these takes 0.6–3.5 s, so
+    # the peer is timed longer.
+    ("mobilenetv2 ×1.0", ["--arch", "mobilenetv2", "--input", "3x32x32"], CIFAR, "mobilenetv2@1.0", 10),
+    ("mobilenetv2 ×0.5", ["--arch", "mobilenetv2", "--width", "0.5", "--input", "3x32x32"], CIFAR, "mobilenetv2@0.5", 10),
+    ("shufflenetv2 ×1.0", ["--arch", "shufflenetv2", "--input", "3x32x32"], CIFAR, "shufflenetv2@1.0", 10),
+    ("shufflenetv2 ×0.5", ["--arch", "shufflenetv2", "--width", "0.5", "--input", "3x32x32"], CIFAR, "shufflenetv2@0.5", 10),
+    ("efficientnet-lite0", ["--arch", "efficientnet-lite0", "--input", "3x32x32"], CIFAR, "efficientnet-lite0@1.0", 10),
 ]
+
+
+def key(name):
+    """A model's name on the command line: "shufflenetv2 ×0.5" → shufflenetv2x0.5, "mlp 800-800" → mlp."""
+    return name.split(" ")[0] + (name.split(" ")[1].replace("×", "x") if "×" in name else "")
 
 
 def run(cmd):
@@ -76,10 +88,11 @@ def kdtool_train(model, data, kdtool=KDTOOL):
         return doc["provenance"]["metrics"]["images_per_second"]
 
 
-def torch_train(name):
+def torch_train(name, seconds):
     if not os.path.exists(TORCH):
         return None
-    out = run([TORCH, os.path.join(ROOT, "Benchmarks", "peers", "torch_train_step.py"), name, "--threads", "2", "--seconds", "3"])
+    out = run([TORCH, os.path.join(ROOT, "Benchmarks", "peers", "torch_train_step.py"), name, "--threads", "2", "--seconds",
+               str(seconds)])
     return json.loads(out.strip().splitlines()[-1])["images_per_second"]
 
 
@@ -91,15 +104,22 @@ def bench(model, kdtool=KDTOOL):
 
 def main(argv):
     rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 2
+    chosen = argv[argv.index("--models") + 1].split(",") if "--models" in argv else [key(m[0]) for m in MODELS]
+    unknown = set(chosen) - {key(m[0]) for m in MODELS}
+    if unknown:
+        raise SystemExit("perf_table: unknown models %s (known: %s)" % (
+            ", ".join(sorted(unknown)), ", ".join(key(m[0]) for m in MODELS)))
     if not os.path.exists(KDTOOL):
         raise SystemExit("perf_table: build first: swift build -c release")
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for name, flags, data, peer in MODELS:
+        for name, flags, data, peer, seconds in MODELS:
+            if key(name) not in chosen:
+                continue
             if not os.path.exists(data):
                 print("perf_table: %s skipped (%s is not there)" % (name, data), file=sys.stderr)
                 continue
-            model = os.path.join(d, peer + ".kdb")
+            model = os.path.join(d, key(name) + ".kdb")
             run([KDTOOL, "init", "--classes", "10", "-o", model] + flags)
             builds = [("AVX-512" if "AVX-512" in cpu() else "AVX2", KDTOOL)]
             if os.path.exists(KDTOOL_AVX2) and "AVX-512" in cpu():
@@ -110,7 +130,7 @@ def main(argv):
             for _ in range(rounds):  # kdtool's builds and the peers alternate, so drift hits them alike
                 for b, exe in builds:
                     ours[b].append(kdtool_train(model, data, exe))
-                t = torch_train(peer)
+                t = torch_train(peer, seconds)
                 if t:
                     theirs.append(t)
                 for b, exe in builds:
@@ -146,8 +166,8 @@ def main(argv):
             ratio(r["infer1"], r["ort1"]), n(r["infer64"]), n(r["ort64"]), ratio(r["infer64"], r["ort64"])))
     lines += [
         "",
-        "Training: kdtool's figure is a whole epoch of `kdtool train` on the committed MNIST images (resnet20: the CIFAR-10 "
-        "subset in `../shared`), batch 128, data decoding and batching included; PyTorch's is its training step alone on "
+        "Training: kdtool's figure is a whole epoch of `kdtool train` on the committed MNIST images (resnet20 and the mobile "
+        "students, CIFAR stem: the CIFAR-10 subset in `../shared`), batch 128, data decoding and batching included; PyTorch's is its training step alone on "
         "random tensors (`Benchmarks/peers/torch_train_step.py`, `torch.set_num_threads(2)`). Inference: `kdtool bench "
         "--compare-onnxruntime`, ONNX Runtime on the exported model with 2 intra-op threads. The peers run on the same "
         "CPU with their own kernels (PyTorch's and ONNX Runtime's AVX-512 paths where the CPU has them); the AVX2 rows "

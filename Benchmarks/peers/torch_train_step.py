@@ -2,7 +2,7 @@
 """PyTorch peer for the training-step benchmark: the same architectures as kdtool's zoo
 (ResNet option B, PyTorch default init), SGD momentum 0.9 + weight decay 5e-4, batch 128.
 
-    torch_train_step.py resnet8|resnet20|lenet5|mlp800|mobilenetv2@1.0|mobilenetv2@0.5|shufflenetv2@1.0|efficientnet-lite0@1.0 --threads 2 --seconds 3
+    torch_train_step.py resnet8|resnet20|lenet5|mlp800|mobilenetv2@1.0|mobilenetv2@0.5|shufflenetv2@1.0|shufflenetv2@0.5|efficientnet-lite0@1.0 --threads 2 --seconds 3
 prints one JSON line: {"model": ..., "images_per_second": ..., "steps": ...}
 """
 import argparse
@@ -71,7 +71,8 @@ def zoo(arch, width):
 
 MODELS = {"resnet8": (lambda: ResNet(1, 1), (1, 28, 28)), "resnet20": (lambda: ResNet(3, 3), (3, 32, 32)),
           "lenet5": (lenet5, (1, 28, 28)), "mlp800": (mlp800, (1, 28, 28))}
-for _arch, _width in [("mobilenetv2", 1.0), ("mobilenetv2", 0.5), ("shufflenetv2", 1.0), ("efficientnet-lite0", 1.0)]:
+for _arch, _width in [("mobilenetv2", 1.0), ("mobilenetv2", 0.5), ("shufflenetv2", 1.0), ("shufflenetv2", 0.5),
+                      ("efficientnet-lite0", 1.0)]:
     MODELS["%s@%s" % (_arch, _width)] = (zoo(_arch, _width), (3, 32, 32))
 
 
