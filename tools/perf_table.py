@@ -3,6 +3,9 @@
 
     tools/perf_table.py [--rounds 2] [--models lenet5,shufflenetv2x0.5,...] [--no-write]
 
+--models measures only the rows named and prints them; the table in docs/performance.md is only
+ever rewritten whole (without --models or --no-write).
+
 With .build-avx2 (KDTOOL_PORTABLE=1 swift build -c release --scratch-path .build-avx2 --product
 kdtool) the AVX2 build is measured as well, in the same rounds, as its own rows.
 
@@ -176,7 +179,7 @@ def main(argv):
     ]
     table = "\n".join(lines)
     print(table)
-    if "--no-write" not in argv:
+    if "--no-write" not in argv and "--models" not in argv:
         with open(DOC) as f:
             text = f.read()
         if BEGIN in text and END in text:
