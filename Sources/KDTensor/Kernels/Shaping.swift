@@ -349,7 +349,8 @@ extension Broadcast {
         guard s.count == x.n * x.channels else {
             throw TensorError("mul: scales \(s.shape) do not give one value per image and channel of \(x.shape)")
         }
-        let y = inPlace ? x : BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
+        // Every float of y is written below, its halo as x's zeros times the scale.
+        let y = inPlace ? x : BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad, zeroHalo: false)
         let planes = x.n * x.blocks
         let per = x.planeStride
         Parallel.chunks(planes, parts: planes * per > 1 << 15 ? Parallel.threads : 1) { _, range in
