@@ -232,7 +232,8 @@ public struct BlockedTensor: @unchecked Sendable {
     public func globalAveragePool() -> Tensor {
         let y = Tensor(uninitialized: [n, channels, 1, 1])
         let inv = 1 / Float(h * w)
-        let (blocks, channels, h, w, origin, planeStride, rowStride, out) = (blocks, channels, h, w, origin, planeStride, rowStride, y.pointer)
+        let (blocks, channels, h, w, origin) = (blocks, channels, h, w, origin)
+        let (planeStride, rowStride, out) = (planeStride, rowStride, y.pointer)
         Parallel.chunks(n * blocks, parts: n * blocks * h * w > 1 << 10 ? Parallel.threads : 1) { _, units in
             for u in units {
                 let (img, b) = (u / blocks, u % blocks)
