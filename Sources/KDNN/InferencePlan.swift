@@ -49,6 +49,18 @@ public final class InferencePlan: @unchecked Sendable {
         case gather(inputs: [String], sources: [BlockedTensor.ChannelSource], output: String)
         case node(Graph.Node)
 
+        /// The value the step writes.
+        var output: String {
+            switch self {
+            case .conv(_, _, _, _, _, _, let output), .activate(_, _, let output), .scaleChannels(_, _, let output),
+                .direct(_, _, _, _, let output), .directPool(_, _, _, let output), .pointwise(_, _, _, _, let output),
+                .add(_, _, _, let output), .linear(_, _, _, let output), .blockedLinear(_, _, _, let output),
+                .gather(_, _, let output):
+                output
+            case .node(let node): node.outputs[0]
+            }
+        }
+
         /// The tensors the step reads.
         var reads: [String] {
             switch self {
@@ -412,6 +424,20 @@ public final class InferencePlan: @unchecked Sendable {
         // measured 7 % faster at batch 64 in slices of 16 than of 11.
         let flops = max(1, model.flopsPerImage)
         sliceImages = max(1, min(16, max((64 << 10) / max(1, largest), (16_000_000 + flops - 1) / flops)))
+        var slots = Slots()
+        slots.input = slots.slot(model.graph.inputs[0].name)
+        for name in nodeParameters { slots.parameters.append((slots.slot(name), model.parameters[name]!)) }
+        for (i, step) in self.steps.enumerated() {
+            slots.reads.append(step.reads.map { slots.slot($0) })
+            slots.output.append(slots.slot(step.output))
+            slots.releases.append(self.releases[i].map { slots.slot($0) })
+        }
+        for name in model.graph.outputs { _ = slots.slot(name) }
+        for name in kept { _ = slots.slot(name) }
+        let (unpadded, padOf) = (self.unpadded, self.pads)
+        slots.pad = slots.names.map { unpadded.contains($0) ? 0 : padOf[$0] ?? 0 }
+        slots.quant = slots.names.map { model.activationQuant[$0] }
+        self.slots = slots
     }
 
     /// Whether 3×3 stride-1 convolutions run by Winograd's minimal filtering (`--debug-winograd off`
@@ -420,6 +446,35 @@ public final class InferencePlan: @unchecked Sendable {
 
     /// The intermediate values `run(_:keeping:)` may return.
     public let kept: Set<String>
+
+    /// Every value a step reads or writes numbered, and what `runSlice` needs per value and per
+    /// step by number: at batch 1 on two threads, looking values up by name (hashing, and
+    /// retaining and releasing the strings) cost more than a microsecond a step.
+    struct Slots {
+        /// Each slot's value name, and the slot of each name.
+        var names: [String] = []
+        var index: [String: Int] = [:]
+        /// The graph input's slot, and the parameters that steps run as graph nodes read.
+        var input = 0
+        var parameters: [(Int, Tensor)] = []
+        /// Per slot: the halo a blocked copy is made with, and the activation grid of a
+        /// quantize-checked model.
+        var pad: [Int] = []
+        var quant: [ActivationQuant?] = []
+        /// Per step: the slots of its `reads`, in order, its output's slot, and the slots it
+        /// reads last.
+        var reads: [[Int]] = []
+        var output: [Int] = []
+        var releases: [[Int]] = []
+
+        mutating func slot(_ name: String) -> Int {
+            if let s = index[name] { return s }
+            index[name] = names.count
+            names.append(name)
+            return names.count - 1
+        }
+    }
+    let slots: Slots
 
     /// The packed filters of each depthwise `.conv` step, by step index.
     let depthwiseFilters: [Int: Depthwise.BlockedFilters]
@@ -554,37 +609,36 @@ public final class InferencePlan: @unchecked Sendable {
 
     func runSlice(_ x: Tensor, names: [String], timing: ((Int, Double) -> Void)?) throws -> [Tensor] {
         let tape = Tape(recording: false)
-        let quant = model.activationQuant
-        let input = model.graph.inputs[0].name
-        var values: [String: Var] = [input: tape.leaf(quant[input].map { $0.applied(to: x) } ?? x)]
-        // Convolutions, additions and max pools pass channel-blocked activations to each other;
-        // a consumer that needs NCHW gets a converted copy (made once per tensor).
-        var blocked: [String: BlockedTensor] = [:]
-        func store(_ name: String, _ y: Tensor) { values[name] = tape.leaf(quant[name].map { $0.applied(to: y) } ?? y) }
+        let slots = self.slots
+        // Values by slot: NCHW values on the tape, channel-blocked ones beside them. Convolutions,
+        // additions and max pools pass channel-blocked activations to each other; a consumer that
+        // needs NCHW gets a converted copy (made once per value).
+        var values = [Var?](repeating: nil, count: slots.names.count)
+        var blocked = [BlockedTensor?](repeating: nil, count: slots.names.count)
+        values[slots.input] = tape.leaf(slots.quant[slots.input].map { $0.applied(to: x) } ?? x)
+        func store(_ s: Int, _ y: Tensor) { values[s] = tape.leaf(slots.quant[s].map { $0.applied(to: y) } ?? y) }
         /// Conv and add outputs are fresh tensors: their grid rounding happens in place.
-        func storeFresh(_ name: String, _ y: Tensor) {
-            quant[name]?.applyInPlace(y)
-            values[name] = tape.leaf(y)
+        func storeFresh(_ s: Int, _ y: Tensor) {
+            slots.quant[s]?.applyInPlace(y)
+            values[s] = tape.leaf(y)
         }
-        /// The halo a blocked output is made with.
-        func outPad(_ name: String) -> Int { unpadded.contains(name) ? 0 : pads[name] ?? 0 }
-        func storeBlocked(_ name: String, _ y: BlockedTensor) {
-            quant[name]?.applyInPlace(y.data)
-            blocked[name] = y
+        func storeBlocked(_ s: Int, _ y: BlockedTensor) {
+            slots.quant[s]?.applyInPlace(y.data)
+            blocked[s] = y
         }
-        func plain(_ name: String) -> Tensor {
-            if let v = values[name] { return tape.value(v) }
-            let t = blocked[name]!.plain()
-            values[name] = tape.leaf(t)
+        func plain(_ s: Int) -> Tensor {
+            if let v = values[s] { return tape.value(v) }
+            let t = blocked[s]!.plain()
+            values[s] = tape.leaf(t)
             return t
         }
-        func block(_ name: String) -> BlockedTensor {
-            if let b = blocked[name] { return b }
-            let b = BlockedTensor(plain(name), pad: outPad(name))
-            blocked[name] = b
+        func block(_ s: Int) -> BlockedTensor {
+            if let b = blocked[s] { return b }
+            let b = BlockedTensor(plain(s), pad: slots.pad[s])
+            blocked[s] = b
             return b
         }
-        for name in nodeParameters { values[name] = tape.leaf(model.parameters[name]!) }
+        for (s, t) in slots.parameters { values[s] = tape.leaf(t) }
         var rng = RandomSource(seed: 0)
         for (index, step) in steps.enumerated() {
             var t0 = timespec()
@@ -595,101 +649,110 @@ public final class InferencePlan: @unchecked Sendable {
                     clock_gettime(CLOCK_MONOTONIC, &t1)
                     timing(index, Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) * 1e-9)
                 }
-                for name in releases[index] {
-                    if let v = values.removeValue(forKey: name) { tape.discard(v) }
-                    blocked[name] = nil
+                for s in slots.releases[index] {
+                    if let v = values[s] {
+                        tape.discard(v)
+                        values[s] = nil
+                    }
+                    blocked[s] = nil
                 }
             }
+            let (ins, out) = (slots.reads[index], slots.output[index])
             switch step {
-            case .direct(let input, let conv, let function, let residual, let output):
-                let epilogue = Epilogue(function, residual: residual.map(block))
+            case .direct(_, let conv, let function, let residual, _):
+                let epilogue = Epilogue(function, residual: residual == nil ? nil : block(ins[1]))
                 let y =
                     conv.inBlock == 8
-                    ? try conv(block(input), epilogue, outPad: outPad(output))
-                    : try conv(plain: plain(input), epilogue, outPad: outPad(output))
-                storeBlocked(output, y)
-            case .pointwise(let input, let op, let function, let residual, let output):
-                storeBlocked(
-                    output, try Self.pointwise(block(input), op, Epilogue(function), residual: residual.map(block), outPad: outPad(output)))
-            case .directPool(let input, let conv, let function, let output):
-                storeFresh(output, try conv.pooled(plain: plain(input), Epilogue(function)))
-            case .conv(let input, let weight, let bias, let window, let groups, let function, let output):
+                    ? try conv(block(ins[0]), epilogue, outPad: slots.pad[out])
+                    : try conv(plain: plain(ins[0]), epilogue, outPad: slots.pad[out])
+                storeBlocked(out, y)
+            case .pointwise(_, let op, let function, let residual, _):
+                let r = residual == nil ? nil : block(ins[1])
+                storeBlocked(out, try Self.pointwise(block(ins[0]), op, Epilogue(function), residual: r, outPad: slots.pad[out]))
+            case .directPool(_, let conv, let function, _):
+                storeFresh(out, try conv.pooled(plain: plain(ins[0]), Epilogue(function)))
+            case .conv(_, let weight, let bias, let window, let groups, let function, _):
                 let epilogue = Epilogue(function)
-                if let b = blocked[input], values[input] == nil, groups == b.channels,
+                if let b = blocked[ins[0]], values[ins[0]] == nil, groups == b.channels,
                     Depthwise.blockedApplies(b, weight: weight.shape, window)
                 {
                     let filters = depthwiseFilters[index] ?? Depthwise.BlockedFilters(weight: weight, bias: bias)
-                    storeBlocked(output, try Depthwise.blocked(b, filters: filters, window, epilogue, outPad: outPad(output)))
+                    storeBlocked(out, try Depthwise.blocked(b, filters: filters, window, epilogue, outPad: slots.pad[out]))
                     continue
                 }
-                let x = plain(input)
+                let x = plain(ins[0])
                 if Depthwise.applies(input: x.shape, weight: weight.shape, groups: groups) {
-                    storeFresh(output, try Depthwise.forward(x: x, weight: weight, bias: bias, window, epilogue))
+                    storeFresh(out, try Depthwise.forward(x: x, weight: weight, bias: bias, window, epilogue))
                     continue
                 }
                 let y = try Conv2d.forward(x: x, weight: weight, bias: bias, window, groups: groups)
                 epilogue.apply(to: y)
-                storeFresh(output, y)
-            case .scaleChannels(let input, let scale, let output):
-                if let b = blocked[input], values[input] == nil {
+                storeFresh(out, y)
+            case .scaleChannels:
+                if let b = blocked[ins[0]], values[ins[0]] == nil {
                     // In place when this step is the input's last reader.
-                    storeBlocked(output, try Broadcast.scaleChannels(b, plain(scale), inPlace: releases[index].contains(input)))
+                    storeBlocked(out, try Broadcast.scaleChannels(b, plain(ins[1]), inPlace: slots.releases[index].contains(ins[0])))
                 } else {
-                    storeFresh(output, try Broadcast.forward(.mul, plain(input), plain(scale)))
+                    storeFresh(out, try Broadcast.forward(.mul, plain(ins[0]), plain(ins[1])))
                 }
-            case .activate(let input, let f, let output):
+            case .activate(_, let f, _):
                 let t: Tensor
-                if let b = blocked[input], values[input] == nil, f.preservesZero {
+                if let b = blocked[ins[0]], values[ins[0]] == nil, f.preservesZero {
                     t = b.data
-                    storeBlocked(output, b)
+                    storeBlocked(out, b)
                 } else {
-                    t = plain(input)
-                    storeFresh(output, t)
+                    t = plain(ins[0])
+                    storeFresh(out, t)
                 }
                 // In place, in parallel where a batch of one leaves the workers to the layers.
                 Epilogue(.activation(f)).apply(to: t)
-            case .linear(let input, let op, let function, let output):
-                storeFresh(output, try op(plain(input), Epilogue(function)))
-            case .blockedLinear(let input, let op, let function, let output):
-                var x = blocked[input] ?? BlockedTensor(plain(input), pad: 0)
+            case .linear(_, let op, let function, _):
+                storeFresh(out, try op(plain(ins[0]), Epilogue(function)))
+            case .blockedLinear(_, let op, let function, _):
+                var x = blocked[ins[0]] ?? BlockedTensor(plain(ins[0]), pad: 0)
                 if x.pad != 0 { x = x.withPad(0) }
-                storeFresh(output, try op(try x.data.reshaped([x.n, x.data.count / max(1, x.n)]), Epilogue(function)))
-            case .gather(let inputs, let sources, let output):
-                storeBlocked(output, try BlockedTensor.gatherChannels(inputs.map(block), sources, outPad: outPad(output)))
-            case .add(let a, let b, let relu, let output):
-                if blocked[a] != nil || blocked[b] != nil {
-                    storeBlocked(output, try BlockedTensor.add(block(a), block(b), relu: relu))
+                storeFresh(out, try op(try x.data.reshaped([x.n, x.data.count / max(1, x.n)]), Epilogue(function)))
+            case .gather(_, let sources, _):
+                storeBlocked(out, try BlockedTensor.gatherChannels(ins.map(block), sources, outPad: slots.pad[out]))
+            case .add(_, _, let relu, _):
+                if blocked[ins[0]] != nil || blocked[ins[1]] != nil {
+                    storeBlocked(out, try BlockedTensor.add(block(ins[0]), block(ins[1]), relu: relu))
                     continue
                 }
-                let y = try Elementwise.add(plain(a), plain(b))
+                let y = try Elementwise.add(plain(ins[0]), plain(ins[1]))
                 if relu { Elementwise.reluInPlace(y) }
-                storeFresh(output, y)
+                storeFresh(out, y)
             case .node(let node):
-                if let x = blocked[node.inputs[0]], values[node.inputs[0]] == nil {
+                if let x = blocked[ins[0]], values[ins[0]] == nil {
                     switch node.op {
                     case .maxpool:
                         let g = Window(
                             kernel: node.ints("kernel"), stride: node.ints("stride"), pads: node.ints("pads"),
                             dilation: node.ints("dilation"), ceilMode: node.bool("ceil_mode"))
-                        storeBlocked(node.outputs[0], try x.maxPool(g, outPad: outPad(node.outputs[0])))
+                        storeBlocked(out, try x.maxPool(g, outPad: slots.pad[out]))
                         continue
                     case .globalavgpool:
-                        storeFresh(node.outputs[0], x.globalAveragePool())
+                        storeFresh(out, x.globalAveragePool())
                         continue
                     case .relu:
                         let y = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad)
                         y.data.pointer.update(from: x.data.pointer, count: x.data.count)
                         y.reluInPlace()
-                        storeBlocked(node.outputs[0], y)
+                        storeBlocked(out, y)
                         continue
                     default: break
                     }
                 }
-                for i in node.inputs where values[i] == nil && blocked[i] != nil { _ = plain(i) }
-                store(node.outputs[0], tape.value(try model.apply(node, tape: tape, values: values, training: false, rng: &rng)))
+                // The graph's own forward reads its inputs by name.
+                var named: [String: Var] = [:]
+                for (name, s) in zip(node.inputs, ins) {
+                    if values[s] == nil && blocked[s] != nil { _ = plain(s) }
+                    if let v = values[s] { named[name] = v }
+                }
+                store(out, tape.value(try model.apply(node, tape: tape, values: named, training: false, rng: &rng)))
             }
         }
-        return names.map(plain)
+        return names.map { plain(slots.index[$0]!) }
     }
 
     /// `.pointwise`: blocked x → pixel rows [N·H·W, C] → the linear kernel → blocked output with
