@@ -130,6 +130,23 @@ struct InferencePlanTests {
         for i in 0..<plain.count { #expect(abs(plain[i] - fused[i]) <= Self.tolerance * scale, "\(argument) element \(i)") }
     }
 
+    /// At batch 1 the workers split each layer rather than the batch: rows, channel blocks (the
+    /// depthwise kernel, the 4 × 4 pointwise layers' gather and scatter, global pooling) or
+    /// output channels (1 × 1 layers with more channels than pixels, mobilenetv2's 8 × 8 ones).
+    @Test("one image on two workers gives the bits of one worker", arguments: ["mobilenetv2", "efficientnet-lite0", "shufflenetv2"])
+    func singleImageThreads(name: String) throws {
+        let m = try Architecture(name: name).build(input: [3, 32, 32], classes: 10, seed: 4)
+        var rng = RandomSource(seed: 9)
+        let x = Tensor(shape: [1, 3, 32, 32], values: (0..<3072).map { _ in rng.nextFloat() - 0.5 })
+        let plan = try InferencePlan(m)
+        Parallel.configure(threads: 1)
+        let one = try plan.run(x).array.map(\.bitPattern)
+        Parallel.configure(threads: 2)
+        defer { Parallel.configure(threads: 1) }
+        #expect(try plan.run(x).array.map(\.bitPattern) == one, "\(name)")
+        #expect(one.contains { $0 != 0 })
+    }
+
     @Test(
         "a training step with batch norm + ReLU (or ReLU6) and batch norm + add + ReLU fused gives the bits of the unfused one",
         arguments: ["resnet8", "resnet14", "fitnet-thin", "lenet5", "mobilenetv2", "efficientnet-lite0", "shufflenetv2"])

@@ -286,6 +286,28 @@ struct DirectConvTests {
         #expect(one == two)
     }
 
+    /// One image with more output channels than pixels: the workers split the output channels
+    /// (each runs its epilogue and clears its halo). 292 channels make 37 blocks of eight, enough
+    /// tiles for two workers, the last block half filled and, in 16 lanes, the last vector too.
+    @Test("one image split by output channels gives the bits of one worker, halo and activation included", arguments: [1, 3])
+    func channelSplit(kernel: Int) throws {
+        var rng = RandomSource(seed: 6)
+        let x = BlockedTensor(Self.random([1, 24, 4, 4], &rng), pad: kernel / 2)
+        let conv = DirectConv(
+            weight: Self.random([292, 24, kernel, kernel], &rng), bias: Self.random([292], &rng),
+            window: Window(kernel: [kernel, kernel], stride: [1, 1], pads: Array(repeating: kernel / 2, count: 4)), inBlock: 8)
+        let epilogue = Epilogue(.activation(.hardswish))
+        Parallel.configure(threads: 1)
+        let one = try conv(x, epilogue, outPad: 1)
+        Parallel.configure(threads: 2)
+        defer { Parallel.configure(threads: 1) }
+        let two = try conv(x, epilogue, outPad: 1)
+        #expect(two.data.array.map(\.bitPattern) == one.data.array.map(\.bitPattern))
+        // The halo is zero and the activation ran: hardswish(v) ≥ −0.375 everywhere, and < 0 somewhere.
+        #expect(BlockedTensor(one.plain(), pad: 1).data.array == one.data.array)
+        #expect(one.data.array.allSatisfy { $0 >= -0.3751 } && one.data.array.contains { $0 < 0 })
+    }
+
     @Test("blocked layout round trip, add, max pool and global average pool match the NCHW kernels")
     func blockedOps() throws {
         var rng = RandomSource(seed: 7)
