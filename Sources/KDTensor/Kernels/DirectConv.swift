@@ -452,9 +452,8 @@ public struct DirectConv: @unchecked Sendable {
                 }
                 // One image whose weights outweigh its pixels (more output channels than pixels:
                 // the expanding 1 × 1 layers of mobile networks on 8 × 8 maps): the workers split
-                // the output channels, so each reads half of the weights. Split by rows, each read
-                // all of them, from L3 for the larger layers, and two threads ran such a layer only
-                // 1.1–1.2× faster than one. Every output is computed as by the split by rows.
+                // the output channels, so each reads half of the weights rather than all of them.
+                // Every output is computed as in the split by rows, bit for bit.
                 if x.n == 1, Parallel.threads > 1, groups >= 2 * Parallel.threads, outChannels > ho * wo {
                     Parallel.chunks(groups) { _, range in
                         let first = blockGroups[..<range.lowerBound].reduce(0, +)
