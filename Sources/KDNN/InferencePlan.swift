@@ -320,7 +320,7 @@ public final class InferencePlan: @unchecked Sendable {
         let keep = Set(model.graph.outputs).union(model.parameters.keys).union(model.buffers.keys).union(keep)
         var releases = [[String]](repeating: [], count: self.steps.count)
         for (name, i) in last where !keep.contains(name) { releases[i].append(name) }
-        self.releases = releases.map { $0.sorted() }
+        releases = releases.map { $0.sorted() }
         var filters: [Int: Depthwise.BlockedFilters] = [:]
         for (i, step) in self.steps.enumerated() {
             if case .conv(_, let weight, let bias, _, let groups, _, _) = step, groups > 1, weight.rank == 4, weight.shape[1] == 1,
@@ -362,7 +362,8 @@ public final class InferencePlan: @unchecked Sendable {
             bare.subtract(lost)
         }
         unpadded = bare
-        nodeParameters = Set(
+        // The parameters that steps run as graph nodes read (the others are packed into their steps).
+        let nodeParameters = Set(
             self.steps.flatMap { step -> [String] in
                 if case .node(let node) = step { return node.inputs }
                 return []
@@ -430,7 +431,7 @@ public final class InferencePlan: @unchecked Sendable {
         for (i, step) in self.steps.enumerated() {
             slots.reads.append(step.reads.map { slots.slot($0) })
             slots.output.append(slots.slot(step.output))
-            slots.releases.append(self.releases[i].map { slots.slot($0) })
+            slots.releases.append(releases[i].map { slots.slot($0) })
         }
         for name in model.graph.outputs { _ = slots.slot(name) }
         for name in kept { _ = slots.slot(name) }
@@ -488,10 +489,6 @@ public final class InferencePlan: @unchecked Sendable {
     let pads: [String: Int]
     /// Blocked activations stored with no halo (read by blocked linear layers only).
     let unpadded: Set<String>
-    /// Per step, the activations it reads last.
-    let releases: [[String]]
-    /// The parameters that steps run as graph nodes read (the others are packed into their steps).
-    let nodeParameters: [String]
 
     /// Whether a convolution runs as `.pointwise`: 1×1, stride 1, unpadded, over a map of at most
     /// 16 pixels, where the direct kernel's row tiles (a row of 4 pixels on a 4 × 4 map) read the
