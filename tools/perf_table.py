@@ -59,8 +59,8 @@ def key(name):
     return name.split(" ")[0] + (name.split(" ")[1].replace("×", "x") if "×" in name else "")
 
 
-def run(cmd):
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+def run(cmd, env=None):
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=None if env is None else dict(os.environ, **env))
     if r.returncode != 0:
         raise SystemExit("perf_table: %s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()[-400:]))
     return r.stdout
@@ -91,11 +91,17 @@ def kdtool_train(model, data, kdtool=KDTOOL):
         return doc["provenance"]["metrics"]["images_per_second"]
 
 
-def torch_train(name, seconds):
+# PyTorch's own switches to its AVX2 kernels (ATen's and oneDNN's), for the peer of kdtool's AVX2 build
+# on a CPU with AVX-512: both then run what a CPU without AVX-512 would. ONNX Runtime has no such
+# switch (its kernels are chosen from the CPU's flags), so the AVX2 rows' ONNX Runtime runs AVX-512.
+TORCH_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def torch_train(name, seconds, env=None):
     if not os.path.exists(TORCH):
         return None
     out = run([TORCH, os.path.join(ROOT, "Benchmarks", "peers", "torch_train_step.py"), name, "--threads", "2", "--seconds",
-               str(seconds)])
+               str(seconds)], env)
     return json.loads(out.strip().splitlines()[-1])["images_per_second"]
 
 
@@ -129,18 +135,19 @@ def main(argv):
                 builds.append(("AVX2", KDTOOL_AVX2))
             ours = {b: [] for b, _ in builds}
             inf = {b: [] for b, _ in builds}
-            theirs = []
+            theirs = {b: [] for b, _ in builds}
             for _ in range(rounds):  # kdtool's builds and the peers alternate, so drift hits them alike
                 for b, exe in builds:
                     ours[b].append(kdtool_train(model, data, exe))
-                t = torch_train(peer, seconds)
-                if t:
-                    theirs.append(t)
+                    # The AVX2 build's peer is PyTorch on its AVX2 kernels where the CPU has more.
+                    t = torch_train(peer, seconds, TORCH_AVX2 if b == "AVX2" and "AVX-512" in cpu() else None)
+                    if t:
+                        theirs[b].append(t)
                 for b, exe in builds:
                     inf[b].append(bench(model, exe)[0])
             med = statistics.median
             for b, _ in builds:
-                row = {"model": name, "build": b, "train": med(ours[b]), "torch": med(theirs) if theirs else None}
+                row = {"model": name, "build": b, "train": med(ours[b]), "torch": med(theirs[b]) if theirs[b] else None}
                 for n_ in (1, 64):
                     row["infer%d" % n_] = med([x[n_][0] for x in inf[b]])
                     ort = [x[n_][1] for x in inf[b] if x[n_][1]]
@@ -174,7 +181,10 @@ def main(argv):
         "random tensors (`Benchmarks/peers/torch_train_step.py`, `torch.set_num_threads(2)`). Inference: `kdtool bench "
         "--compare-onnxruntime`, ONNX Runtime on the exported model with 2 intra-op threads. The peers run on the same "
         "CPU with their own kernels (PyTorch's and ONNX Runtime's AVX-512 paths where the CPU has them); the AVX2 rows "
-        "are kdtool compiled for AVX2 + FMA only, as on a CPU without AVX-512.",
+        "are kdtool compiled for AVX2 + FMA only, as on a CPU without AVX-512. Their PyTorch is PyTorch on its AVX2 kernels "
+        "too (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`, as PyTorch runs on such a CPU); their ONNX Runtime still "
+        "runs its AVX-512 kernels, having no switch to AVX2. Batch 1 on two threads: `kdtool bench` first lets the layers "
+        "that split slower run on one thread (`InferencePlan.tuneThreads`).",
         END,
     ]
     table = "\n".join(lines)

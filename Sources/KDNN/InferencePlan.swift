@@ -82,6 +82,9 @@ public final class InferencePlan: @unchecked Sendable {
     let steps: [Step]
     /// The node (and what was fused into it) each step runs, e.g. `conv1+bn1+relu1`.
     public let stepNames: [String]
+    /// The steps that run on the calling thread alone when one image runs on several workers, as
+    /// `tuneThreads` chose them (InferencePlan+Threads.swift).
+    let solo = SoloSteps()
 
     /// `keep`: intermediate values a caller reads besides the output (a FitNets hint layer, FSP's
     /// feature maps): no fusion absorbs them and none is released, so `run(_:keeping:)` returns them.
@@ -637,10 +640,16 @@ public final class InferencePlan: @unchecked Sendable {
         }
         for (s, t) in slots.parameters { values[s] = tape.leaf(t) }
         var rng = RandomSource(seed: 0)
+        // One image on several workers: the steps `tuneThreads` found faster on this thread alone.
+        let threads = Parallel.threads
+        let alone = x.shape[0] == 1 && threads > 1 ? solo.steps : []
         for (index, step) in steps.enumerated() {
+            let single = index < alone.count && alone[index]
+            if single { Parallel.configure(threads: 1) }
             var t0 = timespec()
             if timing != nil { clock_gettime(CLOCK_MONOTONIC, &t0) }
             defer {
+                if single { Parallel.configure(threads: threads) }
                 if let timing {
                     var t1 = timespec()
                     clock_gettime(CLOCK_MONOTONIC, &t1)

@@ -145,6 +145,13 @@ struct InferencePlanTests {
         defer { Parallel.configure(threads: 1) }
         #expect(try plan.run(x).array.map(\.bitPattern) == one, "\(name)")
         #expect(one.contains { $0 != 0 })
+        // Steps run on the calling thread alone (as `tuneThreads` may choose) change no bit either.
+        plan.setSoloSteps(plan.stepNames.indices.map { $0 % 3 != 1 })
+        #expect(plan.soloStepNames.count == plan.stepNames.indices.filter { $0 % 3 != 1 }.count)
+        #expect(try plan.run(x).array.map(\.bitPattern) == one, "\(name), some steps alone")
+        let tuning = try plan.tuneThreads(x, rounds: 2)
+        #expect(tuning.steps == plan.stepNames.count && tuning.soloSteps == plan.soloStepNames)
+        #expect(try plan.run(x).array.map(\.bitPattern) == one, "\(name), tuned")
     }
 
     @Test(

@@ -409,10 +409,11 @@ struct DirectConvTests {
         }
     }
 
-    @Test("packed linear layers match Linear.forward, with and without ReLU")
+    @Test("packed linear layers match Linear.forward, with and without ReLU, and two workers give one worker's bits")
     func packedLinear() throws {
         var rng = RandomSource(seed: 19)
-        for (n, i, o) in [(5, 400, 120), (13, 37, 10), (1, 7, 33), (16, 84, 10), (24, 64, 64), (3, 5, 1)] {
+        // 16 × 192 and 16 × 320: 12 and 20 output vectors of 16 lanes, in an even count of groups.
+        for (n, i, o) in [(5, 400, 120), (13, 37, 10), (1, 7, 33), (16, 84, 10), (24, 64, 64), (3, 5, 1), (16, 48, 192), (16, 24, 320)] {
             let x = Self.random([n, i], &rng)
             let w = Self.random([o, i], &rng)
             let b = Self.random([o], &rng)
@@ -424,6 +425,9 @@ struct DirectConvTests {
                     #expect(y.shape == [n, o])
                     let worst = (0..<y.count).map { abs(y[$0] - (relu ? max(0, reference[$0]) : reference[$0])) }.max() ?? 0
                     #expect(worst <= 1e-5 * max(1, reference.array.map(abs).max() ?? 1), "\(n)×\(i) → \(o): max error \(worst)")
+                    Parallel.configure(threads: 2)
+                    defer { Parallel.configure(threads: 1) }
+                    #expect(try op(x, Epilogue(relu: relu)).array.map(\.bitPattern) == y.array.map(\.bitPattern), "\(n)×\(i) → \(o)")
                 }
             }
             #expect(throws: TensorError.self) { try PackedLinear(weight: w, bias: b)(Self.random([n, i + 1], &rng)) }

@@ -21,11 +21,15 @@ struct BenchCommand: ParsableCommand {
             The two are timed in alternating rounds (--rounds; ONNX Runtime stays loaded in a child process), so both
             see the same machine: on a shared machine the speed drifts by tens of percent within a minute, and only
             ratios taken side by side mean anything.
+            With batch 1 among the sizes and more than one thread, the plan first times each layer split over the threads
+            and on one thread alone, and runs alone those that were faster so (the results are the same bits either way;
+            --no-tune splits every layer). The layers chosen are listed.
 
             Examples:
               kdtool bench student.kdb
               kdtool bench resnet20.kdb --batch 1,16,64 --threads 2 --compare-onnxruntime
               kdtool bench student.kdb --json
+              kdtool bench student.kdb --batch 1 --threads 2 --no-tune   # every layer split over both threads
               mpirun -np 2 kdtool bench resnet20.kdb --allreduce     # the ranks' links, and this model's gradient sum
 
             --allreduce (under mpirun, N ≥ 2 ranks) times kdtool's ring allreduce instead: message sizes from 1 KiB to
@@ -58,6 +62,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON document.")
     var json = false
 
+    @Flag(inversion: .prefixedNo, help: "At batch 1 on several threads, run alone the layers that split slower (measured first).")
+    var tune = true
+
     @Flag(help: "Under mpirun: time the gradient allreduce between the ranks instead of the forward pass.")
     var allreduce = false
 
@@ -79,6 +86,7 @@ struct BenchCommand: ParsableCommand {
             Tensor(shape: [n] + shape, values: (0..<(n * per)).map { Float(($0 &* 2_654_435_761) % 1000) / 500 - 1 })
         }
         let inputs = sizes.map(input)
+        let tuning = tune && threads > 1 && sizes.contains(1) ? try reportingErrors { try plan.tuneThreads(input(1)) } : nil
         var mine = [[Double]](repeating: [], count: sizes.count)
         var theirs = [[Double]](repeating: [], count: sizes.count)
         if compareOnnxruntime {
@@ -146,6 +154,17 @@ struct BenchCommand: ParsableCommand {
                 ),
             ]
             doc.insert(("batch_for_layers", .int(sizes.max()!)), at: 3)
+            if let tuning {
+                doc.append(
+                    (
+                        "thread_tuning",
+                        .object([
+                            ("steps", .int(tuning.steps)), ("solo_steps", .array(tuning.soloSteps.map { .string($0) })),
+                            ("every_step_split_ms", .number(tuning.splitMilliseconds)), ("tuned_ms", .number(tuning.tunedMilliseconds)),
+                            ("choices_timed", .int(tuning.candidates)),
+                        ])
+                    ))
+            }
             print(JSON.object(doc).render())
             return
         }
@@ -158,6 +177,20 @@ struct BenchCommand: ParsableCommand {
                         : " and Winograd F(2×2, 3×3) for 3×3 stride-1 layers (--debug-winograd small)"
                     : " only (--debug-winograd off)")
                 + ", OpenBLAS \(BLASCore.name)")
+        if let tuning {
+            let timed =
+                "\(Text.fixed(tuning.tunedMilliseconds, 3)) ms against \(Text.fixed(tuning.splitMilliseconds, 3)) ms"
+                + " with every step split"
+            if !tuning.soloSteps.isEmpty {
+                print(
+                    "batch 1 on \(threads) threads: \(tuning.soloSteps.count) of \(tuning.steps) steps run on one thread (\(timed)): "
+                        + tuning.soloSteps.prefix(4).joined(separator: ", ") + (tuning.soloSteps.count > 4 ? ", …" : ""))
+            } else {
+                print(
+                    "batch 1 on \(threads) threads: every step splits ("
+                        + (tuning.candidates == 0 ? "none was faster on one thread)" : "running some on one thread was not faster)"))
+            }
+        }
         print(
             Text.table(
                 ["batch", "p50 ms", "p99 ms", "images/s"] + (ort.isEmpty ? [] : ["ORT p50 ms", "ORT images/s", "kdtool ÷ ORT"]),
