@@ -7,7 +7,9 @@
 ever rewritten whole (without --models or --no-write).
 
 With .build-avx2 (KDTOOL_PORTABLE=1 swift build -c release --scratch-path .build-avx2 --product
-kdtool) the AVX2 build is measured as well, in the same rounds, as its own rows.
+kdtool) the AVX2 build is measured as well, in the same rounds, as its own rows; on a CPU with
+AVX-512 their PyTorch peer runs on PyTorch's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2,
+ONEDNN_MAX_CPU_ISA=AVX2), as it would on a CPU without AVX-512.
 
 For each model of the zoo it measures, on this machine, 2 threads, side by side:
   - training: kdtool's images/s over one epoch of `kdtool train` (batch 128, no augmentation,
