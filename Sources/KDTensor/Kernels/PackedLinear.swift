@@ -74,8 +74,8 @@ public struct PackedLinear: @unchecked Sendable {
 
     /// How many groups of at most four vectors the outputs make (every tile's vectors are one group):
     /// an even count where there are several, so that two workers take the same number of vectors
-    /// (12 vectors as 3 + 3 + 3 + 3, not 4 + 4 + 4: efficientnet-lite0's 1152 → 192 layers on 4 × 4
-    /// split their 9 tiles 4 + 5, and ran 1.1–1.4× faster on two threads than on one).
+    /// (12 vectors as 3 + 3 + 3 + 3, not 4 + 4 + 4: efficientnet-lite0's 672 → 192 and 1152 → 192
+    /// layers on 4 × 4 split their 9 tiles 4 + 5, and ran 0.9× and 1.4× as fast on two threads as on one).
     static func groups(vectors: Int) -> Int {
         let g = (vectors + 3) / 4
         return g > 1 && g % 2 == 1 && g < vectors ? g + 1 : g
