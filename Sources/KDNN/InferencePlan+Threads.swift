@@ -45,14 +45,14 @@ extension InferencePlan {
             return ThreadTuning(soloSteps: [], steps: steps.count, splitMilliseconds: 0, tunedMilliseconds: 0, candidates: 0)
         }
         _ = try run(x)  // checks the input's shape
-        for _ in 0..<2 { _ = try runSlice(x, names: output, timing: nil) }
+        for _ in 0..<2 { _ = try runSlice(x, names: output, timing: nil, batchOfOne: true) }
         var split = [Double](repeating: .infinity, count: steps.count)
         var alone = split
         for _ in 0..<rounds {
-            _ = try runSlice(x, names: output) { i, s in split[i] = min(split[i], s) }
+            _ = try runSlice(x, names: output, timing: { i, s in split[i] = min(split[i], s) }, batchOfOne: true)
             Parallel.configure(threads: 1)
             defer { Parallel.configure(threads: threads) }
-            _ = try runSlice(x, names: output) { i, s in alone[i] = min(alone[i], s) }
+            _ = try runSlice(x, names: output, timing: { i, s in alone[i] = min(alone[i], s) }, batchOfOne: true)
         }
         // Candidate choices: the steps faster alone, and those faster by 15 % and 30 % (a step's
         // own time does not see what its choice costs the next step, which reads its output).
@@ -65,7 +65,7 @@ extension InferencePlan {
             var t0 = timespec()
             var t1 = timespec()
             clock_gettime(CLOCK_MONOTONIC, &t0)
-            _ = try runSlice(x, names: output, timing: nil)
+            _ = try runSlice(x, names: output, timing: nil, batchOfOne: true)
             clock_gettime(CLOCK_MONOTONIC, &t1)
             return Double(t1.tv_sec - t0.tv_sec) * 1e3 + Double(t1.tv_nsec - t0.tv_nsec) * 1e-6
         }

@@ -110,6 +110,8 @@ public final class InferencePlan: @unchecked Sendable {
         // The channels each gather step's output holds, as channels of values no gather made.
         var gathered: [String: [ChannelRef]] = [:]
         var absorbed = Set<String>()
+        // Each 1 × 1 `.direct` or `.pointwise` step's folded weight and bias, by output name.
+        var oneByOneWeights: [String: (Tensor, Tensor?)] = [:]
         // The node that alone reads a value, for values with one reader.
         var soleReader: [String: Graph.Node] = [:]
         for n in model.order { for i in Set(n.inputs) where consumers[i] == 1 { soleReader[i] = n } }
@@ -195,6 +197,7 @@ public final class InferencePlan: @unchecked Sendable {
                     let epilogue = function(nodes, end, preservingZero: true)
                     if epilogue != nil { end += 1 }
                     let op = PackedLinear(weight: Tensor(shape: [weight.shape[0], weight.shape[1]], values: weight.array), bias: bias)
+                    oneByOneWeights[nodes[end - 1].outputs[0]] = (weight, bias)
                     append(
                         .pointwise(input: node.inputs[0], op: op, epilogue: epilogue, residual: add, output: nodes[end - 1].outputs[0]),
                         nodes[start..<end])
@@ -207,6 +210,7 @@ public final class InferencePlan: @unchecked Sendable {
                     next + 1 == nodes.endIndex || relu(nodes, next + 1)
                 {
                     let out = relu(nodes, next + 1) ? next + 2 : next + 1
+                    if conv.readsWithoutHalo { oneByOneWeights[nodes[out - 1].outputs[0]] = (weight, bias) }
                     append(
                         .direct(
                             input: node.inputs[0], conv: conv, epilogue: out > next + 1 ? .relu : nil, residual: residual,
@@ -234,6 +238,7 @@ public final class InferencePlan: @unchecked Sendable {
                         nodes[start...next])
                     next += 1
                 } else {
+                    if conv.readsWithoutHalo { oneByOneWeights[out] = (weight, bias) }
                     append(.direct(input: node.inputs[0], conv: conv, epilogue: epilogue, residual: nil, output: out), nodes[start..<next])
                 }
             case .linear where model.parameters[node.inputs[1]]?.rank == 2 && shape(node.inputs[0])?.count == 2:
@@ -333,6 +338,7 @@ public final class InferencePlan: @unchecked Sendable {
             }
         }
         depthwiseFilters = filters
+        halved = Self.halvedBlocks(self.steps, weights: oneByOneWeights, model: model, keep: kept)
         // Tensors that only blocked linear layers and 1×1 convolutions read are stored without a
         // halo, unless a convolution adds one as its residual to an output that keeps a halo (it
         // would be copied into one).
@@ -482,6 +488,9 @@ public final class InferencePlan: @unchecked Sendable {
 
     /// The packed filters of each depthwise `.conv` step, by step index.
     let depthwiseFilters: [Int: Depthwise.BlockedFilters]
+    /// The inverted residual blocks a batch of one image runs in halves, by their first step
+    /// (InferencePlan+Halves.swift).
+    let halved: [Int: HalvedBlock]
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
     public let sliceImages: Int
@@ -552,7 +561,7 @@ public final class InferencePlan: @unchecked Sendable {
         let n = x.shape[0]
         try model.checkBatchFits(n)
         var slices = (n + sliceImages - 1) / sliceImages
-        if slices <= 1 { return try runSlice(x, names: names, timing: timing) }
+        if slices <= 1 { return try runSlice(x, names: names, timing: timing, batchOfOne: n == 1) }
         // An even count of equal slices, so that two workers finish together (64 images: 6 × 10–11
         // rather than 4 × 13 + 12). It depends on the batch alone, never on the thread count.
         if slices % 2 == 1 && n >= slices + 1 { slices += 1 }
@@ -567,7 +576,7 @@ public final class InferencePlan: @unchecked Sendable {
         var outputs = [[Tensor]?](repeating: nil, count: slices)
         var failure: Error?
         if timing != nil || Parallel.threads == 1 {
-            for i in 0..<slices { outputs[i] = try runSlice(try slice(i), names: names, timing: timing) }
+            for i in 0..<slices { outputs[i] = try runSlice(try slice(i), names: names, timing: timing, batchOfOne: false) }
         } else {
             // Workers take the next slice as they finish one (a core slowed by a neighbour then takes
             // fewer); which worker computes a slice does not change its result.
@@ -583,7 +592,7 @@ public final class InferencePlan: @unchecked Sendable {
                         let i = next.take()
                         guard i < slices else { return }
                         do {
-                            results.value[i] = try runSlice(try slice(i), names: names, timing: nil)
+                            results.value[i] = try runSlice(try slice(i), names: names, timing: nil, batchOfOne: false)
                         } catch {
                             lock.lock()
                             failure = failure ?? error
@@ -607,7 +616,7 @@ public final class InferencePlan: @unchecked Sendable {
         }
     }
 
-    func runSlice(_ x: Tensor, names: [String], timing: ((Int, Double) -> Void)?) throws -> [Tensor] {
+    func runSlice(_ x: Tensor, names: [String], timing: ((Int, Double) -> Void)?, batchOfOne: Bool) throws -> [Tensor] {
         let tape = Tape(recording: false)
         let slots = self.slots
         // Values by slot: NCHW values on the tape, channel-blocked ones beside them. Convolutions,
@@ -643,27 +652,64 @@ public final class InferencePlan: @unchecked Sendable {
         // One image on several workers: the steps `tuneThreads` found faster on this thread alone.
         let threads = Parallel.threads
         let alone = x.shape[0] == 1 && threads > 1 ? solo.steps : []
+        func release(_ index: Int) {
+            for s in slots.releases[index] {
+                if let v = values[s] {
+                    tape.discard(v)
+                    values[s] = nil
+                }
+                blocked[s] = nil
+            }
+        }
+        // A halved block's three steps run as one at its first; the other two report the times
+        // of their parts (the calling thread's) and release what they read last.
+        var phases = [Double](repeating: 0, count: 3)
+        var pending = 0
         for (index, step) in steps.enumerated() {
+            if pending > 0 {
+                timing?(index, phases[3 - pending])
+                release(index)
+                pending -= 1
+                continue
+            }
             let single = index < alone.count && alone[index]
             if single { Parallel.configure(threads: 1) }
             var t0 = timespec()
             if timing != nil { clock_gettime(CLOCK_MONOTONIC, &t0) }
+            var reported: Double?
             defer {
                 if single { Parallel.configure(threads: threads) }
                 if let timing {
                     var t1 = timespec()
                     clock_gettime(CLOCK_MONOTONIC, &t1)
-                    timing(index, Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) * 1e-9)
+                    timing(index, reported ?? Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) * 1e-9)
                 }
-                for s in slots.releases[index] {
-                    if let v = values[s] {
-                        tape.discard(v)
-                        values[s] = nil
-                    }
-                    blocked[s] = nil
-                }
+                release(index)
             }
             let (ins, out) = (slots.reads[index], slots.output[index])
+            if batchOfOne, KernelPolicy.halvedBlocks, let halves = halved[index] {
+                let project = index + 2
+                let pads = (slots.pad[out], slots.pad[slots.output[index + 1]], slots.pad[slots.output[project]])
+                var mark: ((Int) -> Void)?
+                var last = t0
+                if timing != nil {
+                    phases = [0, 0, 0]
+                    mark = { k in
+                        var now = timespec()
+                        clock_gettime(CLOCK_MONOTONIC, &now)
+                        phases[k] += Double(now.tv_sec - last.tv_sec) + Double(now.tv_nsec - last.tv_nsec) * 1e-9
+                        last = now
+                    }
+                }
+                let shortcut = halves.residual ? block(slots.reads[project][1]) : nil
+                storeBlocked(slots.output[project], try halves.run(block(ins[0]), shortcut: shortcut, pads: pads, mark: mark))
+                // What follows the calling thread's last part (waiting for the other half, the sum)
+                // counts with the projection.
+                mark?(2)
+                reported = phases[0]
+                pending = 2
+                continue
+            }
             switch step {
             case .direct(_, let conv, let function, let residual, _):
                 let epilogue = Epilogue(function, residual: residual == nil ? nil : block(ins[1]))

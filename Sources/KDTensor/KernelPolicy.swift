@@ -15,6 +15,10 @@ public enum KernelPolicy {
     nonisolated(unsafe) public static var slidingColumns = true
     /// Winograd tiles per parallel work unit, at most (a measurement knob; does not change results).
     nonisolated(unsafe) public static var winogradTiles = 16
+    /// Whether an inference plan runs a batch of one image's inverted residual blocks in two
+    /// halves of their expanded channels (InferencePlan+Halves.swift in KDNN); false keeps every
+    /// block's layers whole, as a larger batch runs them. Changes results in the last bits.
+    nonisolated(unsafe) public static var halvedBlocks = true
 
     /// Whether Winograd beats the direct kernel on a layer: not on small maps with many channels
     /// (measured, one image, 2 threads: 512 channels at 7 × 7, resnet18's last stage, 2.63 ms by
@@ -27,6 +31,7 @@ public enum KernelPolicy {
         if winograd != .on { out.append("winograd=\(winograd.rawValue)") }
         if !slidingColumns { out.append("sliding=off") }
         if winogradTiles != 16 { out.append("winograd_tiles=\(winogradTiles)") }
+        if !halvedBlocks { out.append("halved_blocks=off") }
         return out
     }
 }

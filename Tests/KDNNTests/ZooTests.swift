@@ -132,18 +132,24 @@ struct InferencePlanTests {
 
     /// At batch 1 the workers split each layer rather than the batch: rows, channel blocks (the
     /// depthwise kernel, the 4 × 4 pointwise layers' gather and scatter, global pooling) or
-    /// output channels (1 × 1 layers with more channels than pixels, mobilenetv2's 8 × 8 ones).
+    /// output channels (1 × 1 layers with more channels than pixels, mobilenetv2's 8 × 8 ones);
+    /// inverted residual blocks run in halves of their expanded channels, one half per worker on
+    /// two or three workers and the halves in turn otherwise.
     @Test("one image on two workers gives the bits of one worker", arguments: ["mobilenetv2", "efficientnet-lite0", "shufflenetv2"])
     func singleImageThreads(name: String) throws {
         let m = try Architecture(name: name).build(input: [3, 32, 32], classes: 10, seed: 4)
         var rng = RandomSource(seed: 9)
         let x = Tensor(shape: [1, 3, 32, 32], values: (0..<3072).map { _ in rng.nextFloat() - 0.5 })
         let plan = try InferencePlan(m)
+        // Every block with an expansion: mobilenetv2's 16, efficientnet-lite0's 15, none in shufflenetv2.
+        #expect(plan.halved.count == ["mobilenetv2": 16, "efficientnet-lite0": 15, "shufflenetv2": 0][name]!, "\(name)")
         Parallel.configure(threads: 1)
         let one = try plan.run(x).array.map(\.bitPattern)
-        Parallel.configure(threads: 2)
         defer { Parallel.configure(threads: 1) }
-        #expect(try plan.run(x).array.map(\.bitPattern) == one, "\(name)")
+        for threads in [3, 4, 2] {
+            Parallel.configure(threads: threads)
+            #expect(try plan.run(x).array.map(\.bitPattern) == one, "\(name), \(threads) workers")
+        }
         #expect(one.contains { $0 != 0 })
         // Steps run on the calling thread alone (as `tuneThreads` may choose) change no bit either.
         plan.setSoloSteps(plan.stepNames.indices.map { $0 % 3 != 1 })
@@ -152,6 +158,37 @@ struct InferencePlanTests {
         let tuning = try plan.tuneThreads(x, rounds: 2)
         #expect(tuning.steps == plan.stepNames.count && tuning.soloSteps == plan.soloStepNames)
         #expect(try plan.run(x).array.map(\.bitPattern) == one, "\(name), tuned")
+    }
+
+    /// A batch of one runs the blocks in halves (two partial sums of the projection); a batch of
+    /// several keeps them whole. The two agree within rounding.
+    @Test(
+        "a batch of one runs inverted residual blocks in halves, within rounding of whole blocks",
+        arguments: ["mobilenetv2", "efficientnet-lite0"])
+    func halvedBlocks(name: String) throws {
+        var a = try Architecture(name: name)
+        a.width = 0.5
+        let m = try a.build(input: [3, 32, 32], classes: 10, seed: 6)
+        // Non-trivial running statistics, so that the folded biases (on the first half only) matter.
+        var rng = RandomSource(seed: 2)
+        for (_, t) in m.buffers {
+            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
+        }
+        let x = Tensor(shape: [2, 3, 32, 32], values: (0..<6144).map { _ in rng.nextFloat() - 0.5 })
+        let first = Tensor(shape: [1, 3, 32, 32], values: Array(x.array[0..<3072]))
+        let plan = try InferencePlan(m)
+        #expect(plan.halved.count > 0)
+        Parallel.configure(threads: 2)
+        defer { Parallel.configure(threads: 1) }
+        let halves = try plan.run(first).array
+        let whole = Array(try plan.run(x).array[0..<10])
+        #expect(halves.map(\.bitPattern) != whole.map(\.bitPattern), "\(name): the halves changed no bit (did they run?)")
+        let plain = Array(try m.predict(x).array[0..<10])
+        let scale = max(1, plain.map(abs).max()!)
+        for i in 0..<10 {
+            #expect(abs(halves[i] - whole[i]) <= Self.tolerance * scale, "\(name) logit \(i)")
+            #expect(abs(halves[i] - plain[i]) <= Self.tolerance * scale, "\(name) logit \(i) against the tape")
+        }
     }
 
     @Test(

@@ -7,6 +7,7 @@ import KDTensor
 ///     --debug-winograd on|small|off   Winograd F(4×4)+F(2×2) (default), F(2×2) only, or none
 ///     --debug-no-sliding              direct convolutions tap by tap (no sliding columns)
 ///     --debug-winograd-tiles N        Winograd tiles per work unit (default 16)
+///     --debug-whole-blocks            a batch of one keeps inverted residual blocks whole (no halves)
 ///     --debug-profile                 time per op kind, printed at the end of training
 ///
 /// They stay in the recorded command line (provenance's argv, so `rerun` replays them), and the
@@ -41,6 +42,8 @@ enum DebugFlags {
                     throw ValidationError("--debug-winograd-tiles takes a count from 1 to 4096, not '\(v)'")
                 }
                 KernelPolicy.winogradTiles = n
+            case "--debug-whole-blocks":
+                KernelPolicy.halvedBlocks = false
             case "--debug-profile":
                 Profiler.enabled = true
             default:
