@@ -150,8 +150,8 @@ extension InferencePlan {
                 let (we, be) = weights[e], let (wp, bp) = weights[y]
             else { continue }
             let channels = groups
-            // Halves on 16-channel boundaries (whole 16-lane vectors for both kernels).
-            let split = (channels + 16) / 32 * 16
+            // Equal halves, on 8-channel block boundaries.
+            let split = channels / 16 * 8
             guard channels % 8 == 0, split > 0, split < channels, we.shape[0] == channels, wp.shape[1] == channels else { continue }
             let c = we.shape[1]
             let taps = dwWeight.shape[2] * dwWeight.shape[3]
