@@ -14,7 +14,7 @@ import KDTensor
 ///     let plan = try InferencePlan(model)
 ///     let logits = try plan.run(images)
 public final class InferencePlan: @unchecked Sendable {
-    enum Step {
+    indirect enum Step {
         /// conv2d (+ folded batchnorm) (+ an activation, inside the depthwise kernel's rows);
         /// `output` is the name the graph uses downstream.
         case conv(input: String, weight: Tensor, bias: Tensor?, window: Window, groups: Int, epilogue: Epilogue.Function?, output: String)
@@ -329,7 +329,7 @@ public final class InferencePlan: @unchecked Sendable {
         var releases = [[String]](repeating: [], count: self.steps.count)
         for (name, i) in last where !keep.contains(name) { releases[i].append(name) }
         releases = releases.map { $0.sorted() }
-        var filters: [Int: Depthwise.BlockedFilters] = [:]
+        var filters = [Depthwise.BlockedFilters?](repeating: nil, count: self.steps.count)
         for (i, step) in self.steps.enumerated() {
             if case .conv(_, let weight, let bias, _, let groups, _, _) = step, groups > 1, weight.rank == 4, weight.shape[1] == 1,
                 weight.shape[0] == groups
@@ -338,7 +338,8 @@ public final class InferencePlan: @unchecked Sendable {
             }
         }
         depthwiseFilters = filters
-        halved = Self.halvedBlocks(self.steps, weights: oneByOneWeights, model: model, keep: kept)
+        let halves = Self.halvedBlocks(self.steps, weights: oneByOneWeights, model: model, keep: kept)
+        halved = self.steps.indices.map { halves[$0] }
         // Tensors that only blocked linear layers and 1×1 convolutions read are stored without a
         // halo, unless a convolution adds one as its residual to an output that keeps a halo (it
         // would be copied into one).
@@ -486,11 +487,12 @@ public final class InferencePlan: @unchecked Sendable {
     }
     let slots: Slots
 
-    /// The packed filters of each depthwise `.conv` step, by step index.
-    let depthwiseFilters: [Int: Depthwise.BlockedFilters]
-    /// The inverted residual blocks a batch of one image runs in halves, by their first step
+    /// The packed filters of each depthwise `.conv` step, by step index (arrays by step, not
+    /// dictionaries: a lookup per step was measurable at batch 1).
+    let depthwiseFilters: [Depthwise.BlockedFilters?]
+    /// The inverted residual blocks a batch of one image runs in halves, at their first step
     /// (InferencePlan+Halves.swift).
-    let halved: [Int: HalvedBlock]
+    let halved: [HalvedBlock?]
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
     public let sliceImages: Int
@@ -665,7 +667,10 @@ public final class InferencePlan: @unchecked Sendable {
         // of their parts (the calling thread's) and release what they read last.
         var phases = [Double](repeating: 0, count: 3)
         var pending = 0
-        for (index, step) in steps.enumerated() {
+        // By index, not `for step in steps`: copying each step out of the array retained and
+        // released every reference it holds (its kernels' buffers, its value names), 1–2 % of a
+        // small model's batch of 64 on two workers, whose cores contended for those counts.
+        for index in steps.indices {
             if pending > 0 {
                 timing?(index, phases[3 - pending])
                 release(index)
@@ -710,7 +715,7 @@ public final class InferencePlan: @unchecked Sendable {
                 pending = 2
                 continue
             }
-            switch step {
+            switch steps[index] {
             case .direct(_, let conv, let function, let residual, _):
                 let epilogue = Epilogue(function, residual: residual == nil ? nil : block(ins[1]))
                 let y =

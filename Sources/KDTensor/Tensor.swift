@@ -44,8 +44,8 @@ final class BufferPool: @unchecked Sendable {
     func take(_ n: Int) -> UnsafeMutablePointer<Float> {
         if n <= ThreadPool.largestFloats, let p = ThreadPool.current.take(n) { return p }
         pthread_mutex_lock(&lock)
-        if var list = free[n], let p = list.popLast() {
-            free[n] = list
+        // Popped in place: `var list = free[n]` then `free[n] = list` copied the list each time.
+        if let p = free[n]?.popLast() {
             pooledFloats -= n
             pthread_mutex_unlock(&lock)
             return p
@@ -126,8 +126,9 @@ final class ThreadPool {
     }()
 
     func take(_ n: Int) -> UnsafeMutablePointer<Float>? {
-        guard var list = free[n], let p = list.popLast() else { return nil }
-        free[n] = list
+        // In place (a copy of the list taken out of the dictionary and put back was a heap
+        // allocation per buffer).
+        guard let p = free[n]?.popLast() else { return nil }
         floats -= n
         return p
     }

@@ -13,16 +13,16 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Time a model's forward pass: per-layer time, latency percentiles and throughput per batch size, peak memory.",
         discussion: """
-            Inputs are deterministic synthetic images of the model's input shape (speed does not depend on pixel values).
-            Per-layer times come from the fused inference path (a convolution step includes its folded batch norm and
-            ReLU), summed over --runs passes at the largest batch size and sorted, with their share of the total.
-            --compare-onnxruntime exports the model to ONNX, runs ONNX Runtime (the Python venv that tools/setup creates,
-            or --python) on the same inputs, batch sizes and thread count, and prints kdtool's speed over its.
-            The two are timed in alternating rounds (--rounds; ONNX Runtime stays loaded in a child process), so both
-            see the same machine: on a shared machine the speed drifts by tens of percent within a minute, and only
-            ratios taken side by side mean anything.
-            With batch 1 among the sizes and more than one thread, the plan first times each layer split over the threads
-            and on one thread alone, and runs alone those that were faster so (the results are the same bits either way;
+            Inputs are deterministic synthetic images of the model's input shape (speed does not depend on pixel values). \
+            Per-layer times come from the fused inference path (a convolution step includes its folded batch norm and \
+            ReLU), summed over --runs passes at the largest batch size and sorted, with their share of the total. \
+            --compare-onnxruntime exports the model to ONNX, runs ONNX Runtime (the Python venv that tools/setup creates, \
+            or --python) on the same inputs, batch sizes and thread count, and prints kdtool's speed over its. \
+            The two are timed in alternating rounds (--rounds; ONNX Runtime stays loaded in a child process), so both \
+            see the same machine: on a shared machine the speed drifts by tens of percent within a minute, and only \
+            ratios taken side by side mean anything. \
+            With batch 1 among the sizes and more than one thread, the plan first times each layer split over the threads \
+            and on one thread alone, and runs alone those that were faster so (the results are the same bits either way; \
             --no-tune splits every layer). The layers chosen are listed.
 
             Examples:
@@ -32,8 +32,8 @@ struct BenchCommand: ParsableCommand {
               kdtool bench student.kdb --batch 1 --threads 2 --no-tune   # every layer split over both threads
               mpirun -np 2 kdtool bench resnet20.kdb --allreduce     # the ranks' links, and this model's gradient sum
 
-            --allreduce (under mpirun, N ≥ 2 ranks) times kdtool's ring allreduce instead: message sizes from 1 KiB to
-            16 MiB and the model's gradient size, the latency α and inverse bandwidth β fitted to the ring's cost
+            --allreduce (under mpirun, N ≥ 2 ranks) times kdtool's ring allreduce instead: message sizes from 1 KiB to \
+            16 MiB and the model's gradient size, the latency α and inverse bandwidth β fitted to the ring's cost \
             2(N−1)·α + 2(N−1)/N·bytes·β, and the model's gradient sum per step (docs/distributed.md uses them).
             """)
 

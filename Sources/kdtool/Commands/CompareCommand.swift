@@ -49,9 +49,9 @@ struct CompareCommand: ParsableCommand {
         abstract:
             "Compare models side by side on the same images: accuracy, agreement and KL against the first, calibration, size and speed.",
         discussion: """
-            The first bundle is the reference (usually the teacher). For each model: accuracy, top-1 agreement with the
-            first, mean KL(first ‖ model) of the output distributions, negative log-likelihood, expected calibration error
-            (15 equal-width confidence bins), parameters, FLOPs per image, bundle size, latency at batch 1 (p50/p99) and
+            The first bundle is the reference (usually the teacher). For each model: accuracy, top-1 agreement with the \
+            first, mean KL(first ‖ model) of the output distributions, negative log-likelihood, expected calibration error \
+            (15 equal-width confidence bins), parameters, FLOPs per image, bundle size, latency at batch 1 (p50/p99) and \
             throughput at batch 64 (fused inference path, --threads workers).
 
             Examples:

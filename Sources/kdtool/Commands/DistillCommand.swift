@@ -10,7 +10,7 @@ struct DistillCommand: ParsableCommand {
         commandName: "distill",
         abstract: "Distil one or more teacher bundles into a student bundle.",
         discussion: """
-            The last bundle is the student (from `kdtool init`, or already trained); the ones before it are
+            The last bundle is the student (from `kdtool init`, or already trained); the ones before it are \
             teachers. --method kd is Hinton et al.'s knowledge distillation:
               L = (1 − α)·CE(y, softmax(z_s)) + α·T²·KL(p_T ‖ softmax(z_s / T)),
             p_T the teacher's softmax at temperature T (with several teachers, the mean of theirs). The teachers run without autograd on the same (augmented) batch the student sees; without augmentation their outputs are computed once and reused every epoch. Everything `train` accepts applies (epochs, batch, lr, optimizer, seed, threads, checkpoints, --resume). The output records the teachers and the student by content digest in its provenance.

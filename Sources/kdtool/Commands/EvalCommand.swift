@@ -15,8 +15,8 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Accuracy, loss, per-class accuracy and confusion matrix of a model on labelled data.",
         discussion: """
-            --json prints one document with at least: accuracy, loss, count, per_class[], confusion[][], classes[].
-            With several bundles, each is evaluated and so is their ensemble (the mean of their output
+            --json prints one document with at least: accuracy, loss, count, per_class[], confusion[][], classes[]. \
+            With several bundles, each is evaluated and so is their ensemble (the mean of their output \
             distributions); --json then prints {"models": [...], "ensemble": {...}}.
 
             Examples:

@@ -21,8 +21,8 @@ struct InitCommand: ParsableCommand {
               kdtool init --arch resnet20 --data cifar-10-binary.tar.gz -o r20.kdb          (classes, names, input and normalisation from the data)
               kdtool init --arch resnet20 --data photos/ --input 3x64x64 --normalize imagenet --resize shorter-side-crop -o r20.kdb
 
-            With --data, the class count and names come from the data (a folder's class folders, CIFAR's batches.meta.txt),
-            the input shape too (except for image folders, which take --input), and the normalisation defaults to the data's
+            With --data, the class count and names come from the data (a folder's class folders, CIFAR's batches.meta.txt), \
+            the input shape too (except for image folders, which take --input), and the normalisation defaults to the data's \
             own per-channel mean and std (--normalize data).
             """)
 

@@ -12,19 +12,19 @@ struct ImportCommand: ParsableCommand {
         commandName: "import",
         abstract: "Import an ONNX model, or a safetensors/npz state dict into a zoo architecture, as a model bundle.",
         discussion: """
-            The format is read from the file's content, not its extension.
-            ONNX (opsets 9–22, both PyTorch exporters): Conv (grouped and depthwise too), Gemm, MatMul(+Add),
-            BatchNormalization, LayerNormalization, Relu, Clip, Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh, Erf, Gelu,
-            Sqrt, Pow (2, 0.5), MaxPool, AveragePool, GlobalAveragePool, ReduceMean, Add/Sub/Mul/Div (NumPy broadcasting),
-            Sum, Concat, Split, Slice, Pad, Transpose, Flatten, Reshape, Dropout, Softmax and Identity map onto kdtool's
-            op set; GELU and SiLU written as primitive ops become one op; nodes computable at import (Constant, Shape,
-            Gather, Unsqueeze, Concat of constants, …) are folded; external-data tensors are read from the model's folder. Every unsupported node is
-            listed in one error. A trailing Softmax/Sigmoid becomes the bundle's output kind, so `kdtool run` writes logits
-            unless --probabilities is given (and `kdtool export` writes the activation again). An output of [N, K, 1, 1] (a
-            classifier ending in a 1×1 convolution, e.g. SqueezeNet) is flattened: the model has K classes.
-            safetensors/npz: a PyTorch state_dict loaded into --arch (init options as for `kdtool init`); names are matched
-            exactly, through --map (JSON: {"ours": "theirs", "prefix.": "their.prefix."}), or by torchvision-style ResNet
-            conventions (layer1.0.conv1 ↔ stage1.block1.conv1, downsample.0/1 ↔ shortcut.conv/bn, linear ↔ fc). All
+            The format is read from the file's content, not its extension. \
+            ONNX (opsets 9–22, both PyTorch exporters): Conv (grouped and depthwise too), Gemm, MatMul(+Add), \
+            BatchNormalization, LayerNormalization, Relu, Clip, Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh, Erf, Gelu, \
+            Sqrt, Pow (2, 0.5), MaxPool, AveragePool, GlobalAveragePool, ReduceMean, Add/Sub/Mul/Div (NumPy broadcasting), \
+            Sum, Concat, Split, Slice, Pad, Transpose, Flatten, Reshape, Dropout, Softmax and Identity map onto kdtool's \
+            op set; GELU and SiLU written as primitive ops become one op; nodes computable at import (Constant, Shape, \
+            Gather, Unsqueeze, Concat of constants, …) are folded; external-data tensors are read from the model's folder. Every unsupported node is \
+            listed in one error. A trailing Softmax/Sigmoid becomes the bundle's output kind, so `kdtool run` writes logits \
+            unless --probabilities is given (and `kdtool export` writes the activation again). An output of [N, K, 1, 1] (a \
+            classifier ending in a 1×1 convolution, e.g. SqueezeNet) is flattened: the model has K classes. \
+            safetensors/npz: a PyTorch state_dict loaded into --arch (init options as for `kdtool init`); names are matched \
+            exactly, through --map (JSON: {"ours": "theirs", "prefix.": "their.prefix."}), or by torchvision-style ResNet \
+            conventions (layer1.0.conv1 ↔ stage1.block1.conv1, downsample.0/1 ↔ shortcut.conv/bn, linear ↔ fc). All \
             mismatches are listed at once.
 
             Examples:
@@ -156,16 +156,16 @@ struct ExportCommand: ParsableCommand {
         commandName: "export",
         abstract: "Export a model bundle as ONNX, or its weights as safetensors/npz (by the output's extension).",
         discussion: """
-            ONNX (.onnx): every op kdtool runs, KC heads as kdtool-domain functions (Slice/Gemm/Concat, ReduceL2/Max/Div/Mul
-            bodies) and quantized bundles as DequantizeLinear weights plus QuantizeLinear/DequantizeLinear activation pairs;
-            the graph outputs logits (the output kind is recorded in metadata_props and restored by `kdtool import`), except
-            for a model imported from a graph that ended in Softmax/Sigmoid: that activation is written again, so the export
-            computes what the original did (--logits leaves it off).
-            The batch dimension is symbolic ("N") unless --fixed-batch. The bundle's preprocessing goes into metadata_props:
-            kdtool.preprocessing (JSON: layout, channel order, resize, alpha, invert, scale, mean, std) and kdtool.input (one
-            sentence); `kdtool import` restores it. With --include-preprocessing the graph itself starts with the
-            normalisation (input "pixels": float values 0…255, N×C×H×W), so a runtime can feed decoded, resized pixels.
-            safetensors (.safetensors) / npz (.npz): every tensor as float32, named as in the bundle, or through --map
+            ONNX (.onnx): every op kdtool runs, KC heads as kdtool-domain functions (Slice/Gemm/Concat, ReduceL2/Max/Div/Mul \
+            bodies) and quantized bundles as DequantizeLinear weights plus QuantizeLinear/DequantizeLinear activation pairs; \
+            the graph outputs logits (the output kind is recorded in metadata_props and restored by `kdtool import`), except \
+            for a model imported from a graph that ended in Softmax/Sigmoid: that activation is written again, so the export \
+            computes what the original did (--logits leaves it off). \
+            The batch dimension is symbolic ("N") unless --fixed-batch. The bundle's preprocessing goes into metadata_props: \
+            kdtool.preprocessing (JSON: layout, channel order, resize, alpha, invert, scale, mean, std) and kdtool.input (one \
+            sentence); `kdtool import` restores it. With --include-preprocessing the graph itself starts with the \
+            normalisation (input "pixels": float values 0…255, N×C×H×W), so a runtime can feed decoded, resized pixels. \
+            safetensors (.safetensors) / npz (.npz): every tensor as float32, named as in the bundle, or through --map \
             (JSON {"ours": "theirs", "prefix.": "their.prefix."}) for a PyTorch state_dict.
 
             Examples:
@@ -243,11 +243,11 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run a model's forward pass on an .npy tensor and write the result as .npy.",
         discussion: """
-            The input is float32 N×C×H×W (or N×F for a flat input), any batch size. By default the graph output (logits) is
-            written; --probabilities applies the output kind (softmax/sigmoid); --output NAME writes any named value of the
-            graph instead (a node output, e.g. stage2.block1.relu2).
-            The input must already be what the network sees: pixels normalised as the bundle's PREP says (`kdtool inspect
-            model.kdb` prints it). With --pixels the input is raw pixel values 0…255 in the model's size and channel order,
+            The input is float32 N×C×H×W (or N×F for a flat input), any batch size. By default the graph output (logits) is \
+            written; --probabilities applies the output kind (softmax/sigmoid); --output NAME writes any named value of the \
+            graph instead (a node output, e.g. stage2.block1.relu2). \
+            The input must already be what the network sees: pixels normalised as the bundle's PREP says (`kdtool inspect \
+            model.kdb` prints it). With --pixels the input is raw pixel values 0…255 in the model's size and channel order, \
             and run applies PREP's invert, scale, mean and std first, as infer does for image files.
 
             Examples:

@@ -12,16 +12,16 @@ struct QuantizeCheckCommand: ParsableCommand {
         commandName: "quantize-check",
         abstract: "Quantize a model, run it beside the fp32 original and report what quantization costs.",
         discussion: """
-            Schemes: int8 (symmetric int8 weights, one scale per tensor), int8-per-channel (one scale per output
-            channel), fp16 (every float tensor as binary16). The int8 schemes also quantize the inputs of every
-            conv/linear layer to u8 with ranges calibrated on --calibration images of --calibration-split (min/max,
-            or the --percentile P and 100 − P percentiles). Weights are stored as i8 tensors with QNTP parameters and
-            activation ranges in META, so the written bundle really shrinks; eval and infer run it (weights
+            Schemes: int8 (symmetric int8 weights, one scale per tensor), int8-per-channel (one scale per output \
+            channel), fp16 (every float tensor as binary16). The int8 schemes also quantize the inputs of every \
+            conv/linear layer to u8 with ranges calibrated on --calibration images of --calibration-split (min/max, \
+            or the --percentile P and 100 − P percentiles). Weights are stored as i8 tensors with QNTP parameters and \
+            activation ranges in META, so the written bundle really shrinks; eval and infer run it (weights \
             dequantized per layer, activations rounded to their u8 grid as ONNX QuantizeLinear/DequantizeLinear do).
 
-            Reported per layer (worst activation SQNR first): weight SQNR, output SQNR against fp32, max/mean abs
-            error; per model: top-1 agreement, accuracy fp32 vs quantized and the drop, mean KL(fp32 ‖ quantized),
-            parameter bytes, file size before/after, and inference speed of both.
+            Reported per layer (worst activation SQNR first): weight SQNR, output SQNR against fp32, max/mean abs \
+            error; per model: top-1 agreement, accuracy fp32 vs quantized and the drop, mean KL(fp32 ‖ quantized), \
+            parameter bytes, file size before/after, and inference speed of both. \
             Exit code 4 when the accuracy drop exceeds --max-drop points (a pipeline gate).
 
             Examples:

@@ -14,10 +14,10 @@ struct ReportCommand: ParsableCommand {
         commandName: "report",
         abstract: "Write one self-contained HTML report of a run or a folder of runs (inline SVG, no network).",
         discussion: """
-            From the bundles' provenance and their metrics logs (OUTPUT.metrics.jsonl): a table of runs, sweep summaries
-            (*.summary.json from --seeds), learning curves (loss and accuracy per epoch; both stages of two-stage methods,
-            marked), the provenance chain (parents found through the recorded command lines), and the quantize-check
-            per-layer SQNR chart when a *.quantize-check.json is next to the run. With --data, the best run (highest eval
+            From the bundles' provenance and their metrics logs (OUTPUT.metrics.jsonl): a table of runs, sweep summaries \
+            (*.summary.json from --seeds), learning curves (loss and accuracy per epoch; both stages of two-stage methods, \
+            marked), the provenance chain (parents found through the recorded command lines), and the quantize-check \
+            per-layer SQNR chart when a *.quantize-check.json is next to the run. With --data, the best run (highest eval \
             accuracy) and its teachers are evaluated: per-class accuracy, confusion matrix, teacher-vs-student table.
 
             Examples:

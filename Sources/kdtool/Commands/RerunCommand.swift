@@ -11,10 +11,10 @@ struct RerunCommand: ParsableCommand {
         commandName: "rerun",
         abstract: "Replay a train or distill run from its provenance and report whether the content digest matches.",
         discussion: """
-            The bundle's PROV records the exact arguments of the run (after --config expansion). rerun checks that the
-            input bundles still have the digests PROV recorded, runs the same command writing to -o (default: a file
-            next to the original, ORIGINAL.rerun.kdb), and compares content digests: exit 0 when they match, 1 when not.
-            The same seed, thread count and CPU type give the same digest (DESIGN.md); --threads overrides the recorded
+            The bundle's PROV records the exact arguments of the run (after --config expansion). rerun checks that the \
+            input bundles still have the digests PROV recorded, runs the same command writing to -o (default: a file \
+            next to the original, ORIGINAL.rerun.kdb), and compares content digests: exit 0 when they match, 1 when not. \
+            The same seed, thread count and CPU type give the same digest (DESIGN.md); --threads overrides the recorded \
             count when the machine differs.
 
             Examples:

@@ -10,7 +10,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a model bundle on labelled data and write the trained bundle.",
         discussion: """
-            Defaults follow the reference recipe: SGD momentum 0.9, lr 0.05 with per-step cosine decay to 0, weight decay 5e-4, batch 128, random crops from zero-padded images (plus flips for colour images), 10 epochs. Progress goes to stderr; per-epoch metrics are appended as JSON lines to OUTPUT.metrics.jsonl; a checkpoint OUTPUT.ckpt.kdb is written every epoch (and every
+            Defaults follow the reference recipe: SGD momentum 0.9, lr 0.05 with per-step cosine decay to 0, weight decay 5e-4, batch 128, random crops from zero-padded images (plus flips for colour images), 10 epochs. Progress goes to stderr; per-epoch metrics are appended as JSON lines to OUTPUT.metrics.jsonl; a checkpoint OUTPUT.ckpt.kdb is written every epoch (and every \
             --checkpoint-every steps). After a crash, kill or Ctrl-C, run the same command with --resume:
             the result is identical to an uninterrupted run with the same seed and thread count.
 
