@@ -142,7 +142,7 @@ struct InferencePlanTests {
         let x = Tensor(shape: [1, 3, 32, 32], values: (0..<3072).map { _ in rng.nextFloat() - 0.5 })
         let plan = try InferencePlan(m)
         // Every block with an expansion: mobilenetv2's 16, efficientnet-lite0's 15, none in shufflenetv2.
-        #expect(plan.halved.count == ["mobilenetv2": 16, "efficientnet-lite0": 15, "shufflenetv2": 0][name]!, "\(name)")
+        #expect(plan.halved.compactMap { $0 }.count == ["mobilenetv2": 16, "efficientnet-lite0": 15, "shufflenetv2": 0][name]!, "\(name)")
         Parallel.configure(threads: 1)
         let one = try plan.run(x).array.map(\.bitPattern)
         defer { Parallel.configure(threads: 1) }
@@ -177,7 +177,7 @@ struct InferencePlanTests {
         let x = Tensor(shape: [2, 3, 32, 32], values: (0..<6144).map { _ in rng.nextFloat() - 0.5 })
         let first = Tensor(shape: [1, 3, 32, 32], values: Array(x.array[0..<3072]))
         let plan = try InferencePlan(m)
-        #expect(plan.halved.count > 0)
+        #expect(plan.halved.contains { $0 != nil })
         Parallel.configure(threads: 2)
         defer { Parallel.configure(threads: 1) }
         let halves = try plan.run(first).array
