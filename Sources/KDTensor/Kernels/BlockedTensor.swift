@@ -289,10 +289,11 @@ extension BlockedTensor {
                 let (img, blk) = (u / blocks, u % blocks)
                 let lanes = min(8, channels - blk * 8)
                 let plane = origin + img * imageStride + blk * planeStride
+                // Wrapping arithmetic in the loops: every index is within the two buffers.
                 for i in 0..<h {
                     for j in 0..<w {
-                        let src = plane + i * rowStride + j * 8
-                        let d = dst + ((img * pixels + i * w + j) * channels + blk * 8)
+                        let src = plane + (i &* rowStride &+ j &* 8)
+                        let d = dst + ((img &* pixels &+ i &* w &+ j) &* channels &+ blk &* 8)
                         if lanes == 8 { SIMD8.load(src).store(d) } else { for l in 0..<lanes { d[l] = src[l] } }
                     }
                 }
@@ -316,14 +317,16 @@ extension BlockedTensor {
                 let lanes = min(8, c - blk * 8)
                 let offset = img * imageStride + blk * planeStride
                 me.zeroHalo(plane: u)
+                // Wrapping arithmetic in the loops: every index is within the three buffers.
+                let shortcut = r.map { $0.origin + offset }
                 for i in 0..<h {
-                    let row = origin + offset + i * rowStride
+                    let row = origin + offset + i &* rowStride
                     for j in 0..<w {
-                        let s = src + ((img * pixels + i * w + j) * c + blk * 8)
+                        let s = src + ((img &* pixels &+ i &* w &+ j) &* c &+ blk &* 8)
                         var v = SIMD8<Float>()
                         if lanes == 8 { v = SIMD8.load(s) } else { for l in 0..<lanes { v[l] = s[l] } }
-                        if let r { v += SIMD8.load(r.origin + offset + i * rowStride + j * 8) }
-                        v.store(row + j * 8)
+                        if let shortcut { v += SIMD8.load(shortcut + (i &* rowStride &+ j &* 8)) }
+                        v.store(row + j &* 8)
                     }
                     activation.apply(to: row, count: w * 8)
                 }

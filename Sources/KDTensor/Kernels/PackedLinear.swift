@@ -46,7 +46,13 @@ public struct PackedLinear: @unchecked Sendable {
     /// [N, I] → [N, O], then the epilogue's activation (ReLU in registers; it has no residual).
     public func callAsFunction(_ x: Tensor, _ epilogue: Epilogue = .none) throws -> Tensor {
         precondition(epilogue.residual == nil, "a linear layer's epilogue takes no residual")
-        let relu = epilogue.isReLU
+        var relu = epilogue.isReLU
+        // A clip to [0, u] (ReLU6) is a ReLU with a ceiling: in registers, not a pass over the output.
+        var upper = Float.infinity
+        var activation = epilogue.activation
+        if case .clip(let lo, let hi)? = activation, lo == 0, hi > 0 {
+            (relu, upper, activation) = (true, hi, nil)
+        }
         guard x.rank == 2, x.shape[1] == inFeatures else {
             throw TensorError("linear input \(x.shape) does not match weight [\(outFeatures), \(inFeatures)]")
         }
@@ -54,13 +60,13 @@ public struct PackedLinear: @unchecked Sendable {
         let y = Tensor(uninitialized: [n, outFeatures])
         #if KDTOOL_AVX512
             if lanes == 16 {
-                run(SIMD16<Float>.self, x, y, relu: relu)
-                if epilogue.activation != nil { epilogue.apply(to: y) }
+                run(SIMD16<Float>.self, x, y, relu: relu, upper: upper)
+                if activation != nil { epilogue.apply(to: y) }
                 return y
             }
         #endif
-        run(SIMD8<Float>.self, x, y, relu: relu)
-        if epilogue.activation != nil { epilogue.apply(to: y) }
+        run(SIMD8<Float>.self, x, y, relu: relu, upper: upper)
+        if activation != nil { epilogue.apply(to: y) }
         return y
     }
 
@@ -87,7 +93,7 @@ public struct PackedLinear: @unchecked Sendable {
         return (v0, vectors * (g + 1) / groups - v0)
     }
 
-    func run<V: OutputLanes>(_: V.Type, _ x: Tensor, _ y: Tensor, relu: Bool) {
+    func run<V: OutputLanes>(_: V.Type, _ x: Tensor, _ y: Tensor, relu: Bool, upper: Float) {
         let (n, k, o) = (x.shape[0], inFeatures, outFeatures)
         let vectors = (o + V.scalarCount - 1) / V.scalarCount
         let groups = Self.groups(vectors: vectors)
@@ -95,7 +101,7 @@ public struct PackedLinear: @unchecked Sendable {
         let shape = Self.tile(rows: n, vectors: (vectors + groups - 1) / groups, lanes: V.scalarCount)
         let rowTiles = (n + shape.rows - 1) / shape.rows
         let (xp, yp, wp, bp) = (UnsafePointer(x.pointer), y.pointer, UnsafePointer(packed.pointer), UnsafePointer(bias.pointer))
-        let geometry = Geometry(k: k, o: o, relu: relu)
+        let geometry = Geometry(k: k, o: o, relu: relu, upper: upper)
         // Vector groups outer, row tiles inner: a group's packed weights (k × 16–64 floats) stay in
         // cache while every row tile reads them, and each worker streams its half of the weights
         // once. Row tiles outer streamed the whole matrix once per tile, from L3 where it was larger
@@ -116,6 +122,8 @@ public struct PackedLinear: @unchecked Sendable {
         let k: Int
         let o: Int
         let relu: Bool
+        /// With `relu`: the ceiling of a clip to [0, upper] (ReLU6), infinity for a plain ReLU.
+        let upper: Float
 
         @inline(__always)
         func dispatch<V: OutputLanes>(
@@ -190,7 +198,8 @@ public struct PackedLinear: @unchecked Sendable {
                 let first = (v0 + j) * lanes
                 let full = first + lanes <= o
                 for r in 0..<nr {
-                    let v = relu ? acc[j * nr + r].relu() : acc[j * nr + r]
+                    let a = acc[j * nr + r]
+                    let v = relu ? (upper < .infinity ? a.relu(upTo: upper) : a.relu()) : a
                     let out = y + r * o + first
                     if full {
                         v.storeContiguous(out)
