@@ -14,6 +14,9 @@ import KDTensor
 ///     let plan = try InferencePlan(model)
 ///     let logits = try plan.run(images)
 public final class InferencePlan: @unchecked Sendable {
+    /// Indirect: a step's payload is one reference, so switching on a step copies that rather
+    /// than every kernel buffer and value name it holds, each retained and released (1.2 % of
+    /// mobilenetv2 ×0.5's samples at batch 64 on two workers, whose cores contended for the counts).
     indirect enum Step {
         /// conv2d (+ folded batchnorm) (+ an activation, inside the depthwise kernel's rows);
         /// `output` is the name the graph uses downstream.
@@ -487,8 +490,7 @@ public final class InferencePlan: @unchecked Sendable {
     }
     let slots: Slots
 
-    /// The packed filters of each depthwise `.conv` step, by step index (arrays by step, not
-    /// dictionaries: a lookup per step was measurable at batch 1).
+    /// The packed filters of each depthwise `.conv` step, by step index.
     let depthwiseFilters: [Depthwise.BlockedFilters?]
     /// The inverted residual blocks a batch of one image runs in halves, at their first step
     /// (InferencePlan+Halves.swift).
@@ -667,9 +669,6 @@ public final class InferencePlan: @unchecked Sendable {
         // of their parts (the calling thread's) and release what they read last.
         var phases = [Double](repeating: 0, count: 3)
         var pending = 0
-        // By index, not `for step in steps`: copying each step out of the array retained and
-        // released every reference it holds (its kernels' buffers, its value names), 1–2 % of a
-        // small model's batch of 64 on two workers, whose cores contended for those counts.
         for index in steps.indices {
             if pending > 0 {
                 timing?(index, phases[3 - pending])
