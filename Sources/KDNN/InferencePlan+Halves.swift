@@ -1,5 +1,6 @@
 import Foundation
 import KDTensor
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -67,6 +68,9 @@ extension InferencePlan {
         let depthwiseFunction: Epilogue.Function?
         /// Whether the projection adds a shortcut (its step's second read).
         let residual: Bool
+        /// Whether the block at `first + 3` runs in halves too and reads this block's output alone
+        /// (as its input, and as its shortcut where it has one), nothing else reading it.
+        var continues = false
 
         /// The output of half `j`: expansion, depthwise convolution, projection with `residual`
         /// added. `mark(k)` is called on the calling thread as phase k (0, 1, 2) ends.
@@ -115,6 +119,71 @@ extension InferencePlan {
         }
     }
 
+    /// Two workers reaching a point of a parallel region together (`wait(k)` at the k-th point,
+    /// k = 1, 2, …), spinning; `breakDown` releases a waiting worker when the other has failed.
+    final class SpinBarrier: Sendable {
+        private let arrived = Atomic<Int>(0)
+        private let broken = Atomic<Bool>(false)
+
+        /// False when the region broke down.
+        func wait(_ k: Int) -> Bool {
+            arrived.add(1, ordering: .acquiringAndReleasing)
+            while arrived.load(ordering: .acquiring) < 2 * k {
+                if broken.load(ordering: .relaxed) { return false }
+            }
+            return !broken.load(ordering: .relaxed)
+        }
+
+        func breakDown() { broken.store(true, ordering: .releasing) }
+    }
+}
+
+extension InferencePlan.HalvedBlock {
+    /// Consecutive blocks `run` (each `continues` to the next) on two workers in one parallel
+    /// region: each worker takes its half of every block, and after each block both wait for
+    /// each other and each adds the two partial sums itself (`second + first`, as `run(_:…)`
+    /// adds them, so the bits are the same), so the blocks cost one fork and join in all rather
+    /// than one each (docs/performance.md, twelfth session). `pads` are each block's halos.
+    static func region(
+        _ run: [Self], _ x: BlockedTensor, shortcut: BlockedTensor?, pads: [(Int, Int, Int)]
+    ) throws -> BlockedTensor {
+        let threads = Parallel.threads
+        let barrier = InferencePlan.SpinBarrier()
+        // Both workers' partial sums of every block, and each worker's last output.
+        var partials = [BlockedTensor?](repeating: nil, count: 2 * run.count)
+        var outputs = [BlockedTensor?](repeating: nil, count: 2)
+        var failure: Error?
+        let lock = NSLock()
+        partials.withUnsafeMutableBufferPointer { partials in
+            outputs.withUnsafeMutableBufferPointer { outputs in
+                let (shared, out) = (UncheckedSendable(partials), UncheckedSendable(outputs))
+                Parallel.chunks(2, parts: 2) { j, _ in
+                    Parallel.configure(threads: 1)
+                    defer { Parallel.configure(threads: threads) }
+                    do {
+                        var y = x
+                        for (k, block) in run.enumerated() {
+                            let first = k == 0 ? shortcut : (block.residual ? y : nil)
+                            shared.value[2 * k + j] = try block.chain(j, y, residual: j == 0 ? first : nil, pads: pads[k], mark: nil)
+                            guard barrier.wait(k + 1) else { return }
+                            y = try BlockedTensor.add(shared.value[2 * k + 1]!, shared.value[2 * k]!, relu: false)
+                        }
+                        out.value[j] = y
+                    } catch {
+                        lock.lock()
+                        failure = failure ?? error
+                        lock.unlock()
+                        barrier.breakDown()
+                    }
+                }
+            }
+        }
+        if let failure { throw failure }
+        return outputs[0]!
+    }
+}
+
+extension InferencePlan {
     /// The blocks of `steps` that run in halves at batch 1, by their first step: an expansion (a
     /// 1 × 1 `.direct` or `.pointwise` step with no residual) whose output only the next step
     /// reads, a blocked depthwise `.conv` whose output only the projection reads, and a 1 × 1
@@ -176,6 +245,17 @@ extension InferencePlan {
             blocks[i] = HalvedBlock(
                 first: i, halves: halves, expandFunction: f1, window: window, depthwiseFunction: f2, residual: shortcut != nil)
             i += 2
+        }
+        // A block continues into the next when the next reads its output as input (and shortcut)
+        // and no other step reads it.
+        for i in blocks.keys {
+            guard let next = blocks[i + 3] else { continue }
+            let y = steps[i + 2].output
+            if steps[i + 3].reads[0] == y, !next.residual || steps[i + 5].reads[1] == y, readers[y] == (next.residual ? 2 : 1),
+                !fixed.contains(y)
+            {
+                blocks[i]!.continues = true
+            }
         }
         return blocks
     }

@@ -91,7 +91,9 @@ public final class InferencePlan: @unchecked Sendable {
 
     /// `keep`: intermediate values a caller reads besides the output (a FitNets hint layer, FSP's
     /// feature maps): no fusion absorbs them and none is released, so `run(_:keeping:)` returns them.
-    public init(_ model: Model, keep: Set<String> = []) throws {
+    /// `lateSlices: false` runs a batch's late layers in the same slices as its early ones
+    /// (InferencePlan+Stages.swift; the results are the same bits).
+    public init(_ model: Model, keep: Set<String> = [], lateSlices: Bool = true) throws {
         self.model = model
         let unknown = keep.subtracting(model.order.flatMap(\.outputs))
         guard unknown.isEmpty else { throw NNError("the model has no node output named \(unknown.sorted().joined(separator: ", "))") }
@@ -452,6 +454,23 @@ public final class InferencePlan: @unchecked Sendable {
         slots.pad = slots.names.map { unpadded.contains($0) ? 0 : padOf[$0] ?? 0 }
         slots.quant = slots.names.map { model.activationQuant[$0] }
         self.slots = slots
+        let planned = self.steps
+        stages = Self.stages(
+            slots: slots, budget: lateSlices ? Self.lateBudget : 0,
+            sizes: planned.indices.map { i in
+                // Floats as stored: channels in blocks of 8, and a blocked value's zero halo.
+                guard let s = shape(planned[i].output) else { return 0 }
+                guard s.count == 4 else { return s.reduce(1, *) }
+                let p = slots.pad[slots.output[i]]
+                return (s[1] + 7) / 8 * 8 * (s[2] + 2 * p) * (s[3] + 2 * p)
+            },
+            convolutions: planned.map {
+                switch $0 {
+                case .conv, .direct, .pointwise: true
+                default: false
+                }
+            }, sliceImages: sliceImages,
+            lasting: (model.graph.outputs + kept).compactMap { slots.index[$0] })
     }
 
     /// Whether 3×3 stride-1 convolutions run by Winograd's minimal filtering (`--debug-winograd off`
@@ -498,6 +517,8 @@ public final class InferencePlan: @unchecked Sendable {
 
     /// Images per slice of a batch (fixed per model, so results do not depend on thread count).
     public let sliceImages: Int
+    /// Where a batch's later layers switch to slices of more images (InferencePlan+Stages.swift).
+    let stages: [Stage]
     /// The largest zero halo of a blocked activation (`pads`).
     public let halo: Int
     /// Per blocked activation, its zero halo: the largest padding of a convolution reading it (or
@@ -577,39 +598,31 @@ public final class InferencePlan: @unchecked Sendable {
             part.pointer.update(from: x.pointer + lo * per, count: count * per)
             return part
         }
-        var outputs = [[Tensor]?](repeating: nil, count: slices)
-        var failure: Error?
-        if timing != nil || Parallel.threads == 1 {
-            for i in 0..<slices { outputs[i] = try runSlice(try slice(i), names: names, timing: timing, batchOfOne: false) }
+        let exits = names.map { slots.index[$0]! }
+        var sliced = [[SliceValue]](repeating: [], count: slices)
+        let cuts = stages.filter { (n + $0.images - 1) / $0.images < slices }
+        if let top = cuts.last, exits.allSatisfy({ top.late.contains($0) }) {
+            // Each worker takes a group of the last cut's images through the whole network
+            // (InferencePlan+Stages.swift).
+            var groups = (n + top.images - 1) / top.images
+            if groups % 2 == 1 && n >= groups + 1 { groups += 1 }
+            sliced = [[SliceValue]](repeating: [], count: groups)
+            try sliced.withUnsafeMutableBufferPointer { out in
+                try eachSlice(groups, timing: timing) { j, timing in
+                    let group = Self.images(n * j / groups..<n * (j + 1) / groups, of: [(0, .plain(x))]).plain
+                    let entry = try value(atCut: cuts.count - 1, of: cuts, group, timing: timing)
+                    out[j] = try runSteps(top.step..<steps.count, entry: (top.slot, entry), exits: exits, timing: timing, batchOfOne: false)
+                }
+            }
         } else {
-            // Workers take the next slice as they finish one (a core slowed by a neighbour then takes
-            // fewer); which worker computes a slice does not change its result.
-            let next = WorkCounter()
-            let lock = NSLock()
-            outputs.withUnsafeMutableBufferPointer { out in
-                let results = UncheckedSendable(out)
-                Parallel.chunks(Parallel.threads, parts: Parallel.threads) { _, _ in
-                    let before = Parallel.threads
-                    Parallel.configure(threads: 1)
-                    defer { Parallel.configure(threads: before) }
-                    while true {
-                        let i = next.take()
-                        guard i < slices else { return }
-                        do {
-                            results.value[i] = try runSlice(try slice(i), names: names, timing: nil, batchOfOne: false)
-                        } catch {
-                            lock.lock()
-                            failure = failure ?? error
-                            lock.unlock()
-                        }
-                    }
+            try sliced.withUnsafeMutableBufferPointer { out in
+                try eachSlice(slices, timing: timing) { i, timing in
+                    out[i] = try runSlice(try slice(i), names: names, timing: timing, batchOfOne: false).map { .plain($0) }
                 }
             }
         }
-        if let failure { throw failure }
-        let sliced = outputs.map { $0! }
         return names.indices.map { k in
-            let parts = sliced.map { $0[k] }
+            let parts = sliced.map { $0[k].plain }
             let y = Tensor(uninitialized: [n] + Array(parts[0].shape.dropFirst()))
             var offset = 0
             for p in parts {
@@ -620,7 +633,71 @@ public final class InferencePlan: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` for each of `count` slices: in order on the calling thread when timing steps
+    /// (the timing passed on) or on one worker; else each worker, on one thread, takes the next
+    /// slice as it finishes one (a core slowed by a neighbour then takes fewer). Which worker
+    /// computes a slice does not change its result.
+    func eachSlice(
+        _ count: Int, timing: ((Int, Double) -> Void)?, _ body: (Int, ((Int, Double) -> Void)?) throws -> Void
+    ) throws {
+        if timing != nil || Parallel.threads == 1 {
+            for i in 0..<count { try body(i, timing) }
+            return
+        }
+        let next = WorkCounter()
+        let lock = NSLock()
+        var failure: Error?
+        Parallel.chunks(Parallel.threads, parts: Parallel.threads) { _, _ in
+            let before = Parallel.threads
+            Parallel.configure(threads: 1)
+            defer { Parallel.configure(threads: before) }
+            while true {
+                let i = next.take()
+                guard i < count else { return }
+                do {
+                    try body(i, nil)
+                } catch {
+                    lock.lock()
+                    failure = failure ?? error
+                    lock.unlock()
+                }
+            }
+        }
+        if let failure { throw failure }
+    }
+
     func runSlice(_ x: Tensor, names: [String], timing: ((Int, Double) -> Void)?, batchOfOne: Bool) throws -> [Tensor] {
+        let input = slots.quant[slots.input].map { $0.applied(to: x) } ?? x
+        return try runSteps(
+            steps.indices, entry: (slots.input, .plain(input)), exits: names.map { slots.index[$0]! }, timing: timing,
+            batchOfOne: batchOfOne
+        ).map(\.plain)
+    }
+
+    /// A value passed between parts of a pass: NCHW, or channel-blocked.
+    enum SliceValue {
+        case plain(Tensor)
+        case blocked(BlockedTensor)
+
+        var plain: Tensor {
+            switch self {
+            case .plain(let t): return t
+            case .blocked(let b): return b.plain()
+            }
+        }
+        var images: Int {
+            switch self {
+            case .plain(let t): return t.shape[0]
+            case .blocked(let b): return b.n
+            }
+        }
+    }
+
+    /// Runs `range` of the steps on a slice, from the value `entry` (a slot and its value, already
+    /// on its activation grid), and returns the values of the slots `exits`.
+    func runSteps(
+        _ range: Range<Int>, entry: (slot: Int, value: SliceValue), exits: [Int], timing: ((Int, Double) -> Void)?, batchOfOne: Bool
+    ) throws -> [SliceValue] {
         let tape = Tape(recording: false)
         let slots = self.slots
         // Values by slot: NCHW values on the tape, channel-blocked ones beside them. Convolutions,
@@ -628,7 +705,10 @@ public final class InferencePlan: @unchecked Sendable {
         // needs NCHW gets a converted copy (made once per value).
         var values = [Var?](repeating: nil, count: slots.names.count)
         var blocked = [BlockedTensor?](repeating: nil, count: slots.names.count)
-        values[slots.input] = tape.leaf(slots.quant[slots.input].map { $0.applied(to: x) } ?? x)
+        switch entry.value {
+        case .plain(let t): values[entry.slot] = tape.leaf(t)
+        case .blocked(let b): blocked[entry.slot] = b
+        }
         func store(_ s: Int, _ y: Tensor) { values[s] = tape.leaf(slots.quant[s].map { $0.applied(to: y) } ?? y) }
         /// Conv and add outputs are fresh tensors: their grid rounding happens in place.
         func storeFresh(_ s: Int, _ y: Tensor) {
@@ -655,7 +735,7 @@ public final class InferencePlan: @unchecked Sendable {
         var rng = RandomSource(seed: 0)
         // One image on several workers: the steps `tuneThreads` found faster on this thread alone.
         let threads = Parallel.threads
-        let alone = x.shape[0] == 1 && threads > 1 ? solo.steps : []
+        let alone = entry.value.images == 1 && threads > 1 ? solo.steps : []
         func release(_ index: Int) {
             for s in slots.releases[index] {
                 if let v = values[s] {
@@ -669,9 +749,9 @@ public final class InferencePlan: @unchecked Sendable {
         // of their parts (the calling thread's) and release what they read last.
         var phases = [Double](repeating: 0, count: 3)
         var pending = 0
-        for index in steps.indices {
+        for index in range {
             if pending > 0 {
-                timing?(index, phases[3 - pending])
+                if let timing { timing(index, pending <= 2 ? phases[3 - pending] : 0) }
                 release(index)
                 pending -= 1
                 continue
@@ -694,6 +774,21 @@ public final class InferencePlan: @unchecked Sendable {
             if batchOfOne, KernelPolicy.halvedBlocks, let halves = halved[index] {
                 let project = index + 2
                 let pads = (slots.pad[out], slots.pad[slots.output[index + 1]], slots.pad[slots.output[project]])
+                // Consecutive blocks on two workers: one parallel region (not timed per step).
+                if timing == nil, halves.continues, threads == 2 || threads == 3 {
+                    var run = [halves]
+                    while run.last!.continues, let next = halved[run.last!.first + 3] { run.append(next) }
+                    let last = run.last!.first + 2
+                    let shortcut = halves.residual ? block(slots.reads[project][1]) : nil
+                    let y = try HalvedBlock.region(
+                        run, block(ins[0]), shortcut: shortcut,
+                        pads: run.map { b in
+                            (slots.pad[slots.output[b.first]], slots.pad[slots.output[b.first + 1]], slots.pad[slots.output[b.first + 2]])
+                        })
+                    storeBlocked(slots.output[last], y)
+                    pending = last - index
+                    continue
+                }
                 var mark: ((Int) -> Void)?
                 var last = t0
                 if timing != nil {
@@ -808,7 +903,7 @@ public final class InferencePlan: @unchecked Sendable {
                 store(out, tape.value(try model.apply(node, tape: tape, values: named, training: false, rng: &rng)))
             }
         }
-        return names.map { plain(slots.index[$0]!) }
+        return exits.map { s in blocked[s].map { .blocked($0) } ?? .plain(plain(s)) }
     }
 
     /// `.pointwise`: blocked x → pixel rows [N·H·W, C] → the linear kernel → blocked output with

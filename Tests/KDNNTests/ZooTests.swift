@@ -143,6 +143,10 @@ struct InferencePlanTests {
         let plan = try InferencePlan(m)
         // Every block with an expansion: mobilenetv2's 16, efficientnet-lite0's 15, none in shufflenetv2.
         #expect(plan.halved.compactMap { $0 }.count == ["mobilenetv2": 16, "efficientnet-lite0": 15, "shufflenetv2": 0][name]!, "\(name)")
+        // Consecutive blocks run in one parallel region on two or three workers: mobilenetv2's 16
+        // in a row, efficientnet-lite0's 15 in a row, each but the last continuing into the next.
+        let continuing = plan.halved.compactMap { $0 }.filter(\.continues).count
+        #expect(continuing == ["mobilenetv2": 15, "efficientnet-lite0": 14, "shufflenetv2": 0][name]!, "\(name)")
         Parallel.configure(threads: 1)
         let one = try plan.run(x).array.map(\.bitPattern)
         defer { Parallel.configure(threads: 1) }
@@ -189,6 +193,35 @@ struct InferencePlanTests {
             #expect(abs(halves[i] - whole[i]) <= Self.tolerance * scale, "\(name) logit \(i)")
             #expect(abs(halves[i] - plain[i]) <= Self.tolerance * scale, "\(name) logit \(i) against the tape")
         }
+    }
+
+    @Test(
+        "a batch's late layers run in slices of more images, with the bits of slices of one",
+        arguments: ["mobilenetv2", "efficientnet-lite0", "shufflenetv2"])
+    func lateSlices(name: String) throws {
+        var a = try Architecture(name: name)
+        a.width = 0.5
+        let m = try a.build(input: [3, 32, 32], classes: 10, seed: 4)
+        var rng = RandomSource(seed: 5)
+        for (_, t) in m.buffers {
+            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
+        }
+        let plan = try InferencePlan(m)
+        #expect(!plan.lateSlices.isEmpty, "\(name): no cut")
+        #expect(plan.lateSlices.allSatisfy { $0.images >= 4 })
+        let reference = try InferencePlan(m, lateSlices: false)
+        #expect(reference.lateSlices.isEmpty)
+        Parallel.configure(threads: 2)
+        defer { Parallel.configure(threads: 1) }
+        // 13 images: early slices and late ones end at different images.
+        let x = Tensor(shape: [13, 3, 32, 32], values: (0..<(13 * 3072)).map { _ in rng.nextFloat() - 0.5 })
+        let staged = try plan.run(x)
+        #expect(staged.shape == [13, 10])
+        #expect(staged.array.map(\.bitPattern) == (try reference.run(x)).array.map(\.bitPattern), "\(name)")
+        // Timing steps runs the slices in order on the calling thread: the same bits again.
+        var steps = Set<Int>()
+        #expect((try plan.run(x, timing: { i, _ in steps.insert(i) })).array.map(\.bitPattern) == staged.array.map(\.bitPattern))
+        #expect(steps.count == plan.stepNames.count)
     }
 
     @Test(

@@ -154,6 +154,12 @@ struct BenchCommand: ParsableCommand {
                 ),
             ]
             doc.insert(("batch_for_layers", .int(sizes.max()!)), at: 3)
+            doc.append(("slice_images", .int(plan.sliceImages)))
+            doc.append(
+                (
+                    "late_slices",
+                    .array(plan.lateSlices.map { .object([("from_step", .string($0.step)), ("images", .int($0.images))]) })
+                ))
             if let tuning {
                 doc.append(
                     (
@@ -177,6 +183,13 @@ struct BenchCommand: ParsableCommand {
                         : " and Winograd F(2×2, 3×3) for 3×3 stride-1 layers (--debug-winograd small)"
                     : " only (--debug-winograd off)")
                 + ", OpenBLAS \(BLASCore.name)")
+        if sizes.contains(where: { $0 > plan.sliceImages }) {
+            func images(_ k: Int) -> String { "\(k) image\(k == 1 ? "" : "s")" }
+            print(
+                "larger batches run in slices of \(images(plan.sliceImages))"
+                    + plan.lateSlices.map { "; of \(images($0.images)) from \($0.step)" }.joined()
+                    + (plan.lateSlices.isEmpty ? "" : " (a worker takes each group of images through every layer)"))
+        }
         if let tuning {
             let timed =
                 "\(Text.fixed(tuning.tunedMilliseconds, 3)) ms against \(Text.fixed(tuning.splitMilliseconds, 3)) ms"
