@@ -164,20 +164,27 @@ struct InferencePlanTests {
         #expect(try plan.run(x).array.map(\.bitPattern) == one, "\(name), tuned")
     }
 
+    /// `name` at width 0.5 on 32 × 32 inputs, its batch-norm statistics drawn from `statistics`
+    /// (variances in [0.5, 1.5), the rest in [−0.5, 0.5)).
+    static func halfWidth(_ name: String, seed: UInt64, statistics rng: inout RandomSource) throws -> Model {
+        var a = try Architecture(name: name)
+        a.width = 0.5
+        let m = try a.build(input: [3, 32, 32], classes: 10, seed: seed)
+        for (_, t) in m.buffers {
+            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
+        }
+        return m
+    }
+
     /// A batch of one runs the blocks in halves (two partial sums of the projection); a batch of
     /// several keeps them whole. The two agree within rounding.
     @Test(
         "a batch of one runs inverted residual blocks in halves, within rounding of whole blocks",
         arguments: ["mobilenetv2", "efficientnet-lite0"])
     func halvedBlocks(name: String) throws {
-        var a = try Architecture(name: name)
-        a.width = 0.5
-        let m = try a.build(input: [3, 32, 32], classes: 10, seed: 6)
         // Non-trivial running statistics, so that the folded biases (on the first half only) matter.
         var rng = RandomSource(seed: 2)
-        for (_, t) in m.buffers {
-            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
-        }
+        let m = try Self.halfWidth(name, seed: 6, statistics: &rng)
         let x = Tensor(shape: [2, 3, 32, 32], values: (0..<6144).map { _ in rng.nextFloat() - 0.5 })
         let first = Tensor(shape: [1, 3, 32, 32], values: Array(x.array[0..<3072]))
         let plan = try InferencePlan(m)
@@ -199,13 +206,8 @@ struct InferencePlanTests {
         "a batch's late layers run in slices of more images, with the bits of slices of one",
         arguments: ["mobilenetv2", "efficientnet-lite0", "shufflenetv2"])
     func lateSlices(name: String) throws {
-        var a = try Architecture(name: name)
-        a.width = 0.5
-        let m = try a.build(input: [3, 32, 32], classes: 10, seed: 4)
         var rng = RandomSource(seed: 5)
-        for (_, t) in m.buffers {
-            for i in 0..<t.count { t[i] = t.shape.count == 1 && t[i] == 1 ? 0.5 + rng.nextFloat() : rng.nextFloat() - 0.5 }
-        }
+        let m = try Self.halfWidth(name, seed: 4, statistics: &rng)
         let plan = try InferencePlan(m)
         #expect(!plan.lateSlices.isEmpty, "\(name): no cut")
         #expect(plan.lateSlices.allSatisfy { $0.images >= 4 })

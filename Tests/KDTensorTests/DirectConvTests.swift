@@ -434,6 +434,33 @@ struct DirectConvTests {
         }
     }
 
+    @Test("packed linear layers store straight into the blocked layout with the bits of the rows path, halo and pad channels zero")
+    func packedLinearBlocked() throws {
+        var rng = RandomSource(seed: 29)
+        let six = Activation.clip(min: 0, max: 6)
+        // 52 and 24 outputs: a last vector part full, and channels past O in the last block.
+        for (n, h, w, i, o, pad) in [(3, 4, 4, 40, 52, 2), (1, 2, 3, 16, 24, 1), (2, 4, 4, 24, 64, 0), (1, 4, 4, 8, 160, 1)] {
+            let x = Self.random([n * h * w, i], &rng)
+            let op = PackedLinear(weight: Self.random([o, i], &rng), bias: Self.random([o], &rng))
+            for epilogue in [Epilogue.none, Epilogue(relu: true), Epilogue(.activation(six))] {
+                #expect(PackedLinear.storesBlocked(epilogue))
+                let rows = BlockedTensor(pixelRows: try op(x, epilogue), n: n, h: h, w: w, pad: pad, residual: nil, activation: .none)
+                for threads in [1, 2] {
+                    Parallel.configure(threads: threads)
+                    defer { Parallel.configure(threads: 1) }
+                    // Garbage in the pool's buffers first, so that every float written is checked.
+                    _ = Tensor(shape: [rows.data.count], values: [Float](repeating: .nan, count: rows.data.count))
+                    let blocked = try op(x, epilogue, n: n, h: h, w: w, pad: pad)
+                    #expect([blocked.n, blocked.channels, blocked.h, blocked.w, blocked.pad] == [n, o, h, w, pad])
+                    #expect(blocked.data.array.map(\.bitPattern) == rows.data.array.map(\.bitPattern), "\(n)×\(h)×\(w) \(i) → \(o)")
+                    #expect(Self.halo(blocked).allSatisfy { $0 == 0 })
+                }
+            }
+            #expect(!PackedLinear.storesBlocked(Epilogue(.activation(.hardswish))))
+            #expect(throws: TensorError.self) { try op(x, .none, n: n, h: h + 1, w: w, pad: pad) }
+        }
+    }
+
     @Test("one epilogue value on every kernel: the activation after bias and residual, as the separate ops give it")
     func epilogueEverywhere() throws {
         var rng = RandomSource(seed: 23)

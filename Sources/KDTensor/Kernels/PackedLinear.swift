@@ -43,31 +43,71 @@ public struct PackedLinear: @unchecked Sendable {
         if let bias { self.bias.pointer.update(from: bias.pointer, count: o) }
     }
 
+    /// The epilogue's activation as applied in registers (ReLU, or a clip to [0, u] such as
+    /// ReLU6: a ReLU with a ceiling), and what is left for a pass over the output.
+    static func registers(_ epilogue: Epilogue) -> (relu: Bool, upper: Float, rest: Activation?) {
+        if case .clip(let lo, let hi)? = epilogue.activation, lo == 0, hi > 0 { return (true, hi, nil) }
+        return (epilogue.isReLU, .infinity, epilogue.activation)
+    }
+
+    /// Whether `callAsFunction(_:_:into:)` takes `epilogue`: no residual, and an activation the
+    /// kernel applies in registers.
+    public static func storesBlocked(_ epilogue: Epilogue) -> Bool { epilogue.residual == nil && registers(epilogue).rest == nil }
+
     /// [N, I] → [N, O], then the epilogue's activation (ReLU in registers; it has no residual).
     public func callAsFunction(_ x: Tensor, _ epilogue: Epilogue = .none) throws -> Tensor {
         precondition(epilogue.residual == nil, "a linear layer's epilogue takes no residual")
-        var relu = epilogue.isReLU
-        // A clip to [0, u] (ReLU6) is a ReLU with a ceiling: in registers, not a pass over the output.
-        var upper = Float.infinity
-        var activation = epilogue.activation
-        if case .clip(let lo, let hi)? = activation, lo == 0, hi > 0 {
-            (relu, upper, activation) = (true, hi, nil)
-        }
+        let (relu, upper, activation) = Self.registers(epilogue)
         guard x.rank == 2, x.shape[1] == inFeatures else {
             throw TensorError("linear input \(x.shape) does not match weight [\(outFeatures), \(inFeatures)]")
         }
         let n = x.shape[0]
         let y = Tensor(uninitialized: [n, outFeatures])
+        let geometry = Geometry(k: inFeatures, o: outFeatures, relu: relu, upper: upper, offsets: nil, plane: 0, blocks: 0)
         #if KDTOOL_AVX512
             if lanes == 16 {
-                run(SIMD16<Float>.self, x, y, relu: relu, upper: upper)
+                run(SIMD16<Float>.self, x, y.pointer, geometry)
                 if activation != nil { epilogue.apply(to: y) }
                 return y
             }
         #endif
-        run(SIMD8<Float>.self, x, y, relu: relu, upper: upper)
+        run(SIMD8<Float>.self, x, y.pointer, geometry)
         if activation != nil { epilogue.apply(to: y) }
         return y
+    }
+
+    /// Pixel rows `[N·H·W, I]` (`BlockedTensor.pixelRows()`'s order) → a blocked `[N, O, H, W]`
+    /// with halo `pad`, each tile stored straight into the blocked layout: no `[N·H·W, O]` rows
+    /// written and gathered again (efficientnet-lite0's 4 × 4 expansions write 1152 channels into
+    /// 8 × 8 planes). The epilogue must satisfy `storesBlocked`. The same bits as the rows path.
+    public func callAsFunction(_ x: Tensor, _ epilogue: Epilogue, n: Int, h: Int, w: Int, pad: Int) throws -> BlockedTensor {
+        precondition(Self.storesBlocked(epilogue), "a blocked linear output takes no residual and no activation pass")
+        let (relu, upper, _) = Self.registers(epilogue)
+        guard x.rank == 2, x.shape[1] == inFeatures, x.shape[0] == n * h * w else {
+            throw TensorError(
+                "linear input \(x.shape) does not match weight [\(outFeatures), \(inFeatures)] over \(n) × \(h) × \(w) pixels")
+        }
+        let out = BlockedTensor(uninitialized: n, channels: outFeatures, h: h, w: w, pad: pad)
+        // Each row's pixel in the output, from the origin.
+        var offsets = [Int](repeating: 0, count: n * h * w)
+        for img in 0..<n {
+            for i in 0..<h {
+                for j in 0..<w { offsets[(img * h + i) * w + j] = img * out.imageStride + i * out.rowStride + j * 8 }
+            }
+        }
+        offsets.withUnsafeBufferPointer { table in
+            let geometry = Geometry(
+                k: inFeatures, o: outFeatures, relu: relu, upper: upper, offsets: table.baseAddress, plane: out.planeStride,
+                blocks: out.blocks)
+            #if KDTOOL_AVX512
+                if lanes == 16 {
+                    run(SIMD16<Float>.self, x, out.origin, geometry)
+                    return
+                }
+            #endif
+            run(SIMD8<Float>.self, x, out.origin, geometry)
+        }
+        return out
     }
 
     /// Rows and vectors per tile: at most 24 accumulators (AVX-512) or 12 (AVX2). More rows when
@@ -93,15 +133,15 @@ public struct PackedLinear: @unchecked Sendable {
         return (v0, vectors * (g + 1) / groups - v0)
     }
 
-    func run<V: OutputLanes>(_: V.Type, _ x: Tensor, _ y: Tensor, relu: Bool, upper: Float) {
+    /// `y`: the rows' output `[N, O]`, or with `geometry.offsets` the blocked output's origin.
+    func run<V: OutputLanes>(_: V.Type, _ x: Tensor, _ y: UnsafeMutablePointer<Float>, _ geometry: Geometry) {
         let (n, k, o) = (x.shape[0], inFeatures, outFeatures)
         let vectors = (o + V.scalarCount - 1) / V.scalarCount
         let groups = Self.groups(vectors: vectors)
         // Rows per tile for the largest group (8 rows of 3 vectors, 6 of 4).
         let shape = Self.tile(rows: n, vectors: (vectors + groups - 1) / groups, lanes: V.scalarCount)
         let rowTiles = (n + shape.rows - 1) / shape.rows
-        let (xp, yp, wp, bp) = (UnsafePointer(x.pointer), y.pointer, UnsafePointer(packed.pointer), UnsafePointer(bias.pointer))
-        let geometry = Geometry(k: k, o: o, relu: relu, upper: upper)
+        let (xp, yp, wp, bp) = (UnsafePointer(x.pointer), y, UnsafePointer(packed.pointer), UnsafePointer(bias.pointer))
         // Vector groups outer, row tiles inner: a group's packed weights (k × 16–64 floats) stay in
         // cache while every row tile reads them, and each worker streams its half of the weights
         // once. Row tiles outer streamed the whole matrix once per tile, from L3 where it was larger
@@ -113,7 +153,8 @@ public struct PackedLinear: @unchecked Sendable {
                 let r0 = n * t / rowTiles
                 let rows = n * (t + 1) / rowTiles - r0
                 let (v0, count) = Self.group(g, of: groups, vectors: vectors)
-                geometry.dispatch(V.self, rows, count, xp + r0 * k, wp + v0 * k * V.scalarCount, bp + v0 * V.scalarCount, yp + r0 * o, v0)
+                let out = geometry.offsets == nil ? yp + r0 * o : yp
+                geometry.dispatch(V.self, rows, count, xp + r0 * k, wp + v0 * k * V.scalarCount, bp + v0 * V.scalarCount, out, v0, r0)
             }
         }
     }
@@ -124,51 +165,56 @@ public struct PackedLinear: @unchecked Sendable {
         let relu: Bool
         /// With `relu`: the ceiling of a clip to [0, upper] (ReLU6), infinity for a plain ReLU.
         let upper: Float
+        /// For a blocked output: each row's pixel from the origin, the floats from one channel
+        /// block's plane to the next, and the blocks (⌈O/8⌉; channels past O are stored as zero).
+        let offsets: UnsafePointer<Int>?
+        let plane: Int
+        let blocks: Int
 
         @inline(__always)
         func dispatch<V: OutputLanes>(
             _: V.Type, _ rows: Int, _ count: Int, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-            _ y: UnsafeMutablePointer<Float>, _ v0: Int
+            _ y: UnsafeMutablePointer<Float>, _ v0: Int, _ r0: Int
         ) {
             switch (rows, count) {
-            case (1, 1): run(V.self, Px1.self, Blocks1.self, x, w, b, y, v0)
-            case (1, 2): run(V.self, Px1.self, Blocks2.self, x, w, b, y, v0)
-            case (1, 3): run(V.self, Px1.self, Blocks3.self, x, w, b, y, v0)
-            case (1, 4): run(V.self, Px1.self, Blocks4.self, x, w, b, y, v0)
-            case (2, 1): run(V.self, Px2.self, Blocks1.self, x, w, b, y, v0)
-            case (2, 2): run(V.self, Px2.self, Blocks2.self, x, w, b, y, v0)
-            case (2, 3): run(V.self, Px2.self, Blocks3.self, x, w, b, y, v0)
-            case (2, 4): run(V.self, Px2.self, Blocks4.self, x, w, b, y, v0)
-            case (3, 1): run(V.self, Px3.self, Blocks1.self, x, w, b, y, v0)
-            case (3, 2): run(V.self, Px3.self, Blocks2.self, x, w, b, y, v0)
-            case (3, 3): run(V.self, Px3.self, Blocks3.self, x, w, b, y, v0)
-            case (3, 4): run(V.self, Px3.self, Blocks4.self, x, w, b, y, v0)
-            case (4, 1): run(V.self, Px4.self, Blocks1.self, x, w, b, y, v0)
-            case (4, 2): run(V.self, Px4.self, Blocks2.self, x, w, b, y, v0)
-            case (4, 3): run(V.self, Px4.self, Blocks3.self, x, w, b, y, v0)
-            case (4, 4): run(V.self, Px4.self, Blocks4.self, x, w, b, y, v0)
-            case (5, 1): run(V.self, Px5.self, Blocks1.self, x, w, b, y, v0)
-            case (5, 2): run(V.self, Px5.self, Blocks2.self, x, w, b, y, v0)
-            case (5, 3): run(V.self, Px5.self, Blocks3.self, x, w, b, y, v0)
-            case (5, 4): run(V.self, Px5.self, Blocks4.self, x, w, b, y, v0)
-            case (6, 1): run(V.self, Px6.self, Blocks1.self, x, w, b, y, v0)
-            case (6, 2): run(V.self, Px6.self, Blocks2.self, x, w, b, y, v0)
-            case (6, 3): run(V.self, Px6.self, Blocks3.self, x, w, b, y, v0)
-            case (6, 4): run(V.self, Px6.self, Blocks4.self, x, w, b, y, v0)
-            case (7, 1): run(V.self, Px7.self, Blocks1.self, x, w, b, y, v0)
-            case (7, 2): run(V.self, Px7.self, Blocks2.self, x, w, b, y, v0)
-            case (7, 3): run(V.self, Px7.self, Blocks3.self, x, w, b, y, v0)
-            case (8, 1): run(V.self, Px8.self, Blocks1.self, x, w, b, y, v0)
-            case (8, 2): run(V.self, Px8.self, Blocks2.self, x, w, b, y, v0)
-            case (8, 3): run(V.self, Px8.self, Blocks3.self, x, w, b, y, v0)
-            case (9, 1): run(V.self, Px9.self, Blocks1.self, x, w, b, y, v0)
-            case (9, 2): run(V.self, Px9.self, Blocks2.self, x, w, b, y, v0)
-            case (10, 1): run(V.self, Px10.self, Blocks1.self, x, w, b, y, v0)
-            case (10, 2): run(V.self, Px10.self, Blocks2.self, x, w, b, y, v0)
-            case (11, 1): run(V.self, Px11.self, Blocks1.self, x, w, b, y, v0)
-            case (11, 2): run(V.self, Px11.self, Blocks2.self, x, w, b, y, v0)
-            case (12, 1): run(V.self, Px12.self, Blocks1.self, x, w, b, y, v0)
-            case (12, 2): run(V.self, Px12.self, Blocks2.self, x, w, b, y, v0)
+            case (1, 1): run(V.self, Px1.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (1, 2): run(V.self, Px1.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (1, 3): run(V.self, Px1.self, Blocks3.self, x, w, b, y, v0, r0)
+            case (1, 4): run(V.self, Px1.self, Blocks4.self, x, w, b, y, v0, r0)
+            case (2, 1): run(V.self, Px2.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (2, 2): run(V.self, Px2.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (2, 3): run(V.self, Px2.self, Blocks3.self, x, w, b, y, v0, r0)
+            case (2, 4): run(V.self, Px2.self, Blocks4.self, x, w, b, y, v0, r0)
+            case (3, 1): run(V.self, Px3.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (3, 2): run(V.self, Px3.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (3, 3): run(V.self, Px3.self, Blocks3.self, x, w, b, y, v0, r0)
+            case (3, 4): run(V.self, Px3.self, Blocks4.self, x, w, b, y, v0, r0)
+            case (4, 1): run(V.self, Px4.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (4, 2): run(V.self, Px4.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (4, 3): run(V.self, Px4.self, Blocks3.self, x, w, b, y, v0, r0)
+            case (4, 4): run(V.self, Px4.self, Blocks4.self, x, w, b, y, v0, r0)
+            case (5, 1): run(V.self, Px5.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (5, 2): run(V.self, Px5.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (5, 3): run(V.self, Px5.self, Blocks3.self, x, w, b, y, v0, r0)
+            case (5, 4): run(V.self, Px5.self, Blocks4.self, x, w, b, y, v0, r0)
+            case (6, 1): run(V.self, Px6.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (6, 2): run(V.self, Px6.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (6, 3): run(V.self, Px6.self, Blocks3.self, x, w, b, y, v0, r0)
+            case (6, 4): run(V.self, Px6.self, Blocks4.self, x, w, b, y, v0, r0)
+            case (7, 1): run(V.self, Px7.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (7, 2): run(V.self, Px7.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (7, 3): run(V.self, Px7.self, Blocks3.self, x, w, b, y, v0, r0)
+            case (8, 1): run(V.self, Px8.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (8, 2): run(V.self, Px8.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (8, 3): run(V.self, Px8.self, Blocks3.self, x, w, b, y, v0, r0)
+            case (9, 1): run(V.self, Px9.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (9, 2): run(V.self, Px9.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (10, 1): run(V.self, Px10.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (10, 2): run(V.self, Px10.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (11, 1): run(V.self, Px11.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (11, 2): run(V.self, Px11.self, Blocks2.self, x, w, b, y, v0, r0)
+            case (12, 1): run(V.self, Px12.self, Blocks1.self, x, w, b, y, v0, r0)
+            case (12, 2): run(V.self, Px12.self, Blocks2.self, x, w, b, y, v0, r0)
             default: preconditionFailure("no \(rows)-row × \(count)-vector linear tile")
             }
         }
@@ -176,7 +222,7 @@ public struct PackedLinear: @unchecked Sendable {
         /// `R.count` rows × `B.count` vectors of outputs, the accumulators in registers.
         func run<V: OutputLanes, R: TilePixels, B: TileBlocks>(
             _: V.Type, _: R.Type, _: B.Type, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-            _ y: UnsafeMutablePointer<Float>, _ v0: Int
+            _ y: UnsafeMutablePointer<Float>, _ v0: Int, _ r0: Int
         ) {
             let (nr, nb, lanes) = (R.count, B.count, V.scalarCount)
             var acc = InlineArray<24, V> { _ in V() }
@@ -200,6 +246,16 @@ public struct PackedLinear: @unchecked Sendable {
                 for r in 0..<nr {
                     let a = acc[j * nr + r]
                     let v = relu ? (upper < .infinity ? a.relu(upTo: upper) : a.relu()) : a
+                    if let offsets {
+                        // Channel c of the row's pixel: block c / 8's plane, lane c % 8.
+                        let out = y + (offsets[r0 &+ r] &+ (first / 8) &* plane)
+                        if full {
+                            v.store(out, blockStride: plane)
+                        } else {
+                            for l in 0..<min(lanes, blocks * 8 - first) { out[(l / 8) * plane + l % 8] = first + l < o ? v[l] : 0 }
+                        }
+                        continue
+                    }
                     let out = y + r * o + first
                     if full {
                         v.storeContiguous(out)
