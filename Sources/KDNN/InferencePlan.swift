@@ -600,7 +600,8 @@ public final class InferencePlan: @unchecked Sendable {
         }
         let exits = names.map { slots.index[$0]! }
         var sliced = [[SliceValue]](repeating: [], count: slices)
-        let cuts = stages.filter { (n + $0.images - 1) / $0.images < slices }
+        // At least two groups, so that a small batch still keeps two workers busy.
+        let cuts = stages.filter { (n + $0.images - 1) / $0.images < slices && n >= 2 * $0.images }
         if let top = cuts.last, exits.allSatisfy({ top.late.contains($0) }) {
             // Each worker takes a group of the last cut's images through the whole network
             // (InferencePlan+Stages.swift).
@@ -774,8 +775,9 @@ public final class InferencePlan: @unchecked Sendable {
             if batchOfOne, KernelPolicy.halvedBlocks, let halves = halved[index] {
                 let project = index + 2
                 let pads = (slots.pad[out], slots.pad[slots.output[index + 1]], slots.pad[slots.output[project]])
-                // Consecutive blocks on two workers: one parallel region (not timed per step).
-                if timing == nil, halves.continues, threads == 2 || threads == 3 {
+                // Consecutive blocks on two workers: one parallel region (not timed per step). A
+                // step chosen to run alone has set the workers to one: its block runs as below.
+                if timing == nil, halves.continues, Parallel.threads == 2 || Parallel.threads == 3 {
                     var run = [halves]
                     while run.last!.continues, let next = halved[run.last!.first + 3] { run.append(next) }
                     let last = run.last!.first + 2

@@ -215,15 +215,20 @@ struct InferencePlanTests {
         #expect(reference.lateSlices.isEmpty)
         Parallel.configure(threads: 2)
         defer { Parallel.configure(threads: 1) }
-        // 13 images: early slices and late ones end at different images.
-        let x = Tensor(shape: [13, 3, 32, 32], values: (0..<(13 * 3072)).map { _ in rng.nextFloat() - 0.5 })
+        // 37 images, at least two groups for every cut: early slices and late ones end at
+        // different images.
+        let x = Tensor(shape: [37, 3, 32, 32], values: (0..<(37 * 3072)).map { _ in rng.nextFloat() - 0.5 })
+        #expect(plan.lateSlices.allSatisfy { 37 >= 2 * $0.images })
         let staged = try plan.run(x)
-        #expect(staged.shape == [13, 10])
+        #expect(staged.shape == [37, 10])
         #expect(staged.array.map(\.bitPattern) == (try reference.run(x)).array.map(\.bitPattern), "\(name)")
         // Timing steps runs the slices in order on the calling thread: the same bits again.
         var steps = Set<Int>()
         #expect((try plan.run(x, timing: { i, _ in steps.insert(i) })).array.map(\.bitPattern) == staged.array.map(\.bitPattern))
         #expect(steps.count == plan.stepNames.count)
+        // A batch of fewer than two groups runs in the usual slices, on both workers.
+        let few = Tensor(shape: [3, 3, 32, 32], values: Array(x.array[0..<(3 * 3072)]))
+        #expect(try plan.run(few).array.map(\.bitPattern) == Array(staged.array[0..<30]).map(\.bitPattern))
     }
 
     @Test(
