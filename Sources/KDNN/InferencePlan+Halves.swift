@@ -120,8 +120,8 @@ extension InferencePlan {
     }
 
     /// Two workers reaching a point of a parallel region together (`wait(k)` at the k-th point,
-    /// k = 1, 2, …), spinning (yielding the core only after 50 µs, as `Parallel` does: a worker
-    /// whose core was taken away); `breakDown` releases a waiting worker when the other has failed.
+    /// k = 1, 2, …), spinning (`SpinWait`); `breakDown` releases a waiting worker when the other
+    /// has failed.
     final class SpinBarrier: Sendable {
         private let arrived = Atomic<Int>(0)
         private let broken = Atomic<Bool>(false)
@@ -129,19 +129,10 @@ extension InferencePlan {
         /// False when the region broke down.
         func wait(_ k: Int) -> Bool {
             arrived.add(1, ordering: .acquiringAndReleasing)
-            var spins = 0
-            var since: timespec?
+            var wait = SpinWait()
             while arrived.load(ordering: .acquiring) < 2 * k {
                 if broken.load(ordering: .relaxed) { return false }
-                spins += 1
-                guard spins & 1023 == 0 else { continue }
-                var now = timespec()
-                clock_gettime(CLOCK_MONOTONIC, &now)
-                guard let start = since else {
-                    since = now
-                    continue
-                }
-                if (now.tv_sec - start.tv_sec) * 1_000_000_000 + (now.tv_nsec - start.tv_nsec) > 50_000 { sched_yield() }
+                wait.spin()
             }
             return !broken.load(ordering: .relaxed)
         }

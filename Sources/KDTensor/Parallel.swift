@@ -112,22 +112,9 @@ final class WorkerPool: @unchecked Sendable {
             if sleepers > 0 { pthread_cond_broadcast(&wake) }
             pthread_mutex_unlock(&mutex)
             runIterations(generation: g)
-            // Spin until the helpers are done; yield the core only after a long wait (a helper
-            // whose core was taken away): a yield is a system call, and yielding every thousand
-            // spins, as before, put the caller in the kernel while its helper finished.
-            var spins = 0
-            var since: timespec?
-            while unfinished.load(ordering: .acquiring) > 0 {
-                spins += 1
-                guard spins & 1023 == 0 else { continue }
-                var now = timespec()
-                clock_gettime(CLOCK_MONOTONIC, &now)
-                guard let start = since else {
-                    since = now
-                    continue
-                }
-                if (now.tv_sec - start.tv_sec) * 1_000_000_000 + (now.tv_nsec - start.tv_nsec) > 50_000 { sched_yield() }
-            }
+            // Spin until the helpers are done.
+            var wait = SpinWait()
+            while unfinished.load(ordering: .acquiring) > 0 { wait.spin() }
             job = nil
         }
         return true
@@ -243,6 +230,29 @@ public final class WorkCounter: Sendable {
     private let next = Atomic<Int>(0)
     public init() {}
     public func take() -> Int { next.add(1, ordering: .relaxed).oldValue }
+}
+
+/// Waiting for another thread by spinning, `spin()` once per check: the core is yielded only
+/// after 50 µs of waiting (the other thread's core was taken away). A yield is a system call, and
+/// yielding every thousand spins put the waiter in the kernel while the other thread finished.
+public struct SpinWait {
+    private var spins = 0
+    private var since: timespec?
+
+    public init() {}
+
+    @inline(__always)
+    public mutating func spin() {
+        spins &+= 1
+        guard spins & 1023 == 0 else { return }
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        guard let start = since else {
+            since = now
+            return
+        }
+        if (now.tv_sec - start.tv_sec) * 1_000_000_000 + (now.tv_nsec - start.tv_nsec) > 50_000 { sched_yield() }
+    }
 }
 
 /// Kernels hand raw buffers to worker threads; each worker writes a disjoint part.
