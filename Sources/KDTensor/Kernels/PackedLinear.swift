@@ -50,7 +50,7 @@ public struct PackedLinear: @unchecked Sendable {
         return (epilogue.isReLU, .infinity, epilogue.activation)
     }
 
-    /// Whether `callAsFunction(_:_:into:)` takes `epilogue`: no residual, and an activation the
+    /// Whether `callAsFunction(_:_:n:h:w:pad:)` takes `epilogue`: no residual, and an activation the
     /// kernel applies in registers.
     public static func storesBlocked(_ epilogue: Epilogue) -> Bool { epilogue.residual == nil && registers(epilogue).rest == nil }
 
