@@ -409,7 +409,10 @@ public final class InferencePlan: @unchecked Sendable {
             switch step {
             case .conv(let input, let weight, _, let window, let groups, _, _):
                 if groups > 1, weight.shape[1] == 1, weight.shape[0] == groups {
-                    need[input] = max(need[input] ?? 0, window.pads.max() ?? 0)
+                    // On a small map the kernel pads each plane itself (Depthwise.padsItself).
+                    let pad = window.pads.max() ?? 0
+                    let itself = shapes[input].map { Depthwise.padsItself(h: $0[2], w: $0[3], pad: pad) } ?? false
+                    need[input] = max(need[input] ?? 0, itself ? 0 : pad)
                 }
             case .direct(let input, let conv, _, let residual, let output):
                 if conv.inBlock == 8 {
@@ -560,7 +563,9 @@ public final class InferencePlan: @unchecked Sendable {
         return y
     }
 
-    /// Raw outputs (logits) for a batch; `timing`, when given, receives each step's index and seconds.
+    /// Raw outputs (logits) for a batch; `timing`, when given, receives each step's index and seconds
+    /// (where the workers take slices of the batch, its seconds on each worker added up and divided
+    /// by their count: a share of the pass's wall time).
     ///
     /// The batch runs in slices of `sliceImages`, each through the whole network: the workers
     /// take whole slices (one thread each), and a single slice splits its layers over the workers.
@@ -634,37 +639,52 @@ public final class InferencePlan: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` for each of `count` slices: in order on the calling thread when timing steps
-    /// (the timing passed on) or on one worker; else each worker, on one thread, takes the next
-    /// slice as it finishes one (a core slowed by a neighbour then takes fewer). Which worker
-    /// computes a slice does not change its result.
+    /// Runs `body` for each of `count` slices: in order on the calling thread on one worker; else
+    /// each worker, on one thread, takes the next slice as it finishes one (a core slowed by a
+    /// neighbour then takes fewer). Which worker computes a slice does not change its result.
+    ///
+    /// Timing runs the same schedule: each worker adds up its own steps' seconds, and `timing`
+    /// then receives, on the calling thread, each step's total over the workers divided by their
+    /// count, so the steps' times add up to about the pass's wall time.
     func eachSlice(
         _ count: Int, timing: ((Int, Double) -> Void)?, _ body: (Int, ((Int, Double) -> Void)?) throws -> Void
     ) throws {
-        if timing != nil || Parallel.threads == 1 {
+        let workers = Parallel.threads
+        if workers == 1 {
             for i in 0..<count { try body(i, timing) }
             return
         }
         let next = WorkCounter()
         let lock = NSLock()
         var failure: Error?
-        Parallel.chunks(Parallel.threads, parts: Parallel.threads) { _, _ in
-            let before = Parallel.threads
-            Parallel.configure(threads: 1)
-            defer { Parallel.configure(threads: before) }
-            while true {
-                let i = next.take()
-                guard i < count else { return }
-                do {
-                    try body(i, nil)
-                } catch {
-                    lock.lock()
-                    failure = failure ?? error
-                    lock.unlock()
+        // Seconds by worker and step (nil: the step did not run).
+        var seconds = [[Double?]](repeating: [Double?](repeating: nil, count: steps.count), count: timing == nil ? 0 : workers)
+        seconds.withUnsafeMutableBufferPointer { table in
+            let seconds = table
+            Parallel.chunks(workers, parts: workers) { worker, _ in
+                let before = Parallel.threads
+                Parallel.configure(threads: 1)
+                defer { Parallel.configure(threads: before) }
+                let mine: ((Int, Double) -> Void)? = timing == nil ? nil : { step, s in seconds[worker][step] = (seconds[worker][step] ?? 0) + s }
+                while true {
+                    let i = next.take()
+                    guard i < count else { return }
+                    do {
+                        try body(i, mine)
+                    } catch {
+                        lock.lock()
+                        failure = failure ?? error
+                        lock.unlock()
+                    }
                 }
             }
         }
         if let failure { throw failure }
+        guard let timing else { return }
+        for step in steps.indices {
+            let times = seconds.compactMap { $0[step] }
+            if !times.isEmpty { timing(step, times.reduce(0, +) / Double(workers)) }
+        }
     }
 
     func runSlice(_ x: Tensor, names: [String], timing: ((Int, Double) -> Void)?, batchOfOne: Bool) throws -> [Tensor] {
@@ -827,7 +847,7 @@ public final class InferencePlan: @unchecked Sendable {
             case .conv(_, let weight, let bias, let window, let groups, let function, _):
                 let epilogue = Epilogue(function)
                 if let b = blocked[ins[0]], values[ins[0]] == nil, groups == b.channels,
-                    Depthwise.blockedApplies(b, weight: weight.shape, window)
+                    Depthwise.blockedForwardApplies(b, weight: weight.shape, window)
                 {
                     let filters = depthwiseFilters[index] ?? Depthwise.BlockedFilters(weight: weight, bias: bias)
                     storeBlocked(out, try Depthwise.blocked(b, filters: filters, window, epilogue, outPad: slots.pad[out]))

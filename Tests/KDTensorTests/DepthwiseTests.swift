@@ -91,9 +91,12 @@ struct DepthwiseTests {
         let w = Self.random([c, 1, kh, kw], seed: 12)
         let b = Self.random([c], seed: 13)
         let g = Window(kernel: [kh, kw], stride: [stride, stride], pads: [ph, pw, ph, pw], dilation: [dilation, dilation])
-        for f in [nil, Activation.clip(min: 0, max: 6)] as [Activation?] {
+        // With the halo the padding needs, and with none (the kernel pads each plane in a scratch plane).
+        for (f, halo) in [(nil, max(ph, pw)), (Activation.clip(min: 0, max: 6), max(ph, pw)), (nil, 0), (.clip(min: 0, max: 6), 0)]
+            as [(Activation?, Int)]
+        {
             let y = try Depthwise.blocked(
-                BlockedTensor(x, pad: max(ph, pw)), weight: w, bias: b, g, Epilogue(f.map { .activation($0) }), outPad: 1
+                BlockedTensor(x, pad: halo), weight: w, bias: b, g, Epilogue(f.map { .activation($0) }), outPad: 1
             )
             .plain()
             let (ho, wo) = (y.shape[2], y.shape[3])
@@ -109,8 +112,41 @@ struct DepthwiseTests {
                     }
                 }
             }
-            #expect(mismatches == 0, "\(kh)×\(kw) stride \(stride) dilation \(dilation) width \(width), \(String(describing: f))")
+            #expect(
+                mismatches == 0,
+                "\(kh)×\(kw) stride \(stride) dilation \(dilation) width \(width), halo \(halo), \(String(describing: f))")
         }
+    }
+
+    @Test(
+        "on small maps the blocked kernel pads each plane itself: the same bits as from a halo",
+        arguments: [(13, 4, 4, 5, 1), (16, 8, 8, 5, 1), (24, 4, 5, 3, 1), (13, 8, 8, 5, 2), (16, 3, 3, 3, 1), (8, 2, 2, 3, 2)])
+    func padsItself(c: Int, h: Int, w: Int, k: Int, stride: Int) throws {
+        let pad = k / 2
+        let x = Self.random([3, c, h, w], seed: 21)
+        let weight = Self.random([c, 1, k, k], seed: 22)
+        let bias = Self.random([c], seed: 23)
+        let g = Window(kernel: [k, k], stride: [stride, stride], pads: [pad, pad, pad, pad])
+        let f = Epilogue(.activation(.clip(min: 0, max: 6)))
+        let want = try Depthwise.blocked(BlockedTensor(x, pad: pad), weight: weight, bias: bias, g, f, outPad: 2)
+        for halo in 0..<pad {
+            let input = BlockedTensor(x, pad: halo)
+            #expect(Depthwise.blockedForwardApplies(input, weight: weight.shape, g))
+            #expect(!Depthwise.blockedApplies(input, weight: weight.shape, g), "the training kernels still need the halo")
+            let y = try Depthwise.blocked(input, weight: weight, bias: bias, g, f, outPad: 2)
+            #expect(y.data.array.map(\.bitPattern) == want.data.array.map(\.bitPattern), "halo \(halo)")
+        }
+    }
+
+    @Test("the plan's rule for a kernel padding its planes itself: where a halo would at least double the plane")
+    func padsItselfRule() {
+        #expect(Depthwise.padsItself(h: 4, w: 4, pad: 2) && Depthwise.padsItself(h: 8, w: 8, pad: 2))
+        #expect(Depthwise.padsItself(h: 4, w: 4, pad: 1) && Depthwise.padsItself(h: 2, w: 2, pad: 1))
+        #expect(!Depthwise.padsItself(h: 8, w: 8, pad: 1) && !Depthwise.padsItself(h: 16, w: 16, pad: 2))
+        #expect(!Depthwise.padsItself(h: 4, w: 4, pad: 0) && !Depthwise.padsItself(h: 40, w: 40, pad: 3))
+        // A plane too large for the scratch plane is not padded by the kernel.
+        let huge = BlockedTensor(Tensor(zeros: [1, 8, 40, 40]), pad: 0)
+        #expect(!Depthwise.blockedForwardApplies(huge, weight: [8, 1, 3, 3], Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])))
     }
 
     @Test(
