@@ -665,7 +665,8 @@ public final class InferencePlan: @unchecked Sendable {
                 let before = Parallel.threads
                 Parallel.configure(threads: 1)
                 defer { Parallel.configure(threads: before) }
-                let mine: ((Int, Double) -> Void)? = timing == nil ? nil : { step, s in seconds[worker][step] = (seconds[worker][step] ?? 0) + s }
+                let mine: ((Int, Double) -> Void)? =
+                    timing == nil ? nil : { step, s in seconds[worker][step] = (seconds[worker][step] ?? 0) + s }
                 while true {
                     let i = next.take()
                     guard i < count else { return }

@@ -341,7 +341,8 @@ struct InferencePlanTests {
                 let side = try #require(shapes[input])[2]
                 // A 5 × 5 layer's input on 8 × 8 and 4 × 4 maps, a 3 × 3 one's on 4 × 4: the kernel pads the planes.
                 let small = (pad == 2 && side <= 8) || (pad == 1 && side <= 4)
-                #expect(plan.pads[input] == (small ? 0 : pad), "\(input) (\(side) × \(side)): halo \(plan.pads[input] ?? 0), padding \(pad)")
+                #expect(
+                    plan.pads[input] == (small ? 0 : pad), "\(input) (\(side) × \(side)): halo \(plan.pads[input] ?? 0), padding \(pad)")
                 if small { itself.insert(pad) } else { paddings.insert(pad) }
             }
         }

@@ -146,7 +146,8 @@ struct DepthwiseTests {
         #expect(!Depthwise.padsItself(h: 4, w: 4, pad: 0) && !Depthwise.padsItself(h: 40, w: 40, pad: 3))
         // A plane too large for the scratch plane is not padded by the kernel.
         let huge = BlockedTensor(Tensor(zeros: [1, 8, 40, 40]), pad: 0)
-        #expect(!Depthwise.blockedForwardApplies(huge, weight: [8, 1, 3, 3], Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])))
+        #expect(
+            !Depthwise.blockedForwardApplies(huge, weight: [8, 1, 3, 3], Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1])))
     }
 
     @Test(
