@@ -47,6 +47,10 @@ public final class InferencePlan: @unchecked Sendable {
         /// to the blocked order (zero for the lanes past the channels), so the blocked buffer,
         /// without a halo, is the linear layer's input as it stands, with no conversion to NCHW.
         case blockedLinear(input: String, op: PackedLinear, epilogue: Epilogue.Function?, output: String)
+        /// global average pool → flatten (→ dropout, the identity here) → linear (+ an activation)
+        /// on a channel-blocked input: the pool's [N, C] means go straight into the linear kernel,
+        /// the same values the four steps compute, without three steps' dispatch and buffers.
+        case pooledLinear(input: String, op: PackedLinear, epilogue: Epilogue.Function?, output: String)
         /// Channels of blocked inputs copied to a blocked output (concatenations, slices and
         /// shuffles along channels, composed: InferencePlan+Channels.swift).
         case gather(inputs: [String], sources: [BlockedTensor.ChannelSource], output: String)
@@ -58,6 +62,7 @@ public final class InferencePlan: @unchecked Sendable {
             case .conv(_, _, _, _, _, _, let output), .activate(_, _, let output), .scaleChannels(_, _, let output),
                 .direct(_, _, _, _, let output), .directPool(_, _, _, let output), .pointwise(_, _, _, _, let output),
                 .add(_, _, _, let output), .linear(_, _, _, let output), .blockedLinear(_, _, _, let output),
+                .pooledLinear(_, _, _, let output),
                 .gather(_, _, let output):
                 output
             case .node(let node): node.outputs[0]
@@ -74,7 +79,7 @@ public final class InferencePlan: @unchecked Sendable {
                 [input] + (residual.map { [$0] } ?? [])
             case .directPool(let input, _, _, _): [input]
             case .add(let a, let b, _, _): [a, b]
-            case .linear(let input, _, _, _), .blockedLinear(let input, _, _, _): [input]
+            case .linear(let input, _, _, _), .blockedLinear(let input, _, _, _), .pooledLinear(let input, _, _, _): [input]
             case .gather(let inputs, _, _): inputs
             case .node(let node): node.inputs
             }
@@ -274,6 +279,34 @@ public final class InferencePlan: @unchecked Sendable {
                 append(
                     .blockedLinear(input: node.inputs[0], op: op, epilogue: epilogue, output: nodes[next - 1].outputs[0]),
                     nodes[start..<next])
+            case .globalavgpool where blockedTensors.contains(node.inputs[0]):
+                // Pool → flatten → dropouts → linear, each value read by the next alone.
+                var end = next
+                if end < nodes.endIndex, nodes[end].op == .flatten, nodes[end].int("axis") == 1 { end += 1 }
+                while end > next, end < nodes.endIndex, nodes[end].op == .dropout { end += 1 }
+                let chain = nodes[start..<min(end + 1, nodes.endIndex)]
+                let channels = shapes[node.inputs[0]].map { $0.count == 4 ? $0[1] : 0 } ?? 0
+                guard end > next, end < nodes.endIndex, nodes[end].op == .linear, let w = model.parameters[nodes[end].inputs[1]],
+                    w.rank == 2, w.shape[1] == channels,
+                    chain.dropLast().allSatisfy({ n in
+                        consumers[n.outputs[0]] == 1 && !model.graph.outputs.contains(n.outputs[0])
+                            && model.activationQuant[n.outputs[0]] == nil
+                    }),
+                    zip(chain.dropLast(), chain.dropFirst()).allSatisfy({ $1.inputs[0] == $0.outputs[0] })
+                else {
+                    append(.node(node), nodes[start..<next])
+                    return
+                }
+                next = end + 1
+                let epilogue = function(nodes, next, preservingZero: false)
+                if epilogue != nil { next += 1 }
+                let fc = nodes[end]
+                let bias = fc.inputs.count > 2 ? model.parameters[fc.inputs[2]] : nil
+                append(
+                    .pooledLinear(
+                        input: node.inputs[0], op: PackedLinear(weight: w, bias: bias), epilogue: epilogue,
+                        output: nodes[next - 1].outputs[0]),
+                    nodes[start..<next])
             case .activation
             where consumers[node.inputs[0]] == 1 && !model.graph.outputs.contains(node.inputs[0])
                 && node.inputs[0] != model.graph.inputs[0].name && model.parameters[node.inputs[0]] == nil
@@ -355,7 +388,7 @@ public final class InferencePlan: @unchecked Sendable {
                 !keep.contains(name)
                     && steps.allSatisfy {
                         switch $0 {
-                        case .blockedLinear: return true
+                        case .blockedLinear, .pooledLinear: return true
                         case .direct(let input, let conv, _, let residual, _):
                             return (input == name && conv.readsWithoutHalo) || (residual == name && input != name)
                         case .pointwise(let input, _, _, let residual, _): return input == name || residual == name
@@ -882,6 +915,9 @@ public final class InferencePlan: @unchecked Sendable {
                 Epilogue(.activation(f)).apply(to: t)
             case .linear(_, let op, let function, _):
                 storeFresh(out, try op(plain(ins[0]), Epilogue(function)))
+            case .pooledLinear(_, let op, let function, _):
+                let pooled = block(ins[0]).globalAveragePool()
+                storeFresh(out, try op(try pooled.reshaped([pooled.shape[0], pooled.shape[1]]), Epilogue(function)))
             case .blockedLinear(_, let op, let function, _):
                 var x = blocked[ins[0]] ?? BlockedTensor(plain(ins[0]), pad: 0)
                 if x.pad != 0 { x = x.withPad(0) }

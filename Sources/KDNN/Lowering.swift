@@ -8,7 +8,7 @@ import KDTensor
 /// runs a group's longest prefix it has a fused kernel for and the rest node by node: the tape
 /// fuses batch norm + ReLU, batch norm + add + ReLU and add + ReLU; the inference plan adds
 /// batch-norm folding, activation epilogues, residual convolutions, convolution + pool,
-/// flatten + linear and Winograd on top.
+/// flatten + linear, global pool + flatten + linear and Winograd on top.
 ///
 /// A value a caller reads (`keep`), a graph output, or a value rounded to an activation grid is
 /// never inside a group, so it always has its value.
@@ -34,7 +34,7 @@ public struct Lowering: Sendable {
 
     /// What may follow each kind of anchor, in order. A follower is taken when the node is the
     /// only reader of the previous output.
-    enum Follower: CaseIterable { case batchnorm, add, activation, pool, linear }
+    enum Follower: CaseIterable { case batchnorm, add, activation, pool, flatten, dropout, linear }
 
     static func followers(of op: Graph.Op) -> [Follower] {
         switch op {
@@ -43,6 +43,7 @@ public struct Lowering: Sendable {
         case .add: [.activation]
         case .linear: [.activation]
         case .flatten: [.linear, .activation]
+        case .globalavgpool: [.flatten, .dropout, .linear, .activation]
         default: []
         }
     }
@@ -80,6 +81,8 @@ public struct Lowering: Sendable {
                     if fits { group.residual = next.inputs[0] == group.output ? next.inputs[1] : next.inputs[0] }
                 case .activation: fits = next.op == .relu || next.activation != nil
                 case .pool: fits = next.op == .maxpool && group.nodes.allSatisfy { $0.op != .add }
+                case .flatten: fits = next.op == .flatten
+                case .dropout: fits = next.op == .dropout
                 case .linear: fits = next.op == .linear
                 }
                 guard fits else { continue }

@@ -203,6 +203,26 @@ struct InferencePlanTests {
     }
 
     @Test(
+        "the classifier head (global pool, flatten, dropout, linear) runs as one step, with the bits of the four",
+        arguments: [("efficientnet-lite0", "avgpool+flatten+classifier.0+classifier.1"), ("shufflenetv2", "avgpool+flatten+fc")])
+    func pooledHead(name: String, step: String) throws {
+        var rng = RandomSource(seed: 9)
+        let m = try Self.halfWidth(name, seed: 8, statistics: &rng)
+        let plan = try InferencePlan(m)
+        #expect(plan.stepNames.contains(step), "\(plan.stepNames.suffix(3))")
+        // Keeping the pooled value leaves the four nodes unfused.
+        let pool = try #require(m.order.first { $0.op == .globalavgpool }).outputs[0]
+        let apart = try InferencePlan(m, keep: [pool])
+        #expect(!apart.stepNames.contains(step))
+        let x = Tensor(shape: [3, 3, 32, 32], values: (0..<(3 * 3072)).map { _ in rng.nextFloat() - 0.5 })
+        let y = try plan.run(x)
+        #expect(y.array.map(\.bitPattern) == (try apart.run(x)).array.map(\.bitPattern))
+        let want = try m.predict(x)
+        let scale = max(1, want.array.map(abs).max()!)
+        #expect(zip(want.array, y.array).allSatisfy { abs($0 - $1) <= Self.tolerance * scale })
+    }
+
+    @Test(
         "a batch's late layers run in slices of more images, with the bits of slices of one",
         arguments: ["mobilenetv2", "efficientnet-lite0", "shufflenetv2"])
     func lateSlices(name: String) throws {
