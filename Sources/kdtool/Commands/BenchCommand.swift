@@ -15,7 +15,10 @@ struct BenchCommand: ParsableCommand {
         discussion: """
             Inputs are deterministic synthetic images of the model's input shape (speed does not depend on pixel values). \
             Per-layer times come from the fused inference path (a convolution step includes its folded batch norm and \
-            ReLU), summed over --runs passes at the largest batch size and sorted, with their share of the total. \
+            ReLU), summed over --runs passes at the largest batch size and sorted, with their share of the total; \
+            where the workers take slices of the batch, each times its own steps and a step's time is their sum \
+            divided by the thread count, so the column adds up to about a pass's wall time \
+            (tools/ort_layers.py prints ONNX Runtime's per node). \
             --compare-onnxruntime exports the model to ONNX, runs ONNX Runtime (the Python venv that tools/setup creates, \
             or --python) on the same inputs, batch sizes and thread count, and prints kdtool's speed over its. \
             The two are timed in alternating rounds (--rounds; ONNX Runtime stays loaded in a child process), so both \
