@@ -21,7 +21,7 @@ import os
 
 # Output vectors → the most pixels a tile of that many vectors has in some build (the shapes of
 # DirectConv.shapes8 and shapes16, and the narrower tiles a row's border or split leaves).
-SHAPES = {1: 14, 2: 12, 3: 4, 4: 3}
+SHAPES = {1: 14, 2: 12, 3: 8, 4: 3}
 
 
 def tiles():

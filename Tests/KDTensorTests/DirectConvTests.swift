@@ -165,7 +165,11 @@ struct DirectConvTests {
         #expect(DirectConv.shape(width: 28, blocks: 2) == (6, 2) as (Int, Int))
         #expect(DirectConv.shape(width: 28, blocks: 1) == (8, 1) as (Int, Int))
         #expect(DirectConv.shape(width: 28, blocks: 1, lanes: 16) == (14, 1) as (Int, Int))
-        #expect(DirectConv.shape(width: 7, blocks: 4, lanes: 16) == (12, 2) as (Int, Int))
+        #expect(DirectConv.shape(width: 28, blocks: 4, lanes: 16) == (12, 2) as (Int, Int))
+        // Rows of 16 pixels or fewer take 8 × 3 where it reads the input fewer times; wider rows keep 12 × 2.
+        #expect(DirectConv.shape(width: 16, blocks: 3, lanes: 16) == (8, 3) as (Int, Int))
+        #expect(DirectConv.shape(width: 8, blocks: 7, lanes: 16) == (8, 3) as (Int, Int))
+        #expect(DirectConv.shape(width: 32, blocks: 3, lanes: 16) == (12, 2) as (Int, Int))
         // Output blocks take the 512-bit kernel where the build has it: paired, or three or more
         // on blocked input (the last vector half full); one block, or an odd count on NCHW input, cannot.
         let window = Window(kernel: [1, 1], stride: [1, 1], pads: [0, 0, 0, 0])
@@ -532,11 +536,11 @@ struct DirectConvTests {
         var rng = RandomSource(seed: 21)
         let six = Activation.clip(min: 0, max: 6)
         var compared = 0
-        // Widths 1–16 select every tile width of 1, 2, 3 and 4 vectors (16 lanes: 14 × 1 and
-        // 12 × 2; 8 lanes: 8 × 1, 6 × 2, 4 × 3, 3 × 4); 24 and 40 outputs end in a half vector;
+        // Widths 1–16 select every tile width of 1, 2, 3 and 4 vectors (16 lanes: 14 × 1, 12 × 2
+        // and 8 × 3; 8 lanes: 8 × 1, 6 × 2, 4 × 3, 3 × 4); 24 and 40 outputs end in a half vector;
         // 3 × 3 with padding runs the border passes, which start from the output, not the bias.
         for (k, pad) in [(1, 0), (3, 1)] {
-            for o in [8, 16, 24, 32, 40, 64] {
+            for o in [8, 16, 24, 32, 40, 48, 64] {
                 for width in 1...16 {
                     let x = Self.random([1, 16, 3, width], &rng).scaled(by: 8)
                     let w = Self.random([o, 16, k, k], &rng)
@@ -558,7 +562,7 @@ struct DirectConvTests {
                 }
             }
         }
-        #expect(compared == 2 * 16 * 3 * DirectConv.laneChoices(outChannels: 8).count + 2 * 16 * 3 * 5 * (VectorUnits.wide ? 2 : 1))
+        #expect(compared == 2 * 16 * 3 * DirectConv.laneChoices(outChannels: 8).count + 2 * 16 * 3 * 6 * (VectorUnits.wide ? 2 : 1))
     }
 
     @Test("pixel rows and back: every channel of every pixel, a partial last block, residual and activation row by row")

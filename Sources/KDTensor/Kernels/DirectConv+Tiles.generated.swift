@@ -43,6 +43,10 @@ extension DirectConv.Tile {
         case (2, 3): blocked2x3(x, w, bias, d, taps)
         case (3, 3): blocked3x3(x, w, bias, d, taps)
         case (4, 3): blocked4x3(x, w, bias, d, taps)
+        case (5, 3): blocked5x3(x, w, bias, d, taps)
+        case (6, 3): blocked6x3(x, w, bias, d, taps)
+        case (7, 3): blocked7x3(x, w, bias, d, taps)
+        case (8, 3): blocked8x3(x, w, bias, d, taps)
         case (1, 4): blocked1x4(x, w, bias, d, taps)
         case (2, 4): blocked2x4(x, w, bias, d, taps)
         case (3, 4): blocked3x4(x, w, bias, d, taps)
@@ -4307,6 +4311,860 @@ extension DirectConv.Tile {
             a2_1.store(d + (2 &* vs &+ op), blockStride: outBlock)
             a2_2.store(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
             a2_3.store(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+        }
+    }
+
+    /// 5 pixels × 3 output vectors.
+    private func blocked5x3(
+        _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>,
+        _ taps: Taps
+    ) {
+        let (lanes, vs, op) = (V.scalarCount, vectorStride, outPixel)
+        var a0_0: V
+        var a0_1: V
+        var a0_2: V
+        var a0_3: V
+        var a0_4: V
+        var a1_0: V
+        var a1_1: V
+        var a1_2: V
+        var a1_3: V
+        var a1_4: V
+        var a2_0: V
+        var a2_1: V
+        var a2_2: V
+        var a2_3: V
+        var a2_4: V
+        if taps.first {
+            let b0 = V.load(bias)
+            a0_0 = b0
+            a0_1 = b0
+            a0_2 = b0
+            a0_3 = b0
+            a0_4 = b0
+            let b1 = V.load(bias + lanes)
+            a1_0 = b1
+            a1_1 = b1
+            a1_2 = b1
+            a1_3 = b1
+            a1_4 = b1
+            let b2 = V.load(bias + 2 &* lanes)
+            a2_0 = b2
+            a2_1 = b2
+            a2_2 = b2
+            a2_3 = b2
+            a2_4 = b2
+        } else {
+            a0_0 = V.load(d, blockStride: outBlock)
+            a0_1 = V.load(d + op, blockStride: outBlock)
+            a0_2 = V.load(d + 2 &* op, blockStride: outBlock)
+            a0_3 = V.load(d + 3 &* op, blockStride: outBlock)
+            a0_4 = V.load(d + 4 &* op, blockStride: outBlock)
+            a1_0 = V.load(d + vs, blockStride: outBlock)
+            a1_1 = V.load(d + (vs &+ op), blockStride: outBlock)
+            a1_2 = V.load(d + (vs &+ 2 &* op), blockStride: outBlock)
+            a1_3 = V.load(d + (vs &+ 3 &* op), blockStride: outBlock)
+            a1_4 = V.load(d + (vs &+ 4 &* op), blockStride: outBlock)
+            if halfTail {
+                a2_0 = V.loadLow(UnsafePointer(d + 2 &* vs))
+                a2_1 = V.loadLow(UnsafePointer(d + (2 &* vs &+ op)))
+                a2_2 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 2 &* op)))
+                a2_3 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 3 &* op)))
+                a2_4 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 4 &* op)))
+            } else {
+                a2_0 = V.load(d + 2 &* vs, blockStride: outBlock)
+                a2_1 = V.load(d + (2 &* vs &+ op), blockStride: outBlock)
+                a2_2 = V.load(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+                a2_3 = V.load(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+                a2_4 = V.load(d + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+            }
+        }
+        let (rows, columns) = (taps.rows, taps.columns)
+        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        for _ in 0..<(cb &* rows.count &* columns.count) {
+            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
+            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
+            for i in 0..<8 {
+                let wi = wq + i &* lanes
+                let w0 = V.load(wi)
+                let w1 = V.load(wi + weightBlock)
+                let w2 = V.load(wi + 2 &* weightBlock)
+                let x0 = V(repeating: px[i])
+                a0_0.addProduct(x0, w0)
+                a1_0.addProduct(x0, w1)
+                a2_0.addProduct(x0, w2)
+                let x1 = V(repeating: px[i &+ 8])
+                a0_1.addProduct(x1, w0)
+                a1_1.addProduct(x1, w1)
+                a2_1.addProduct(x1, w2)
+                let x2 = V(repeating: px[i &+ 16])
+                a0_2.addProduct(x2, w0)
+                a1_2.addProduct(x2, w1)
+                a2_2.addProduct(x2, w2)
+                let x3 = V(repeating: px[i &+ 24])
+                a0_3.addProduct(x3, w0)
+                a1_3.addProduct(x3, w1)
+                a2_3.addProduct(x3, w2)
+                let x4 = V(repeating: px[i &+ 32])
+                a0_4.addProduct(x4, w0)
+                a1_4.addProduct(x4, w1)
+                a2_4.addProduct(x4, w2)
+            }
+            kj &+= 1
+            if kj == columns.upperBound {
+                kj = columns.lowerBound
+                ki &+= 1
+                if ki == rows.upperBound {
+                    ki = rows.lowerBound
+                    c &+= 1
+                }
+            }
+        }
+        if taps.last {
+            if let r = residualOffset {
+                let e = d + r
+                a0_0 += V.load(e, blockStride: outBlock)
+                a0_1 += V.load(e + op, blockStride: outBlock)
+                a0_2 += V.load(e + 2 &* op, blockStride: outBlock)
+                a0_3 += V.load(e + 3 &* op, blockStride: outBlock)
+                a0_4 += V.load(e + 4 &* op, blockStride: outBlock)
+                a1_0 += V.load(e + vs, blockStride: outBlock)
+                a1_1 += V.load(e + (vs &+ op), blockStride: outBlock)
+                a1_2 += V.load(e + (vs &+ 2 &* op), blockStride: outBlock)
+                a1_3 += V.load(e + (vs &+ 3 &* op), blockStride: outBlock)
+                a1_4 += V.load(e + (vs &+ 4 &* op), blockStride: outBlock)
+                if halfTail {
+                    a2_0 += V.loadLow(UnsafePointer(e + 2 &* vs))
+                    a2_1 += V.loadLow(UnsafePointer(e + (2 &* vs &+ op)))
+                    a2_2 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 2 &* op)))
+                    a2_3 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 3 &* op)))
+                    a2_4 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 4 &* op)))
+                } else {
+                    a2_0 += V.load(e + 2 &* vs, blockStride: outBlock)
+                    a2_1 += V.load(e + (2 &* vs &+ op), blockStride: outBlock)
+                    a2_2 += V.load(e + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+                    a2_3 += V.load(e + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+                    a2_4 += V.load(e + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+                }
+            }
+            if relu {
+                a0_0 = a0_0.relu(upTo: upper)
+                a0_1 = a0_1.relu(upTo: upper)
+                a0_2 = a0_2.relu(upTo: upper)
+                a0_3 = a0_3.relu(upTo: upper)
+                a0_4 = a0_4.relu(upTo: upper)
+                a1_0 = a1_0.relu(upTo: upper)
+                a1_1 = a1_1.relu(upTo: upper)
+                a1_2 = a1_2.relu(upTo: upper)
+                a1_3 = a1_3.relu(upTo: upper)
+                a1_4 = a1_4.relu(upTo: upper)
+                a2_0 = a2_0.relu(upTo: upper)
+                a2_1 = a2_1.relu(upTo: upper)
+                a2_2 = a2_2.relu(upTo: upper)
+                a2_3 = a2_3.relu(upTo: upper)
+                a2_4 = a2_4.relu(upTo: upper)
+            }
+        }
+        a0_0.store(d, blockStride: outBlock)
+        a0_1.store(d + op, blockStride: outBlock)
+        a0_2.store(d + 2 &* op, blockStride: outBlock)
+        a0_3.store(d + 3 &* op, blockStride: outBlock)
+        a0_4.store(d + 4 &* op, blockStride: outBlock)
+        a1_0.store(d + vs, blockStride: outBlock)
+        a1_1.store(d + (vs &+ op), blockStride: outBlock)
+        a1_2.store(d + (vs &+ 2 &* op), blockStride: outBlock)
+        a1_3.store(d + (vs &+ 3 &* op), blockStride: outBlock)
+        a1_4.store(d + (vs &+ 4 &* op), blockStride: outBlock)
+        if halfTail {
+            a2_0.storeLow(d + 2 &* vs)
+            a2_1.storeLow(d + (2 &* vs &+ op))
+            a2_2.storeLow(d + (2 &* vs &+ 2 &* op))
+            a2_3.storeLow(d + (2 &* vs &+ 3 &* op))
+            a2_4.storeLow(d + (2 &* vs &+ 4 &* op))
+        } else {
+            a2_0.store(d + 2 &* vs, blockStride: outBlock)
+            a2_1.store(d + (2 &* vs &+ op), blockStride: outBlock)
+            a2_2.store(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+            a2_3.store(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+            a2_4.store(d + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+        }
+    }
+
+    /// 6 pixels × 3 output vectors.
+    private func blocked6x3(
+        _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>,
+        _ taps: Taps
+    ) {
+        let (lanes, vs, op) = (V.scalarCount, vectorStride, outPixel)
+        var a0_0: V
+        var a0_1: V
+        var a0_2: V
+        var a0_3: V
+        var a0_4: V
+        var a0_5: V
+        var a1_0: V
+        var a1_1: V
+        var a1_2: V
+        var a1_3: V
+        var a1_4: V
+        var a1_5: V
+        var a2_0: V
+        var a2_1: V
+        var a2_2: V
+        var a2_3: V
+        var a2_4: V
+        var a2_5: V
+        if taps.first {
+            let b0 = V.load(bias)
+            a0_0 = b0
+            a0_1 = b0
+            a0_2 = b0
+            a0_3 = b0
+            a0_4 = b0
+            a0_5 = b0
+            let b1 = V.load(bias + lanes)
+            a1_0 = b1
+            a1_1 = b1
+            a1_2 = b1
+            a1_3 = b1
+            a1_4 = b1
+            a1_5 = b1
+            let b2 = V.load(bias + 2 &* lanes)
+            a2_0 = b2
+            a2_1 = b2
+            a2_2 = b2
+            a2_3 = b2
+            a2_4 = b2
+            a2_5 = b2
+        } else {
+            a0_0 = V.load(d, blockStride: outBlock)
+            a0_1 = V.load(d + op, blockStride: outBlock)
+            a0_2 = V.load(d + 2 &* op, blockStride: outBlock)
+            a0_3 = V.load(d + 3 &* op, blockStride: outBlock)
+            a0_4 = V.load(d + 4 &* op, blockStride: outBlock)
+            a0_5 = V.load(d + 5 &* op, blockStride: outBlock)
+            a1_0 = V.load(d + vs, blockStride: outBlock)
+            a1_1 = V.load(d + (vs &+ op), blockStride: outBlock)
+            a1_2 = V.load(d + (vs &+ 2 &* op), blockStride: outBlock)
+            a1_3 = V.load(d + (vs &+ 3 &* op), blockStride: outBlock)
+            a1_4 = V.load(d + (vs &+ 4 &* op), blockStride: outBlock)
+            a1_5 = V.load(d + (vs &+ 5 &* op), blockStride: outBlock)
+            if halfTail {
+                a2_0 = V.loadLow(UnsafePointer(d + 2 &* vs))
+                a2_1 = V.loadLow(UnsafePointer(d + (2 &* vs &+ op)))
+                a2_2 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 2 &* op)))
+                a2_3 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 3 &* op)))
+                a2_4 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 4 &* op)))
+                a2_5 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 5 &* op)))
+            } else {
+                a2_0 = V.load(d + 2 &* vs, blockStride: outBlock)
+                a2_1 = V.load(d + (2 &* vs &+ op), blockStride: outBlock)
+                a2_2 = V.load(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+                a2_3 = V.load(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+                a2_4 = V.load(d + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+                a2_5 = V.load(d + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+            }
+        }
+        let (rows, columns) = (taps.rows, taps.columns)
+        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        for _ in 0..<(cb &* rows.count &* columns.count) {
+            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
+            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
+            for i in 0..<8 {
+                let wi = wq + i &* lanes
+                let w0 = V.load(wi)
+                let w1 = V.load(wi + weightBlock)
+                let w2 = V.load(wi + 2 &* weightBlock)
+                let x0 = V(repeating: px[i])
+                a0_0.addProduct(x0, w0)
+                a1_0.addProduct(x0, w1)
+                a2_0.addProduct(x0, w2)
+                let x1 = V(repeating: px[i &+ 8])
+                a0_1.addProduct(x1, w0)
+                a1_1.addProduct(x1, w1)
+                a2_1.addProduct(x1, w2)
+                let x2 = V(repeating: px[i &+ 16])
+                a0_2.addProduct(x2, w0)
+                a1_2.addProduct(x2, w1)
+                a2_2.addProduct(x2, w2)
+                let x3 = V(repeating: px[i &+ 24])
+                a0_3.addProduct(x3, w0)
+                a1_3.addProduct(x3, w1)
+                a2_3.addProduct(x3, w2)
+                let x4 = V(repeating: px[i &+ 32])
+                a0_4.addProduct(x4, w0)
+                a1_4.addProduct(x4, w1)
+                a2_4.addProduct(x4, w2)
+                let x5 = V(repeating: px[i &+ 40])
+                a0_5.addProduct(x5, w0)
+                a1_5.addProduct(x5, w1)
+                a2_5.addProduct(x5, w2)
+            }
+            kj &+= 1
+            if kj == columns.upperBound {
+                kj = columns.lowerBound
+                ki &+= 1
+                if ki == rows.upperBound {
+                    ki = rows.lowerBound
+                    c &+= 1
+                }
+            }
+        }
+        if taps.last {
+            if let r = residualOffset {
+                let e = d + r
+                a0_0 += V.load(e, blockStride: outBlock)
+                a0_1 += V.load(e + op, blockStride: outBlock)
+                a0_2 += V.load(e + 2 &* op, blockStride: outBlock)
+                a0_3 += V.load(e + 3 &* op, blockStride: outBlock)
+                a0_4 += V.load(e + 4 &* op, blockStride: outBlock)
+                a0_5 += V.load(e + 5 &* op, blockStride: outBlock)
+                a1_0 += V.load(e + vs, blockStride: outBlock)
+                a1_1 += V.load(e + (vs &+ op), blockStride: outBlock)
+                a1_2 += V.load(e + (vs &+ 2 &* op), blockStride: outBlock)
+                a1_3 += V.load(e + (vs &+ 3 &* op), blockStride: outBlock)
+                a1_4 += V.load(e + (vs &+ 4 &* op), blockStride: outBlock)
+                a1_5 += V.load(e + (vs &+ 5 &* op), blockStride: outBlock)
+                if halfTail {
+                    a2_0 += V.loadLow(UnsafePointer(e + 2 &* vs))
+                    a2_1 += V.loadLow(UnsafePointer(e + (2 &* vs &+ op)))
+                    a2_2 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 2 &* op)))
+                    a2_3 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 3 &* op)))
+                    a2_4 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 4 &* op)))
+                    a2_5 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 5 &* op)))
+                } else {
+                    a2_0 += V.load(e + 2 &* vs, blockStride: outBlock)
+                    a2_1 += V.load(e + (2 &* vs &+ op), blockStride: outBlock)
+                    a2_2 += V.load(e + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+                    a2_3 += V.load(e + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+                    a2_4 += V.load(e + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+                    a2_5 += V.load(e + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+                }
+            }
+            if relu {
+                a0_0 = a0_0.relu(upTo: upper)
+                a0_1 = a0_1.relu(upTo: upper)
+                a0_2 = a0_2.relu(upTo: upper)
+                a0_3 = a0_3.relu(upTo: upper)
+                a0_4 = a0_4.relu(upTo: upper)
+                a0_5 = a0_5.relu(upTo: upper)
+                a1_0 = a1_0.relu(upTo: upper)
+                a1_1 = a1_1.relu(upTo: upper)
+                a1_2 = a1_2.relu(upTo: upper)
+                a1_3 = a1_3.relu(upTo: upper)
+                a1_4 = a1_4.relu(upTo: upper)
+                a1_5 = a1_5.relu(upTo: upper)
+                a2_0 = a2_0.relu(upTo: upper)
+                a2_1 = a2_1.relu(upTo: upper)
+                a2_2 = a2_2.relu(upTo: upper)
+                a2_3 = a2_3.relu(upTo: upper)
+                a2_4 = a2_4.relu(upTo: upper)
+                a2_5 = a2_5.relu(upTo: upper)
+            }
+        }
+        a0_0.store(d, blockStride: outBlock)
+        a0_1.store(d + op, blockStride: outBlock)
+        a0_2.store(d + 2 &* op, blockStride: outBlock)
+        a0_3.store(d + 3 &* op, blockStride: outBlock)
+        a0_4.store(d + 4 &* op, blockStride: outBlock)
+        a0_5.store(d + 5 &* op, blockStride: outBlock)
+        a1_0.store(d + vs, blockStride: outBlock)
+        a1_1.store(d + (vs &+ op), blockStride: outBlock)
+        a1_2.store(d + (vs &+ 2 &* op), blockStride: outBlock)
+        a1_3.store(d + (vs &+ 3 &* op), blockStride: outBlock)
+        a1_4.store(d + (vs &+ 4 &* op), blockStride: outBlock)
+        a1_5.store(d + (vs &+ 5 &* op), blockStride: outBlock)
+        if halfTail {
+            a2_0.storeLow(d + 2 &* vs)
+            a2_1.storeLow(d + (2 &* vs &+ op))
+            a2_2.storeLow(d + (2 &* vs &+ 2 &* op))
+            a2_3.storeLow(d + (2 &* vs &+ 3 &* op))
+            a2_4.storeLow(d + (2 &* vs &+ 4 &* op))
+            a2_5.storeLow(d + (2 &* vs &+ 5 &* op))
+        } else {
+            a2_0.store(d + 2 &* vs, blockStride: outBlock)
+            a2_1.store(d + (2 &* vs &+ op), blockStride: outBlock)
+            a2_2.store(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+            a2_3.store(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+            a2_4.store(d + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+            a2_5.store(d + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+        }
+    }
+
+    /// 7 pixels × 3 output vectors.
+    private func blocked7x3(
+        _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>,
+        _ taps: Taps
+    ) {
+        let (lanes, vs, op) = (V.scalarCount, vectorStride, outPixel)
+        var a0_0: V
+        var a0_1: V
+        var a0_2: V
+        var a0_3: V
+        var a0_4: V
+        var a0_5: V
+        var a0_6: V
+        var a1_0: V
+        var a1_1: V
+        var a1_2: V
+        var a1_3: V
+        var a1_4: V
+        var a1_5: V
+        var a1_6: V
+        var a2_0: V
+        var a2_1: V
+        var a2_2: V
+        var a2_3: V
+        var a2_4: V
+        var a2_5: V
+        var a2_6: V
+        if taps.first {
+            let b0 = V.load(bias)
+            a0_0 = b0
+            a0_1 = b0
+            a0_2 = b0
+            a0_3 = b0
+            a0_4 = b0
+            a0_5 = b0
+            a0_6 = b0
+            let b1 = V.load(bias + lanes)
+            a1_0 = b1
+            a1_1 = b1
+            a1_2 = b1
+            a1_3 = b1
+            a1_4 = b1
+            a1_5 = b1
+            a1_6 = b1
+            let b2 = V.load(bias + 2 &* lanes)
+            a2_0 = b2
+            a2_1 = b2
+            a2_2 = b2
+            a2_3 = b2
+            a2_4 = b2
+            a2_5 = b2
+            a2_6 = b2
+        } else {
+            a0_0 = V.load(d, blockStride: outBlock)
+            a0_1 = V.load(d + op, blockStride: outBlock)
+            a0_2 = V.load(d + 2 &* op, blockStride: outBlock)
+            a0_3 = V.load(d + 3 &* op, blockStride: outBlock)
+            a0_4 = V.load(d + 4 &* op, blockStride: outBlock)
+            a0_5 = V.load(d + 5 &* op, blockStride: outBlock)
+            a0_6 = V.load(d + 6 &* op, blockStride: outBlock)
+            a1_0 = V.load(d + vs, blockStride: outBlock)
+            a1_1 = V.load(d + (vs &+ op), blockStride: outBlock)
+            a1_2 = V.load(d + (vs &+ 2 &* op), blockStride: outBlock)
+            a1_3 = V.load(d + (vs &+ 3 &* op), blockStride: outBlock)
+            a1_4 = V.load(d + (vs &+ 4 &* op), blockStride: outBlock)
+            a1_5 = V.load(d + (vs &+ 5 &* op), blockStride: outBlock)
+            a1_6 = V.load(d + (vs &+ 6 &* op), blockStride: outBlock)
+            if halfTail {
+                a2_0 = V.loadLow(UnsafePointer(d + 2 &* vs))
+                a2_1 = V.loadLow(UnsafePointer(d + (2 &* vs &+ op)))
+                a2_2 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 2 &* op)))
+                a2_3 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 3 &* op)))
+                a2_4 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 4 &* op)))
+                a2_5 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 5 &* op)))
+                a2_6 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 6 &* op)))
+            } else {
+                a2_0 = V.load(d + 2 &* vs, blockStride: outBlock)
+                a2_1 = V.load(d + (2 &* vs &+ op), blockStride: outBlock)
+                a2_2 = V.load(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+                a2_3 = V.load(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+                a2_4 = V.load(d + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+                a2_5 = V.load(d + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+                a2_6 = V.load(d + (2 &* vs &+ 6 &* op), blockStride: outBlock)
+            }
+        }
+        let (rows, columns) = (taps.rows, taps.columns)
+        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        for _ in 0..<(cb &* rows.count &* columns.count) {
+            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
+            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
+            for i in 0..<8 {
+                let wi = wq + i &* lanes
+                let w0 = V.load(wi)
+                let w1 = V.load(wi + weightBlock)
+                let w2 = V.load(wi + 2 &* weightBlock)
+                let x0 = V(repeating: px[i])
+                a0_0.addProduct(x0, w0)
+                a1_0.addProduct(x0, w1)
+                a2_0.addProduct(x0, w2)
+                let x1 = V(repeating: px[i &+ 8])
+                a0_1.addProduct(x1, w0)
+                a1_1.addProduct(x1, w1)
+                a2_1.addProduct(x1, w2)
+                let x2 = V(repeating: px[i &+ 16])
+                a0_2.addProduct(x2, w0)
+                a1_2.addProduct(x2, w1)
+                a2_2.addProduct(x2, w2)
+                let x3 = V(repeating: px[i &+ 24])
+                a0_3.addProduct(x3, w0)
+                a1_3.addProduct(x3, w1)
+                a2_3.addProduct(x3, w2)
+                let x4 = V(repeating: px[i &+ 32])
+                a0_4.addProduct(x4, w0)
+                a1_4.addProduct(x4, w1)
+                a2_4.addProduct(x4, w2)
+                let x5 = V(repeating: px[i &+ 40])
+                a0_5.addProduct(x5, w0)
+                a1_5.addProduct(x5, w1)
+                a2_5.addProduct(x5, w2)
+                let x6 = V(repeating: px[i &+ 48])
+                a0_6.addProduct(x6, w0)
+                a1_6.addProduct(x6, w1)
+                a2_6.addProduct(x6, w2)
+            }
+            kj &+= 1
+            if kj == columns.upperBound {
+                kj = columns.lowerBound
+                ki &+= 1
+                if ki == rows.upperBound {
+                    ki = rows.lowerBound
+                    c &+= 1
+                }
+            }
+        }
+        if taps.last {
+            if let r = residualOffset {
+                let e = d + r
+                a0_0 += V.load(e, blockStride: outBlock)
+                a0_1 += V.load(e + op, blockStride: outBlock)
+                a0_2 += V.load(e + 2 &* op, blockStride: outBlock)
+                a0_3 += V.load(e + 3 &* op, blockStride: outBlock)
+                a0_4 += V.load(e + 4 &* op, blockStride: outBlock)
+                a0_5 += V.load(e + 5 &* op, blockStride: outBlock)
+                a0_6 += V.load(e + 6 &* op, blockStride: outBlock)
+                a1_0 += V.load(e + vs, blockStride: outBlock)
+                a1_1 += V.load(e + (vs &+ op), blockStride: outBlock)
+                a1_2 += V.load(e + (vs &+ 2 &* op), blockStride: outBlock)
+                a1_3 += V.load(e + (vs &+ 3 &* op), blockStride: outBlock)
+                a1_4 += V.load(e + (vs &+ 4 &* op), blockStride: outBlock)
+                a1_5 += V.load(e + (vs &+ 5 &* op), blockStride: outBlock)
+                a1_6 += V.load(e + (vs &+ 6 &* op), blockStride: outBlock)
+                if halfTail {
+                    a2_0 += V.loadLow(UnsafePointer(e + 2 &* vs))
+                    a2_1 += V.loadLow(UnsafePointer(e + (2 &* vs &+ op)))
+                    a2_2 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 2 &* op)))
+                    a2_3 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 3 &* op)))
+                    a2_4 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 4 &* op)))
+                    a2_5 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 5 &* op)))
+                    a2_6 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 6 &* op)))
+                } else {
+                    a2_0 += V.load(e + 2 &* vs, blockStride: outBlock)
+                    a2_1 += V.load(e + (2 &* vs &+ op), blockStride: outBlock)
+                    a2_2 += V.load(e + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+                    a2_3 += V.load(e + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+                    a2_4 += V.load(e + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+                    a2_5 += V.load(e + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+                    a2_6 += V.load(e + (2 &* vs &+ 6 &* op), blockStride: outBlock)
+                }
+            }
+            if relu {
+                a0_0 = a0_0.relu(upTo: upper)
+                a0_1 = a0_1.relu(upTo: upper)
+                a0_2 = a0_2.relu(upTo: upper)
+                a0_3 = a0_3.relu(upTo: upper)
+                a0_4 = a0_4.relu(upTo: upper)
+                a0_5 = a0_5.relu(upTo: upper)
+                a0_6 = a0_6.relu(upTo: upper)
+                a1_0 = a1_0.relu(upTo: upper)
+                a1_1 = a1_1.relu(upTo: upper)
+                a1_2 = a1_2.relu(upTo: upper)
+                a1_3 = a1_3.relu(upTo: upper)
+                a1_4 = a1_4.relu(upTo: upper)
+                a1_5 = a1_5.relu(upTo: upper)
+                a1_6 = a1_6.relu(upTo: upper)
+                a2_0 = a2_0.relu(upTo: upper)
+                a2_1 = a2_1.relu(upTo: upper)
+                a2_2 = a2_2.relu(upTo: upper)
+                a2_3 = a2_3.relu(upTo: upper)
+                a2_4 = a2_4.relu(upTo: upper)
+                a2_5 = a2_5.relu(upTo: upper)
+                a2_6 = a2_6.relu(upTo: upper)
+            }
+        }
+        a0_0.store(d, blockStride: outBlock)
+        a0_1.store(d + op, blockStride: outBlock)
+        a0_2.store(d + 2 &* op, blockStride: outBlock)
+        a0_3.store(d + 3 &* op, blockStride: outBlock)
+        a0_4.store(d + 4 &* op, blockStride: outBlock)
+        a0_5.store(d + 5 &* op, blockStride: outBlock)
+        a0_6.store(d + 6 &* op, blockStride: outBlock)
+        a1_0.store(d + vs, blockStride: outBlock)
+        a1_1.store(d + (vs &+ op), blockStride: outBlock)
+        a1_2.store(d + (vs &+ 2 &* op), blockStride: outBlock)
+        a1_3.store(d + (vs &+ 3 &* op), blockStride: outBlock)
+        a1_4.store(d + (vs &+ 4 &* op), blockStride: outBlock)
+        a1_5.store(d + (vs &+ 5 &* op), blockStride: outBlock)
+        a1_6.store(d + (vs &+ 6 &* op), blockStride: outBlock)
+        if halfTail {
+            a2_0.storeLow(d + 2 &* vs)
+            a2_1.storeLow(d + (2 &* vs &+ op))
+            a2_2.storeLow(d + (2 &* vs &+ 2 &* op))
+            a2_3.storeLow(d + (2 &* vs &+ 3 &* op))
+            a2_4.storeLow(d + (2 &* vs &+ 4 &* op))
+            a2_5.storeLow(d + (2 &* vs &+ 5 &* op))
+            a2_6.storeLow(d + (2 &* vs &+ 6 &* op))
+        } else {
+            a2_0.store(d + 2 &* vs, blockStride: outBlock)
+            a2_1.store(d + (2 &* vs &+ op), blockStride: outBlock)
+            a2_2.store(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+            a2_3.store(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+            a2_4.store(d + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+            a2_5.store(d + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+            a2_6.store(d + (2 &* vs &+ 6 &* op), blockStride: outBlock)
+        }
+    }
+
+    /// 8 pixels × 3 output vectors.
+    private func blocked8x3(
+        _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>,
+        _ taps: Taps
+    ) {
+        let (lanes, vs, op) = (V.scalarCount, vectorStride, outPixel)
+        var a0_0: V
+        var a0_1: V
+        var a0_2: V
+        var a0_3: V
+        var a0_4: V
+        var a0_5: V
+        var a0_6: V
+        var a0_7: V
+        var a1_0: V
+        var a1_1: V
+        var a1_2: V
+        var a1_3: V
+        var a1_4: V
+        var a1_5: V
+        var a1_6: V
+        var a1_7: V
+        var a2_0: V
+        var a2_1: V
+        var a2_2: V
+        var a2_3: V
+        var a2_4: V
+        var a2_5: V
+        var a2_6: V
+        var a2_7: V
+        if taps.first {
+            let b0 = V.load(bias)
+            a0_0 = b0
+            a0_1 = b0
+            a0_2 = b0
+            a0_3 = b0
+            a0_4 = b0
+            a0_5 = b0
+            a0_6 = b0
+            a0_7 = b0
+            let b1 = V.load(bias + lanes)
+            a1_0 = b1
+            a1_1 = b1
+            a1_2 = b1
+            a1_3 = b1
+            a1_4 = b1
+            a1_5 = b1
+            a1_6 = b1
+            a1_7 = b1
+            let b2 = V.load(bias + 2 &* lanes)
+            a2_0 = b2
+            a2_1 = b2
+            a2_2 = b2
+            a2_3 = b2
+            a2_4 = b2
+            a2_5 = b2
+            a2_6 = b2
+            a2_7 = b2
+        } else {
+            a0_0 = V.load(d, blockStride: outBlock)
+            a0_1 = V.load(d + op, blockStride: outBlock)
+            a0_2 = V.load(d + 2 &* op, blockStride: outBlock)
+            a0_3 = V.load(d + 3 &* op, blockStride: outBlock)
+            a0_4 = V.load(d + 4 &* op, blockStride: outBlock)
+            a0_5 = V.load(d + 5 &* op, blockStride: outBlock)
+            a0_6 = V.load(d + 6 &* op, blockStride: outBlock)
+            a0_7 = V.load(d + 7 &* op, blockStride: outBlock)
+            a1_0 = V.load(d + vs, blockStride: outBlock)
+            a1_1 = V.load(d + (vs &+ op), blockStride: outBlock)
+            a1_2 = V.load(d + (vs &+ 2 &* op), blockStride: outBlock)
+            a1_3 = V.load(d + (vs &+ 3 &* op), blockStride: outBlock)
+            a1_4 = V.load(d + (vs &+ 4 &* op), blockStride: outBlock)
+            a1_5 = V.load(d + (vs &+ 5 &* op), blockStride: outBlock)
+            a1_6 = V.load(d + (vs &+ 6 &* op), blockStride: outBlock)
+            a1_7 = V.load(d + (vs &+ 7 &* op), blockStride: outBlock)
+            if halfTail {
+                a2_0 = V.loadLow(UnsafePointer(d + 2 &* vs))
+                a2_1 = V.loadLow(UnsafePointer(d + (2 &* vs &+ op)))
+                a2_2 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 2 &* op)))
+                a2_3 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 3 &* op)))
+                a2_4 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 4 &* op)))
+                a2_5 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 5 &* op)))
+                a2_6 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 6 &* op)))
+                a2_7 = V.loadLow(UnsafePointer(d + (2 &* vs &+ 7 &* op)))
+            } else {
+                a2_0 = V.load(d + 2 &* vs, blockStride: outBlock)
+                a2_1 = V.load(d + (2 &* vs &+ op), blockStride: outBlock)
+                a2_2 = V.load(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+                a2_3 = V.load(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+                a2_4 = V.load(d + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+                a2_5 = V.load(d + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+                a2_6 = V.load(d + (2 &* vs &+ 6 &* op), blockStride: outBlock)
+                a2_7 = V.load(d + (2 &* vs &+ 7 &* op), blockStride: outBlock)
+            }
+        }
+        let (rows, columns) = (taps.rows, taps.columns)
+        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        for _ in 0..<(cb &* rows.count &* columns.count) {
+            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
+            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
+            for i in 0..<8 {
+                let wi = wq + i &* lanes
+                let w0 = V.load(wi)
+                let w1 = V.load(wi + weightBlock)
+                let w2 = V.load(wi + 2 &* weightBlock)
+                let x0 = V(repeating: px[i])
+                a0_0.addProduct(x0, w0)
+                a1_0.addProduct(x0, w1)
+                a2_0.addProduct(x0, w2)
+                let x1 = V(repeating: px[i &+ 8])
+                a0_1.addProduct(x1, w0)
+                a1_1.addProduct(x1, w1)
+                a2_1.addProduct(x1, w2)
+                let x2 = V(repeating: px[i &+ 16])
+                a0_2.addProduct(x2, w0)
+                a1_2.addProduct(x2, w1)
+                a2_2.addProduct(x2, w2)
+                let x3 = V(repeating: px[i &+ 24])
+                a0_3.addProduct(x3, w0)
+                a1_3.addProduct(x3, w1)
+                a2_3.addProduct(x3, w2)
+                let x4 = V(repeating: px[i &+ 32])
+                a0_4.addProduct(x4, w0)
+                a1_4.addProduct(x4, w1)
+                a2_4.addProduct(x4, w2)
+                let x5 = V(repeating: px[i &+ 40])
+                a0_5.addProduct(x5, w0)
+                a1_5.addProduct(x5, w1)
+                a2_5.addProduct(x5, w2)
+                let x6 = V(repeating: px[i &+ 48])
+                a0_6.addProduct(x6, w0)
+                a1_6.addProduct(x6, w1)
+                a2_6.addProduct(x6, w2)
+                let x7 = V(repeating: px[i &+ 56])
+                a0_7.addProduct(x7, w0)
+                a1_7.addProduct(x7, w1)
+                a2_7.addProduct(x7, w2)
+            }
+            kj &+= 1
+            if kj == columns.upperBound {
+                kj = columns.lowerBound
+                ki &+= 1
+                if ki == rows.upperBound {
+                    ki = rows.lowerBound
+                    c &+= 1
+                }
+            }
+        }
+        if taps.last {
+            if let r = residualOffset {
+                let e = d + r
+                a0_0 += V.load(e, blockStride: outBlock)
+                a0_1 += V.load(e + op, blockStride: outBlock)
+                a0_2 += V.load(e + 2 &* op, blockStride: outBlock)
+                a0_3 += V.load(e + 3 &* op, blockStride: outBlock)
+                a0_4 += V.load(e + 4 &* op, blockStride: outBlock)
+                a0_5 += V.load(e + 5 &* op, blockStride: outBlock)
+                a0_6 += V.load(e + 6 &* op, blockStride: outBlock)
+                a0_7 += V.load(e + 7 &* op, blockStride: outBlock)
+                a1_0 += V.load(e + vs, blockStride: outBlock)
+                a1_1 += V.load(e + (vs &+ op), blockStride: outBlock)
+                a1_2 += V.load(e + (vs &+ 2 &* op), blockStride: outBlock)
+                a1_3 += V.load(e + (vs &+ 3 &* op), blockStride: outBlock)
+                a1_4 += V.load(e + (vs &+ 4 &* op), blockStride: outBlock)
+                a1_5 += V.load(e + (vs &+ 5 &* op), blockStride: outBlock)
+                a1_6 += V.load(e + (vs &+ 6 &* op), blockStride: outBlock)
+                a1_7 += V.load(e + (vs &+ 7 &* op), blockStride: outBlock)
+                if halfTail {
+                    a2_0 += V.loadLow(UnsafePointer(e + 2 &* vs))
+                    a2_1 += V.loadLow(UnsafePointer(e + (2 &* vs &+ op)))
+                    a2_2 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 2 &* op)))
+                    a2_3 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 3 &* op)))
+                    a2_4 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 4 &* op)))
+                    a2_5 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 5 &* op)))
+                    a2_6 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 6 &* op)))
+                    a2_7 += V.loadLow(UnsafePointer(e + (2 &* vs &+ 7 &* op)))
+                } else {
+                    a2_0 += V.load(e + 2 &* vs, blockStride: outBlock)
+                    a2_1 += V.load(e + (2 &* vs &+ op), blockStride: outBlock)
+                    a2_2 += V.load(e + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+                    a2_3 += V.load(e + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+                    a2_4 += V.load(e + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+                    a2_5 += V.load(e + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+                    a2_6 += V.load(e + (2 &* vs &+ 6 &* op), blockStride: outBlock)
+                    a2_7 += V.load(e + (2 &* vs &+ 7 &* op), blockStride: outBlock)
+                }
+            }
+            if relu {
+                a0_0 = a0_0.relu(upTo: upper)
+                a0_1 = a0_1.relu(upTo: upper)
+                a0_2 = a0_2.relu(upTo: upper)
+                a0_3 = a0_3.relu(upTo: upper)
+                a0_4 = a0_4.relu(upTo: upper)
+                a0_5 = a0_5.relu(upTo: upper)
+                a0_6 = a0_6.relu(upTo: upper)
+                a0_7 = a0_7.relu(upTo: upper)
+                a1_0 = a1_0.relu(upTo: upper)
+                a1_1 = a1_1.relu(upTo: upper)
+                a1_2 = a1_2.relu(upTo: upper)
+                a1_3 = a1_3.relu(upTo: upper)
+                a1_4 = a1_4.relu(upTo: upper)
+                a1_5 = a1_5.relu(upTo: upper)
+                a1_6 = a1_6.relu(upTo: upper)
+                a1_7 = a1_7.relu(upTo: upper)
+                a2_0 = a2_0.relu(upTo: upper)
+                a2_1 = a2_1.relu(upTo: upper)
+                a2_2 = a2_2.relu(upTo: upper)
+                a2_3 = a2_3.relu(upTo: upper)
+                a2_4 = a2_4.relu(upTo: upper)
+                a2_5 = a2_5.relu(upTo: upper)
+                a2_6 = a2_6.relu(upTo: upper)
+                a2_7 = a2_7.relu(upTo: upper)
+            }
+        }
+        a0_0.store(d, blockStride: outBlock)
+        a0_1.store(d + op, blockStride: outBlock)
+        a0_2.store(d + 2 &* op, blockStride: outBlock)
+        a0_3.store(d + 3 &* op, blockStride: outBlock)
+        a0_4.store(d + 4 &* op, blockStride: outBlock)
+        a0_5.store(d + 5 &* op, blockStride: outBlock)
+        a0_6.store(d + 6 &* op, blockStride: outBlock)
+        a0_7.store(d + 7 &* op, blockStride: outBlock)
+        a1_0.store(d + vs, blockStride: outBlock)
+        a1_1.store(d + (vs &+ op), blockStride: outBlock)
+        a1_2.store(d + (vs &+ 2 &* op), blockStride: outBlock)
+        a1_3.store(d + (vs &+ 3 &* op), blockStride: outBlock)
+        a1_4.store(d + (vs &+ 4 &* op), blockStride: outBlock)
+        a1_5.store(d + (vs &+ 5 &* op), blockStride: outBlock)
+        a1_6.store(d + (vs &+ 6 &* op), blockStride: outBlock)
+        a1_7.store(d + (vs &+ 7 &* op), blockStride: outBlock)
+        if halfTail {
+            a2_0.storeLow(d + 2 &* vs)
+            a2_1.storeLow(d + (2 &* vs &+ op))
+            a2_2.storeLow(d + (2 &* vs &+ 2 &* op))
+            a2_3.storeLow(d + (2 &* vs &+ 3 &* op))
+            a2_4.storeLow(d + (2 &* vs &+ 4 &* op))
+            a2_5.storeLow(d + (2 &* vs &+ 5 &* op))
+            a2_6.storeLow(d + (2 &* vs &+ 6 &* op))
+            a2_7.storeLow(d + (2 &* vs &+ 7 &* op))
+        } else {
+            a2_0.store(d + 2 &* vs, blockStride: outBlock)
+            a2_1.store(d + (2 &* vs &+ op), blockStride: outBlock)
+            a2_2.store(d + (2 &* vs &+ 2 &* op), blockStride: outBlock)
+            a2_3.store(d + (2 &* vs &+ 3 &* op), blockStride: outBlock)
+            a2_4.store(d + (2 &* vs &+ 4 &* op), blockStride: outBlock)
+            a2_5.store(d + (2 &* vs &+ 5 &* op), blockStride: outBlock)
+            a2_6.store(d + (2 &* vs &+ 6 &* op), blockStride: outBlock)
+            a2_7.store(d + (2 &* vs &+ 7 &* op), blockStride: outBlock)
         }
     }
 
