@@ -20,7 +20,8 @@ Run it after changing SHAPES; its output is committed:
 import os
 
 # Output vectors → the most pixels a tile of that many vectors has in some build (the shapes of
-# DirectConv.shapes8 and shapes16, and the narrower tiles a row's border or split leaves).
+# DirectConv.shapes8, shapes16 and shapes16Narrow, and the narrower tiles a row's border or split
+# leaves; the generic tile has the same shapes for the other inputs).
 SHAPES = {1: 14, 2: 12, 3: 8, 4: 3}
 
 
