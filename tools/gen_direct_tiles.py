@@ -82,10 +82,11 @@ def body(p, nb):
     lines += [
         "        }",
         "        let (rows, columns) = (taps.rows, taps.columns)",
-        "        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)",
+        "        let steps = TapSteps(",
+        "            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)",
+        "        var (ki, kj) = (rows.lowerBound, columns.lowerBound)",
+        "        var (px, wq) = (x + steps.input, w + steps.weight)",
         "        for _ in 0..<(cb &* rows.count &* columns.count) {",
-        "            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)",
-        "            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)",
         "            for i in 0..<8 {",
         "                let wi = wq + i &* lanes",
     ]
@@ -107,15 +108,7 @@ def body(p, nb):
             lines.append(f"                {a(b, q)}.addProduct(x{q}, w{b})")
     lines += [
         "            }",
-        "            kj &+= 1",
-        "            if kj == columns.upperBound {",
-        "                kj = columns.lowerBound",
-        "                ki &+= 1",
-        "                if ki == rows.upperBound {",
-        "                    ki = rows.lowerBound",
-        "                    c &+= 1",
-        "                }",
-        "            }",
+        "            steps.advance(&ki, &kj, &px, &wq)",
         "        }",
         "        if taps.last {",
         "            if let r = residualOffset {",

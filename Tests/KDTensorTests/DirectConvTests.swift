@@ -531,6 +531,36 @@ struct DirectConvTests {
         }
     }
 
+    @Test("tap steps reach every tap's input and weights as the counters do: any kernel, any rows and columns of it")
+    func tapSteps() {
+        let base = UnsafePointer<Float>(bitPattern: 1 << 20)!
+        var visited = 0
+        for (kh, kw) in [(1, 1), (3, 3), (5, 5), (3, 1), (1, 7)] {
+            for rows in [0..<kh, 0..<max(0, kh - 1), min(1, kh)..<kh, 0..<0] {
+                for columns in [0..<kw, min(1, kw)..<kw, 0..<max(1, kw / 2), 0..<0] {
+                    let (planeStride, tapH, tapW, tap, cb) = (1000, 90, 8, 64, 3)
+                    let steps = TapSteps(
+                        rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: tap)
+                    var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+                    var (px, wq) = (base + steps.input, base + steps.weight)
+                    for c in 0..<cb {
+                        for i in rows {
+                            for j in columns {
+                                #expect((ki, kj) == (i, j))
+                                let at = "kernel \(kh)×\(kw) rows \(rows) columns \(columns), tap \(c), \(i), \(j)"
+                                #expect(px - base == c * planeStride + i * tapH + j * tapW, "\(at)")
+                                #expect(wq - base == ((c * kh + i) * kw + j) * tap, "\(at)")
+                                steps.advance(&ki, &kj, &px, &wq)
+                                visited += 1
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(visited > 300)
+    }
+
     @Test("straight-line tiles give the generic tile's bits: every width and vector count, borders, half tails, residual, ReLU and ReLU6")
     func straightLineTiles() throws {
         var rng = RandomSource(seed: 21)

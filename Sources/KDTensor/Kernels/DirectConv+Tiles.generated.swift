@@ -73,25 +73,18 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
                 let x0 = V(repeating: px[i])
                 a0_0.addProduct(x0, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -135,10 +128,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -147,15 +141,7 @@ extension DirectConv.Tile {
                 let x1 = V(repeating: px[i &+ 8])
                 a0_1.addProduct(x1, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -208,10 +194,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -222,15 +209,7 @@ extension DirectConv.Tile {
                 let x2 = V(repeating: px[i &+ 16])
                 a0_2.addProduct(x2, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -292,10 +271,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -308,15 +288,7 @@ extension DirectConv.Tile {
                 let x3 = V(repeating: px[i &+ 24])
                 a0_3.addProduct(x3, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -387,10 +359,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -405,15 +378,7 @@ extension DirectConv.Tile {
                 let x4 = V(repeating: px[i &+ 32])
                 a0_4.addProduct(x4, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -493,10 +458,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -513,15 +479,7 @@ extension DirectConv.Tile {
                 let x5 = V(repeating: px[i &+ 40])
                 a0_5.addProduct(x5, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -610,10 +568,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -632,15 +591,7 @@ extension DirectConv.Tile {
                 let x6 = V(repeating: px[i &+ 48])
                 a0_6.addProduct(x6, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -738,10 +689,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -762,15 +714,7 @@ extension DirectConv.Tile {
                 let x7 = V(repeating: px[i &+ 56])
                 a0_7.addProduct(x7, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -877,10 +821,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -903,15 +848,7 @@ extension DirectConv.Tile {
                 let x8 = V(repeating: px[i &+ 64])
                 a0_8.addProduct(x8, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -1027,10 +964,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -1055,15 +993,7 @@ extension DirectConv.Tile {
                 let x9 = V(repeating: px[i &+ 72])
                 a0_9.addProduct(x9, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -1188,10 +1118,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -1218,15 +1149,7 @@ extension DirectConv.Tile {
                 let x10 = V(repeating: px[i &+ 80])
                 a0_10.addProduct(x10, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -1360,10 +1283,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -1392,15 +1316,7 @@ extension DirectConv.Tile {
                 let x11 = V(repeating: px[i &+ 88])
                 a0_11.addProduct(x11, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -1543,10 +1459,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -1577,15 +1494,7 @@ extension DirectConv.Tile {
                 let x12 = V(repeating: px[i &+ 96])
                 a0_12.addProduct(x12, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -1737,10 +1646,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -1773,15 +1683,7 @@ extension DirectConv.Tile {
                 let x13 = V(repeating: px[i &+ 104])
                 a0_13.addProduct(x13, w0)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -1890,10 +1792,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let x0 = V(repeating: px[i])
@@ -1902,15 +1805,7 @@ extension DirectConv.Tile {
                 let w1 = V.load(wi + weightBlock)
                 a1_0.addProduct(x0, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -1964,10 +1859,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -1979,15 +1875,7 @@ extension DirectConv.Tile {
                 a0_1.addProduct(x1, w0)
                 a1_1.addProduct(x1, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -2056,10 +1944,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -2074,15 +1963,7 @@ extension DirectConv.Tile {
                 a0_2.addProduct(x2, w0)
                 a1_2.addProduct(x2, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -2166,10 +2047,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -2187,15 +2069,7 @@ extension DirectConv.Tile {
                 a0_3.addProduct(x3, w0)
                 a1_3.addProduct(x3, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -2294,10 +2168,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -2318,15 +2193,7 @@ extension DirectConv.Tile {
                 a0_4.addProduct(x4, w0)
                 a1_4.addProduct(x4, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -2440,10 +2307,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -2467,15 +2335,7 @@ extension DirectConv.Tile {
                 a0_5.addProduct(x5, w0)
                 a1_5.addProduct(x5, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -2604,10 +2464,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -2634,15 +2495,7 @@ extension DirectConv.Tile {
                 a0_6.addProduct(x6, w0)
                 a1_6.addProduct(x6, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -2786,10 +2639,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -2819,15 +2673,7 @@ extension DirectConv.Tile {
                 a0_7.addProduct(x7, w0)
                 a1_7.addProduct(x7, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -2986,10 +2832,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -3022,15 +2869,7 @@ extension DirectConv.Tile {
                 a0_8.addProduct(x8, w0)
                 a1_8.addProduct(x8, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -3204,10 +3043,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -3243,15 +3083,7 @@ extension DirectConv.Tile {
                 a0_9.addProduct(x9, w0)
                 a1_9.addProduct(x9, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -3440,10 +3272,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -3482,15 +3315,7 @@ extension DirectConv.Tile {
                 a0_10.addProduct(x10, w0)
                 a1_10.addProduct(x10, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -3694,10 +3519,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -3739,15 +3565,7 @@ extension DirectConv.Tile {
                 a0_11.addProduct(x11, w0)
                 a1_11.addProduct(x11, w1)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -3886,10 +3704,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let x0 = V(repeating: px[i])
@@ -3900,15 +3719,7 @@ extension DirectConv.Tile {
                 let w2 = V.load(wi + 2 &* weightBlock)
                 a2_0.addProduct(x0, w2)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -3972,10 +3783,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let x0 = V(repeating: px[i])
@@ -3990,15 +3802,7 @@ extension DirectConv.Tile {
                 a2_0.addProduct(x0, w2)
                 a2_1.addProduct(x1, w2)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -4083,10 +3887,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -4105,15 +3910,7 @@ extension DirectConv.Tile {
                 a1_2.addProduct(x2, w1)
                 a2_2.addProduct(x2, w2)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -4219,10 +4016,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -4245,15 +4043,7 @@ extension DirectConv.Tile {
                 a1_3.addProduct(x3, w1)
                 a2_3.addProduct(x3, w2)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -4380,10 +4170,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -4410,15 +4201,7 @@ extension DirectConv.Tile {
                 a1_4.addProduct(x4, w1)
                 a2_4.addProduct(x4, w2)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -4566,10 +4349,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -4600,15 +4384,7 @@ extension DirectConv.Tile {
                 a1_5.addProduct(x5, w1)
                 a2_5.addProduct(x5, w2)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -4777,10 +4553,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -4815,15 +4592,7 @@ extension DirectConv.Tile {
                 a1_6.addProduct(x6, w1)
                 a2_6.addProduct(x6, w2)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -5013,10 +4782,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let w0 = V.load(wi)
@@ -5055,15 +4825,7 @@ extension DirectConv.Tile {
                 a1_7.addProduct(x7, w1)
                 a2_7.addProduct(x7, w2)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -5198,10 +4960,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let x0 = V(repeating: px[i])
@@ -5214,15 +4977,7 @@ extension DirectConv.Tile {
                 let w3 = V.load(wi + 3 &* weightBlock)
                 a3_0.addProduct(x0, w3)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -5296,10 +5051,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let x0 = V(repeating: px[i])
@@ -5317,15 +5073,7 @@ extension DirectConv.Tile {
                 a3_0.addProduct(x0, w3)
                 a3_1.addProduct(x1, w3)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
@@ -5426,10 +5174,11 @@ extension DirectConv.Tile {
             }
         }
         let (rows, columns) = (taps.rows, taps.columns)
-        var (c, ki, kj) = (0, rows.lowerBound, columns.lowerBound)
+        let steps = TapSteps(
+            rows: rows, columns: columns, planeStride: planeStride, tapH: tapH, tapW: tapW, kh: kh, kw: kw, tap: 8 &* lanes)
+        var (ki, kj) = (rows.lowerBound, columns.lowerBound)
+        var (px, wq) = (x + steps.input, w + steps.weight)
         for _ in 0..<(cb &* rows.count &* columns.count) {
-            let px = x + (c &* planeStride &+ ki &* tapH &+ kj &* tapW)
-            let wq = w + (((c &* kh &+ ki) &* kw &+ kj) &* 8 &* lanes)
             for i in 0..<8 {
                 let wi = wq + i &* lanes
                 let x0 = V(repeating: px[i])
@@ -5452,15 +5201,7 @@ extension DirectConv.Tile {
                 a3_1.addProduct(x1, w3)
                 a3_2.addProduct(x2, w3)
             }
-            kj &+= 1
-            if kj == columns.upperBound {
-                kj = columns.lowerBound
-                ki &+= 1
-                if ki == rows.upperBound {
-                    ki = rows.lowerBound
-                    c &+= 1
-                }
-            }
+            steps.advance(&ki, &kj, &px, &wq)
         }
         if taps.last {
             if let r = residualOffset {
