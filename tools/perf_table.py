@@ -8,8 +8,9 @@ ever rewritten whole (without --models or --no-write).
 
 With .build-avx2 (KDTOOL_PORTABLE=1 swift build -c release --scratch-path .build-avx2 --product
 kdtool) the AVX2 build is measured as well, in the same rounds, as its own rows; on a CPU with
-AVX-512 their PyTorch peer runs on PyTorch's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2,
-ONEDNN_MAX_CPU_ISA=AVX2), as it would on a CPU without AVX-512.
+AVX-512 it runs OpenBLAS's Haswell kernels (OPENBLAS_CORETYPE=Haswell), its PyTorch peer runs on PyTorch's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2,
+ONEDNN_MAX_CPU_ISA=AVX2) and their ONNX Runtime under .build/peers/python-avx2 (tools/setup-peers;
+Benchmarks/peers/avx2_cpuid.c hides AVX-512 from it), as both would run on a CPU without AVX-512.
 
 For each model of the zoo it measures, on this machine, 2 threads, side by side:
   - training: kdtool's images/s over one epoch of `kdtool train` (batch 128, no augmentation,
@@ -36,6 +37,8 @@ KDTOOL = os.path.join(ROOT, ".build", "release", "kdtool")
 # --scratch-path .build-avx2 --product kdtool): many users' CPUs have no AVX-512.
 KDTOOL_AVX2 = os.path.join(ROOT, ".build-avx2", "release", "kdtool")
 TORCH = os.path.join(ROOT, ".build", "venv-torch", "bin", "python3")
+# ONNX Runtime seeing the CPU without AVX-512 (tools/setup-peers builds it where the CPU has AVX-512).
+PYTHON_AVX2 = os.path.join(ROOT, ".build", "peers", "python-avx2")
 MNIST = os.path.join(ROOT, "data", "mnist")
 CIFAR = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar-10-binary-subset.tar.gz")
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -84,18 +87,28 @@ def cpu():
         os.cpu_count() or 0, units)
 
 
+# OpenBLAS's own switch to its Haswell (AVX2) kernels, for kdtool's AVX2 build on a CPU with AVX-512: the
+# system OpenBLAS picks its core from CPUID as ONNX Runtime does (kdtool calls it for linear layers and
+# NCHW convolutions in training).
+KDTOOL_AVX2_ENV = {"OPENBLAS_CORETYPE": "Haswell"}
+
+
+def kdtool_env(kdtool):
+    return KDTOOL_AVX2_ENV if kdtool == KDTOOL_AVX2 and "AVX-512" in cpu() else None
+
+
 def kdtool_train(model, data, kdtool=KDTOOL):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "t.kdb")
         run([kdtool, "train", model, "--data", data, "--epochs", "1", "--batch", "128", "--augment", "none", "--threads", "2",
-             "--quiet", "-o", out])
+             "--quiet", "-o", out], kdtool_env(kdtool))
         doc = json.loads(run([kdtool, "inspect", out, "--json"]))
         return doc["provenance"]["metrics"]["images_per_second"]
 
 
 # PyTorch's own switches to its AVX2 kernels (ATen's and oneDNN's), for the peer of kdtool's AVX2 build
 # on a CPU with AVX-512: both then run what a CPU without AVX-512 would. ONNX Runtime has no such
-# switch (its kernels are chosen from the CPU's flags), so the AVX2 rows' ONNX Runtime runs AVX-512.
+# switch (its kernels are chosen from CPUID); PYTHON_AVX2 hides AVX-512 from it.
 TORCH_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
@@ -107,9 +120,9 @@ def torch_train(name, seconds, env=None):
     return json.loads(out.strip().splitlines()[-1])["images_per_second"]
 
 
-def bench(model, kdtool=KDTOOL):
+def bench(model, kdtool=KDTOOL, python=None):
     doc = json.loads(run([kdtool, "bench", model, "--batch", "1,64", "--threads", "2", "--runs", "30", "--compare-onnxruntime",
-                          "--json"]))
+                          "--json"] + (["--python", python] if python else []), kdtool_env(kdtool)))
     return {b["batch"]: (b["images_per_second"], b.get("onnxruntime_images_per_second")) for b in doc["batches"]}, doc
 
 
@@ -134,6 +147,8 @@ def main(argv):
             run([KDTOOL, "init", "--classes", "10", "-o", model] + flags)
             builds = [("AVX-512" if "AVX-512" in cpu() else "AVX2", KDTOOL)]
             if os.path.exists(KDTOOL_AVX2) and "AVX-512" in cpu():
+                if not os.path.exists(PYTHON_AVX2):
+                    raise SystemExit("perf_table: the AVX2 rows need their peer: tools/setup-peers (it writes %s)" % PYTHON_AVX2)
                 builds.append(("AVX2", KDTOOL_AVX2))
             ours = {b: [] for b, _ in builds}
             inf = {b: [] for b, _ in builds}
@@ -146,7 +161,7 @@ def main(argv):
                     if t:
                         theirs[b].append(t)
                 for b, exe in builds:
-                    inf[b].append(bench(model, exe)[0])
+                    inf[b].append(bench(model, exe, PYTHON_AVX2 if b == "AVX2" and "AVX-512" in cpu() else None)[0])
             med = statistics.median
             for b, _ in builds:
                 row = {"model": name, "build": b, "train": med(ours[b]), "torch": med(theirs[b]) if theirs[b] else None}
@@ -183,9 +198,11 @@ def main(argv):
         "random tensors (`Benchmarks/peers/torch_train_step.py`, `torch.set_num_threads(2)`). Inference: `kdtool bench "
         "--compare-onnxruntime`, ONNX Runtime on the exported model with 2 intra-op threads. The peers run on the same "
         "CPU with their own kernels (PyTorch's and ONNX Runtime's AVX-512 paths where the CPU has them); the AVX2 rows "
-        "are kdtool compiled for AVX2 + FMA only, as on a CPU without AVX-512. Their PyTorch is PyTorch on its AVX2 kernels "
-        "too (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`, as PyTorch runs on such a CPU); their ONNX Runtime still "
-        "runs its AVX-512 kernels, having no switch to AVX2. Batch 1 on two threads: `kdtool bench` first lets the layers "
+        "are kdtool compiled for AVX2 + FMA only, with OpenBLAS on its Haswell kernels (`OPENBLAS_CORETYPE=Haswell`), as on a CPU "
+        "without AVX-512. Their PyTorch is PyTorch on its AVX2 kernels "
+        "too (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`, as PyTorch runs on such a CPU), and so is their ONNX "
+        "Runtime (`--python .build/peers/python-avx2`: `Benchmarks/peers/avx2_cpuid.c` hides AVX-512 from it through the "
+        "kernel's CPUID faulting). Batch 1 on two threads: `kdtool bench` first lets the layers "
         "that split slower run on one thread (`InferencePlan.tuneThreads`).",
         END,
     ]

@@ -413,6 +413,26 @@ struct DirectConvTests {
         }
     }
 
+    @Test("packed linear tiles fit the vector registers: accumulators, one group's weight vectors and a broadcast")
+    func packedLinearRegisters() {
+        for (lanes, registers) in [(8, 16), (16, 32)] {
+            for vectors in 1...200 {
+                let groups = PackedLinear.groups(vectors: vectors, lanes: lanes)
+                var widest = 0
+                for g in 0..<groups {
+                    let (first, count) = PackedLinear.group(g, of: groups, vectors: vectors)
+                    #expect(count >= 1 && first + count <= vectors)
+                    widest = max(widest, count)
+                }
+                #expect(widest <= PackedLinear.widest(lanes: lanes))
+                for rows in [1, 2, 5, 16, 128] {
+                    let tile = PackedLinear.tile(rows: rows, vectors: widest, lanes: lanes)
+                    #expect(tile.rows * tile.vectors + tile.vectors + 1 <= registers, "\(lanes) lanes, \(vectors) vectors, \(rows) rows")
+                }
+            }
+        }
+    }
+
     @Test("packed linear layers match Linear.forward, with and without ReLU, and two workers give one worker's bits")
     func packedLinear() throws {
         var rng = RandomSource(seed: 19)

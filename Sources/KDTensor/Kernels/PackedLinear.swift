@@ -4,7 +4,7 @@
 /// the whole weight matrix again on every call (as much work as the product itself at LeNet-5's
 /// 400 → 120), and two threads calling it at once contend inside it (measured: the slices of a
 /// batch took 22 % longer on two workers than on one). Here the weights are packed at plan time as
-/// groups of at most four vectors of L output features, each group `[I][vectors][L]` (one
+/// groups of at most four vectors (three in AVX2) of L output features, each group `[I][vectors][L]` (one
 /// sequential stream; see `groups(vectors:)`), and a tile of R rows × B vectors is accumulated
 /// in registers from broadcast inputs: R + B loads per R·B multiply-adds, as in the direct
 /// convolution.
@@ -29,7 +29,7 @@ public struct PackedLinear: @unchecked Sendable {
         let (wp, pp, l) = (weight.pointer, packed.pointer, lanes)
         // Vector v of group g (first vector v0, `count` vectors) at input feature c:
         // v0·i·l + (c·count + v − v0)·l, so a group is one sequential stream.
-        let groups = Self.groups(vectors: vectors)
+        let groups = Self.groups(vectors: vectors, lanes: l)
         for g in 0..<groups {
             let (v0, count) = Self.group(g, of: groups, vectors: vectors)
             for v in v0..<(v0 + count) {
@@ -114,16 +114,23 @@ public struct PackedLinear: @unchecked Sendable {
     /// there are many (each weight vector then serves more of them), more vectors when there are few.
     static func tile(rows: Int, vectors: Int, lanes: Int) -> (rows: Int, vectors: Int) {
         let most = lanes == 16 ? 24 : 12
-        let b = min(vectors, 4)
+        let b = min(vectors, widest(lanes: lanes))
         return (max(1, min(rows, most / b, 12)), b)
     }
 
-    /// How many groups of at most four vectors the outputs make (every tile's vectors are one group):
+    /// How many groups of at most `widest` vectors the outputs make (every tile's vectors are one group):
     /// an even count where there are several, so that two workers take the same number of vectors
     /// (12 vectors as 3 + 3 + 3 + 3, not 4 + 4 + 4: efficientnet-lite0's 672 → 192 and 1152 → 192
     /// layers on 4 × 4 split their 9 tiles 4 + 5, and ran 0.9× and 1.4× as fast on two threads as on one).
-    static func groups(vectors: Int) -> Int {
-        let g = (vectors + 3) / 4
+    /// The most vectors in a group (and a tile): four of 16 lanes (24 accumulators, 4 weight
+    /// vectors and a broadcast in AVX-512's 32 registers), three of 8 (12 + 3 + 1 in AVX2's 16). An
+    /// AVX2 tile of 3 rows × 4 vectors needs 17 registers and spilled: mobilenetv2's 320 → 1280 head
+    /// at batch 64 ran at 93 GFLOP/s, and at 142 as 4 rows × 3 vectors (AVX2 build on an AVX-512 CPU).
+    static func widest(lanes: Int) -> Int { lanes == 16 ? 4 : 3 }
+
+    static func groups(vectors: Int, lanes: Int) -> Int {
+        let most = widest(lanes: lanes)
+        let g = (vectors + most - 1) / most
         return g > 1 && g % 2 == 1 && g < vectors ? g + 1 : g
     }
 
@@ -137,7 +144,7 @@ public struct PackedLinear: @unchecked Sendable {
     func run<V: OutputLanes>(_: V.Type, _ x: Tensor, _ y: UnsafeMutablePointer<Float>, _ geometry: Geometry) {
         let (n, k, o) = (x.shape[0], inFeatures, outFeatures)
         let vectors = (o + V.scalarCount - 1) / V.scalarCount
-        let groups = Self.groups(vectors: vectors)
+        let groups = Self.groups(vectors: vectors, lanes: V.scalarCount)
         // Rows per tile for the largest group (8 rows of 3 vectors, 6 of 4).
         let shape = Self.tile(rows: n, vectors: (vectors + groups - 1) / groups, lanes: V.scalarCount)
         let rowTiles = (n + shape.rows - 1) / shape.rows

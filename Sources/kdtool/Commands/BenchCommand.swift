@@ -23,7 +23,9 @@ struct BenchCommand: ParsableCommand {
             or --python) on the same inputs, batch sizes and thread count, and prints kdtool's speed over its. \
             The two are timed in alternating rounds (--rounds; ONNX Runtime stays loaded in a child process), so both \
             see the same machine: on a shared machine the speed drifts by tens of percent within a minute, and only \
-            ratios taken side by side mean anything. \
+            ratios taken side by side mean anything. ONNX Runtime picks its kernels from the CPU (AVX-512 where \
+            there is AVX-512); the first line says what it sees, and a note says when that differs from kdtool's \
+            kernels (an AVX2 build, KDTOOL_PORTABLE=1, on an AVX-512 CPU). \
             With batch 1 among the sizes and more than one thread, the plan first times each layer split over the threads \
             and on one thread alone, and runs alone those that were faster so (the results are the same bits either way; \
             --no-tune splits every layer). The layers chosen are listed.
@@ -31,6 +33,7 @@ struct BenchCommand: ParsableCommand {
             Examples:
               kdtool bench student.kdb
               kdtool bench resnet20.kdb --batch 1,16,64 --threads 2 --compare-onnxruntime
+              kdtool bench student.kdb --compare-onnxruntime --python .build/peers/python-avx2   # ORT's AVX2 kernels
               kdtool bench student.kdb --json
               kdtool bench student.kdb --batch 1 --threads 2 --no-tune   # every layer split over both threads
               mpirun -np 2 kdtool bench resnet20.kdb --allreduce     # the ranks' links, and this model's gradient sum
@@ -59,7 +62,11 @@ struct BenchCommand: ParsableCommand {
     var rounds: Int = 5
 
     @Option(
-        name: .customLong("python"), help: "With --compare-onnxruntime: a Python with onnxruntime (default .build/venv-onnx/bin/python).")
+        name: .customLong("python"),
+        help: """
+            With --compare-onnxruntime: a Python with onnxruntime (default .build/venv-onnx/bin/python; \
+            .build/peers/python-avx2 from tools/setup-peers hides AVX-512 from it, the peer of an AVX2 build).
+            """)
     var pythonPath: String?
 
     @Flag(help: "Print one JSON document.")
@@ -92,9 +99,17 @@ struct BenchCommand: ParsableCommand {
         let tuning = tune && threads > 1 && sizes.contains(1) ? try reportingErrors { try plan.tuneThreads(input(1)) } : nil
         var mine = [[Double]](repeating: [], count: sizes.count)
         var theirs = [[Double]](repeating: [], count: sizes.count)
+        var peerUnits = ""
         if compareOnnxruntime {
             guard rounds > 0 else { throw ValidationError("--rounds must be positive") }
             let peer = try OnnxRuntimePeer.Session(model: m, bundle: bundle, inputs: inputs, threads: threads, python: pythonPath)
+            peerUnits = peer.vectorUnits
+            if peerUnits != VectorUnits.name && !json {
+                warn(
+                    "kdtool: note: kdtool runs its \(VectorUnits.name) kernels and ONNX Runtime sees \(peerUnits)"
+                        + (peerUnits == "AVX-512" && VectorUnits.name == "AVX2"
+                            ? "; --python .build/peers/python-avx2 (tools/setup-peers) runs it on its AVX2 kernels" : ""))
+            }
             for r in 0..<rounds {
                 let k = runs / rounds + (r < runs % rounds ? 1 : 0)
                 guard k > 0 else { continue }
@@ -157,6 +172,7 @@ struct BenchCommand: ParsableCommand {
                 ),
             ]
             doc.insert(("batch_for_layers", .int(sizes.max()!)), at: 3)
+            if compareOnnxruntime { doc.append(("onnxruntime_vector_units", .string(peerUnits))) }
             doc.append(("slice_images", .int(plan.sliceImages)))
             doc.append(
                 (
@@ -185,7 +201,7 @@ struct BenchCommand: ParsableCommand {
                         ? " and Winograd F(4×4, 3×3) (F(2×2, 3×3) where it takes fewer multiplications) for 3×3 stride-1 layers"
                         : " and Winograd F(2×2, 3×3) for 3×3 stride-1 layers (--debug-winograd small)"
                     : " only (--debug-winograd off)")
-                + ", OpenBLAS \(BLASCore.name)")
+                + ", OpenBLAS \(BLASCore.name)" + (compareOnnxruntime ? "; ONNX Runtime sees \(peerUnits)" : ""))
         if sizes.contains(where: { $0 > plan.sliceImages }) {
             func images(_ k: Int) -> String { "\(k) image\(k == 1 ? "" : "s")" }
             print(
@@ -244,7 +260,12 @@ enum OnnxRuntimePeer {
         for x in xs:
             for _ in range(3):
                 s.run(None, {name: x})
-        print("ready", flush=True)
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as f
+        except ImportError:
+            from numpy.core._multiarray_umath import __cpu_features__ as f
+        units = "AVX-512" if f.get("AVX512F") else "AVX2" if f.get("AVX2") and f.get("FMA3") else "SSE"
+        print("ready", units, flush=True)
         for line in sys.stdin:
             i, runs = (int(v) for v in line.split())
             s.run(None, {name: xs[i]})
@@ -272,6 +293,9 @@ enum OnnxRuntimePeer {
         let toChild: Int32
         let fromChild: Int32
         var pending: [UInt8] = []
+        /// The widest vector units ONNX Runtime's process sees (NumPy's reading of CPUID: "AVX-512",
+        /// "AVX2", "SSE"); it picks its kernels from the same.
+        var vectorUnits = ""
 
         init(model: Model, bundle: ModelBundle, inputs: [Tensor], threads: Int, python pythonPath: String?) throws {
             let py = try python(pythonPath)
@@ -324,7 +348,8 @@ enum OnnxRuntimePeer {
                 warn("kdtool: error: cannot start \(py): \(String(cString: strerror(rc)))")
                 throw ExitCode.failure
             }
-            guard try readLine() == "ready" else { throw failed() }
+            guard let ready = try readLine(), ready.hasPrefix("ready") else { throw failed() }
+            vectorUnits = String(ready.dropFirst("ready".count)).trimmingCharacters(in: " ")
         }
 
         deinit {
