@@ -17,8 +17,8 @@ For each model of the zoo it measures, on this machine, 2 threads, side by side:
     data decoding and batching included) against PyTorch's training step on the same architecture
     (Benchmarks/peers/torch_train_step.py, batch 128, random data: the peer's most favourable
     case), when .build/venv-torch exists (tools/setup-peers);
-  - inference: `kdtool bench --compare-onnxruntime` at batch 1 and 64 (ONNX Runtime on the exported
-    model, timed in alternating rounds in the same process tree).
+  - inference: `kdtool bench --compare-onnxruntime` at batch 1 (600 passes) and 64 (30 passes),
+    ONNX Runtime on the exported model, timed in alternating rounds in the same process tree.
 Rounds alternate kdtool and the peer; the table gives medians. Needs the release build
 (swift build -c release) and .build/venv-onnx (tools/setup). Only the standard library is used.
 """
@@ -120,10 +120,18 @@ def torch_train(name, seconds, env=None):
     return json.loads(out.strip().splitlines()[-1])["images_per_second"]
 
 
+# Timed passes per batch size: about a second of each side at batch 1 (30 passes of a 1.5 ms model
+# were 45 ms, and a cell swung by 10 % or more between tables), a few at batch 64.
+BENCH_RUNS = {1: 600, 64: 30}
+
+
 def bench(model, kdtool=KDTOOL, python=None):
-    doc = json.loads(run([kdtool, "bench", model, "--batch", "1,64", "--threads", "2", "--runs", "30", "--compare-onnxruntime",
-                          "--json"] + (["--python", python] if python else []), kdtool_env(kdtool)))
-    return {b["batch"]: (b["images_per_second"], b.get("onnxruntime_images_per_second")) for b in doc["batches"]}, doc
+    out = {}
+    for batch, runs in BENCH_RUNS.items():
+        doc = json.loads(run([kdtool, "bench", model, "--batch", str(batch), "--threads", "2", "--runs", str(runs),
+                              "--compare-onnxruntime", "--json"] + (["--python", python] if python else []), kdtool_env(kdtool)))
+        out.update({b["batch"]: (b["images_per_second"], b.get("onnxruntime_images_per_second")) for b in doc["batches"]})
+    return out
 
 
 def main(argv):
@@ -161,7 +169,7 @@ def main(argv):
                     if t:
                         theirs[b].append(t)
                 for b, exe in builds:
-                    inf[b].append(bench(model, exe, PYTHON_AVX2 if b == "AVX2" and "AVX-512" in cpu() else None)[0])
+                    inf[b].append(bench(model, exe, PYTHON_AVX2 if b == "AVX2" and "AVX-512" in cpu() else None))
             med = statistics.median
             for b, _ in builds:
                 row = {"model": name, "build": b, "train": med(ours[b]), "torch": med(theirs[b]) if theirs[b] else None}
@@ -196,7 +204,7 @@ def main(argv):
         "Training: kdtool's figure is a whole epoch of `kdtool train` on the committed MNIST images (resnet20 and the mobile "
         "students, CIFAR stem: the CIFAR-10 subset in `../shared`), batch 128, data decoding and batching included; PyTorch's is its training step alone on "
         "random tensors (`Benchmarks/peers/torch_train_step.py`, `torch.set_num_threads(2)`). Inference: `kdtool bench "
-        "--compare-onnxruntime`, ONNX Runtime on the exported model with 2 intra-op threads. The peers run on the same "
+        "--compare-onnxruntime` (600 passes at batch 1, 30 at batch 64), ONNX Runtime on the exported model with 2 intra-op threads. The peers run on the same "
         "CPU with their own kernels (PyTorch's and ONNX Runtime's AVX-512 paths where the CPU has them); the AVX2 rows "
         "are kdtool compiled for AVX2 + FMA only, with OpenBLAS on its Haswell kernels (`OPENBLAS_CORETYPE=Haswell`), as on a CPU "
         "without AVX-512. Their PyTorch is PyTorch on its AVX2 kernels "
