@@ -4,10 +4,10 @@
 /// the whole weight matrix again on every call (as much work as the product itself at LeNet-5's
 /// 400 → 120), and two threads calling it at once contend inside it (measured: the slices of a
 /// batch took 22 % longer on two workers than on one). Here the weights are packed at plan time as
-/// groups of at most four vectors (three in AVX2) of L output features, each group `[I][vectors][L]` (one
-/// sequential stream; see `groups(vectors:)`), and a tile of R rows × B vectors is accumulated
-/// in registers from broadcast inputs: R + B loads per R·B multiply-adds, as in the direct
-/// convolution.
+/// groups of at most four vectors (three in an AVX2 build) of L output features, each group
+/// `[I][vectors][L]` (one sequential stream; see `groups(vectors:lanes:)`), and a tile of R rows ×
+/// B vectors is accumulated in registers from broadcast inputs: R + B loads per R·B multiply-adds,
+/// as in the direct convolution.
 public struct PackedLinear: @unchecked Sendable {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -118,16 +118,16 @@ public struct PackedLinear: @unchecked Sendable {
         return (max(1, min(rows, most / b, 12)), b)
     }
 
-    /// How many groups of at most `widest` vectors the outputs make (every tile's vectors are one group):
-    /// an even count where there are several, so that two workers take the same number of vectors
-    /// (12 vectors as 3 + 3 + 3 + 3, not 4 + 4 + 4: efficientnet-lite0's 672 → 192 and 1152 → 192
-    /// layers on 4 × 4 split their 9 tiles 4 + 5, and ran 0.9× and 1.4× as fast on two threads as on one).
     /// The most vectors in a group (and a tile): four of 16 lanes (24 accumulators, 4 weight
     /// vectors and a broadcast in AVX-512's 32 registers), three of 8 (12 + 3 + 1 in AVX2's 16). An
     /// AVX2 tile of 3 rows × 4 vectors needs 17 registers and spilled: mobilenetv2's 320 → 1280 head
     /// at batch 64 ran at 93 GFLOP/s, and at 142 as 4 rows × 3 vectors (AVX2 build on an AVX-512 CPU).
     static func widest(lanes: Int) -> Int { lanes == 16 ? 4 : 3 }
 
+    /// How many groups of at most `widest` vectors the outputs make (every tile's vectors are one group):
+    /// an even count where there are several, so that two workers take the same number of vectors
+    /// (12 vectors as 3 + 3 + 3 + 3, not 4 + 4 + 4: efficientnet-lite0's 672 → 192 and 1152 → 192
+    /// layers on 4 × 4 split their 9 tiles 4 + 5, and ran 0.9× and 1.4× as fast on two threads as on one).
     static func groups(vectors: Int, lanes: Int) -> Int {
         let most = widest(lanes: lanes)
         let g = (vectors + most - 1) / most
@@ -145,7 +145,7 @@ public struct PackedLinear: @unchecked Sendable {
         let (n, k, o) = (x.shape[0], inFeatures, outFeatures)
         let vectors = (o + V.scalarCount - 1) / V.scalarCount
         let groups = Self.groups(vectors: vectors, lanes: V.scalarCount)
-        // Rows per tile for the largest group (8 rows of 3 vectors, 6 of 4).
+        // Rows per tile for the largest group (8 rows of 3 vectors, 6 of 4; 4 of 3 in AVX2).
         let shape = Self.tile(rows: n, vectors: (vectors + groups - 1) / groups, lanes: V.scalarCount)
         let rowTiles = (n + shape.rows - 1) / shape.rows
         let (xp, yp, wp, bp) = (UnsafePointer(x.pointer), y, UnsafePointer(packed.pointer), UnsafePointer(bias.pointer))

@@ -104,7 +104,8 @@ struct BenchCommand: ParsableCommand {
             guard rounds > 0 else { throw ValidationError("--rounds must be positive") }
             let peer = try OnnxRuntimePeer.Session(model: m, bundle: bundle, inputs: inputs, threads: threads, python: pythonPath)
             peerUnits = peer.vectorUnits
-            if peerUnits != VectorUnits.name && !json {
+            let x86 = ["AVX-512", "AVX2"]
+            if peerUnits != VectorUnits.name && x86.contains(peerUnits) && x86.contains(VectorUnits.name) && !json {
                 warn(
                     "kdtool: note: kdtool runs its \(VectorUnits.name) kernels and ONNX Runtime sees \(peerUnits)"
                         + (peerUnits == "AVX-512" && VectorUnits.name == "AVX2"
@@ -264,7 +265,7 @@ enum OnnxRuntimePeer {
             from numpy._core._multiarray_umath import __cpu_features__ as f
         except ImportError:
             from numpy.core._multiarray_umath import __cpu_features__ as f
-        units = "AVX-512" if f.get("AVX512F") else "AVX2" if f.get("AVX2") and f.get("FMA3") else "SSE"
+        units = "AVX-512" if f.get("AVX512F") else "AVX2" if f.get("AVX2") and f.get("FMA3") else "neither AVX2 nor AVX-512"
         print("ready", units, flush=True)
         for line in sys.stdin:
             i, runs = (int(v) for v in line.split())
@@ -294,7 +295,7 @@ enum OnnxRuntimePeer {
         let fromChild: Int32
         var pending: [UInt8] = []
         /// The widest vector units ONNX Runtime's process sees (NumPy's reading of CPUID: "AVX-512",
-        /// "AVX2", "SSE"); it picks its kernels from the same.
+        /// "AVX2", or "neither AVX2 nor AVX-512"); it picks its kernels from the same.
         var vectorUnits = ""
 
         init(model: Model, bundle: ModelBundle, inputs: [Tensor], threads: Int, python pythonPath: String?) throws {
