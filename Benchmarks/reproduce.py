@@ -15,6 +15,7 @@ exists are not repeated, so an interrupted reproduction continues where it stopp
     python3 Benchmarks/reproduce.py                       # everything (about 1 h on 2 cores)
     python3 Benchmarks/reproduce.py --only kd,dml
     python3 Benchmarks/reproduce.py --report-only         # rebuild docs/results.* from finished runs
+    python3 Benchmarks/reproduce.py --only mobile --keep-published   # one section again, the others as published
 
 Writes docs/results.md, docs/results.json and docs/fsp-fast-optimisation.png (matplotlib).
 """
@@ -714,7 +715,8 @@ def mobile_section(rc, seeds, res, threads, peer_runs=None):
         onnx = students[0][:-4] + ".onnx"
         rc.call(["export", students[0], "-o", onnx])
         info = json.loads(rc.call(["inspect", students[0], "--json"])[0])
-        bench = json.loads(rc.call(["bench", students[0], "--batch", "1,64", "--threads", str(threads), "--runs", "20", "--rounds", "3",
+        # 300 passes in 3 alternating rounds: batch 1 of a 0.5× student is under a millisecond a pass.
+        bench = json.loads(rc.call(["bench", students[0], "--batch", "1,64", "--threads", str(threads), "--runs", "300", "--rounds", "3",
                                     "--compare-onnxruntime", "--json"])[0])
         data[label] = {"deploy": {"quantize": [{k: v for k, v in d.items() if k != "layers"} for d in q], "bench": bench,
                                   "params": info["graph"]["totals"]["params"], "flops": info["graph"]["totals"]["flops"],
@@ -837,7 +839,7 @@ ORDER = ["kd", "fitnets", "fsp", "dml", "kc", "specialists", "cifar", "mobile", 
 
 def write_report(res, args):
     md = ["# Reproduction table (measured)", "",
-          "Produced by `python3 Benchmarks/reproduce.py` (each section can be re-run alone with `--only NAME`) on %s (%d threads). MNIST: the committed test set `data/mnist` "
+          "Produced by `python3 Benchmarks/reproduce.py` (each section can be re-run alone with `--only NAME`), %d threads. MNIST: the committed test set `data/mnist` "
           "(train 0..7999, eval 8000..9999; 2,000 eval images, 1 error = 0.05 points); CIFAR-10: the subset in `../shared` "
           "(its own section). Protocol: 5 paired seeds per arm on MNIST, 3 on CIFAR (paired arms share the student's "
           "initialisation and data order); no model selection — every arm reports its last epoch and every hyperparameter was "
@@ -845,10 +847,15 @@ def write_report(res, args):
           "a comparison, stage 1 of a two-stage method included; wall seconds cover every stage. Unless stated, runs use no "
           "augmentation (teacher outputs are computed once per run) and the `train` defaults (SGD momentum 0.9, lr 0.05 cosine, "
           "weight decay 5e-4, batch 128). Std is the sample std over seeds; intervals are paired 95 %% t intervals. Every "
-          "per-seed and per-peer value is in `docs/results.json`." % (cpu_line(), args.threads), ""]
+          "per-seed and per-peer value is in `docs/results.json`. Sections are re-run one at a time (`--only`), so each names "
+          "the machine and kdtool commit it ran on; its wall seconds and speeds are that machine's." % args.threads, ""]
     for key in ORDER:
         if key in res:
-            md += ["## " + TITLES[key], "", table(res[key]["rows"], res[key].get("head")), ""]
+            md += ["## " + TITLES[key], ""]
+            if res[key].get("machine"):
+                md += ["Run on %s." % ", ".join([res[key]["machine"]] + (["kdtool " + res[key]["commit"]] if res[key].get("commit") else [])
+                                                 + ([res[key]["date"]] if res[key].get("date") else [])), ""]
+            md += [table(res[key]["rows"], res[key].get("head")), ""]
             for note in res[key].get("notes", []):
                 md += [note, ""]  # one paragraph each
             if key == "fsp":
@@ -867,6 +874,13 @@ def cpu_line():
     return cpu()
 
 
+def commit():
+    """The checkout's commit (with "+changes" when the tree differs from it)."""
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kdtool", default=os.path.join(ROOT, ".build", "release", "kdtool"))
@@ -879,12 +893,18 @@ def main():
     p.add_argument("--only", default="", help="comma-separated: " + ",".join(ORDER))
     p.add_argument("--mobile-peers", default="all", help="students whose PyTorch peers run: all, or a comma-separated list")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--keep-published", action="store_true",
+                   help="start from docs/results.json when the work folder has no results, so that --only re-runs one "
+                        "section and the report keeps the others")
     args = p.parse_args()
     only = set(args.only.split(",")) if args.only else set(ORDER)
     r = Runner(args.kdtool, args.data, args.work, args.threads, args.report_only)
     rc = Runner(args.kdtool, args.cifar, os.path.join(args.work, "cifar"), args.threads, args.report_only, shape="3x32x32")
     results_path = os.path.join(args.work, "results.json")
     res = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    if args.keep_published and not res:
+        # The committed report's sections stand for those not re-run (a fresh work folder has none).
+        res = json.load(open(os.path.join(ROOT, "docs", "results.json")))
     seeds = list(range(args.seeds))
     sections = [("kd", lambda: kd_section(r, seeds, res)), ("dml", lambda: dml_section(r, seeds, res)),
                 ("fitnets", lambda: fitnets_section(r, seeds, res)), ("fsp", lambda: fsp_section(r, seeds, res, True)),
@@ -900,6 +920,7 @@ def main():
         if key in only:
             print("%s:" % key, flush=True)
             fn()
+            res[key].update(machine=cpu_line(), commit=commit(), date=time.strftime("%Y-%m-%d"))
             with open(results_path, "w") as fh:
                 json.dump(res, fh, default=str)
     write_report(res, args)
