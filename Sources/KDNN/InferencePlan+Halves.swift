@@ -214,7 +214,7 @@ extension InferencePlan {
         var i = 0
         while i + 2 < steps.count {
             defer { i += 1 }
-            guard let (x, expandOp, f1, r1, e) = oneByOne(steps[i]), r1 == nil, internalValue(e),
+            guard let (_, expandOp, f1, r1, e) = oneByOne(steps[i]), r1 == nil, internalValue(e),
                 case .conv(let dwInput, let dwWeight, let dwBias, let window, let groups, let f2, let d) = steps[i + 1], dwInput == e,
                 dwWeight.rank == 4, dwWeight.shape[1] == 1, groups == dwWeight.shape[0], internalValue(d),
                 let (projectInput, projectOp, f3, shortcut, y) = oneByOne(steps[i + 2]), projectInput == d, f3 == nil,

@@ -970,11 +970,12 @@ public final class InferencePlan: @unchecked Sendable {
     static func pointwise(_ x: BlockedTensor, _ op: PackedLinear, _ epilogue: Epilogue, residual: BlockedTensor?, outPad: Int) throws
         -> BlockedTensor
     {
-        // Without a residual the kernel applies the activation itself, in registers where it is
-        // a ReLU or ReLU6, storing straight into the blocked layout; with one, it is added first
-        // and the activation runs over each output row while it is in cache.
-        if residual == nil && PackedLinear.storesBlocked(epilogue) {
-            return try op(x.pixelRows(), epilogue, n: x.n, h: x.h, w: x.w, pad: outPad)
+        // The kernel adds the residual and applies the activation in registers where it is a
+        // ReLU or ReLU6 (or none), storing straight into the blocked layout; another activation
+        // runs over each output row while it is in cache, after the residual.
+        let fused = Epilogue(epilogue.function, residual: residual)
+        if PackedLinear.storesBlocked(fused) {
+            return try op(x.pixelRows(), fused, n: x.n, h: x.h, w: x.w, pad: outPad)
         }
         let y = try op(x.pixelRows(), residual == nil ? epilogue : .none)
         return BlockedTensor(

@@ -437,7 +437,10 @@ struct DirectConvTests {
     func packedLinear() throws {
         var rng = RandomSource(seed: 19)
         // 16 × 192 and 16 × 320: 12 and 20 output vectors of 16 lanes, in an even count of groups.
-        for (n, i, o) in [(5, 400, 120), (13, 37, 10), (1, 7, 33), (16, 84, 10), (24, 64, 64), (3, 5, 1), (16, 48, 192), (16, 24, 320)] {
+        // 300 rows of 1100 inputs.
+        for (n, i, o) in [
+            (5, 400, 120), (13, 37, 10), (1, 7, 33), (16, 84, 10), (24, 64, 64), (3, 5, 1), (16, 48, 192), (16, 24, 320), (300, 1100, 21),
+        ] {
             let x = Self.random([n, i], &rng)
             let w = Self.random([o, i], &rng)
             let b = Self.random([o], &rng)
@@ -453,6 +456,18 @@ struct DirectConvTests {
                     defer { Parallel.configure(threads: 1) }
                     #expect(try op(x, Epilogue(relu: relu)).array.map(\.bitPattern) == y.array.map(\.bitPattern), "\(n)×\(i) → \(o)")
                 }
+                // Every output is the bias plus its products in input order, each a fused
+                // multiply-add, in whatever tile and order of tiles: the bits of one loop.
+                let y = try op(x, .none)
+                var exact = true
+                for r in 0..<n {
+                    for c in 0..<o {
+                        var a = bias?[c] ?? 0
+                        for k in 0..<i { a = a.addingProduct(x[r * i + k], w[c * i + k]) }
+                        exact = exact && a.bitPattern == y[r * o + c].bitPattern
+                    }
+                }
+                #expect(exact, "\(n)×\(i) → \(o)")
             }
             #expect(throws: TensorError.self) { try PackedLinear(weight: w, bias: b)(Self.random([n, i + 1], &rng)) }
         }
@@ -462,13 +477,25 @@ struct DirectConvTests {
     func packedLinearBlocked() throws {
         var rng = RandomSource(seed: 29)
         let six = Activation.clip(min: 0, max: 6)
-        // 52 and 24 outputs: a last vector part full, and channels past O in the last block.
-        for (n, h, w, i, o, pad) in [(3, 4, 4, 40, 52, 2), (1, 2, 3, 16, 24, 1), (2, 4, 4, 24, 64, 0), (1, 4, 4, 8, 160, 1)] {
+        // 52 and 24 outputs: a last vector part full, and channels past O in the last block; 160
+        // outputs on 16 pixels (groups of two and three vectors in either build); 256 rows of
+        // 1100 inputs.
+        for (n, h, w, i, o, pad) in [
+            (3, 4, 4, 40, 52, 2), (1, 2, 3, 16, 24, 1), (2, 4, 4, 24, 64, 0), (1, 4, 4, 8, 160, 1), (4, 4, 4, 36, 160, 0),
+            (16, 4, 4, 1100, 44, 1), (1, 3, 3, 1100, 20, 0),
+        ] {
             let x = Self.random([n * h * w, i], &rng)
             let op = PackedLinear(weight: Self.random([o, i], &rng), bias: Self.random([o], &rng))
-            for epilogue in [Epilogue.none, Epilogue(relu: true), Epilogue(.activation(six))] {
+            // A residual with another halo than the output's: added in registers before the activation.
+            let shortcut = BlockedTensor(Self.random([n, o, h, w], &rng), pad: pad == 0 ? 1 : 0)
+            for (function, residual) in [(nil, nil), (.relu, nil), (.activation(six), nil), (nil, shortcut), (.relu, shortcut)]
+                as [(Epilogue.Function?, BlockedTensor?)]
+            {
+                let epilogue = Epilogue(function, residual: residual)
                 #expect(PackedLinear.storesBlocked(epilogue))
-                let rows = BlockedTensor(pixelRows: try op(x, epilogue), n: n, h: h, w: w, pad: pad, residual: nil, activation: .none)
+                // The rows path: the plain product, then the residual and the activation on the way back.
+                let rows = BlockedTensor(
+                    pixelRows: try op(x, .none), n: n, h: h, w: w, pad: pad, residual: residual, activation: Epilogue(function))
                 for threads in [1, 2] {
                     Parallel.configure(threads: threads)
                     defer { Parallel.configure(threads: 1) }
@@ -482,6 +509,39 @@ struct DirectConvTests {
             }
             #expect(!PackedLinear.storesBlocked(Epilogue(.activation(.hardswish))))
             #expect(throws: TensorError.self) { try op(x, .none, n: n, h: h + 1, w: w, pad: pad) }
+            let wrong = BlockedTensor(Self.random([n, o, h, w + 1], &rng), pad: pad)
+            #expect(throws: TensorError.self) { try op(x, Epilogue(nil, residual: wrong), n: n, h: h, w: w, pad: pad) }
+        }
+    }
+
+    @Test("packed linear tiles cover every row and vector once, each group's tile as full as its registers allow")
+    func packedLinearTiles() {
+        for lanes in [8, 16] {
+            let most = lanes == 16 ? 24 : 12
+            for vectors in [1, 2, 5, 10, 20, 40, 60, 80] {
+                for rows in [1, 7, 16, 64, 1024] {
+                    var covered = [Int](repeating: 0, count: rows * vectors)
+                    let groups = PackedLinear.groups(vectors: vectors, lanes: lanes)
+                    var tilesOfGroup = [Int](repeating: 0, count: groups)
+                    for tile in PackedLinear.tiles(rows: rows, vectors: vectors, lanes: lanes) {
+                        let (first, count) = PackedLinear.group(tile.group, of: groups, vectors: vectors)
+                        #expect(count == tile.count)
+                        // Registers: the accumulators, one weight vector each, one broadcast.
+                        #expect(tile.rows * count + count + 1 <= (lanes == 16 ? 32 : 16))
+                        #expect(tile.rows * count <= most && tile.rows <= 12)
+                        tilesOfGroup[tile.group] += 1
+                        for r in tile.row..<(tile.row + tile.rows) { for v in first..<(first + count) { covered[r * vectors + v] += 1 } }
+                    }
+                    #expect(covered.allSatisfy { $0 == 1 }, "\(lanes) lanes, \(vectors) vectors, \(rows) rows")
+                    // As few row tiles as each group's own width allows (a group of two vectors
+                    // beside groups of three takes more rows per tile, not the three-vector tile's).
+                    for g in 0..<groups {
+                        let count = PackedLinear.group(g, of: groups, vectors: vectors).count
+                        let most = min(rows, 12, most / count)
+                        #expect(tilesOfGroup[g] == (rows + most - 1) / most, "\(lanes) lanes, \(vectors) vectors, \(rows) rows")
+                    }
+                }
+            }
         }
     }
 

@@ -50,9 +50,9 @@ public struct PackedLinear: @unchecked Sendable {
         return (epilogue.isReLU, .infinity, epilogue.activation)
     }
 
-    /// Whether `callAsFunction(_:_:n:h:w:pad:)` takes `epilogue`: no residual, and an activation the
-    /// kernel applies in registers.
-    public static func storesBlocked(_ epilogue: Epilogue) -> Bool { epilogue.residual == nil && registers(epilogue).rest == nil }
+    /// Whether `callAsFunction(_:_:n:h:w:pad:)` takes `epilogue`: an activation the kernel applies
+    /// in registers (or none), after the residual where there is one.
+    public static func storesBlocked(_ epilogue: Epilogue) -> Bool { registers(epilogue).rest == nil }
 
     /// [N, I] → [N, O], then the epilogue's activation (ReLU in registers; it has no residual).
     public func callAsFunction(_ x: Tensor, _ epilogue: Epilogue = .none) throws -> Tensor {
@@ -63,7 +63,8 @@ public struct PackedLinear: @unchecked Sendable {
         }
         let n = x.shape[0]
         let y = Tensor(uninitialized: [n, outFeatures])
-        let geometry = Geometry(k: inFeatures, o: outFeatures, relu: relu, upper: upper, offsets: nil, plane: 0, blocks: 0)
+        let geometry = Geometry(
+            k: inFeatures, o: outFeatures, relu: relu, upper: upper, offsets: nil, plane: 0, blocks: 0, residual: nil)
         #if KDTOOL_AVX512
             if lanes == 16 {
                 run(SIMD16<Float>.self, x, y.pointer, geometry)
@@ -79,15 +80,23 @@ public struct PackedLinear: @unchecked Sendable {
     /// Pixel rows `[N·H·W, I]` (`BlockedTensor.pixelRows()`'s order) → a blocked `[N, O, H, W]`
     /// with halo `pad`, each tile stored straight into the blocked layout: no `[N·H·W, O]` rows
     /// written and gathered again (efficientnet-lite0's 4 × 4 expansions write 1152 channels into
-    /// 8 × 8 planes). The epilogue must satisfy `storesBlocked`. The same bits as the rows path.
+    /// 8 × 8 planes). The epilogue must satisfy `storesBlocked`; its residual (the output's shape) is
+    /// added in registers before the activation, as the rows path adds it on the way back. The
+    /// same bits as the rows path.
     public func callAsFunction(_ x: Tensor, _ epilogue: Epilogue, n: Int, h: Int, w: Int, pad: Int) throws -> BlockedTensor {
-        precondition(Self.storesBlocked(epilogue), "a blocked linear output takes no residual and no activation pass")
+        precondition(Self.storesBlocked(epilogue), "a blocked linear output takes no activation pass")
         let (relu, upper, _) = Self.registers(epilogue)
         guard x.rank == 2, x.shape[1] == inFeatures, x.shape[0] == n * h * w else {
             throw TensorError(
                 "linear input \(x.shape) does not match weight [\(outFeatures), \(inFeatures)] over \(n) × \(h) × \(w) pixels")
         }
+        if let r = epilogue.residual, r.n != n || r.channels != outFeatures || r.h != h || r.w != w {
+            throw TensorError("residual \([r.n, r.channels, r.h, r.w]) does not match the linear output [\(n), \(outFeatures), \(h), \(w)]")
+        }
         let out = BlockedTensor(uninitialized: n, channels: outFeatures, h: h, w: w, pad: pad)
+        // The residual in the output's layout (its halo re-padded where it differs), read at each
+        // output's own offset.
+        let shortcut = epilogue.residual?.withPad(pad)
         // Each row's pixel in the output, from the origin.
         var offsets = [Int](repeating: 0, count: n * h * w)
         for img in 0..<n {
@@ -98,7 +107,7 @@ public struct PackedLinear: @unchecked Sendable {
         offsets.withUnsafeBufferPointer { table in
             let geometry = Geometry(
                 k: inFeatures, o: outFeatures, relu: relu, upper: upper, offsets: table.baseAddress, plane: out.planeStride,
-                blocks: out.blocks)
+                blocks: out.blocks, residual: shortcut?.origin)
             #if KDTOOL_AVX512
                 if lanes == 16 {
                     run(SIMD16<Float>.self, x, out.origin, geometry)
@@ -107,6 +116,7 @@ public struct PackedLinear: @unchecked Sendable {
             #endif
             run(SIMD8<Float>.self, x, out.origin, geometry)
         }
+        withExtendedLifetime(shortcut) {}
         return out
     }
 
@@ -140,28 +150,56 @@ public struct PackedLinear: @unchecked Sendable {
         return (v0, vectors * (g + 1) / groups - v0)
     }
 
+    /// The tiles of `rows` rows over `vectors` output vectors, in order: each group's row tiles
+    /// (even splits, 16 rows as 8 + 8), the group's rows per tile from its own vector count. A
+    /// group of two vectors beside groups of three (mobilenetv2's 160 outputs: 20 vectors of 8
+    /// as 3 + 2 + 3 + 2 …) used to take the three-vector tile's rows, 4 × 2 on AVX2: 8 of its 12
+    /// accumulators, the input broadcast once per two multiply-adds.
+    static func tiles(rows n: Int, vectors: Int, lanes: Int) -> [(group: Int, row: Int, rows: Int, count: Int)] {
+        let groups = groups(vectors: vectors, lanes: lanes)
+        var tiles: [(group: Int, row: Int, rows: Int, count: Int)] = []
+        for g in 0..<groups {
+            let count = group(g, of: groups, vectors: vectors).count
+            let perTile = tile(rows: n, vectors: count, lanes: lanes).rows
+            let rowTiles = (n + perTile - 1) / perTile
+            for t in 0..<rowTiles { tiles.append((g, n * t / rowTiles, n * (t + 1) / rowTiles - n * t / rowTiles, count)) }
+        }
+        return tiles
+    }
+
     /// `y`: the rows' output `[N, O]`, or with `geometry.offsets` the blocked output's origin.
     func run<V: OutputLanes>(_: V.Type, _ x: Tensor, _ y: UnsafeMutablePointer<Float>, _ geometry: Geometry) {
         let (n, k, o) = (x.shape[0], inFeatures, outFeatures)
         let vectors = (o + V.scalarCount - 1) / V.scalarCount
         let groups = Self.groups(vectors: vectors, lanes: V.scalarCount)
-        // Rows per tile for the largest group (8 rows of 3 vectors, 6 of 4; 4 of 3 in AVX2).
-        let shape = Self.tile(rows: n, vectors: (vectors + groups - 1) / groups, lanes: V.scalarCount)
-        let rowTiles = (n + shape.rows - 1) / shape.rows
         let (xp, yp, wp, bp) = (UnsafePointer(x.pointer), y, UnsafePointer(packed.pointer), UnsafePointer(bias.pointer))
+        let threads = n * k * o > 1 << 16 ? Parallel.threads : 1
+        let tiles = Self.tiles(rows: n, vectors: vectors, lanes: V.scalarCount)
+        // Each worker's tiles: equal shares of the multiply-adds (rows × vectors), in order.
+        let total = tiles.reduce(0) { $0 + $1.rows * $1.count }
+        let parts = min(threads, tiles.count)
         // Vector groups outer, row tiles inner: a group's packed weights (k × 16–64 floats) stay in
-        // cache while every row tile reads them, and each worker streams its half of the weights
+        // cache while every row tile reads them, and each worker streams its share of the weights
         // once. Row tiles outer streamed the whole matrix once per tile, from L3 where it was larger
         // than L2 (shufflenetv2's 192 → 1024 head at batch 64: 786 KB per tile of six rows).
-        Parallel.chunks(rowTiles * groups, parts: n * k * o > 1 << 16 ? Parallel.threads : 1) { _, range in
-            for u in range {
-                let (g, t) = (u / rowTiles, u % rowTiles)
-                // Even splits: 16 rows as 8 + 8, 8 vectors as 4 + 4.
-                let r0 = n * t / rowTiles
-                let rows = n * (t + 1) / rowTiles - r0
-                let (v0, count) = Self.group(g, of: groups, vectors: vectors)
-                let out = geometry.offsets == nil ? yp + r0 * o : yp
-                geometry.dispatch(V.self, rows, count, xp + r0 * k, wp + v0 * k * V.scalarCount, bp + v0 * V.scalarCount, out, v0, r0)
+        tiles.withUnsafeBufferPointer { tiles in
+            Parallel.chunks(parts, parts: parts) { part, _ in
+                // This part's tiles: those whose first multiply-add falls in its share.
+                var (done, mine) = (0, tiles.count..<tiles.count)
+                for (t, tile) in tiles.enumerated() {
+                    let start = done * parts
+                    done += tile.rows * tile.count
+                    if start >= total * part && start < total * (part + 1) {
+                        mine = (mine.isEmpty ? t : mine.lowerBound)..<(t + 1)
+                    }
+                }
+                for tile in tiles[mine] {
+                    let v0 = Self.group(tile.group, of: groups, vectors: vectors).first
+                    let out = geometry.offsets == nil ? yp + tile.row * o : yp
+                    geometry.dispatch(
+                        V.self, tile.rows, tile.count, xp + tile.row * k, wp + v0 * k * V.scalarCount, bp + v0 * V.scalarCount, out, v0,
+                        tile.row)
+                }
             }
         }
     }
@@ -177,6 +215,8 @@ public struct PackedLinear: @unchecked Sendable {
         let offsets: UnsafePointer<Int>?
         let plane: Int
         let blocks: Int
+        /// For a blocked output: the residual's origin, laid out as the output, or nil.
+        let residual: UnsafeMutablePointer<Float>?
 
         @inline(__always)
         func dispatch<V: OutputLanes>(
@@ -251,11 +291,19 @@ public struct PackedLinear: @unchecked Sendable {
                 let first = (v0 + j) * lanes
                 let full = first + lanes <= o
                 for r in 0..<nr {
-                    let a = acc[j * nr + r]
-                    let v = relu ? (upper < .infinity ? a.relu(upTo: upper) : a.relu()) : a
+                    var a = acc[j * nr + r]
                     if let offsets {
                         // Channel c of the row's pixel: block c / 8's plane, lane c % 8.
-                        let out = y + (offsets[r0 &+ r] &+ (first / 8) &* plane)
+                        let at = offsets[r0 &+ r] &+ (first / 8) &* plane
+                        if let residual {
+                            if full {
+                                a += V.load(residual + at, blockStride: plane)
+                            } else {
+                                for l in 0..<(o - first) { a[l] += residual[at + (l / 8) * plane + l % 8] }
+                            }
+                        }
+                        let v = relu ? (upper < .infinity ? a.relu(upTo: upper) : a.relu()) : a
+                        let out = y + at
                         if full {
                             v.store(out, blockStride: plane)
                         } else {
@@ -263,6 +311,7 @@ public struct PackedLinear: @unchecked Sendable {
                         }
                         continue
                     }
+                    let v = relu ? (upper < .infinity ? a.relu(upTo: upper) : a.relu()) : a
                     let out = y + r * o + first
                     if full {
                         v.storeContiguous(out)
