@@ -160,11 +160,16 @@ public struct PackedLinear: @unchecked Sendable {
         var tiles: [(group: Int, row: Int, rows: Int, count: Int)] = []
         for g in 0..<groups {
             let count = group(g, of: groups, vectors: vectors).count
-            let perTile = tile(rows: n, vectors: count, lanes: lanes).rows
-            let rowTiles = (n + perTile - 1) / perTile
+            let rowTiles = rowTiles(rows: n, vectors: count, lanes: lanes)
             for t in 0..<rowTiles { tiles.append((g, n * t / rowTiles, n * (t + 1) / rowTiles - n * t / rowTiles, count)) }
         }
         return tiles
+    }
+
+    /// How many row tiles `rows` rows take in a group of `count` vectors (as few as its tile allows).
+    static func rowTiles(rows n: Int, vectors count: Int, lanes: Int) -> Int {
+        let perTile = tile(rows: n, vectors: count, lanes: lanes).rows
+        return (n + perTile - 1) / perTile
     }
 
     /// `y`: the rows' output `[N, O]`, or with `geometry.offsets` the blocked output's origin.
@@ -174,31 +179,30 @@ public struct PackedLinear: @unchecked Sendable {
         let groups = Self.groups(vectors: vectors, lanes: V.scalarCount)
         let (xp, yp, wp, bp) = (UnsafePointer(x.pointer), y, UnsafePointer(packed.pointer), UnsafePointer(bias.pointer))
         let threads = n * k * o > 1 << 16 ? Parallel.threads : 1
-        let tiles = Self.tiles(rows: n, vectors: vectors, lanes: V.scalarCount)
-        // Each worker's tiles: equal shares of the multiply-adds (rows × vectors), in order.
-        let total = tiles.reduce(0) { $0 + $1.rows * $1.count }
-        let parts = min(threads, tiles.count)
+        // Each worker's tiles (`tiles(rows:vectors:lanes:)`'s, in that order): those whose first
+        // multiply-add falls in its equal share of them (rows × vectors; the groups' vectors in
+        // order, so a group's tiles start at n × its first vector).
+        let total = n * vectors
+        let parts = min(threads, groups * n)
         // Vector groups outer, row tiles inner: a group's packed weights (k × 16–64 floats) stay in
         // cache while every row tile reads them, and each worker streams its share of the weights
         // once. Row tiles outer streamed the whole matrix once per tile, from L3 where it was larger
         // than L2 (shufflenetv2's 192 → 1024 head at batch 64: 786 KB per tile of six rows).
-        tiles.withUnsafeBufferPointer { tiles in
-            Parallel.chunks(parts, parts: parts) { part, _ in
-                // This part's tiles: those whose first multiply-add falls in its share.
-                var (done, mine) = (0, tiles.count..<tiles.count)
-                for (t, tile) in tiles.enumerated() {
-                    let start = done * parts
-                    done += tile.rows * tile.count
-                    if start >= total * part && start < total * (part + 1) {
-                        mine = (mine.isEmpty ? t : mine.lowerBound)..<(t + 1)
-                    }
-                }
-                for tile in tiles[mine] {
-                    let v0 = Self.group(tile.group, of: groups, vectors: vectors).first
-                    let out = geometry.offsets == nil ? yp + tile.row * o : yp
+        Parallel.chunks(parts, parts: parts) { part, _ in
+            let (low, high) = (total * part, total * (part + 1))
+            for g in 0..<groups {
+                let (v0, count) = Self.group(g, of: groups, vectors: vectors)
+                // Skip the groups wholly outside this share.
+                guard n * v0 * parts < high, n * (v0 + count) * parts > low else { continue }
+                let rowTiles = Self.rowTiles(rows: n, vectors: count, lanes: V.scalarCount)
+                for t in 0..<rowTiles {
+                    let row = n * t / rowTiles
+                    let start = (n * v0 + row * count) * parts
+                    guard start >= low, start < high else { continue }
+                    let out = geometry.offsets == nil ? yp + row * o : yp
                     geometry.dispatch(
-                        V.self, tile.rows, tile.count, xp + tile.row * k, wp + v0 * k * V.scalarCount, bp + v0 * V.scalarCount, out, v0,
-                        tile.row)
+                        V.self, n * (t + 1) / rowTiles - row, count, xp + row * k, wp + v0 * k * V.scalarCount, bp + v0 * V.scalarCount,
+                        out, v0, row)
                 }
             }
         }
