@@ -689,6 +689,7 @@ def mobile_section(rc, seeds, res, threads, peer_runs=None):
     # Which PyTorch peers to run (each takes 10 minutes on 2 cores): all by default.
     peer_runs = peer_runs if peer_runs is not None else {(a, s) for a in ("mobilenetv2", "shufflenetv2") for s in seeds}
     rows, data = [], {}
+    published = res.get("mobile", {})  # the report's section before this run (--keep-published)
     students_of = {"mobilenetv2": "0.5", "shufflenetv2": "0.5"}
     # kdtool's arms first, then the PyTorch peers (slower: they run last so kdtool's table fills first).
     for arch, width in students_of.items():
@@ -745,11 +746,32 @@ def mobile_section(rc, seeds, res, threads, peer_runs=None):
         rows.append(row(label + " KD (T = 4, α = 0.9)", per_seed(kd), [m["total_seconds"] for m in kd], [m["images_per_second"] for m in kd],
                         per_seed(alone)))
         peers = peers if len(peers) == len(seeds) else []  # a paired interval needs every seed
+        peer_label = label + " alone, PyTorch 2.13 (same recipe)"
         if peers:
-            rows.append(row(label + " alone, PyTorch 2.13 (same recipe)", [p["eval_accuracy"] for p in peers], [p["seconds"] for p in peers],
+            rows.append(row(peer_label, [p["eval_accuracy"] for p in peers], [p["seconds"] for p in peers],
                             [p["images_per_second"] for p in peers], per_seed(alone)))
-        data[label].update({"alone": per_seed(alone), "kd": per_seed(kd), "pytorch_alone": [p["eval_accuracy"] for p in peers]})
+            peer_accs, peer_source = [p["eval_accuracy"] for p in peers], None
+        else:
+            # Not re-run (--mobile-peers): the published run's per-seed accuracies (PyTorch's training does not
+            # depend on kdtool) against this run's student alone, with its mean wall time and speed, named as such.
+            peer_accs, peer_source = published_peer(published, label, peer_label, len(seeds))
+            if peer_accs:
+                old = next(r for r in published["rows"] if r[0].startswith(peer_label))
+                rows.append(row("%s — %s, not re-run" % (peer_label, peer_source), peer_accs, [float(old[4])],
+                                [float(old[5].replace(",", ""))], per_seed(alone)))
+        data[label].update({"alone": per_seed(alone), "kd": per_seed(kd), "pytorch_alone": peer_accs or [],
+                            "pytorch_source": peer_source})
     res["mobile"] = {"rows": rows, "data": data, "notes": mobile_notes(data, epochs, teacher_epochs, len(seeds))}
+
+
+def published_peer(published, label, peer_label, n):
+    """The published section's PyTorch accuracies for `label` (one per seed) and where they ran, or (None, None)."""
+    accs = published.get("data", {}).get(label, {}).get("pytorch_alone") or []
+    if len(accs) != n or not any(r[0].startswith(peer_label) for r in published.get("rows", [])):
+        return None, None
+    where = published.get("data", {}).get(label, {}).get("pytorch_source") or "published run on %s, %s" % (
+        published.get("machine", "?"), published.get("date", "?"))
+    return accs, where
 
 
 def mobile_notes(data, epochs, teacher_epochs, n):
