@@ -247,3 +247,29 @@ public struct Tensor: @unchecked Sendable {
 
 /// Releases pooled buffers back to the system.
 public func releasePooledMemory() { BufferPool.shared.drain() }
+
+/// Keeps the memory that a step frees inside the process for the next step (glibc's allocator),
+/// for long jobs such as training that free and take the same large buffers every step.
+///
+/// The buffer pool keeps at most 512 MiB; a training step of a mobile student at batch 128 frees
+/// more than that (peak RSS 1.5 GB for shufflenetv2 ×1.0), and glibc gave each buffer over its
+/// mmap threshold back to the kernel, which cleared fresh pages for it on the next step (a minor
+/// page fault per 4 KiB, 6 % of an epoch's samples). With no mmap'd chunks, no trimming of the
+/// heap's top below 2 GiB and 64 MiB of padding per heap extension, freed buffers stay in the heap
+/// and come back from it: an epoch of shufflenetv2 ×1.0 went from 214 to 224 img/s (medians of
+/// twelve alternated epochs, AVX2 build; docs/performance.md, eighteenth session). Peak RSS does not change: the same buffers are live at a step's peak.
+/// The bits computed do not depend on it. A no-op where the C library has no `mallopt`; returns
+/// whether the settings were made.
+@discardableResult
+public func keepFreedMemory() -> Bool {
+    #if canImport(Glibc)
+        // Swift's Glibc module leaves out <malloc.h>: mallopt is looked up, with its parameters'
+        // values from that header (M_TRIM_THRESHOLD −1, M_TOP_PAD −2, M_MMAP_MAX −4).
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return false }
+        let mallopt = unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
+        // mallopt returns 1 on success.
+        return mallopt(-4, 0) == 1 && mallopt(-1, Int32.max) == 1 && mallopt(-2, 64 << 20) == 1
+    #else
+        return false
+    #endif
+}

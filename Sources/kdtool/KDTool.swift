@@ -32,6 +32,8 @@ struct KDTool: ParsableCommand {
     static func main() {
         requireVectorUnits()
         BLASCore.restartWithBetterKernelsIfNeeded()
+        // Training frees and takes the same large buffers every step: keep them in the heap.
+        keepFreedMemory()
         // Under mpirun/srun with more than one rank: join the job (Open MPI is loaded only then).
         ClusterSetup.start()
         let runs: [[String]]

@@ -92,6 +92,8 @@ let benchmarks: @Sendable () -> Void = {
     // Debian's OpenBLAS may not know this CPU and fall back to its SSE3 kernels (BLAS.swift):
     // restart on the fitting ones, as kdtool does, so sgemm is measured at its real speed.
     BLASCore.restartWithBetterKernelsIfNeeded()
+    // Freed step buffers stay in the heap, as in kdtool (KDTool.main).
+    keepFreedMemory()
     Parallel.configure(threads: threads)
     let scaled = { (name: String) in BenchmarkMetric.custom(name, polarity: .prefersLarger, useScalingFactor: false) }
     let imagesPerSecond = scaled("images/s")

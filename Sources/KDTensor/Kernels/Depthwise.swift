@@ -37,7 +37,7 @@ public enum Depthwise {
         let m = o / c
         let (ho, wo) = (try g.outputSize(h, axis: 0), try g.outputSize(w, axis: 1))
         let y = Tensor(uninitialized: [n, o, ho, wo])
-        let (kh, kw) = g.kernel
+        let kw = g.kernel.w
         let sw = g.stride.w
         // Each tap's phase and column offset q (output column j reads phase column j + q).
         let taps = (0..<kw).map { kj -> (phase: Int, offset: Int) in
