@@ -76,6 +76,16 @@ extension Tape {
         }
     }
 
+    /// Whether the output gradient of value `id` is a blocked tensor that only `grads[id]` holds,
+    /// so a rule may write its input's gradient over it: a rule that hands a gradient on to
+    /// another value gives it away or copies it (`.add` gives it to its first input and copies it
+    /// for the second), the loop drops `grads[id]` right after the rule, and the seeds callers
+    /// pass in are NCHW tensors (`.plain`), which `gradBlocked` converts into new buffers.
+    private func ownsBlockedGrad(_ id: Int) -> Bool {
+        if case .blocked = grads[id] { return true }
+        return false
+    }
+
     /// The backward rule of each op, next to its forward in `Tape.swift`.
     private func backward(_ r: Record) throws {
         let ins = r.inputs
@@ -133,13 +143,15 @@ extension Tape {
             accumulate(ins[1], g.dw)
             if let db = g.db { accumulate(ins[2], db) }
         case .batchnormBlocked(let saved):
-            let g = try BlockedOps.batchNormBackward(dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]))
+            let g = try BlockedOps.batchNormBackward(
+                dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]), overwrite: ownsBlockedGrad(r.output))
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
         case .batchnormReluBlocked(let saved, let upper):
             let g = try BlockedOps.batchNormBackward(
-                dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]), reluOutput: blockedValues[r.output]!, upper: upper)
+                dy: gradBlocked(r.output), saved: saved, scale: values(ins[1]), reluOutput: blockedValues[r.output]!, upper: upper,
+                overwrite: ownsBlockedGrad(r.output))
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)

@@ -109,4 +109,27 @@ struct ConvGradientTests {
         Self.poison(x.data.count)
         check(try BlockedTensor.gatherChannels([x], (0..<24).map { .init(input: 0, channel: 23 - $0) }, outPad: 1), "gather")
     }
+
+    @Test("batch norm's backward written over dy gives the bits of a new buffer, plain and with a fused ReLU6, halo zero")
+    func batchNormBackwardOverDy() throws {
+        var rng = RandomSource(seed: 11)
+        let x = BlockedTensor(Self.random([3, 20, 5, 6], &rng), pad: 1)
+        let (scale, bias) = (Self.random([20], &rng), Self.random([20], &rng))
+        for upper in [Float.infinity, 6] {
+            let (y, saved) = try BlockedOps.batchNormTraining(
+                x, scale: scale, bias: bias, runningMean: Tensor(zeros: [20]), runningVar: Tensor(shape: [20], repeating: 1),
+                epsilon: 1e-5, momentum: 0.1, relu: true, upper: upper)
+            let dy = Self.random([3, 20, 5, 6], &rng)
+            for relu in [false, true] {
+                let fresh = try BlockedOps.batchNormBackward(
+                    dy: BlockedTensor(dy, pad: 1), saved: saved, scale: scale, reluOutput: relu ? y : nil, upper: upper)
+                let given = BlockedTensor(dy, pad: 1)
+                let over = try BlockedOps.batchNormBackward(
+                    dy: given, saved: saved, scale: scale, reluOutput: relu ? y : nil, upper: upper, overwrite: true)
+                #expect(over.dx.data.pointer == given.data.pointer, "dx was written over dy")
+                #expect(over.dx.data.array.map(\.bitPattern) == fresh.dx.data.array.map(\.bitPattern), "upper \(upper), relu \(relu)")
+                #expect(over.dscale.array == fresh.dscale.array && over.dbias.array == fresh.dbias.array)
+            }
+        }
+    }
 }

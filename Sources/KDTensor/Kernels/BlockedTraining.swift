@@ -196,8 +196,12 @@ public enum BlockedOps {
     /// dx, dγ, dβ of batch norm: dx = γ·σ⁻¹·(dy − mean(dy) − x̂·mean(dy·x̂)), or γ·σ⁻¹·dy with frozen
     /// statistics. With `reluOutput` (batch norm fused with the ReLU after it), `dy` is the ReLU's
     /// output gradient and is taken where that output was positive (and below `upper`).
+    /// `overwrite`: the caller gives `dy` away (nothing reads it again), so dx is written over it,
+    /// each vector where its dy was just read, rather than into a new buffer whose lines would
+    /// first be fetched from memory for the writes.
     public static func batchNormBackward(
-        dy: BlockedTensor, saved s: BatchNormSaved, scale: Tensor, reluOutput: BlockedTensor? = nil, upper: Float = .infinity
+        dy: BlockedTensor, saved s: BatchNormSaved, scale: Tensor, reluOutput: BlockedTensor? = nil, upper: Float = .infinity,
+        overwrite: Bool = false
     ) throws -> (
         dx: BlockedTensor, dscale: Tensor, dbias: Tensor
     ) {
@@ -289,7 +293,8 @@ public enum BlockedOps {
             c2[ch] = -k[ch] * inv[ch] * Float(sdx) / m
             c1[ch] = -k[ch] * Float(sd) / m - c2[ch] * mean[ch]
         }
-        let dx = BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad, zeroHalo: false)
+        // dy has x's shape and halo here (withPad above), so it can hold dx.
+        let dx = overwrite ? dy : BlockedTensor(uninitialized: x.n, channels: x.channels, h: x.h, w: x.w, pad: x.pad, zeroHalo: false)
         // k, c1, c2 and the forward's a, b side by side, a block of eight each.
         let coefficients = k + c1 + c2 + fa + fb
         coefficients.withUnsafeBufferPointer { cp in
