@@ -156,14 +156,15 @@ extension Tape {
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
         case .batchnormAddReluBlocked(let saved):
-            let masked = BlockedOps.masked(gradBlocked(r.output), by: blockedValues[r.output]!)
+            let masked = BlockedOps.masked(gradBlocked(r.output), by: blockedValues[r.output]!, overwrite: ownsBlockedGrad(r.output))
             let g = try BlockedOps.batchNormBackward(dy: masked, saved: saved, scale: values(ins[1]))
             accumulate(ins[0], g.dx)
             accumulate(ins[1], g.dscale)
             accumulate(ins[2], g.dbias)
             accumulate(ins[3], masked)
         case .addReluBlocked:
-            let (a, b) = BlockedOps.addReluBackward(dy: gradBlocked(r.output), y: blockedValues[r.output]!)
+            let (a, b) = BlockedOps.addReluBackward(
+                dy: gradBlocked(r.output), y: blockedValues[r.output]!, overwrite: ownsBlockedGrad(r.output))
             accumulate(ins[0], a)
             accumulate(ins[1], ins[1] == ins[0] ? a : b)
         case .maxpoolBlocked(let argmax):
@@ -177,7 +178,7 @@ extension Tape {
             accumulate(ins[2], g.dbias)
         case .relu:
             if let y = blockedValues[r.output] {
-                accumulate(ins[0], BlockedOps.reluBackward(dy: gradBlocked(r.output), y: y))
+                accumulate(ins[0], BlockedOps.reluBackward(dy: gradBlocked(r.output), y: y, overwrite: ownsBlockedGrad(r.output)))
             } else {
                 accumulate(ins[0], Elementwise.reluBackward(dy: dy, y: values(r.output)))
             }

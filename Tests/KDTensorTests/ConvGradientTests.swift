@@ -110,7 +110,7 @@ struct ConvGradientTests {
         check(try BlockedTensor.gatherChannels([x], (0..<24).map { .init(input: 0, channel: 23 - $0) }, outPad: 1), "gather")
     }
 
-    @Test("batch norm's backward written over dy gives the bits of a new buffer, plain and with a fused ReLU6, halo zero")
+    @Test("batch norm's, the ReLU's and relu(a + b)'s backward written over dy give the bits of a new buffer, halo zero")
     func batchNormBackwardOverDy() throws {
         var rng = RandomSource(seed: 11)
         let x = BlockedTensor(Self.random([3, 20, 5, 6], &rng), pad: 1)
@@ -130,6 +130,17 @@ struct ConvGradientTests {
                 #expect(over.dx.data.array.map(\.bitPattern) == fresh.dx.data.array.map(\.bitPattern), "upper \(upper), relu \(relu)")
                 #expect(over.dscale.array == fresh.dscale.array && over.dbias.array == fresh.dbias.array)
             }
+            // The ReLU's and relu(a + b)'s rules written over dy too.
+            let dyb = BlockedTensor(dy, pad: 1)
+            let relu = BlockedOps.reluBackward(dy: dyb, y: y)
+            let (a, b) = BlockedOps.addReluBackward(dy: dyb, y: y)
+            let given = BlockedTensor(dy, pad: 1)
+            let (a2, b2) = BlockedOps.addReluBackward(dy: given, y: y, overwrite: true)
+            #expect(a2.data.pointer == given.data.pointer && b2.data.pointer != given.data.pointer)
+            #expect(a2.data.array == a.data.array && b2.data.array == b.data.array && a.data.array == relu.data.array)
+            let again = BlockedTensor(dy, pad: 1)
+            let relu2 = BlockedOps.reluBackward(dy: again, y: y, overwrite: true)
+            #expect(relu2.data.pointer == again.data.pointer && relu2.data.array == relu.data.array)
         }
     }
 }

@@ -338,10 +338,11 @@ public enum BlockedOps {
         return y
     }
 
-    /// dx = dy where the ReLU's output y was positive.
-    public static func reluBackward(dy: BlockedTensor, y: BlockedTensor) -> BlockedTensor {
+    /// dx = dy where the ReLU's output y was positive; with `overwrite` (the caller gives `dy`
+    /// away) written over dy.
+    public static func reluBackward(dy: BlockedTensor, y: BlockedTensor, overwrite: Bool = false) -> BlockedTensor {
         let dy = dy.withPad(y.pad)
-        let dx = BlockedTensor(uninitialized: y.n, channels: y.channels, h: y.h, w: y.w, pad: y.pad)
+        let dx = overwrite ? dy : BlockedTensor(uninitialized: y.n, channels: y.channels, h: y.h, w: y.w, pad: y.pad)
         let (g, out, d) = (dy.data.pointer, y.data.pointer, dx.data.pointer)
         let vectors = y.data.count / 8
         Parallel.chunks(vectors, parts: vectors > 1 << 13 ? Parallel.threads : 1) { _, range in
@@ -355,9 +356,10 @@ public enum BlockedOps {
 
     /// The gradients of both inputs of relu(a + b): dy where the output y was positive, twice
     /// (the second a separate tensor, so that each input's other gradients can add into its own).
-    public static func addReluBackward(dy: BlockedTensor, y: BlockedTensor) -> (BlockedTensor, BlockedTensor) {
+    /// With `overwrite` (the caller gives `dy` away) the first is written over dy.
+    public static func addReluBackward(dy: BlockedTensor, y: BlockedTensor, overwrite: Bool = false) -> (BlockedTensor, BlockedTensor) {
         let dy = dy.withPad(y.pad)
-        let first = BlockedTensor(uninitialized: y.n, channels: y.channels, h: y.h, w: y.w, pad: y.pad)
+        let first = overwrite ? dy : BlockedTensor(uninitialized: y.n, channels: y.channels, h: y.h, w: y.w, pad: y.pad)
         let second = BlockedTensor(uninitialized: y.n, channels: y.channels, h: y.h, w: y.w, pad: y.pad)
         let (g, out, d1, d2) = (dy.data.pointer, y.data.pointer, first.data.pointer, second.data.pointer)
         let vectors = y.data.count / 8
@@ -372,7 +374,9 @@ public enum BlockedOps {
     }
 
     /// dy where the ReLU's output y was positive (the gradient of its input).
-    public static func masked(_ dy: BlockedTensor, by y: BlockedTensor) -> BlockedTensor { reluBackward(dy: dy, y: y) }
+    public static func masked(_ dy: BlockedTensor, by y: BlockedTensor, overwrite: Bool = false) -> BlockedTensor {
+        reluBackward(dy: dy, y: y, overwrite: overwrite)
+    }
 
     /// a += b in place (same shape; b re-padded to a's halo if it differs).
     public static func accumulate(_ a: BlockedTensor, _ b: BlockedTensor) {
