@@ -254,12 +254,13 @@ public func releasePooledMemory() { BufferPool.shared.drain() }
 /// The buffer pool keeps at most 512 MiB; a training step of a mobile student at batch 128 frees
 /// more than that (peak RSS 1.5 GB for shufflenetv2 ×1.0), and glibc gave each buffer over its
 /// mmap threshold back to the kernel, which cleared fresh pages for it on the next step (a minor
-/// page fault per 4 KiB, 6 % of an epoch's samples). With no mmap'd chunks, no trimming of the
-/// heap's top below 2 GiB and 64 MiB of padding per heap extension, freed buffers stay in the heap
-/// and come back from it: an epoch of shufflenetv2 ×1.0 went from 214 to 224 img/s (medians of
-/// twelve alternated epochs, AVX2 build; docs/performance.md, eighteenth session). Peak RSS does not change: the same buffers are live at a step's peak.
-/// The bits computed do not depend on it. A no-op where the C library has no `mallopt`; returns
-/// whether the settings were made.
+/// page fault per 4 KiB: 4.4 % of an epoch's samples in clearing pages and taking the faults).
+/// With no mmap'd chunks, no trimming of the heap's top below 2 GiB and 64 MiB of padding per heap
+/// extension, freed buffers stay in the heap and come back from it: an epoch of shufflenetv2 ×1.0
+/// went from 214 to 224 img/s (medians of twelve alternated epochs, AVX2 build;
+/// docs/performance.md, eighteenth session). Peak RSS does not change: the same buffers are live
+/// at a step's peak. The bits computed do not depend on it. A no-op where the C library has no
+/// `mallopt`; returns whether the settings were made.
 @discardableResult
 public func keepFreedMemory() -> Bool {
     #if canImport(Glibc)
