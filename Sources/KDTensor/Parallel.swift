@@ -299,3 +299,50 @@ private func allowedCPUs() -> [Int] {
 @_silgen_name("pthread_setaffinity_np") private func setThreadAffinity(_ thread: pthread_t, _ size: Int, _ mask: UnsafePointer<cpu_set_t>)
     -> Int32
 @_silgen_name("sched_getcpu") private func currentCPU() -> Int32
+
+/// The cache sizes of the CPU this process runs on, as Linux reports them in sysfs.
+public enum CacheSizes {
+    /// The L2 cache of one core in bytes, or nil where sysfs does not say (another OS, a
+    /// container without /sys): cpu0's level-2 data or unified cache.
+    public static let l2: Int? = {
+        #if os(Linux)
+            for index in 0..<8 {
+                let dir = "/sys/devices/system/cpu/cpu0/cache/index\(index)/"
+                guard let level = firstLine(dir + "level") else { break }
+                guard level == "2", let type = firstLine(dir + "type"), type != "Instruction",
+                    let size = firstLine(dir + "size")
+                else { continue }
+                return parseSize(size)
+            }
+        #endif
+        return nil
+    }()
+
+    /// A sysfs cache size: "1024K", "2M", or bytes; nil unless it is 16 KiB to 1 GiB.
+    public static func parseSize(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        var digits = Substring(text)
+        var unit = 1
+        if let last = digits.last, let u = units[last] {
+            unit = u
+            digits = digits.dropLast()
+        }
+        guard digits.count <= 10, let n = Int(digits) else { return nil }
+        let (bytes, overflow) = n.multipliedReportingOverflow(by: unit)
+        return !overflow && (16 << 10...1 << 30).contains(bytes) ? bytes : nil
+    }
+
+    /// The first line of a small text file (a sysfs attribute), without its newline.
+    private static func firstLine(_ path: String) -> String? {
+        #if os(Linux)
+            guard let f = fopen(path, "r") else { return nil }
+            defer { fclose(f) }
+            var buffer = [CChar](repeating: 0, count: 64)
+            guard fgets(&buffer, Int32(buffer.count), f) != nil else { return nil }
+            let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return line.hasSuffix("\n") ? String(line.dropLast()) : line
+        #else
+            return nil
+        #endif
+    }
+}

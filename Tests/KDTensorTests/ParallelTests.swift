@@ -64,4 +64,18 @@ struct ParallelTests {
         DispatchQueue.concurrentPerform(iterations: 8) { i in out.value[i] = Self.covered(300 + i, parts: 3) }
         #expect(results.allSatisfy { $0 })
     }
+
+    @Test("cache sizes as sysfs writes them: K, M or bytes, within 16 KiB to 1 GiB")
+    func cacheSizes() {
+        #expect(CacheSizes.parseSize("1024K") == 1 << 20)
+        #expect(CacheSizes.parseSize("2M") == 2 << 20)
+        #expect(CacheSizes.parseSize("524288") == 512 << 10)
+        #expect(CacheSizes.parseSize("8K") == nil)
+        #expect(CacheSizes.parseSize("2G") == nil)
+        #expect(CacheSizes.parseSize("99999999999999999K") == nil)
+        #expect(CacheSizes.parseSize("") == nil)
+        #expect(CacheSizes.parseSize("K") == nil)
+        #expect(CacheSizes.parseSize("-1M") == nil)
+        if let l2 = CacheSizes.l2 { #expect((16 << 10...1 << 30).contains(l2)) }
+    }
 }
