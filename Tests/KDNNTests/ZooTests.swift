@@ -222,11 +222,12 @@ struct InferencePlanTests {
         #expect(zip(want.array, y.array).allSatisfy { abs($0 - $1) <= Self.tolerance * scale })
     }
 
-    @Test("the late slices' budget is 5/16 of the L2: the Xeon's 640 KiB on 2 MiB, 320 KiB on 1 MiB")
+    @Test("the late slices' budget is 5/16 of the L2: the Xeon's 640 KiB on 2 MiB, 320 KiB on 1 MiB or less")
     func lateBudget() {
         #expect(InferencePlan.lateBudget(l2: 2 << 20) == 160 << 10)
         #expect(InferencePlan.lateBudget(l2: 1 << 20) == 80 << 10)
         #expect(InferencePlan.lateBudget(l2: nil) == 160 << 10)
+        #expect(InferencePlan.lateBudget(l2: 512 << 10) == 80 << 10)
         #expect(InferencePlan.lateBudget(l2: 1 << 30) == InferencePlan.lateBudget(l2: 8 << 20))
         #expect(InferencePlan.lateBudget == InferencePlan.lateBudget(l2: CacheSizes.l2))
     }
