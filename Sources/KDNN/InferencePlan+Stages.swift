@@ -34,12 +34,13 @@ extension InferencePlan {
 
     /// 5/16 of `l2` bytes, in floats: 640 KiB on a 2 MiB L2 (Intel Xeon, family 6, model 207),
     /// 320 KiB on a 1 MiB one (AMD EPYC Zen 4), and no less on a smaller L2, where no budget was
-    /// measured (so every zoo student still has a cut). Measured at batch 64 on two threads against no cuts
-    /// (docs/performance.md, twelfth session, the Xeon): shufflenetv2 ×1.0, cut before stage 3 (4
-    /// images) and its head (10), 8–10 % faster; cuts on the 16 × 16 maps of mobilenetv2 and
-    /// efficientnet-lite0 (a budget twice this one) were slower. On the Zen 4 (nineteenth
-    /// session) the Xeon's 640 KiB cut mobilenetv2 ×0.5 on its 16 × 16 maps (5 images), 7–15 %
-    /// slower than 320 KiB, which cuts it at features.14 (4 images).
+    /// measured (mobilenetv2, efficientnet-lite0 and shufflenetv2 keep their cuts at 320 KiB:
+    /// ZooTests). Measured at batch 64 on two threads against no cuts (docs/performance.md,
+    /// twelfth session, the Xeon): shufflenetv2 ×1.0, cut before stage 3 (4 images) and its head
+    /// (10), 8–10 % faster; cuts on the 16 × 16 maps of mobilenetv2 and efficientnet-lite0 (a
+    /// budget twice this one) were slower. On the Zen 4 (nineteenth session) the Xeon's 640 KiB
+    /// cut mobilenetv2 ×0.5 on its 16 × 16 maps (5 images), 7–15 % slower than 320 KiB, which
+    /// cuts it at features.14 (4 images).
     static func lateBudget(l2: Int?) -> Int {
         guard let l2 else { return 160 << 10 }
         return min(max(l2, 1 << 20), 8 << 20) / 16 * 5 / MemoryLayout<Float>.size
