@@ -122,6 +122,13 @@ extension Tape {
                 return
             }
             let x = Var(id: ins[0])
+            if !plainInput, PointwiseGEMM.applies(window, groups: 1, h: g.h, w: g.w) {
+                let grads = PointwiseGEMM.backward(x: blockedValue(x), dy: g, weight: weight, needInput: need(0), pad: halo)
+                if let dx = grads.dx { accumulate(ins[0], dx) }
+                accumulate(ins[1], grads.dw)
+                if hasBias { accumulate(ins[2], BlockedConvGradient.bias(g)) }
+                return
+            }
             if need(0) {
                 let s = shape(x)
                 let dx = Profiler.measure("backward conv2d (input)") {

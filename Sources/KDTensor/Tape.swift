@@ -188,6 +188,11 @@ public final class Tape {
         if blocked && Conv2d.useFast && DirectConv.applies(groups: groups) {
             // Blocked in and out; a network's first layer (a few NCHW channels) reads NCHW.
             let plainInput = !isBlocked(x) && DirectConv.inBlock(forChannels: weight.shape[1]) == 1
+            let s = shape(x)
+            if !plainInput, PointwiseGEMM.applies(g, groups: groups, h: s[2], w: s[3]) {
+                let y = PointwiseGEMM.forward(blockedValue(x), weight: weight, bias: b.map(value), outPad: halo)
+                return push(y, .conv2dBlocked(g, hasBias: b != nil, plainInput: false), [x, w] + (b.map { [$0] } ?? []))
+            }
             let conv = DirectConv(weight: weight, bias: b.map(value), window: g, inBlock: plainInput ? 1 : 8)
             let y = plainInput ? try conv(plain: value(x), outPad: halo) : try conv(blockedValue(x), outPad: halo)
             return push(y, .conv2dBlocked(g, hasBias: b != nil, plainInput: plainInput), [x, w] + (b.map { [$0] } ?? []))

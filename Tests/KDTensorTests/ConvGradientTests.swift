@@ -62,6 +62,52 @@ struct ConvGradientTests {
         }
     }
 
+    @Test(
+        "1×1 convolutions on small maps as GEMMs over pixel rows match the NCHW forward and gradients, halo zero",
+        arguments: [(58, 20, 4, 4, true), (24, 13, 3, 4, false), (8, 40, 2, 2, true), (116, 232, 4, 4, false)])
+    func pointwiseGEMM(c: Int, o: Int, h: Int, w: Int, bias: Bool) throws {
+        var rng = RandomSource(seed: 5)
+        let g = Window(kernel: [1, 1], stride: [1, 1], pads: [0, 0, 0, 0])
+        #expect(PointwiseGEMM.applies(g, groups: 1, h: h, w: w))
+        let x = Self.random([3, c, h, w], &rng)
+        let weight = Self.random([o, c, 1, 1], &rng)
+        let b = bias ? Self.random([o], &rng) : nil
+        let dy = Self.random([3, o, h, w], &rng)
+        let wantY = try Conv2d.forward(x: x, weight: weight, bias: b, g, groups: 1, allowFast: false)
+        let want = Conv2d.backward(dy: dy, x: x, weight: weight, hasBias: false, g, groups: 1, needInput: true, allowFast: false)
+        defer { Parallel.configure(threads: 1) }
+        for threads in [1, 2] {
+            Parallel.configure(threads: threads)
+            Self.poison(3 * ((max(c, o) + 7) / 8) * (h + 2) * (w + 2) * 8)
+            let y = PointwiseGEMM.forward(BlockedTensor(x, pad: 1), weight: weight, bias: b, outPad: 1)
+            #expect(DirectConvTests.halo(y).allSatisfy { $0 == 0 })
+            #expect(Self.error(y.plain(), wantY) <= 1e-5, "\(c) → \(o), \(threads) threads: Y differs by \(Self.error(y.plain(), wantY))")
+            Self.poison(3 * ((c + 7) / 8) * (h + 2) * (w + 2) * 8)
+            let grads = PointwiseGEMM.backward(
+                x: BlockedTensor(x, pad: 1), dy: BlockedTensor(dy, pad: 1), weight: weight, needInput: true, pad: 1)
+            let dx = try #require(grads.dx)
+            #expect(DirectConvTests.halo(dx).allSatisfy { $0 == 0 })
+            #expect(Self.error(dx.plain(), want.dx!) <= 1e-5, "\(c) → \(o), \(threads) threads: dX differs")
+            #expect(grads.dw.shape == want.dw.shape)
+            #expect(
+                Self.error(grads.dw, want.dw) <= 1e-5, "\(c) → \(o), \(threads) threads: dW differs by \(Self.error(grads.dw, want.dw))")
+            #expect(PointwiseGEMM.backward(x: BlockedTensor(x), dy: BlockedTensor(dy), weight: weight, needInput: false, pad: 0).dx == nil)
+        }
+    }
+
+    @Test("the GEMMs take 1×1 convolutions, stride 1, on maps up to 4 × 4 only")
+    func pointwiseGEMMApplies() {
+        let one = Window(kernel: [1, 1], stride: [1, 1], pads: [0, 0, 0, 0])
+        #expect(PointwiseGEMM.applies(one, groups: 1, h: 4, w: 4))
+        #expect(PointwiseGEMM.applies(one, groups: 1, h: 1, w: 1))
+        #expect(!PointwiseGEMM.applies(one, groups: 1, h: 8, w: 8))
+        #expect(!PointwiseGEMM.applies(one, groups: 1, h: 4, w: 5))
+        #expect(!PointwiseGEMM.applies(one, groups: 2, h: 4, w: 4))
+        #expect(!PointwiseGEMM.applies(Window(kernel: [1, 1], stride: [2, 2], pads: [0, 0, 0, 0]), groups: 1, h: 4, w: 4))
+        #expect(!PointwiseGEMM.applies(Window(kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1]), groups: 1, h: 4, w: 4))
+        #expect(!PointwiseGEMM.applies(Window(kernel: [1, 1], stride: [1, 1], pads: [1, 1, 1, 1]), groups: 1, h: 4, w: 4))
+    }
+
     /// Leaves buffers of `floats` floats full of NaN in the pool, for the next tensors of that size.
     static func poison(_ floats: Int) {
         let held = (0..<3).map { _ in Tensor(shape: [floats], repeating: .nan) }
