@@ -683,8 +683,11 @@ public final class InferencePlan: @unchecked Sendable {
         _ count: Int, timing: ((Int, Double) -> Void)?, _ body: (Int, ((Int, Double) -> Void)?) throws -> Void
     ) throws {
         let workers = Parallel.threads
+        // Each worker's activations come from its own buffers by size class: a layer wider than
+        // any buffer freed so far in the slice gets the one just released, not one written a
+        // slice ago (Storage.withSizeClasses).
         if workers == 1 {
-            for i in 0..<count { try body(i, timing) }
+            try Storage.withSizeClasses { for i in 0..<count { try body(i, timing) } }
             return
         }
         let next = WorkCounter()
@@ -704,7 +707,7 @@ public final class InferencePlan: @unchecked Sendable {
                     let i = next.take()
                     guard i < count else { return }
                     do {
-                        try body(i, mine)
+                        try Storage.withSizeClasses { try body(i, mine) }
                     } catch {
                         lock.lock()
                         failure = failure ?? error

@@ -27,3 +27,37 @@ struct MemoryTests {
         }
     #endif
 }
+
+@Suite("Pooled buffers by size class")
+struct SizeClassTests {
+    @Test("sizes between 1 k floats and the per-thread limit round up to a power of two; others stay exact")
+    func classes() {
+        #expect(ThreadPool.sizeClass(1) == 1)
+        #expect(ThreadPool.sizeClass(1024) == 1024)
+        #expect(ThreadPool.sizeClass(1025) == 2048)
+        #expect(ThreadPool.sizeClass(38_400) == 65_536)
+        #expect(ThreadPool.sizeClass(57_600) == 65_536)
+        #expect(ThreadPool.sizeClass(65_536) == 65_536)
+        #expect(ThreadPool.sizeClass(ThreadPool.largestFloats) == ThreadPool.largestFloats)
+        #expect(ThreadPool.sizeClass(ThreadPool.largestFloats + 1) == ThreadPool.largestFloats + 1)
+    }
+
+    @Test("inside withSizeClasses a larger tensor of the same class takes the buffer a smaller one just released; outside, sizes are exact")
+    func reuseAcrossSizes() {
+        Storage.withSizeClasses {
+            let released: UnsafeMutablePointer<Float>
+            do {
+                let small = Tensor(uninitialized: [38_400])
+                #expect(small.storage.allocated == 65_536)
+                small.pointer.initialize(repeating: 1, count: small.count)
+                released = small.pointer
+            }
+            let large = Tensor(shape: [57_600], repeating: 2)
+            #expect(large.pointer == released)
+            #expect(large.storage.allocated == 65_536)
+            #expect(large.pointer[57_599] == 2 && large.pointer[0] == 2)
+        }
+        let exact = Tensor(uninitialized: [38_401])
+        #expect(exact.storage.allocated == 38_401)
+    }
+}
